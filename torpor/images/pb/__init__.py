@@ -1,0 +1,56 @@
+"""Generated protobuf modules for torpor's image format (CRIU-compatible).
+
+Regenerate with scripts/gen-protos.sh; do not edit. Every message and enum class is
+also available directly on this package (pb.CoreEntry is pb.core_pb2.CoreEntry).
+"""
+
+from torpor.images.pb import core_pb2
+from torpor.images.pb import core_x86_pb2
+from torpor.images.pb import creds_pb2
+from torpor.images.pb import fdinfo_pb2
+from torpor.images.pb import fown_pb2
+from torpor.images.pb import fs_pb2
+from torpor.images.pb import inventory_pb2
+from torpor.images.pb import mm_pb2
+from torpor.images.pb import pagemap_pb2
+from torpor.images.pb import pipe_data_pb2
+from torpor.images.pb import pipe_pb2
+from torpor.images.pb import pstree_pb2
+from torpor.images.pb import regfile_pb2
+from torpor.images.pb import rlimit_pb2
+from torpor.images.pb import rseq_pb2
+from torpor.images.pb import sa_pb2
+from torpor.images.pb import siginfo_pb2
+from torpor.images.pb import timer_pb2
+from torpor.images.pb import tty_pb2
+from torpor.images.pb import vma_pb2
+
+_MODULES = (
+    core_pb2,
+    core_x86_pb2,
+    creds_pb2,
+    fdinfo_pb2,
+    fown_pb2,
+    fs_pb2,
+    inventory_pb2,
+    mm_pb2,
+    pagemap_pb2,
+    pipe_data_pb2,
+    pipe_pb2,
+    pstree_pb2,
+    regfile_pb2,
+    rlimit_pb2,
+    rseq_pb2,
+    sa_pb2,
+    siginfo_pb2,
+    timer_pb2,
+    tty_pb2,
+    vma_pb2,
+)
+
+for _module in _MODULES:
+    for _name in list(_module.DESCRIPTOR.message_types_by_name) + list(
+        _module.DESCRIPTOR.enum_types_by_name
+    ):
+        globals()[_name] = getattr(_module, _name)
+del _module, _name

@@ -1,0 +1,84 @@
+from torpor.images.pb import regfile_pb2 as _regfile_pb2
+from torpor.images.pb import pipe_pb2 as _pipe_pb2
+from torpor.images.pb import tty_pb2 as _tty_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FdTypes(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UND: _ClassVar[FdTypes]
+    REG: _ClassVar[FdTypes]
+    PIPE: _ClassVar[FdTypes]
+    FIFO: _ClassVar[FdTypes]
+    INETSK: _ClassVar[FdTypes]
+    UNIXSK: _ClassVar[FdTypes]
+    EVENTFD: _ClassVar[FdTypes]
+    EVENTPOLL: _ClassVar[FdTypes]
+    INOTIFY: _ClassVar[FdTypes]
+    SIGNALFD: _ClassVar[FdTypes]
+    PACKETSK: _ClassVar[FdTypes]
+    TTY: _ClassVar[FdTypes]
+    FANOTIFY: _ClassVar[FdTypes]
+    NETLINKSK: _ClassVar[FdTypes]
+    NS: _ClassVar[FdTypes]
+    TUNF: _ClassVar[FdTypes]
+    EXT: _ClassVar[FdTypes]
+    TIMERFD: _ClassVar[FdTypes]
+    MEMFD: _ClassVar[FdTypes]
+    BPFMAP: _ClassVar[FdTypes]
+    CTL_TTY: _ClassVar[FdTypes]
+    AUTOFS_PIPE: _ClassVar[FdTypes]
+UND: FdTypes
+REG: FdTypes
+PIPE: FdTypes
+FIFO: FdTypes
+INETSK: FdTypes
+UNIXSK: FdTypes
+EVENTFD: FdTypes
+EVENTPOLL: FdTypes
+INOTIFY: FdTypes
+SIGNALFD: FdTypes
+PACKETSK: FdTypes
+TTY: FdTypes
+FANOTIFY: FdTypes
+NETLINKSK: FdTypes
+NS: FdTypes
+TUNF: FdTypes
+EXT: FdTypes
+TIMERFD: FdTypes
+MEMFD: FdTypes
+BPFMAP: FdTypes
+CTL_TTY: FdTypes
+AUTOFS_PIPE: FdTypes
+
+class FdinfoEntry(_message.Message):
+    __slots__ = ("id", "flags", "type", "fd", "xattr_security_selinux")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    XATTR_SECURITY_SELINUX_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    flags: int
+    type: FdTypes
+    fd: int
+    xattr_security_selinux: str
+    def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[_Union[FdTypes, str]] = ..., fd: _Optional[int] = ..., xattr_security_selinux: _Optional[str] = ...) -> None: ...
+
+class FileEntry(_message.Message):
+    __slots__ = ("type", "id", "reg", "pipe", "tty")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REG_FIELD_NUMBER: _ClassVar[int]
+    PIPE_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    type: FdTypes
+    id: int
+    reg: _regfile_pb2.RegFileEntry
+    pipe: _pipe_pb2.PipeEntry
+    tty: _tty_pb2.TtyFileEntry
+    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...
