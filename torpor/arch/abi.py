@@ -1,0 +1,96 @@
+"""What an ABI object holds; the two instances live in x86_64.py and ia32.py."""
+
+import struct
+from dataclasses import dataclass, field
+
+# Kernel-internal restart codes a task interrupted in a syscall shows in its return register.
+ERESTARTSYS = 512
+ERESTARTNOINTR = 513
+ERESTARTNOHAND = 514
+ERESTART_RESTARTBLOCK = 516
+
+
+@dataclass(frozen=True)
+class SigAction:
+    """One signal's disposition as the kernel stores it for the ABI that installed it."""
+
+    handler: int
+    flags: int
+    restorer: int
+    mask: int
+
+
+@dataclass(frozen=True)
+class AltStack:
+    sp: int
+    flags: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Abi:
+    """One x86 user ABI: how to make syscalls in it and how its kernel structs are laid out."""
+
+    name: str  # "x86_64" or "ia32"
+    bits: int
+    user_cs: int
+    user_ss: int
+    audit_arch: int
+    syscall_insn: bytes  # the instruction that enters this ABI's syscall table from 64-bit code
+    arg_regs: tuple[str, ...]
+    syscalls: dict[str, int]
+    sigaction_format: str  # struct.pack format of the ABI's `struct sigaction` for rt_sigaction
+    stack_t_format: str
+    robust_list_head_size: int
+    map_vdso_code: int  # arch_prctl code that maps the vDSO of this ABI
+    criu_mode: str  # UserX86RegsEntry.mode
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def word(self) -> int:
+        return self.bits // 8
+
+    @property
+    def word_format(self) -> str:
+        return "<Q" if self.bits == 64 else "<I"
+
+    @property
+    def address_limit(self) -> int:
+        """Highest user address (exclusive) this ABI can reach."""
+        return 1 << 47 if self.bits == 64 else 1 << 32
+
+    def nr(self, name: str) -> int:
+        return self.syscalls[name]
+
+    def pack_sigaction(self, act: SigAction) -> bytes:
+        return struct.pack(self.sigaction_format, act.handler, act.flags, act.restorer, act.mask)
+
+    def unpack_sigaction(self, raw: bytes) -> SigAction:
+        size = struct.calcsize(self.sigaction_format)
+        return SigAction(*struct.unpack(self.sigaction_format, raw[:size]))
+
+    @property
+    def sigaction_size(self) -> int:
+        return struct.calcsize(self.sigaction_format)
+
+    def pack_stack(self, st: AltStack) -> bytes:
+        return struct.pack(self.stack_t_format, st.sp, st.flags, st.size)
+
+    def unpack_stack(self, raw: bytes) -> AltStack:
+        size = struct.calcsize(self.stack_t_format)
+        return AltStack(*struct.unpack(self.stack_t_format, raw[:size]))
+
+    @property
+    def stack_t_size(self) -> int:
+        return struct.calcsize(self.stack_t_format)
+
+    def restartable(self, ret: int, orig: int) -> tuple[int, int] | None:
+        """For a task stopped inside syscall `orig` that returned `ret` (a signed value),
+        the (return-register, ip-adjustment) that re-issues it, or None if there's nothing to
+        restart. The kernel would do this itself on the way out; a restored task must do it
+        from the images."""
+        if orig < 0:
+            return None
+        if -ret in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK):
+            return orig, -len(self.syscall_insn)
+        return None

@@ -1,0 +1,234 @@
+"""RemoteTask: a stopped task that torpor drives by injecting system calls through ptrace.
+
+No code of torpor's runs inside the target. To make the target call the kernel, torpor points
+its instruction pointer at a syscall instruction, loads the argument registers and lets it run
+until the call is done. The first calls use any `syscall` instruction found in the target's
+executable memory and stop at syscall exit; they map a scratch page holding
+`syscall; int3; int $0x80; int3` and room for arguments, after which each call costs one stop.
+Calls of either ABI are issued from 64-bit mode: `int $0x80` there enters the compat table.
+"""
+
+import os
+import signal
+import struct
+
+from torpor.arch import X86_64, Abi
+from torpor.errors import TorporError
+from torpor.kernel import ptrace
+from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps
+
+# Scratch page layout: code first, argument area after it.
+_CODE = X86_64.syscall_insn + b"\xcc" + b"\xcd\x80" + b"\xcc"
+_NATIVE_AT = 0
+_COMPAT_AT = 3
+_DATA_AT = 64
+
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_32BIT, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x40, 0x100, 0x100000
+
+ALL_SIGNALS = (1 << 64) - 1
+
+
+class RemoteError(TorporError):
+    """The traced task died or stopped in a way torpor did not ask for."""
+
+
+def errno_name(err: int) -> str:
+    return os.strerror(err)
+
+
+def signed(value: int) -> int:
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class RemoteTask:
+    """A seized, stopped task: its saved registers, its memory, and syscall injection."""
+
+    def __init__(self, pid: int, regs: ptrace.UserRegs):
+        self.pid = pid
+        self.regs = regs  # the registers to put back when torpor lets the task go
+        self.scratch = 0
+        self.scratch_size = 0
+        self._mem = os.open(proc(pid, "mem"), os.O_RDWR)
+        self._bootstrap_insn = 0
+        self._data_used = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def seize(cls, pid: int, options: int = 0) -> "RemoteTask":
+        """Attach to `pid` and stop it; raises OSError if ptrace refuses."""
+        opts = ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_SUSPEND_SECCOMP | options
+        ptrace.seize(pid, opts)
+        try:
+            ptrace.interrupt(pid)
+            stop = ptrace.wait(pid)
+            while stop.stopped and stop.event != ptrace.PTRACE_EVENT_STOP:
+                # A signal arrived before the interrupt: leave it queued for the task.
+                ptrace.cont(pid, stop.sig)
+                stop = ptrace.wait(pid)
+            if stop.exited:
+                raise RemoteError(f"task {pid} {stop.describe()} while being seized")
+            return cls(pid, ptrace.get_regs(pid))
+        except BaseException:
+            try:
+                ptrace.detach(pid)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        if self._mem >= 0:
+            os.close(self._mem)
+            self._mem = -1
+
+    def detach(self) -> None:
+        """Put back the saved registers and let the task run."""
+        ptrace.set_regs(self.pid, self.regs)
+        ptrace.detach(self.pid)
+        self.close()
+
+    # --- memory ----------------------------------------------------------------------------
+
+    def read(self, addr: int, size: int) -> bytes:
+        data = os.pread(self._mem, size, addr)
+        if len(data) != size:
+            raise RemoteError(f"short read of {size} bytes at {addr:#x} in task {self.pid}")
+        return data
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write into the task's memory; reaches read-only pages too."""
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._mem, view, addr)
+            view, addr = view[n:], addr + n
+
+    def put(self, data: bytes) -> int:
+        """Copy `data` into the scratch argument area; return its address in the task."""
+        addr = self.scratch + _DATA_AT + self._data_used
+        size = (len(data) + 15) & ~15
+        if _DATA_AT + self._data_used + size > self.scratch_size:
+            raise RemoteError("scratch area too small for syscall arguments")
+        self.write(addr, data)
+        self._data_used += size
+        return addr
+
+    def reserve(self, size: int) -> int:
+        """A zeroed buffer of `size` bytes in the scratch area, for a syscall to fill."""
+        return self.put(bytes(size))
+
+    # --- syscalls --------------------------------------------------------------------------
+
+    def syscall(self, abi: Abi, name: str, *args: int) -> int:
+        """Run syscall `name` of `abi` in the task; return its (signed) result.
+
+        Arguments placed with :meth:`put` live until the call returns; buffers the call
+        filled stay readable until the next :meth:`put`.
+        """
+        try:
+            return self._run(abi, abi.nr(name), args, stop_at_exit=False)
+        finally:
+            self._data_used = 0
+
+    def call(self, abi: Abi, name: str, *args: int) -> int:
+        """Like :meth:`syscall`, but a negative result raises OSError."""
+        result = self.syscall(abi, name, *args)
+        if -4096 < result < 0:
+            raise OSError(-result, f"{name} in task {self.pid}: {errno_name(-result)}")
+        return result
+
+    def _run(self, abi: Abi, nr: int, args, stop_at_exit: bool) -> int:
+        regs = self.regs.copy()
+        regs.cs = X86_64.user_cs
+        regs.orig_rax = (1 << 64) - 1
+        regs.rax = nr
+        regs.eflags &= ~0x100  # no single-step flag
+        for reg, value in zip(abi.arg_regs, args, strict=False):
+            setattr(regs, reg, value & 0xFFFFFFFFFFFFFFFF)
+        if self.scratch and not stop_at_exit:
+            regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
+            ptrace.set_regs(self.pid, regs)
+            ptrace.cont(self.pid)
+            self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
+        else:
+            if self.scratch:
+                regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
+            else:
+                if abi is not X86_64:
+                    raise RemoteError("compat syscalls need the scratch page")
+                regs.rip = self._bootstrap_insn or self._find_syscall_insn()
+            ptrace.set_regs(self.pid, regs)
+            ptrace.cont_syscall(self.pid)
+            self._expect(lambda s: s.is_syscall_stop, "syscall entry")
+            ptrace.cont_syscall(self.pid)
+            self._expect(lambda s: s.is_syscall_stop, "syscall exit")
+        out = ptrace.get_regs(self.pid)
+        return signed(out.rax)
+
+    def _expect(self, ok, what: str) -> None:
+        while True:
+            stop = ptrace.wait(self.pid)
+            if stop.exited:
+                raise RemoteError(f"task {self.pid} {stop.describe()} during an injected syscall")
+            if ok(stop):
+                return
+            if stop.event == ptrace.PTRACE_EVENT_STOP:
+                ptrace.cont(self.pid) if what == "int3" else ptrace.cont_syscall(self.pid)
+                continue
+            raise RemoteError(
+                f"task {self.pid} {stop.describe()} instead of the expected {what} stop"
+            )
+
+    def _find_syscall_insn(self) -> int:
+        """Any `syscall` byte pair in executable memory will do: the CPU decodes from rip."""
+        needle = X86_64.syscall_insn
+        maps = read_maps(self.pid, with_flags=False)
+        maps.sort(key=lambda m: (m.name != "[vdso]", m.start))
+        for m in maps:
+            if "x" not in m.perms or m.name == "[vsyscall]":
+                continue
+            try:
+                data = self.read(m.start, m.size)
+            except (OSError, RemoteError):
+                continue
+            at = data.find(needle)
+            if at >= 0:
+                self._bootstrap_insn = m.start + at
+                return self._bootstrap_insn
+        raise RemoteError(f"no syscall instruction in the executable memory of task {self.pid}")
+
+    def use_bootstrap_insn(self, addr: int) -> None:
+        """Use the `syscall` instruction at `addr` until the scratch page exists."""
+        self._bootstrap_insn = addr
+
+    # --- scratch page ----------------------------------------------------------------------
+
+    def map_scratch(self, size: int = PAGE_SIZE, at: int | None = None) -> int:
+        """Map the scratch page below 4 GiB (reachable by compat calls) and fill in its code."""
+        prot = PROT_READ | PROT_WRITE | PROT_EXEC
+        flags = MAP_PRIVATE | MAP_ANONYMOUS
+        flags |= MAP_FIXED_NOREPLACE if at is not None else MAP_32BIT
+        addr = self._run(X86_64, X86_64.nr("mmap"), (at or 0, size, prot, flags, -1, 0), True)
+        if addr < 0 or (at is not None and addr != at):
+            raise RemoteError(f"cannot map a scratch page in task {self.pid}: "
+                              f"{errno_name(-addr) if addr < 0 else 'wrong address'}")
+        self.write(addr, _CODE)
+        self.scratch, self.scratch_size = addr, size
+        return addr
+
+    def unmap_scratch(self) -> None:
+        """Remove the scratch page, stopping at syscall exit: its code is gone afterwards."""
+        if not self.scratch:
+            return
+        addr, size = self.scratch, self.scratch_size
+        result = self._run(X86_64, X86_64.nr("munmap"), (addr, size), stop_at_exit=True)
+        self.scratch = self.scratch_size = 0
+        if result < 0:
+            raise RemoteError(f"munmap of the scratch page failed: {errno_name(-result)}")
+
+    # --- small typed helpers ---------------------------------------------------------------
+
+    def read_word(self, abi: Abi, addr: int) -> int:
+        return struct.unpack(abi.word_format, self.read(addr, abi.word))[0]
