@@ -58,7 +58,8 @@ class TrampolineError(VdsoError):
     def __init__(self, symbols: list[tuple[str, int, int, int]]):
         self.symbols = symbols
         detail = ", ".join(
-            f"{name} at {off:#x} has {room} bytes, needs {need}" for name, off, room, need in symbols
+            f"{name} at {off:#x} has {room} bytes, needs {need}"
+            for name, off, room, need in symbols
         )
         super().__init__(f"vDSO symbol too small for a trampoline: {detail}")
 
@@ -479,9 +480,7 @@ class TrampolinePlan:
         strictly inside a patch: a task stopped there would resume in the middle of a jump.
         An offset equal to a patch start is fine (the task runs the jump)."""
         return [
-            o
-            for o in offsets
-            if any(p.offset < o < p.offset + len(p.data) for p in self.patches)
+            o for o in offsets if any(p.offset < o < p.offset + len(p.data) for p in self.patches)
         ]
 
 
