@@ -1,0 +1,466 @@
+"""Reading and writing a directory of images in CRIU's on-disk format, with integrity checks.
+
+File layout (what crit and CRIU expect)::
+
+    image    := magics entry*
+    magics   := IMG_COMMON_MAGIC kind_magic      (inventory.img: INVENTORY_MAGIC alone)
+    entry    := length:u32le message[length] payload?
+    payload  := raw bytes whose count is a field of the message (pipes-data only)
+
+pagemap-N.img holds one PagemapHead then PagemapEntry messages; pages-N.img is raw page data
+with no magic and no entries.
+
+Every file is written as ``NAME.tmp`` and renamed into place, so a file that exists is
+complete. The size and digest (:mod:`torpor.images.digest`) of every file written through an
+:class:`ImageDir` are recorded, and :meth:`ImageDir.commit` writes them into inventory.img
+(InventoryEntry.torpor_digests, a field CRIU and crit skip), last. On restore,
+:meth:`ImageDir.verify` checks the whole directory against that list before anything is
+trusted; afterwards :meth:`ImageDir.read` also checks each file it reads against it.
+
+Every problem found in an image is raised as :class:`torpor.errors.ImageError` with a one-line
+message that starts with the file name. Programming errors (an unknown kind of file, a message
+of the wrong class) raise ValueError/TypeError.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from google.protobuf.message import Message
+
+from torpor.errors import ImageError
+from torpor.images import pb
+from torpor.images.constants import IMG_VERSION
+from torpor.images.digest import TreeHasher, digest_bytes, digest_file
+from torpor.images.kinds import PAGES_PREFIX, ImageKind, check_file_name, kind_of
+
+INVENTORY = "inventory.img"
+
+_U32 = struct.Struct("<I")
+_FILE_MODE = 0o600  # images hold process memory and credentials
+_OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def encode_image(name: str, kind: ImageKind, entries) -> bytes:
+    """Serialize ``entries`` as the image file ``name`` of ``kind``.
+
+    For a kind with a payload, each entry is a ``(message, data)`` pair (a bare message means
+    no data); the message's payload field must equal ``len(data)``.
+    """
+    out = bytearray()
+    for magic in kind.magics:
+        out += _U32.pack(magic)
+    for index, item in enumerate(entries):
+        payload = b""
+        if kind.payload_field is not None and isinstance(item, tuple):
+            item, payload = item
+        expected = kind.message_class(index)
+        if type(item) is not expected:
+            raise TypeError(
+                f"{name}: entry {index} must be {expected.__name__}, not {type(item).__name__}"
+            )
+        if not item.IsInitialized():
+            missing = ", ".join(item.FindInitializationErrors())
+            raise ImageError(f"{name}: entry {index} ({expected.__name__}) lacks {missing}")
+        if kind.payload_field is not None:
+            declared = getattr(item, kind.payload_field)
+            if declared != len(payload):
+                raise ValueError(
+                    f"{name}: entry {index}: {kind.payload_field}={declared} but "
+                    f"{len(payload)} bytes of data given"
+                )
+        data = item.SerializeToString()
+        out += _U32.pack(len(data))
+        out += data
+        out += payload
+    return bytes(out)
+
+
+def decode_image(name: str, kind: ImageKind, data) -> list[tuple[Message, bytes | None]]:
+    """Parse the content of image file ``name``: [(message, payload or None), ...].
+
+    Checks the magics, every length and every message (including required fields); raises
+    ImageError naming the file and what is wrong.
+    """
+    view = memoryview(data)
+    size = len(view)
+    pos = 0
+    for i, magic in enumerate(kind.magics):
+        if size < pos + 4:
+            what = "empty file" if size == 0 else "truncated before the end of the magic"
+            raise ImageError(f"{name}: {what} (not a {kind.magic_name} image)")
+        (found,) = _U32.unpack_from(view, pos)
+        if found != magic:
+            which = "image magic" if i == len(kind.magics) - 1 else "header magic"
+            raise ImageError(
+                f"{name}: bad {which} {found:#010x}, expected {magic:#010x} "
+                f"(not a {kind.magic_name} image, or damaged)"
+            )
+        pos += 4
+
+    entries: list[tuple[Message, bytes | None]] = []
+    while pos < size:
+        index = len(entries)
+        cls = kind.message_class(index)
+        if size - pos < 4:
+            raise ImageError(f"{name}: truncated in the length of entry {index}")
+        (length,) = _U32.unpack_from(view, pos)
+        pos += 4
+        if length > size - pos:
+            raise ImageError(
+                f"{name}: entry {index} ({cls.__name__}) truncated or damaged: length {length}, "
+                f"only {size - pos} bytes left"
+            )
+        msg = cls()
+        try:
+            msg.ParseFromString(view[pos : pos + length])
+        except Exception as exc:  # the parser's exception types vary with the backend
+            raise ImageError(
+                f"{name}: entry {index} ({cls.__name__}) does not parse (damaged image): {exc}"
+            ) from None
+        pos += length
+        if not msg.IsInitialized():
+            missing = ", ".join(msg.FindInitializationErrors())
+            raise ImageError(
+                f"{name}: entry {index} ({cls.__name__}) lacks {missing} (damaged image)"
+            )
+        payload = None
+        if kind.payload_field is not None:
+            count = getattr(msg, kind.payload_field)
+            if count > size - pos:
+                raise ImageError(
+                    f"{name}: data of entry {index} truncated: {count} bytes declared, "
+                    f"only {size - pos} left"
+                )
+            payload = bytes(view[pos : pos + count])
+            pos += count
+        entries.append((msg, payload))
+
+    if kind.head is not None and not entries:
+        raise ImageError(f"{name}: no {kind.head.__name__} (damaged image)")
+    return entries
+
+
+class PagesWriter:
+    """A pages-N.img being written: a binary file object that digests what goes through it.
+
+    Use as a context manager (see :meth:`ImageDir.pages_writer`). Data written with
+    :meth:`write` or :meth:`writev` is hashed on the hashing pool while the same buffers are
+    being written, so hashing costs little extra time. :meth:`fileno` is there for code that
+    must write with the descriptor itself (os.writev on many iovecs, splice); such writes must
+    only append, and if any were made the file is hashed again from disk when it is closed.
+    The file becomes ``pages-N.img`` only when the ``with`` block ends without an exception.
+    """
+
+    def __init__(self, imagedir: ImageDir, pages_id: int) -> None:
+        self._dir = imagedir
+        self.name = f"{PAGES_PREFIX}-{pages_id}.img"
+        self.path = imagedir.path / self.name
+        self._tmp = imagedir.path / (self.name + ".tmp")
+        self._hasher = TreeHasher()
+        try:
+            self._fd = os.open(self._tmp, _OPEN_WRITE, _FILE_MODE)
+        except OSError as exc:
+            raise ImageError(f"{self.name}: cannot create: {_strerror(exc)}") from None
+        self.closed = False
+
+    # -- file object protocol ---------------------------------------------------------------
+    def fileno(self) -> int:
+        """The descriptor of the temporary file (positioned at its end)."""
+        return self._fd
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        """Nothing to do: writes go straight to the descriptor."""
+
+    def tell(self) -> int:
+        """Bytes written through this object so far."""
+        return self._hasher.size
+
+    def write(self, data) -> int:
+        """Append all of ``data`` (bytes-like) to the file and digest it; returns its length."""
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._hasher.feed(view)
+        try:
+            self._write_all(view)
+        finally:
+            self._hasher.wait()
+        return len(view)
+
+    def writev(self, buffers) -> int:
+        """Append several buffers in order (one writev(2) when possible); returns bytes written."""
+        views = []
+        for b in buffers:
+            v = memoryview(b)
+            views.append(v if v.format == "B" and v.ndim == 1 else v.cast("B"))
+        total = sum(len(v) for v in views)
+        for v in views:
+            self._hasher.feed(v)
+        try:
+            done = self._writev(views)
+            if done < total:  # a short writev: finish buffer by buffer
+                for v in views:
+                    if done >= len(v):
+                        done -= len(v)
+                        continue
+                    self._write_all(v[done:])
+                    done = 0
+        finally:
+            self._hasher.wait()
+        return total
+
+    def _writev(self, views) -> int:
+        try:
+            return os.writev(self._fd, views)
+        except OSError as exc:
+            raise ImageError(f"{self.name}: cannot write: {_strerror(exc)}") from None
+
+    def _write_all(self, view: memoryview) -> None:
+        off = 0
+        try:
+            while off < len(view):
+                off += os.write(self._fd, view[off:])
+        except OSError as exc:
+            raise ImageError(f"{self.name}: cannot write: {_strerror(exc)}") from None
+
+    # -- completion -------------------------------------------------------------------------
+    def _finish(self) -> None:
+        try:
+            size = os.fstat(self._fd).st_size
+            os.close(self._fd)
+            self.closed = True
+            if size == self._hasher.size:
+                digest = self._hasher.digest()
+            else:  # something wrote through fileno(): digest what is actually on disk
+                size, digest = digest_file(self._tmp)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise ImageError(f"{self.name}: cannot complete: {_strerror(exc)}") from None
+        self._dir._record(self.name, size, digest)
+
+    def _abort(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+            self.closed = True
+        try:
+            os.unlink(self._tmp)
+        except OSError:
+            pass
+
+    def __enter__(self) -> PagesWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._finish()
+        else:
+            self._abort()
+
+
+class ImageDir:
+    """A directory of image files: write them during a dump, verify and read them on restore.
+
+    Dump::
+
+        d = ImageDir(path)
+        d.write("core-42.img", [core])
+        with d.pages_writer(1) as w:
+            w.write(page_data)
+        d.commit(pb.InventoryEntry(img_version=IMG_VERSION, ...))   # last
+
+    Restore::
+
+        d = ImageDir(path)
+        inventory = d.verify()          # every file present, right size, right digest
+        core = d.read_one("core-42.img")
+    """
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ImageError(f"{self.path}: no such image directory")
+        self._written: dict[str, tuple[int, bytes]] = {}  # by this object, in this run
+        self._expected: dict[str, tuple[int, bytes]] = {}  # listed by a verified inventory
+
+    def __repr__(self) -> str:
+        return f"ImageDir({str(self.path)!r})"
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, name: str, entries) -> None:
+        """Write the image file ``name`` holding ``entries`` (messages of the name's kind).
+
+        pagemap files take a PagemapHead first; pipes-data files take (PipeDataEntry, data)
+        pairs. The file appears atomically; its size and digest are recorded for commit().
+        """
+        kind = kind_of(name)
+        data = encode_image(name, kind, entries)
+        self._write_file(name, data)
+
+    def _write_file(self, name: str, data: bytes) -> None:
+        path = self.path / name
+        tmp = self.path / (name + ".tmp")
+        try:
+            fd = os.open(tmp, _OPEN_WRITE, _FILE_MODE)
+            try:
+                view = memoryview(data)
+                off = 0
+                while off < len(view):
+                    off += os.write(fd, view[off:])
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise ImageError(f"{name}: cannot write: {_strerror(exc)}") from None
+        self._record(name, len(data), digest_bytes(data))
+
+    def _record(self, name: str, size: int, digest: bytes) -> None:
+        self._written[name] = (size, digest)
+
+    def pages_writer(self, pages_id: int) -> PagesWriter:
+        """A writer for pages-<pages_id>.img; use it in a ``with`` block."""
+        return PagesWriter(self, int(pages_id))
+
+    def pages_path(self, pages_id: int) -> Path:
+        """Where pages-<pages_id>.img is (for reading it on restore)."""
+        return self.path / f"{PAGES_PREFIX}-{int(pages_id)}.img"
+
+    def commit(self, inventory_entry) -> None:
+        """Write inventory.img, listing every file written through this object with its
+        size and digest. Call it last: an image directory without inventory.img is incomplete.
+
+        img_version is filled in if the entry lacks it. inventory.img and its directory entry
+        are synced to disk.
+        """
+        inv = pb.InventoryEntry()
+        inv.CopyFrom(inventory_entry)
+        if not inv.HasField("img_version"):
+            inv.img_version = IMG_VERSION
+        del inv.torpor_digests[:]
+        for name in sorted(self._written):
+            if name == INVENTORY:
+                continue
+            size, digest = self._written[name]
+            inv.torpor_digests.add(name=name, digest=digest, size=size)
+        self._write_file(INVENTORY, encode_image(INVENTORY, kind_of(INVENTORY), [inv]))
+        try:
+            fd = os.open(self.path / INVENTORY, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ImageError(f"{INVENTORY}: cannot sync: {_strerror(exc)}") from None
+
+    # -- reading ----------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """Whether the file ``name`` exists in the directory."""
+        check_file_name(name)
+        return (self.path / name).is_file()
+
+    def verify(self) -> pb.InventoryEntry:
+        """Check that the directory is a complete, undamaged image; return its inventory.
+
+        Every file listed in the inventory must exist with the listed size and digest. Missing
+        files and wrong sizes are reported before any digest is computed.
+        """
+        inv = self.read_one(INVENTORY)
+        if inv.img_version != IMG_VERSION:
+            raise ImageError(
+                f"{INVENTORY}: image version {inv.img_version} is not supported "
+                f"(expected {IMG_VERSION})"
+            )
+        listed: dict[str, tuple[int, bytes]] = {}
+        for item in inv.torpor_digests:
+            name = item.name
+            if not name or "/" in name or name in (".", "..", INVENTORY) or name in listed:
+                raise ImageError(f"{INVENTORY}: bad file list entry {name!r} (damaged image)")
+            listed[name] = (item.size, item.digest)
+        for name, (size, _) in listed.items():
+            try:
+                st = os.stat(self.path / name)
+            except FileNotFoundError:
+                raise ImageError(f"{name}: missing") from None
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot access: {_strerror(exc)}") from None
+            if st.st_size != size:
+                raise ImageError(
+                    f"{name}: size {st.st_size} bytes, expected {size} (truncated or damaged image)"
+                )
+        for name, (size, digest) in listed.items():
+            try:
+                found_size, found = digest_file(self.path / name)
+            except OSError as exc:
+                raise ImageError(f"{name}: cannot read: {_strerror(exc)}") from None
+            if found_size != size or found != digest:
+                raise ImageError(f"{name}: digest mismatch (damaged image)")
+        self._expected = listed
+        return inv
+
+    def _load(self, name: str) -> list[tuple[Message, bytes | None]]:
+        kind = kind_of(name)
+        try:
+            data = (self.path / name).read_bytes()
+        except FileNotFoundError:
+            if name == INVENTORY:
+                raise ImageError(
+                    f"{INVENTORY}: missing (dump incomplete or not an image directory)"
+                ) from None
+            raise ImageError(f"{name}: missing") from None
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read: {_strerror(exc)}") from None
+        known = self._written.get(name) or self._expected.get(name)
+        if known is not None:
+            size, digest = known
+            if len(data) != size:
+                raise ImageError(
+                    f"{name}: size {len(data)} bytes, expected {size} (truncated or damaged image)"
+                )
+            if digest_bytes(data) != digest:
+                raise ImageError(f"{name}: digest mismatch (damaged image)")
+        return decode_image(name, kind, data)
+
+    def read(self, name: str) -> list[Message]:
+        """All entries of the image file ``name``, fully checked.
+
+        For pipes-data the raw data after each entry is checked but not returned; use
+        :meth:`read_with_payloads` for it.
+        """
+        return [msg for msg, _ in self._load(name)]
+
+    def read_with_payloads(self, name: str) -> list[tuple[Message, bytes]]:
+        """Entries of a pipes-data image with the raw data that follows each of them."""
+        if kind_of(name).payload_field is None:
+            raise ValueError(f"{name}: this kind of image has no data after its entries")
+        return [(msg, payload or b"") for msg, payload in self._load(name)]
+
+    def read_one(self, name: str) -> Message:
+        """The single entry of the image file ``name``; ImageError if it holds 0 or several."""
+        entries = self.read(name)
+        if len(entries) != 1:
+            raise ImageError(f"{name}: expected exactly one entry, found {len(entries)}")
+        return entries[0]
