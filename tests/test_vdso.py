@@ -638,14 +638,7 @@ def live_self_64() -> tuple[bytes, list[MapsEntry], bytes]:
 
 
 def live_selfdump(bits: int, tmp_path: Path) -> tuple[bytes, list[MapsEntry], bytes]:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    exe = tmp_path / f"selfdump{bits}"
-    built = subprocess.run(
-        ["gcc", f"-m{bits}", "-O2", "-o", str(exe), str(DATA / "selfdump.c")], capture_output=True
-    )
-    if built.returncode != 0:
-        pytest.skip(f"cannot build -m{bits} programs")
+    exe = build(bits, "selfdump.c", tmp_path)
     subprocess.run([str(exe), str(tmp_path)], check=True)
     return (
         (tmp_path / "vdso.so").read_bytes(),
@@ -669,3 +662,34 @@ def test_live_vdso(source, tmp_path):
     # every exported entry of this kernel's vDSO has room for a trampoline
     plan = trampolines(img, img, lay.vdso_start, bits)
     assert len(plan.patches) == len({s.offset for s in img.symbols.values()})
+
+
+def build(bits: int, source: str, tmp_path: Path) -> Path:
+    """Compile one of the C helpers of tests/data/vdso for -m64 or -m32, or skip."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    exe = tmp_path / f"{Path(source).stem}{bits}"
+    cmd = ["gcc", f"-m{bits}", "-O2", "-o", str(exe), str(DATA / source)]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        pytest.skip(f"cannot build -m{bits} programs")
+    return exe
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_trampolines_run(bits, tmp_path):
+    """A process copies its own vDSO into plain memory, writes the planned trampolines into the
+    copy and calls through it: clock_gettime, and on ia32 a getpid through __kernel_vsyscall,
+    whose syscall number arrives in %eax and must survive the jump."""
+    exe = build(bits, "trampoline_run.c", tmp_path)
+    # the image of the running kernel: the copy and the target are the same vDSO here
+    blob, maps, auxv = live_self_64() if bits == 64 else live_selfdump(bits, tmp_path)
+    img = VdsoImage.from_bytes(blob, bits)
+    args = [str(exe), hex(img.symbols["__vdso_clock_gettime"].offset)]
+    if bits == 32:
+        args.append(hex(img.symbols["__kernel_vsyscall"].offset))
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    base = int(proc.stdout.readline(), 16)
+    plan = trampolines(img, img, base, bits)
+    records = b"".join(struct.pack("<II", p.offset, len(p.data)) + p.data for p in plan.patches)
+    out, _ = proc.communicate(records, timeout=30)
+    assert (proc.returncode, out) == (0, b"ok\n")
