@@ -1,0 +1,326 @@
+"""Start, watch and judge the C test workloads in tests/workloads.
+
+Every workload follows one protocol (see tests/workloads/common.h): it sets up its state,
+prints ``READY``, waits, and on SIGUSR1 checks its state and prints ``PASS <name>`` or
+``FAIL <name>: ...`` lines before exiting 0 or 1. This module builds the workloads,
+starts them the way checkpoint tests need (the test process is their parent, stdin is
+/dev/null, stdout and stderr are appended to a log file, cwd is a scratch directory, each
+in its own session), and turns a finished run into a :class:`Verdict`.
+
+A workload restored by torpor is a new child of the test process with the original PID;
+:meth:`Workload.adopt` switches a :class:`Workload` over to it so that the same
+``signal``/``verdict`` calls work before and after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WORKLOADS_DIR = Path(__file__).resolve().parent / "workloads"
+BUILD_DIR = WORKLOADS_DIR / "build"
+FLAVOURS = ("64", "32")
+
+READY_TIMEOUT = 15.0
+VERDICT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to run one workload: its name, optional mode (argv[1]), extra argv and env."""
+
+    name: str
+    mode: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        """A short test id such as ``syscalls-poll``."""
+        return f"{self.name}-{self.mode}" if self.mode else self.name
+
+
+# Workloads that torpor must checkpoint and restore intact.
+WORKLOADS = (
+    Spec("memory"),
+    Spec("regs"),
+    Spec("syscalls", "nanosleep"),
+    Spec("syscalls", "pipe-read"),
+    Spec("syscalls", "pause"),
+    Spec("syscalls", "poll"),
+    Spec("vdso"),
+    Spec("signals"),
+    # misc compares /proc/self/cmdline and environ, so give it something to compare.
+    Spec(
+        "misc",
+        args=("alpha", "two words", "", "ünïcode"),
+        env=(("TORPOR_MISC_A", "1"), ("TORPOR_MISC_B", "x=y=z")),
+    ),
+    Spec("files"),
+    Spec("tls"),
+    Spec("counter"),
+)
+
+# Workloads that use things torpor refuses to dump; a refused dump must leave them running.
+REFUSAL_HELPERS = (Spec("threaded"), Spec("forker"), Spec("socket"))
+
+ALL_SPECS = WORKLOADS + REFUSAL_HELPERS
+
+
+class WorkloadError(AssertionError):
+    """A workload did not behave as the protocol says; the message includes its log."""
+
+
+def build_workloads() -> Path:
+    """Build every workload for both flavours with make; return the build directory.
+
+    Fails with a clear message when gcc cannot produce 32-bit programs, because a missing
+    multilib toolchain would otherwise look like a bug in the 32-bit tests.
+    """
+    res = subprocess.run(
+        ["make", "-C", str(WORKLOADS_DIR)], capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        hint = ""
+        if not gcc_m32_works():
+            hint = (
+                "gcc -m32 cannot build a 32-bit program: install gcc-multilib "
+                "(Debian/Ubuntu: apt-get install gcc-multilib).\n"
+            )
+        raise RuntimeError(f"{hint}building the workloads failed:\n{res.stdout}{res.stderr}")
+    return BUILD_DIR
+
+
+def gcc_m32_works() -> bool:
+    """Can gcc compile and link a 32-bit C program here?"""
+    res = subprocess.run(
+        ["gcc", "-m32", "-x", "c", "-o", os.devnull, "-"],
+        input="#include <stdio.h>\nint main(void) { puts(\"\"); return 0; }\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return res.returncode == 0
+
+
+def binary(name: str, flavour: str) -> Path:
+    """Path of the built workload ``name`` for flavour "64" or "32"."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour!r}")
+    return BUILD_DIR / f"{name}-{flavour}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Does /proc/PID exist (running, stopped or zombie)?"""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until /proc/PID disappears; return False if it is still there after timeout."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a task from /proc/PID/stat, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+@dataclass
+class Verdict:
+    """The outcome of one workload run: exit status and log, with protocol checks."""
+
+    name: str
+    status: int  # like Popen.returncode: exit code, or -signal if killed
+    log: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.log.splitlines()
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for line in self.lines if line == "READY")
+
+    @property
+    def passed_line(self) -> bool:
+        return f"PASS {self.name}" in self.lines
+
+    @property
+    def failures(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("FAIL")]
+
+    def assert_passed(self) -> None:
+        """Exit status 0, exactly one READY, a PASS line and no FAIL line."""
+        problems = []
+        if self.status != 0:
+            how = f"killed by signal {-self.status}" if self.status < 0 else "exit"
+            problems.append(f"{how} status {self.status}")
+        if self.ready_count != 1:
+            problems.append(f"{self.ready_count} READY lines (expected exactly 1)")
+        if not self.passed_line:
+            problems.append(f"no 'PASS {self.name}' line")
+        if self.failures:
+            problems.append(f"{len(self.failures)} FAIL lines")
+        if problems:
+            raise WorkloadError(
+                f"workload {self.name}: " + "; ".join(problems) + "\n--- log ---\n" + self.log
+            )
+
+
+@dataclass
+class Workload:
+    """A running workload started by :func:`start` (and possibly restored by torpor)."""
+
+    spec: Spec
+    flavour: str
+    proc: subprocess.Popen
+    log_path: Path
+    cwd: Path
+    restored_pid: int | None = None
+    status: int | None = field(default=None)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        """The workload's PID (the restored task keeps the original PID)."""
+        return self.restored_pid if self.restored_pid is not None else self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait for the READY line, then until the task sleeps in its wait.
+
+        Waiting for the sleeping state as well means a checkpoint taken right after this
+        catches the workload inside the syscall its mode names, not on its way there.
+        """
+        deadline = time.monotonic() + timeout
+        while "READY\n" not in self.log():
+            if self.proc.poll() is not None:
+                raise WorkloadError(
+                    f"{self.name}-{self.flavour} exited with {self.proc.returncode} before "
+                    f"READY\n--- log ---\n{self.log()}"
+                )
+            if time.monotonic() > deadline:
+                raise WorkloadError(f"{self.name}-{self.flavour}: no READY after {timeout}s")
+            time.sleep(0.005)
+        while True:
+            st = proc_state(self.pid)
+            if st is None or st[0] in "SZX":
+                return
+            if time.monotonic() > deadline:
+                raise WorkloadError(
+                    f"{self.name}-{self.flavour}: still in state {st[0]} {timeout}s after start"
+                )
+            time.sleep(0.002)
+
+    def signal(self, sig: int = signal.SIGUSR1) -> None:
+        """Send a signal to the workload (SIGUSR1 asks it to check itself)."""
+        os.kill(self.pid, sig)
+
+    def reap_original(self, timeout: float = 10.0) -> int:
+        """Wait for the original process to end (after a dump killed it) and reap it."""
+        return self.proc.wait(timeout=timeout)
+
+    def adopt(self, pid: int) -> None:
+        """Follow the task torpor restored: a child of this process with the original PID."""
+        self.restored_pid = pid
+
+    def wait(self, timeout: float = VERDICT_TIMEOUT) -> int:
+        """Wait for the workload to exit; return its status like Popen.returncode."""
+        if self.status is not None:
+            return self.status
+        if self.restored_pid is None:
+            try:
+                self.status = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise WorkloadError(
+                    f"{self.name}-{self.flavour} did not exit within {timeout}s"
+                    f"\n--- log ---\n{self.log()}"
+                ) from None
+            return self.status
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, wstatus = os.waitpid(self.restored_pid, os.WNOHANG)
+            if pid == self.restored_pid:
+                self.status = os.waitstatus_to_exitcode(wstatus)
+                return self.status
+            if time.monotonic() > deadline:
+                raise WorkloadError(
+                    f"restored {self.name}-{self.flavour} (pid {self.restored_pid}) did not "
+                    f"exit within {timeout}s\n--- log ---\n{self.log()}"
+                )
+            time.sleep(0.01)
+
+    def verdict(self, timeout: float = VERDICT_TIMEOUT) -> Verdict:
+        """Wait for the exit and return the verdict (exit status + log)."""
+        status = self.wait(timeout)
+        return Verdict(self.name, status, self.log())
+
+    def kill(self) -> None:
+        """Kill whatever is left of the workload; only ever a child of this process."""
+        if self.restored_pid is None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            return
+        if self.status is None:
+            st = proc_state(self.restored_pid)
+            if st is not None and st[1] == os.getpid():
+                os.kill(self.restored_pid, signal.SIGKILL)
+            try:
+                os.waitpid(self.restored_pid, 0)
+            except ChildProcessError:
+                pass
+            self.status = -signal.SIGKILL
+
+
+def start(spec: Spec, flavour: str, workdir: Path) -> Workload:
+    """Start a workload with cwd ``workdir/cwd`` and its log at ``workdir/NAME-FLAVOUR.log``.
+
+    The process gets stdin=/dev/null, stdout and stderr appended to the log, no other fds,
+    a small fixed environment and its own session (so a restore need not recreate the
+    test runner's session or process group).
+    """
+    exe = binary(spec.name, flavour)
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} is not built (run make -C {WORKLOADS_DIR})")
+    cwd = workdir / "cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{spec.id}-{flavour}.log"
+    argv = [str(exe)]
+    if spec.mode:
+        argv.append(spec.mode)
+    argv.extend(spec.args)
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "TORPOR_WORKLOAD": spec.id}
+    env.update(dict(spec.env))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+        )
+    return Workload(spec=spec, flavour=flavour, proc=proc, log_path=log_path, cwd=cwd)
