@@ -52,14 +52,17 @@ PY
 rm -f "$out"/*_pb2.py "$out"/*_pb2.pyi
 cp "$stage"/out/torpor/images/pb/*_pb2.py "$stage"/out/torpor/images/pb/*_pb2.pyi "$out/"
 
-# The package module imports every generated module and re-exports its messages and enums,
-# so callers can write pb.CoreEntry as well as pb.core_pb2.CoreEntry.
+# The package module imports every generated module and re-exports its messages, enums and
+# top-level enum values, so callers can write pb.CoreEntry (pb.core_pb2.CoreEntry) and
+# pb.COMPAT (pb.core_x86_pb2.COMPAT). All files share one proto package, in which protoc
+# already guarantees that these names are unique.
 modules=$(cd "$out" && ls *_pb2.py | sed 's/\.py$//' | sort)
 {
     echo '"""Generated protobuf modules for torpor'"'"'s image format (CRIU-compatible).'
     echo
-    echo 'Regenerate with scripts/gen-protos.sh; do not edit. Every message and enum class is'
-    echo 'also available directly on this package (pb.CoreEntry is pb.core_pb2.CoreEntry).'
+    echo 'Regenerate with scripts/gen-protos.sh; do not edit. Every message class, enum class and'
+    echo 'top-level enum value is also available directly on this package: pb.CoreEntry is'
+    echo 'pb.core_pb2.CoreEntry, pb.COMPAT is pb.core_x86_pb2.COMPAT.'
     echo '"""'
     echo
     for m in $modules; do echo "from torpor.images.pb import $m"; done
@@ -69,11 +72,13 @@ modules=$(cd "$out" && ls *_pb2.py | sed 's/\.py$//' | sort)
     echo ")"
     echo
     echo "for _module in _MODULES:"
-    echo "    for _name in list(_module.DESCRIPTOR.message_types_by_name) + list("
-    echo "        _module.DESCRIPTOR.enum_types_by_name"
-    echo "    ):"
+    echo "    for _name in _module.DESCRIPTOR.message_types_by_name:"
     echo "        globals()[_name] = getattr(_module, _name)"
-    echo "del _module, _name"
+    echo "    for _name, _enum in _module.DESCRIPTOR.enum_types_by_name.items():"
+    echo "        globals()[_name] = getattr(_module, _name)"
+    echo "        for _value in _enum.values:"
+    echo "            globals()[_value.name] = _value.number"
+    echo "del _module, _name, _enum, _value"
 } >"$out/__init__.py"
 
 echo "gen-protos: wrote $(echo "$modules" | wc -w) modules to torpor/images/pb/"

@@ -17,6 +17,7 @@ signature.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,14 +43,21 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _leaf_digest(view: memoryview) -> bytes:
-    return hashlib.sha256(view).digest()
+def _leaf_digest(view: memoryview, start: int) -> bytes:
+    # The slice is made and released here, so that once the result is set no view of the
+    # caller's buffer is left alive (a live view would keep a bytearray from being resized or
+    # an mmap from being closed).
+    with view[start : start + LEAF_SIZE] as leaf:
+        return hashlib.sha256(leaf).digest()
 
 
-def _byte_view(data) -> memoryview:
+def byte_view(data) -> memoryview:
+    """A new flat unsigned-byte memoryview of a bytes-like object (release it when done)."""
     view = memoryview(data)
     if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
+        flat = view.cast("B")
+        view.release()
+        view = flat
     return view
 
 
@@ -64,13 +72,14 @@ class TreeHasher:
     def __init__(self) -> None:
         self._leaves: list[bytes | Future] = []
         self._resolved = 0
+        self._held: list[memoryview] = []  # views the pool still reads, released by wait()
         self._part = hashlib.sha256()
         self._part_len = 0
         self.size = 0
 
     def feed(self, data) -> None:
         """Start hashing ``data`` (any bytes-like object); call :meth:`wait` before changing it."""
-        view = _byte_view(data)
+        view = byte_view(data)
         n = len(view)
         self.size += n
         pos = 0
@@ -87,20 +96,30 @@ class TreeHasher:
         if whole:
             pool = _get_pool()
             for _ in range(whole):
-                self._leaves.append(pool.submit(_leaf_digest, view[pos : pos + LEAF_SIZE]))
+                self._leaves.append(pool.submit(_leaf_digest, view, pos))
                 pos += LEAF_SIZE
         if pos < n:
             self._part.update(view[pos:])
             self._part_len = n - pos
+        if whole:
+            self._held.append(view)
+        else:
+            view.release()
 
     def wait(self) -> None:
         """Block until all data fed so far has been hashed."""
         leaves = self._leaves
-        for i in range(self._resolved, len(leaves)):
-            leaf = leaves[i]
-            if isinstance(leaf, Future):
-                leaves[i] = leaf.result()
-        self._resolved = len(leaves)
+        try:
+            for i in range(self._resolved, len(leaves)):
+                leaf = leaves[i]
+                if isinstance(leaf, Future):
+                    leaves[i] = leaf.result()
+            self._resolved = len(leaves)
+        finally:
+            if self._resolved == len(leaves):
+                for view in self._held:
+                    view.release()
+                self._held.clear()
 
     def update(self, data) -> None:
         """Hash ``data`` completely before returning."""
@@ -126,19 +145,41 @@ def digest_bytes(data) -> bytes:
 
 
 def digest_file(path) -> tuple[int, bytes]:
-    """(size, digest) of a file, reading it in large chunks that overlap with the hashing."""
+    """(size, digest) of a file.
+
+    The file is mapped and its leaves hashed in place, in parallel (no copy; about twice as
+    fast as reading it); where mapping is impossible it is read in large chunks instead. The
+    file must not shrink while this runs.
+    """
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            try:
+                mapping = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                mapping = None
+            if mapping is not None:
+                with mapping:
+                    mapping.madvise(mmap.MADV_SEQUENTIAL)
+                    hasher = TreeHasher()
+                    hasher.update(mapping)
+                    return hasher.size, hasher.digest()
+        return _digest_stream(f)
+
+
+def _digest_stream(f) -> tuple[int, bytes]:
+    """(size, digest) of what is left to read in binary file ``f``; reads overlap hashing."""
     hasher = TreeHasher()
     buffers = [bytearray(_READ_CHUNK), bytearray(_READ_CHUNK)]
     turn = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            buf = buffers[turn]
-            n = f.readinto(buf)
-            # The other buffer's leaves were hashed while this read ran; they must be done
-            # before that buffer is read into again, one iteration from now.
-            hasher.wait()
-            if not n:
-                break
-            hasher.feed(memoryview(buf)[:n])
-            turn ^= 1
+    while True:
+        buf = buffers[turn]
+        n = f.readinto(buf)
+        # The other buffer's leaves were hashed while this read ran; they must be done
+        # before that buffer is read into again, one iteration from now.
+        hasher.wait()
+        if not n:
+            break
+        hasher.feed(memoryview(buf)[:n])
+        turn ^= 1
     return hasher.size, hasher.digest()

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from torpor.errors import ImageError
 from torpor.images import pb
 from torpor.images.constants import IMG_VERSION
-from torpor.images.digest import TreeHasher, digest_bytes, digest_file
+from torpor.images.digest import TreeHasher, byte_view, digest_bytes, digest_file
 from torpor.images.kinds import PAGES_PREFIX, ImageKind, check_file_name, kind_of
 
 INVENTORY = "inventory.img"
@@ -192,38 +192,40 @@ class PagesWriter:
         return self._hasher.size
 
     def write(self, data) -> int:
-        """Append all of ``data`` (bytes-like) to the file and digest it; returns its length."""
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        self._hasher.feed(view)
-        try:
-            self._write_all(view)
-        finally:
-            self._hasher.wait()
-        return len(view)
+        """Append all of ``data`` (bytes-like) to the file and digest it; returns its length.
+
+        When this returns, no reference to ``data`` is kept.
+        """
+        with byte_view(data) as view:
+            self._hasher.feed(view)
+            try:
+                self._write_all(view)
+            finally:
+                self._hasher.wait()
+            return len(view)
 
     def writev(self, buffers) -> int:
         """Append several buffers in order (one writev(2) when possible); returns bytes written."""
-        views = []
-        for b in buffers:
-            v = memoryview(b)
-            views.append(v if v.format == "B" and v.ndim == 1 else v.cast("B"))
-        total = sum(len(v) for v in views)
-        for v in views:
-            self._hasher.feed(v)
+        views = [byte_view(b) for b in buffers]
         try:
-            done = self._writev(views)
-            if done < total:  # a short writev: finish buffer by buffer
-                for v in views:
-                    if done >= len(v):
-                        done -= len(v)
-                        continue
-                    self._write_all(v[done:])
-                    done = 0
+            total = sum(len(v) for v in views)
+            for v in views:
+                self._hasher.feed(v)
+            try:
+                done = self._writev(views)
+                if done < total:  # a short writev: finish buffer by buffer
+                    for v in views:
+                        if done >= len(v):
+                            done -= len(v)
+                            continue
+                        self._write_all(v[done:])
+                        done = 0
+            finally:
+                self._hasher.wait()
+            return total
         finally:
-            self._hasher.wait()
-        return total
+            for v in views:
+                v.release()
 
     def _writev(self, views) -> int:
         try:

@@ -1,7 +1,8 @@
 """Generated protobuf modules for torpor's image format (CRIU-compatible).
 
-Regenerate with scripts/gen-protos.sh; do not edit. Every message and enum class is
-also available directly on this package (pb.CoreEntry is pb.core_pb2.CoreEntry).
+Regenerate with scripts/gen-protos.sh; do not edit. Every message class, enum class and
+top-level enum value is also available directly on this package: pb.CoreEntry is
+pb.core_pb2.CoreEntry, pb.COMPAT is pb.core_x86_pb2.COMPAT.
 """
 
 from torpor.images.pb import core_pb2
@@ -49,8 +50,10 @@ _MODULES = (
 )
 
 for _module in _MODULES:
-    for _name in list(_module.DESCRIPTOR.message_types_by_name) + list(
-        _module.DESCRIPTOR.enum_types_by_name
-    ):
+    for _name in _module.DESCRIPTOR.message_types_by_name:
         globals()[_name] = getattr(_module, _name)
-del _module, _name
+    for _name, _enum in _module.DESCRIPTOR.enum_types_by_name.items():
+        globals()[_name] = getattr(_module, _name)
+        for _value in _enum.values:
+            globals()[_value.name] = _value.number
+del _module, _name, _enum, _value
