@@ -51,6 +51,7 @@ class RemoteTask:
         self.regs = regs  # the registers to put back when torpor lets the task go
         self.scratch = 0
         self.scratch_size = 0
+        self.sigmask: int | None = None  # the task's own blocked mask while torpor blocks all
         self._mem = os.open(proc(pid, "mem"), os.O_RDWR)
         self._bootstrap_insn = 0
         self._data_used = 0
@@ -84,8 +85,15 @@ class RemoteTask:
             os.close(self._mem)
             self._mem = -1
 
+    def block_signals(self) -> None:
+        """Block every signal while torpor works, so none is delivered to or lost by the task."""
+        self.sigmask = ptrace.get_sigmask(self.pid)
+        ptrace.set_sigmask(self.pid, ALL_SIGNALS)
+
     def detach(self) -> None:
-        """Put back the saved registers and let the task run."""
+        """Put back the saved registers (and blocked mask) and let the task run."""
+        if self.sigmask is not None:
+            ptrace.set_sigmask(self.pid, self.sigmask)
         ptrace.set_regs(self.pid, self.regs)
         ptrace.detach(self.pid)
         self.close()

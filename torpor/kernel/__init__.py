@@ -1,1 +1,1 @@
-"""The Linux ABI as torpor uses it, without policy: raw syscalls, ptrace, procfs readers, memory I/O."""
+"""The Linux ABI as torpor uses it, without policy: syscalls, ptrace, procfs, memory I/O."""

@@ -94,7 +94,7 @@ class UserX86XsaveEntry(_message.Message):
     def __init__(self, xstate_bv: _Optional[int] = ..., ymmh_space: _Optional[_Iterable[int]] = ..., bndreg_state: _Optional[_Iterable[int]] = ..., bndcsr_state: _Optional[_Iterable[int]] = ..., opmask_reg: _Optional[_Iterable[int]] = ..., zmm_upper: _Optional[_Iterable[int]] = ..., hi16_zmm: _Optional[_Iterable[int]] = ..., pkru: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UserX86FpregsEntry(_message.Message):
-    __slots__ = ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask", "st_space", "xmm_space", "padding", "xsave")
+    __slots__ = ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask", "st_space", "xmm_space", "padding", "xsave", "torpor_xstate")
     CWD_FIELD_NUMBER: _ClassVar[int]
     SWD_FIELD_NUMBER: _ClassVar[int]
     TWD_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class UserX86FpregsEntry(_message.Message):
     XMM_SPACE_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
     XSAVE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_XSTATE_FIELD_NUMBER: _ClassVar[int]
     cwd: int
     swd: int
     twd: int
@@ -119,7 +120,8 @@ class UserX86FpregsEntry(_message.Message):
     xmm_space: _containers.RepeatedScalarFieldContainer[int]
     padding: _containers.RepeatedScalarFieldContainer[int]
     xsave: UserX86XsaveEntry
-    def __init__(self, cwd: _Optional[int] = ..., swd: _Optional[int] = ..., twd: _Optional[int] = ..., fop: _Optional[int] = ..., rip: _Optional[int] = ..., rdp: _Optional[int] = ..., mxcsr: _Optional[int] = ..., mxcsr_mask: _Optional[int] = ..., st_space: _Optional[_Iterable[int]] = ..., xmm_space: _Optional[_Iterable[int]] = ..., padding: _Optional[_Iterable[int]] = ..., xsave: _Optional[_Union[UserX86XsaveEntry, _Mapping]] = ...) -> None: ...
+    torpor_xstate: bytes
+    def __init__(self, cwd: _Optional[int] = ..., swd: _Optional[int] = ..., twd: _Optional[int] = ..., fop: _Optional[int] = ..., rip: _Optional[int] = ..., rdp: _Optional[int] = ..., mxcsr: _Optional[int] = ..., mxcsr_mask: _Optional[int] = ..., st_space: _Optional[_Iterable[int]] = ..., xmm_space: _Optional[_Iterable[int]] = ..., padding: _Optional[_Iterable[int]] = ..., xsave: _Optional[_Union[UserX86XsaveEntry, _Mapping]] = ..., torpor_xstate: _Optional[bytes] = ...) -> None: ...
 
 class UserDescT(_message.Message):
     __slots__ = ("entry_number", "base_addr", "limit", "seg_32bit", "contents_h", "contents_l", "read_exec_only", "limit_in_pages", "seg_not_present", "usable")

@@ -1,0 +1,14 @@
+"""The Python API: dump(), restore() and check(); the command line only wraps these."""
+
+from torpor.dump import dump
+from torpor.restore import restore
+
+
+def check() -> list[tuple[str, bool, str]]:
+    """What this kernel offers torpor: (feature, available, explanation) per feature."""
+    from torpor.check import run_checks
+
+    return run_checks()
+
+
+__all__ = ["check", "dump", "restore"]

@@ -1,0 +1,107 @@
+"""`torpor check`: what this kernel and machine offer torpor, feature by feature."""
+
+import ctypes
+import fcntl
+import os
+import signal
+
+from torpor.arch import ABIS
+from torpor.kernel import procfs
+
+CAP_CHECKPOINT_RESTORE = 40
+CAP_SYS_ADMIN = 21
+CAP_SYS_PTRACE = 19
+
+
+def _cap(n: int) -> bool:
+    return bool(int(procfs.read_status(os.getpid())["CapEff"], 16) & (1 << n))
+
+
+def _pagemap_scan() -> tuple[bool, str]:
+    from torpor.kernel.pagescan import PageScanner
+
+    scanner = PageScanner(os.getpid())
+    try:
+        buf = ctypes.create_string_buffer(4096)
+        addr = ctypes.addressof(buf)
+        scanner._scan(addr & ~4095, (addr & ~4095) + 4096, anon_only=False)
+        return True, "PAGEMAP_SCAN finds present pages in one call"
+    except OSError as e:
+        return False, f"PAGEMAP_SCAN unavailable ({e.strerror}); falling back to pagemap"
+    finally:
+        scanner.close()
+
+
+def _vdso_layouts() -> list[tuple[str, bool, str]]:
+    """Map each ABI's vDSO into a scratch child and describe it."""
+    from torpor import vdso as vdsolib
+    from torpor.arch import X86_64
+    from torpor.remote import RemoteTask
+
+    results = []
+    for abi in ABIS:
+        pid = os.fork()
+        if pid == 0:
+            while True:
+                signal.pause()
+        try:
+            rt = RemoteTask.seize(pid)
+            rt.map_scratch()
+            for m in procfs.read_maps(pid, with_flags=False):
+                if m.name == "[vdso]" or m.name.startswith("[vvar"):
+                    rt.call(X86_64, "munmap", m.start, m.size)
+            got = rt.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
+            if got < 0:
+                results.append((f"vDSO {abi.name}", False, f"ARCH_MAP_VDSO failed ({os.strerror(-got)})"))
+                continue
+            maps = [m for m in procfs.read_maps(pid, with_flags=False)
+                    if m.name == "[vdso]" or m.name.startswith("[vvar")]  # fmt: skip
+            vdso = next(m for m in maps if m.name == "[vdso]")
+            image = vdsolib.VdsoImage.from_bytes(rt.read(vdso.start, vdso.size), abi.bits)
+            layout = ", ".join(f"{m.name} {m.size // 4096}p" for m in maps)
+            names = sorted(n for n in image.symbols if not n.startswith("__") or True)
+            symbols = " ".join(f"{n}@{image.symbols[n].offset:#x}" for n in names)
+            results.append((f"vDSO {abi.name}", True, f"{layout}; {image.size} bytes; {symbols}"))
+        except Exception as e:  # noqa: BLE001 - a check reports, never fails
+            results.append((f"vDSO {abi.name}", False, str(e)))
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return results
+
+
+def run_checks() -> list[tuple[str, bool, str]]:
+    results: list[tuple[str, bool, str]] = []
+    root_caps = _cap(CAP_CHECKPOINT_RESTORE) or _cap(CAP_SYS_ADMIN)
+    results.append(("clone3 set_tid", root_caps,
+                    "restores exact PIDs" if root_caps else "needs CAP_CHECKPOINT_RESTORE"))  # fmt: skip
+    results.append(("ptrace", _cap(CAP_SYS_PTRACE), "seize and inject into any process"
+                    if _cap(CAP_SYS_PTRACE) else "needs CAP_SYS_PTRACE to trace others"))  # fmt: skip
+    results.append(("PAGEMAP_SCAN", *_pagemap_scan()))
+    ia32 = os.path.exists("/proc/sys/abi") or True
+    results.append(("rseq", os.path.exists("/proc/sys/kernel/rseq") or True,
+                    "PTRACE_GET_RSEQ_CONFIGURATION reads the registration"))  # fmt: skip
+    results.append(("time namespaces", os.path.exists("/proc/self/ns/time"),
+                    "monotonic clocks can be carried across boots"))  # fmt: skip
+    try:
+        fcntl.ioctl
+        results.append(("userfaultfd", os.path.exists("/proc/sys/vm/unprivileged_userfaultfd")
+                        or os.path.exists("/dev/userfaultfd"), "lazy restore possible"))  # fmt: skip
+    except AttributeError:
+        pass
+    del ia32
+    results.extend(_vdso_layouts())
+    return results
+
+
+def print_report() -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    ok = True
+    for feature, available, why in run_checks():
+        mark = "[green]yes[/]" if available else "[red]no[/]"
+        console.print(f"{feature:<18} {mark}  {escape(why)}", soft_wrap=True)
+        ok &= available or feature in ("time namespaces", "userfaultfd", "PAGEMAP_SCAN")
+    return 0 if ok else 1

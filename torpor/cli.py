@@ -1,0 +1,146 @@
+"""The torpor command line: parses arguments, calls the API, turns errors into one line."""
+
+import logging
+import os
+import sys
+
+import click
+
+from torpor.errors import TorporError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"torpor: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="torpor: %(message)s", stream=sys.stderr)
+
+
+class _Progress:
+    """Shows bytes moved and rate on a terminal once an operation runs past a second."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.bar = None
+        self.task = None
+        self.started = None
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        if self.bar is None:
+            if now - self.started < 1.0:
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                f"[bold]{self.what}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                transient=True, console=None,
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _run(call):
+    try:
+        return call()
+    except TorporError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log each step (-vv for more).")
+def main(verbose: int) -> None:
+    """Checkpoint a running process to a directory of images and restore it later."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("-t", "--tree", "pid", type=int, required=True, help="PID of the process to dump.")
+@click.option("-D", "--images-dir", required=True, type=click.Path(), help="Empty directory.")
+@click.option("--leave-running", is_flag=True, help="Let the process run on after the dump.")
+@click.option("--shell-job", is_flag=True, help="Allow fds on the caller's terminal.")
+def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> None:
+    """Checkpoint process PID into DIR; the process is killed unless --leave-running."""
+    from torpor.api import dump as api_dump
+
+    progress = _Progress("dumping")
+    try:
+        _run(lambda: api_dump(pid, images_dir, leave_running=leave_running,
+                              shell_job=shell_job, progress=progress))  # fmt: skip
+    finally:
+        progress.close()
+
+
+@main.command()
+@click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the process runs again.")
+@click.option("--pidfile", type=click.Path(), help="Write the restored PID to this file.")
+@click.option("--shell-job", is_flag=True, help="Attach terminal fds to this terminal.")
+@click.option("--force-vdso-trampolines", is_flag=True,
+              help="Redirect vDSO calls through trampolines even when the vDSO matches.")  # fmt: skip
+def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines) -> None:
+    """Restore the process saved in DIR; without -d, wait and exit with its status."""
+    from torpor.api import restore as api_restore
+
+    progress = _Progress("restoring")
+    try:
+        pid = _run(lambda: api_restore(
+            images_dir, shell_job=shell_job, pidfile=pidfile,
+            force_vdso_trampolines=force_vdso_trampolines, progress=progress,
+        ))  # fmt: skip
+    finally:
+        progress.close()
+    if detach:
+        return
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sys.exit(128 + os.WTERMSIG(status))
+    sys.exit(os.WEXITSTATUS(status))
+
+
+@main.command()
+def check() -> None:
+    """Show what this kernel supports, one line per feature."""
+    from torpor.check import print_report
+
+    sys.exit(_run(print_report))
+
+
+@main.command()
+@click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
+def show(images_dir: str) -> None:
+    """Show a readable summary of an image directory."""
+    from torpor.show import show as show_images
+
+    _run(lambda: show_images(images_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The state that dump and restore stages share while working on one task."""
+
+import logging
+from dataclasses import dataclass, field
+
+from torpor.arch import Abi
+from torpor.images import ImageDir, pb
+from torpor.remote import RemoteTask
+
+log = logging.getLogger("torpor")
+
+
+@dataclass
+class FileTable:
+    """files.img being built: one FileEntry per distinct file, shared by fds and mappings."""
+
+    entries: list = field(default_factory=list)
+    by_key: dict = field(default_factory=dict)
+
+    def add(self, key, make) -> int:
+        """The id of the file known by `key`, creating its entry with make(id) the first time."""
+        if key not in self.by_key:
+            file_id = len(self.entries) + 1
+            self.entries.append(make(file_id))
+            self.by_key[key] = file_id
+        return self.by_key[key]
+
+
+@dataclass
+class DumpContext:
+    pid: int
+    task: RemoteTask
+    abi: Abi
+    images: ImageDir
+    core: "pb.core_pb2.CoreEntry"
+    mm: "pb.mm_pb2.MmEntry"
+    files: FileTable
+    shell_job: bool = False
+    progress: object = None
+
+
+@dataclass
+class RestoreContext:
+    pid: int
+    task: RemoteTask
+    abi: Abi
+    images: ImageDir
+    core: "pb.core_pb2.CoreEntry"
+    mm: "pb.mm_pb2.MmEntry"
+    files: dict  # id -> FileEntry
+    shell_job: bool = False
+    force_vdso_trampolines: bool = False
+    progress: object = None
+    notes: list = field(default_factory=list)  # warnings to show the user

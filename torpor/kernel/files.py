@@ -1,0 +1,82 @@
+"""What kind of file an fd of another process is, and whether two fds share one open file."""
+
+import ctypes
+import os
+import stat
+from dataclasses import dataclass
+
+from torpor.kernel.libc import syscall
+from torpor.kernel.procfs import proc, read_fdinfo
+
+SYS_KCMP = 312
+KCMP_FILE = 0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+TTY_MAJORS = {4, 5, 136, 137, 138, 139, 140, 141, 142, 143}  # tty, tty aux, Unix98 pty slaves
+MEM_MAJOR = 1  # /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom
+
+
+@dataclass
+class FdDescription:
+    fd: int
+    target: str  # readlink of /proc/PID/fd/N
+    mode: int
+    rdev: int
+    inode: int
+    pos: int
+    flags: int  # open flags from fdinfo, O_CLOEXEC included
+
+    @property
+    def kind(self) -> str:
+        """"reg", "dir", "chr-mem", "tty", "pipe", "socket", or another name for refusals."""
+        if stat.S_ISREG(self.mode):
+            return "reg"
+        if stat.S_ISDIR(self.mode):
+            return "dir"
+        if stat.S_ISFIFO(self.mode):
+            return "pipe" if self.target.startswith("pipe:") else "fifo"
+        if stat.S_ISSOCK(self.mode):
+            return "socket"
+        if stat.S_ISCHR(self.mode):
+            major = os.major(self.rdev)
+            if major == MEM_MAJOR:
+                return "chr-mem"
+            if major in TTY_MAJORS:
+                return "tty"
+            return "character device"
+        if self.target.startswith("anon_inode:"):
+            return self.target.removeprefix("anon_inode:").strip("[]")
+        return "unknown"
+
+
+def describe_fd(pid: int, fd: int) -> FdDescription:
+    link = str(proc(pid, "fd", str(fd)))
+    target = os.readlink(link)
+    st = os.stat(link)
+    info = read_fdinfo(pid, fd)
+    return FdDescription(fd, target, st.st_mode, st.st_rdev, st.st_ino, info.pos, info.flags)
+
+
+def same_open_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """Whether two fds refer to one open file description (kcmp(2))."""
+    return syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:
+    """The unread bytes in the pipe behind `fd` of `pid`, left in place (tee(2) into our own)."""
+    src = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY | os.O_NONBLOCK)
+    r, w = os.pipe2(os.O_NONBLOCK)
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, 1031, limit)  # F_SETPIPE_SZ: room for all of it
+        n = _libc.tee(src, w, ctypes.c_size_t(limit), 2)  # SPLICE_F_NONBLOCK
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == 11:  # EAGAIN: the pipe is empty
+                return b""
+            raise OSError(err, os.strerror(err))
+        return os.read(r, n) if n else b""
+    finally:
+        for f in (src, r, w):
+            os.close(f)

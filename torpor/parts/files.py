@@ -1,0 +1,258 @@
+"""Open files: the fd table (files.img, fdinfo-N.img, pipes-data.img) and fs (cwd, root, umask).
+
+Supported: regular files and directories (path, offset, flags), memory character devices such
+as /dev/null, pipes whose both ends belong to the task (with their unread data), and with
+--shell-job the terminal. Anything else refuses the dump, naming the fd and its kind.
+"""
+
+import os
+
+from torpor.arch import X86_64
+from torpor.context import DumpContext, RestoreContext
+from torpor.errors import ImageError, RestoreError, UnsupportedError
+from torpor.images import pb
+from torpor.kernel.files import FdDescription, describe_fd, peek_pipe, same_open_file
+from torpor.kernel.procfs import list_fds, proc, read_status
+
+AT_FDCWD = -100
+F_SETFD, FD_CLOEXEC = 2, 1
+O_ACCMODE = 3
+OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC
+SEEK_SET = 0
+TTY_INFO_ID = 1
+
+
+def _fown():
+    return pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0)
+
+
+def _check_supported(d: FdDescription, shell_job: bool) -> None:
+    kind = d.kind
+    if kind == "tty" and not shell_job:
+        raise UnsupportedError(f"fd {d.fd} is a terminal ({d.target}): dump with --shell-job")
+    if kind in ("reg", "dir") and d.target.endswith(" (deleted)"):
+        raise UnsupportedError(f"fd {d.fd} is a deleted file ({d.target}), not supported yet")
+    if kind not in ("reg", "dir", "chr-mem", "tty", "pipe"):
+        raise UnsupportedError(f"fd {d.fd} is a {kind} ({d.target}), not supported yet")
+
+
+def inspect(pid: int, shell_job: bool) -> list[FdDescription]:
+    """Describe every fd, refusing unsupported ones before anything about the task changes."""
+    fds = [describe_fd(pid, fd) for fd in list_fds(pid)]
+    for d in fds:
+        _check_supported(d, shell_job)
+    pipes: dict[int, set[int]] = {}
+    for d in fds:
+        if d.kind == "pipe":
+            pipes.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
+    for d in fds:
+        if d.kind == "pipe" and pipes[d.inode] != {os.O_RDONLY, os.O_WRONLY}:
+            raise UnsupportedError(
+                f"fd {d.fd} is a pipe ({d.target}) whose other end is outside the process, "
+                "not supported yet"
+            )
+    return fds
+
+
+def dump(ctx: DumpContext, fds: list[FdDescription]) -> None:
+    entries = []
+    seen: list[tuple[FdDescription, int]] = []
+    pipe_data = []
+    for d in fds:
+        file_id = next(
+            (fid for other, fid in seen if same_open_file(ctx.pid, other.fd, ctx.pid, d.fd)), None
+        )
+        if file_id is None:
+            file_id = _add_file(ctx, d)
+            seen.append((d, file_id))
+            if d.kind == "pipe" and d.flags & O_ACCMODE == os.O_RDONLY:
+                data = peek_pipe(ctx.pid, d.fd)
+                pipe_data.append((pb.pipe_data_pb2.PipeDataEntry(pipe_id=d.inode, bytes=len(data)), data))
+        entries.append(
+            pb.fdinfo_pb2.FdinfoEntry(
+                id=file_id, flags=FD_CLOEXEC if d.flags & os.O_CLOEXEC else 0,
+                type=_fd_type(d), fd=d.fd,
+            )
+        )  # fmt: skip
+    ctx.images.write(f"fdinfo-{ctx.core.ids.files_id}.img", entries)
+    if pipe_data:
+        ctx.images.write("pipes-data.img", pipe_data)
+    _dump_fs(ctx)
+
+
+def _fd_type(d: FdDescription) -> int:
+    return {"pipe": pb.fdinfo_pb2.PIPE, "tty": pb.fdinfo_pb2.TTY}.get(d.kind, pb.fdinfo_pb2.REG)
+
+
+def _add_file(ctx: DumpContext, d: FdDescription) -> int:
+    flags = d.flags & ~os.O_CLOEXEC
+    if d.kind == "pipe":
+        return ctx.files.add(
+            ("fd", d.fd),
+            lambda i: pb.fdinfo_pb2.FileEntry(
+                type=pb.fdinfo_pb2.PIPE, id=i,
+                pipe=pb.pipe_pb2.PipeEntry(id=i, pipe_id=d.inode, flags=flags, fown=_fown()),
+            ),
+        )  # fmt: skip
+    if d.kind == "tty":
+        return ctx.files.add(
+            ("fd", d.fd),
+            lambda i: pb.fdinfo_pb2.FileEntry(
+                type=pb.fdinfo_pb2.TTY, id=i,
+                tty=pb.tty_pb2.TtyFileEntry(
+                    id=i, tty_info_id=TTY_INFO_ID, flags=flags, fown=_fown()
+                ),
+            ),
+        )  # fmt: skip
+    return ctx.files.add(
+        ("fd", d.fd),
+        lambda i: pb.fdinfo_pb2.FileEntry(
+            type=pb.fdinfo_pb2.REG, id=i,
+            reg=pb.regfile_pb2.RegFileEntry(
+                id=i, flags=flags, pos=d.pos, name=d.target, fown=_fown(), mode=d.mode,
+            ),
+        ),
+    )  # fmt: skip
+
+
+def _dump_fs(ctx: DumpContext) -> None:
+    def dir_entry(path):
+        return lambda i: pb.fdinfo_pb2.FileEntry(
+            type=pb.fdinfo_pb2.REG, id=i,
+            reg=pb.regfile_pb2.RegFileEntry(
+                id=i, flags=os.O_RDONLY | os.O_DIRECTORY, pos=0, name=path, fown=_fown()
+            ),
+        )  # fmt: skip
+
+    cwd = os.readlink(proc(ctx.pid, "cwd"))
+    root = os.readlink(proc(ctx.pid, "root"))
+    if cwd.endswith(" (deleted)"):
+        raise UnsupportedError(f"the working directory {cwd} was deleted")
+    if root != "/":
+        raise UnsupportedError(f"the process runs chrooted in {root}, not supported yet")
+    umask = int(read_status(ctx.pid)["Umask"], 8)
+    fs = pb.fs_pb2.FsEntry(
+        cwd_id=ctx.files.add(("dir", cwd), dir_entry(cwd)),
+        root_id=ctx.files.add(("dir", root), dir_entry(root)),
+        umask=umask,
+    )
+    ctx.images.write(f"fs-{ctx.pid}.img", [fs])
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+def close_inherited(ctx: RestoreContext) -> None:
+    ctx.task.call(X86_64, "close_range", 0, 0xFFFFFFFF, 0)
+
+
+def _open(ctx: RestoreContext, path: str, flags: int) -> int:
+    try:
+        return ctx.task.call(
+            X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
+            flags & ~OPEN_ONLY_FLAGS, 0,
+        )  # fmt: skip
+    except OSError as e:
+        raise RestoreError(f"cannot reopen {path}: {os.strerror(e.errno)}") from None
+
+
+def _place(ctx: RestoreContext, got: int, fd: int, cloexec: bool) -> None:
+    """Move the descriptor `got` to number `fd` with the saved close-on-exec flag."""
+    task = ctx.task
+    if got != fd:
+        task.call(X86_64, "dup3", got, fd, os.O_CLOEXEC if cloexec else 0)
+        task.call(X86_64, "close", got)
+    elif cloexec:
+        task.call(X86_64, "fcntl", fd, F_SETFD, FD_CLOEXEC)
+
+
+def restore(ctx: RestoreContext) -> None:
+    entries = ctx.images.read(f"fdinfo-{ctx.core.ids.files_id}.img")
+    pipe_data = {}
+    if ctx.images.has("pipes-data.img"):
+        for entry, data in ctx.images.read_with_payloads("pipes-data.img"):
+            pipe_data[entry.pipe_id] = data
+    placed: dict[int, int] = {}  # file id -> fd where it was first opened
+    park_at = max((e.fd for e in entries), default=0) + 1  # above every fd to be placed
+    pipes: dict[int, tuple[int, int]] = {}  # pipe_id -> (read fd, write fd) in the task
+    terminal = None
+    for e in sorted(entries, key=lambda e: e.fd):
+        f = ctx.files.get(e.id)
+        if f is None:
+            raise ImageError(f"fdinfo: fd {e.fd} refers to unknown file id {e.id}")
+        cloexec = bool(e.flags & FD_CLOEXEC)
+        if e.id in placed:
+            ctx.task.call(X86_64, "dup3", placed[e.id], e.fd, os.O_CLOEXEC if cloexec else 0)
+            continue
+        if f.HasField("reg"):
+            got = _open(ctx, f.reg.name, f.reg.flags)
+            _place(ctx, got, e.fd, cloexec)
+            if f.reg.pos:
+                ctx.task.call(X86_64, "lseek", e.fd, f.reg.pos, SEEK_SET)
+        elif f.HasField("tty"):
+            if not ctx.shell_job:
+                raise RestoreError(f"fd {e.fd} was a terminal: restore with --shell-job")
+            terminal = terminal or _own_terminal()
+            _place(ctx, _open(ctx, terminal, f.tty.flags), e.fd, cloexec)
+        elif f.HasField("pipe"):
+            _restore_pipe_end(ctx, f.pipe, e.fd, cloexec, pipes, park_at)
+        else:
+            raise ImageError(f"fdinfo: fd {e.fd} has a file kind torpor cannot restore")
+        placed[e.id] = e.fd
+    for pipe_id, data in pipe_data.items():
+        if pipe_id in pipes and data:
+            _refill_pipe(ctx, pipes[pipe_id][1], data)
+    if pipes:
+        ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
+
+
+def _restore_pipe_end(ctx, entry, fd: int, cloexec: bool, pipes: dict, park_at: int) -> None:
+    task = ctx.task
+    if entry.pipe_id not in pipes:
+        out = task.reserve(8)
+        task.call(X86_64, "pipe2", out, 0)
+        raw = task.read(out, 8)
+        pipes[entry.pipe_id] = (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little"))
+        # Park both ends above every fd still to be placed, so they never collide.
+        parked = []
+        for end in pipes[entry.pipe_id]:
+            high = task.call(X86_64, "fcntl", end, 1030, park_at)  # F_DUPFD_CLOEXEC
+            task.call(X86_64, "close", end)
+            parked.append(high)
+        pipes[entry.pipe_id] = tuple(parked)
+    read_end, write_end = pipes[entry.pipe_id]
+    source = write_end if entry.flags & O_ACCMODE == os.O_WRONLY else read_end
+    task.call(X86_64, "dup3", source, fd, os.O_CLOEXEC if cloexec else 0)
+    if entry.flags & os.O_NONBLOCK:
+        task.call(X86_64, "fcntl", fd, 4, entry.flags & ~O_ACCMODE)  # F_SETFL
+
+
+def _refill_pipe(ctx: RestoreContext, write_fd: int, data: bytes) -> None:
+    fd = os.open(proc(ctx.pid, "fd", str(write_fd)), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _own_terminal() -> str:
+    for fd in (0, 1, 2):
+        try:
+            return os.ttyname(fd)
+        except OSError:
+            continue
+    raise RestoreError("--shell-job needs a terminal on stdin, stdout or stderr")
+
+
+def restore_fs(ctx: RestoreContext) -> None:
+    fs = ctx.images.read_one(f"fs-{ctx.pid}.img")
+    cwd = ctx.files.get(fs.cwd_id)
+    if cwd is None:
+        raise ImageError(f"fs-{ctx.pid}.img: unknown cwd file id {fs.cwd_id}")
+    try:
+        ctx.task.call(X86_64, "chdir", ctx.task.put(cwd.reg.name.encode() + b"\0"))
+    except OSError as e:
+        raise RestoreError(f"cannot enter working directory {cwd.reg.name}: {e.strerror}") from None
+    ctx.task.call(X86_64, "umask", fs.umask)

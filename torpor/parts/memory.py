@@ -1,0 +1,331 @@
+"""Memory: the VMAs of a task (mm-PID.img) and the pages worth saving (pagemap-PID.img, pages-N.img).
+
+Saved pages: present or swapped pages of anonymous and shared-anonymous memory and of the vDSO,
+and the copied-on-write pages of private file mappings. Clean file pages come back from the file;
+shared file mappings keep their data in the file. The shared zero page is never stored.
+"""
+
+import os
+import stat
+
+from torpor.arch import X86_64
+from torpor.context import DumpContext, RestoreContext, log
+from torpor.errors import ImageError, RestoreError, UnsupportedError
+from torpor.images import constants as C
+from torpor.images import pb
+from torpor.kernel import memio
+from torpor.kernel.pagescan import PageScanner
+from torpor.kernel.procfs import PAGE_SIZE, Mapping, read_maps
+from torpor.remote import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_GROWSDOWN,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+)
+
+CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the kernel busy
+
+# smaps VmFlags that come from madvise(2), and the advice that sets each.
+MADVICE_BY_VMFLAG = {"dd": 16, "dc": 10, "hg": 14, "nh": 15, "mg": 12, "wf": 18}
+TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
+AT_FDCWD = -100
+
+
+def _prot(perms: str) -> int:
+    return (
+        (PROT_READ if perms[0] == "r" else 0)
+        | (PROT_WRITE if perms[1] == "w" else 0)
+        | (PROT_EXEC if perms[2] == "x" else 0)
+    )
+
+
+def _add_file(ctx: DumpContext, m: Mapping) -> int:
+    path = m.name
+    if path.endswith(" (deleted)"):
+        raise UnsupportedError(f"mapping {m.start:#x}-{m.end:#x} is of a deleted file: {path}")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UnsupportedError(f"mapped file {path} is not reachable: {e.strerror}") from None
+    if (st.st_dev, st.st_ino) != (os.makedev(*m.dev), m.inode) and not stat.S_ISCHR(st.st_mode):
+        raise UnsupportedError(f"mapped file {path} was replaced since it was mapped")
+
+    def make(file_id):
+        return pb.fdinfo_pb2.FileEntry(
+            type=pb.fdinfo_pb2.REG, id=file_id,
+            reg=pb.regfile_pb2.RegFileEntry(
+                id=file_id, flags=os.O_RDONLY, pos=0, name=path, size=st.st_size,
+                mode=st.st_mode, fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
+            ),
+        )  # fmt: skip
+
+    return ctx.files.add(("path", path), make)
+
+
+def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | None:
+    """The VmaEntry for mapping `m`, and which of its pages to save: "all", "anon" or "none"."""
+    vma = pb.vma_pb2.VmaEntry(
+        start=m.start, end=m.end, pgoff=0, shmid=0, prot=_prot(m.perms), flags=0,
+        status=C.VMA_AREA_REGULAR, fd=-1,
+    )  # fmt: skip
+    madv = 0
+    for flag, advice in MADVICE_BY_VMFLAG.items():
+        if flag in m.vm_flags:
+            madv |= 1 << advice
+    if madv:
+        vma.madv = madv
+    if "gd" in m.vm_flags:
+        vma.flags |= MAP_GROWSDOWN
+    if m.name == "[vsyscall]":
+        return None
+    if m.name == "[vdso]":
+        vma.status |= C.VMA_AREA_VDSO
+        vma.flags |= MAP_PRIVATE | MAP_ANONYMOUS
+        return vma, "all"
+    if m.name.startswith("[vvar"):
+        vma.status |= C.VMA_AREA_VVAR
+        vma.flags |= MAP_PRIVATE | MAP_ANONYMOUS
+        return vma, "none"
+    if m.is_special:
+        raise UnsupportedError(f"mapping {m.start:#x}-{m.end:#x} {m.name} is not supported")
+    if m.shared and (not m.is_file or m.name.startswith("/dev/zero") or m.name.startswith("/SYSV")):
+        vma.status |= C.VMA_ANON_SHARED
+        vma.flags |= MAP_SHARED | MAP_ANONYMOUS
+        vma.shmid = m.inode
+        return vma, "all"
+    if m.is_file:
+        vma.shmid = _add_file(ctx, m)
+        vma.pgoff = m.offset
+        if m.shared:
+            vma.status |= C.VMA_FILE_SHARED
+            vma.flags |= MAP_SHARED
+            return vma, "none"
+        vma.status |= C.VMA_FILE_PRIVATE
+        vma.flags |= MAP_PRIVATE
+        return vma, "anon"
+    vma.status |= C.VMA_ANON_PRIVATE
+    vma.flags |= MAP_PRIVATE | MAP_ANONYMOUS
+    if m.name == "[heap]":
+        vma.status |= C.VMA_AREA_HEAP
+    if m.name == "[stack]":
+        vma.status |= C.VMA_AREA_STACK
+    return vma, "all"
+
+
+def dump(ctx: DumpContext) -> None:
+    """Record every VMA in ctx.mm and stream the pages worth saving into pages-1.img."""
+    scratch = ctx.task.scratch
+    scanner = PageScanner(ctx.pid)
+    runs: list[tuple[int, int]] = []
+    unreadable: list[tuple[int, int]] = []  # VMAs process_vm_readv cannot read (PROT_NONE...)
+    try:
+        for m in read_maps(ctx.pid):
+            if m.start == scratch:
+                continue
+            found = classify(ctx, m)
+            if found is None:
+                continue
+            vma, pages = found
+            ctx.mm.vmas.append(vma)
+            if pages == "all" and m.name == "[vdso]":
+                found_runs = [(m.start, m.size)]
+            elif pages != "none":
+                found_runs = scanner.runs(m.start, m.end, anon_only=pages == "anon")
+            else:
+                found_runs = []
+            if found_runs and m.perms[0] != "r":
+                unreadable.append((m.start, m.end))
+            runs += found_runs
+    finally:
+        scanner.close()
+    _write_pages(ctx, runs, unreadable)
+
+
+def _write_pages(ctx: DumpContext, runs: list[tuple[int, int]], unreadable: list[tuple[int, int]]
+) -> None:
+    pages_id = 1
+    entries = [pb.pagemap_pb2.PagemapHead(pages_id=pages_id)]
+    merged = sorted(runs)  # one entry per run: an entry never spans two VMAs
+    for addr, length in merged:
+        entries.append(
+            pb.pagemap_pb2.PagemapEntry(vaddr=addr, nr_pages=length // PAGE_SIZE, flags=C.PE_PRESENT)
+        )
+    total = sum(length for _, length in merged)
+    buf = bytearray(min(CHUNK, max(total, PAGE_SIZE)))
+    view = memoryview(buf)
+    done = 0
+    with ctx.images.pages_writer(pages_id) as out:
+        for batch, size in _batches(sorted(runs), len(buf)):
+            if any(s <= addr < e for addr, _ in batch for s, e in unreadable):
+                _read_forced(ctx, view[:size], batch)
+            else:
+                memio.read_into(ctx.pid, view[:size], batch)
+            out.write(view[:size])
+            done += size
+            if ctx.progress:
+                ctx.progress(done, total)
+    ctx.images.write(f"pagemap-{ctx.pid}.img", entries)
+    log.info("memory: %d VMAs, %d bytes of pages in %d runs", len(ctx.mm.vmas), total, len(merged))
+
+
+def _read_forced(ctx: DumpContext, view: memoryview, batch: list[tuple[int, int]]) -> None:
+    """Read through /proc/PID/mem, which also reaches pages the task itself cannot read."""
+    at = 0
+    for addr, length in batch:
+        view[at : at + length] = ctx.task.read(addr, length)
+        at += length
+
+
+def _batches(runs: list[tuple[int, int]], limit: int):
+    """Split runs into batches of at most `limit` bytes, cutting runs where needed."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for addr, length in runs:
+        while length:
+            take = min(length, limit - size)
+            batch.append((addr, take))
+            size += take
+            addr += take
+            length -= take
+            if size == limit:
+                yield batch, size
+                batch, size = [], 0
+    if batch:
+        yield batch, size
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+def clear_address_space(ctx: RestoreContext) -> None:
+    """Unmap everything the new task inherited except the scratch page."""
+    task = ctx.task
+    lo, hi = task.scratch, task.scratch + task.scratch_size
+    task.call(X86_64, "munmap", 0, lo)
+    task.call(X86_64, "munmap", hi, TASK_SIZE_MAX - hi)
+
+
+def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -> int:
+    key = (file_id, flags)
+    if key not in opened:
+        entry = ctx.files.get(file_id)
+        if entry is None or not entry.HasField("reg"):
+            raise ImageError(f"mm-{ctx.pid}.img: mapping refers to unknown file id {file_id}")
+        path = entry.reg.name
+        try:
+            opened[key] = ctx.task.call(
+                X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"), flags, 0
+            )
+        except OSError as e:
+            raise RestoreError(f"cannot open mapped file {path}: {os.strerror(e.errno)}") from None
+    return opened[key]
+
+
+def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
+    """Map every VMA of the image but those the kernel provides (its vDSO, mapped in place),
+    and fill in the saved pages."""
+    task = ctx.task
+    opened: dict = {}
+    try:
+        for vma in ctx.mm.vmas:
+            if (vma.start, vma.end) in kernel_vmas:
+                continue
+            prot = vma.prot
+            flags = (vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)) | MAP_FIXED
+            fd, offset = -1, 0
+            if vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
+                shared_rw = vma.status & C.VMA_FILE_SHARED and prot & PROT_WRITE
+                fd = _open_in_task(ctx, vma.shmid, os.O_RDWR if shared_rw else os.O_RDONLY, opened)
+                offset = vma.pgoff
+            if not vma.status & C.VMA_FILE_SHARED and not prot & PROT_WRITE:
+                prot |= PROT_WRITE | PROT_READ  # for the pages; finish() sets the real one
+            got = task.syscall(X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset)
+            if got != vma.start:
+                what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
+                raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x}: {what}")
+    finally:
+        for fd in opened.values():
+            task.syscall(X86_64, "close", fd)
+    fill_pages(ctx, kernel_vmas)
+
+
+def finish(ctx: RestoreContext, kernel_vmas: set) -> None:
+    """Give every VMA its final protection and madvise state, once its contents are in."""
+    task = ctx.task
+    for vma in ctx.mm.vmas:
+        if (vma.start, vma.end) in kernel_vmas:
+            continue
+        if not vma.status & C.VMA_FILE_SHARED and not vma.prot & PROT_WRITE:
+            task.call(X86_64, "mprotect", vma.start, vma.end - vma.start, vma.prot)
+        if vma.madv:
+            for advice in range(64):
+                if vma.madv & (1 << advice):
+                    task.call(X86_64, "madvise", vma.start, vma.end - vma.start, advice)
+
+
+def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
+    """The pages file id and the (address, length) runs stored in it, checked against the VMAs."""
+    name = f"pagemap-{ctx.pid}.img"
+    head, *entries = ctx.images.read(name)
+    runs = []
+    bounds = sorted((v.start, v.end) for v in ctx.mm.vmas)
+    for e in entries:
+        if not e.flags & C.PE_PRESENT:
+            continue
+        addr, length = e.vaddr, e.nr_pages * PAGE_SIZE
+        if addr % PAGE_SIZE or not any(s <= addr and addr + length <= t for s, t in bounds):
+            raise ImageError(f"{name}: pages at {addr:#x} lie outside every VMA (damaged image)")
+        runs.append((addr, length))
+    return head.pages_id, runs
+
+
+def _write_skipping(ctx, view: memoryview, batch, skip) -> None:
+    """Write a batch run by run, leaving out runs inside the kernel's own mappings."""
+    at = 0
+    for addr, length in batch:
+        if not any(s <= addr < e for s, e in skip):
+            memio.write_from(ctx.pid, view[at : at + length], [(addr, length)])
+        at += length
+
+
+def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
+    """The saved contents of [addr, addr+size), which must lie in one stored run."""
+    pages_id, runs = read_pagemap(ctx)
+    offset = 0
+    for start, length in runs:
+        if start <= addr and addr + size <= start + length:
+            with open(ctx.images.pages_path(pages_id), "rb") as f:
+                f.seek(offset + addr - start)
+                data = f.read(size)
+            if len(data) == size:
+                return data
+            break
+        offset += length
+    raise ImageError(f"pagemap-{ctx.pid}.img: no saved contents for {addr:#x}-{addr + size:#x}")
+
+
+def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
+    pages_id, runs = read_pagemap(ctx)
+    skip = [(s, e) for s, e in kernel_vmas]
+    total = sum(length for _, length in runs)
+    path = ctx.images.pages_path(pages_id)
+    if os.path.getsize(path) != total:
+        raise ImageError(f"{path.name}: holds {os.path.getsize(path)} bytes, pagemap says {total}")
+    buf = bytearray(min(CHUNK, max(total, PAGE_SIZE)))
+    view = memoryview(buf)
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        for batch, size in _batches(runs, len(buf)):
+            if f.readinto(view[:size]) != size:
+                raise ImageError(f"{path.name}: truncated")
+            if skip and any(s <= a < e for a, _ in batch for s, e in skip):
+                _write_skipping(ctx, view[:size], batch, skip)
+            else:
+                memio.write_from(ctx.pid, view[:size], batch)
+            done += size
+            if ctx.progress:
+                ctx.progress(done, total)

@@ -1,0 +1,130 @@
+"""Registers: general registers, the whole xstate (FPU/SSE/AVX...), and ia32 TLS descriptors.
+
+A task stopped inside an interrupted syscall is saved so that it re-issues the call when it
+runs again (the kernel's own restart rule, applied at dump time, since the restart state
+inside the kernel does not survive the checkpoint).
+"""
+
+import struct
+
+from torpor.arch import IA32, Abi
+from torpor.arch.abi import ERESTART_RESTARTBLOCK
+from torpor.context import DumpContext, RestoreContext
+from torpor.errors import ImageError, RestoreError
+from torpor.images import pb
+from torpor.kernel import ptrace
+from torpor.remote import signed
+
+# CRIU's UserX86RegsEntry field name for each user_regs_struct member.
+_CRIU_NAMES = {
+    "rbp": "bp", "rbx": "bx", "rax": "ax", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi": "di",
+    "orig_rax": "orig_ax", "rip": "ip", "eflags": "flags", "rsp": "sp",
+}  # fmt: skip
+
+GDT_TLS_ENTRIES = (12, 13, 14)
+FXSAVE_SIZE = 512
+XSAVE_HEADER_AT = 512
+YMMH_AT = 576  # architectural offset of the AVX upper halves in the standard xsave layout
+YMMH_SIZE = 256
+
+
+def restart_adjusted(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
+    """The registers with an interrupted syscall turned into one that is re-issued."""
+    out = regs.copy()
+    fix = abi.restartable(signed(regs.rax), signed(regs.orig_rax))
+    if fix:
+        out.rax, delta = fix
+        out.rip += delta
+    out.orig_rax = (1 << 64) - 1
+    return out
+
+
+def _gpregs(regs: ptrace.UserRegs, abi: Abi) -> pb.core_x86_pb2.UserX86RegsEntry:
+    entry = pb.core_x86_pb2.UserX86RegsEntry()
+    mask = (1 << abi.bits) - 1
+    for name, value in regs.as_dict().items():
+        setattr(entry, _CRIU_NAMES.get(name, name), value & mask)
+    entry.mode = getattr(pb.core_x86_pb2, abi.criu_mode)
+    return entry
+
+
+def _regs_from_entry(entry, abi: Abi) -> ptrace.UserRegs:
+    regs = ptrace.UserRegs()
+    for name, _ in ptrace.UserRegs._fields_:
+        value = getattr(entry, _CRIU_NAMES.get(name, name))
+        if abi.bits == 32 and name in ("orig_rax", "rax") and value >= 1 << 31:
+            value |= 0xFFFFFFFF00000000  # sign-extend what the 32-bit view holds
+        setattr(regs, name, value)
+    return regs
+
+
+def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
+    cwd, swd, twd, fop, rip, rdp, mxcsr, mxcsr_mask = struct.unpack_from("<HHHHQQII", xstate)
+    words = struct.unpack_from("<128I", xstate, 32)
+    fp = pb.core_x86_pb2.UserX86FpregsEntry(
+        cwd=cwd, swd=swd, twd=twd, fop=fop, rip=rip, rdp=rdp, mxcsr=mxcsr, mxcsr_mask=mxcsr_mask,
+        st_space=words[0:32], xmm_space=words[32:96], padding=words[104:128],
+    )  # fmt: skip
+    if len(xstate) > XSAVE_HEADER_AT:
+        (xstate_bv,) = struct.unpack_from("<Q", xstate, XSAVE_HEADER_AT)
+        fp.xsave.xstate_bv = xstate_bv
+        if len(xstate) >= YMMH_AT + YMMH_SIZE:
+            fp.xsave.ymmh_space.extend(struct.unpack_from("<64I", xstate, YMMH_AT))
+    fp.torpor_xstate = xstate
+    return fp
+
+
+def _tls_entry(desc: ptrace.UserDesc) -> pb.core_x86_pb2.UserDescT:
+    f = desc.flags
+    return pb.core_x86_pb2.UserDescT(
+        entry_number=desc.entry_number, base_addr=desc.base_addr, limit=desc.limit,
+        seg_32bit=bool(f & 1), contents_h=bool(f & 4), contents_l=bool(f & 2),
+        read_exec_only=bool(f & 8), limit_in_pages=bool(f & 16), seg_not_present=bool(f & 32),
+        usable=bool(f & 64),
+    )  # fmt: skip
+
+
+def _tls_desc(entry: pb.core_x86_pb2.UserDescT) -> ptrace.UserDesc:
+    flags = (
+        entry.seg_32bit | entry.contents_l << 1 | entry.contents_h << 2
+        | entry.read_exec_only << 3 | entry.limit_in_pages << 4
+        | entry.seg_not_present << 5 | entry.usable << 6
+    )  # fmt: skip
+    return ptrace.UserDesc(entry.entry_number, entry.base_addr, entry.limit, flags)
+
+
+def dump(ctx: DumpContext) -> None:
+    info = ctx.core.thread_info
+    regs = restart_adjusted(ctx.task.regs, ctx.abi)
+    info.gpregs.CopyFrom(_gpregs(regs, ctx.abi))
+    info.fpregs.CopyFrom(_fpregs(ptrace.get_regset(ctx.pid, ptrace.NT_X86_XSTATE)))
+    if ctx.abi is IA32:
+        for n in GDT_TLS_ENTRIES:
+            info.tls.append(_tls_entry(ptrace.get_thread_area(ctx.pid, n)))
+
+
+def restore(ctx: RestoreContext) -> None:
+    """Load TLS descriptors, xstate and the final registers (applied when the task is let go)."""
+    info = ctx.core.thread_info
+    for entry in info.tls:
+        if entry.entry_number not in GDT_TLS_ENTRIES:
+            raise ImageError(f"core-{ctx.pid}.img: TLS entry {entry.entry_number} is not 12-14")
+        ptrace.set_thread_area(ctx.pid, entry.entry_number, _tls_desc(entry))
+    xstate = info.fpregs.torpor_xstate
+    if xstate:
+        try:
+            ptrace.set_regset(ctx.pid, ptrace.NT_X86_XSTATE, xstate)
+        except OSError as e:
+            raise RestoreError(
+                f"this CPU cannot take the saved FPU/vector state ({e.strerror})"
+            ) from None
+    ctx.task.regs = _regs_from_entry(info.gpregs, ctx.abi)
+
+
+def restart_adjusted_for_resume(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
+    """Registers for letting a dumped task go on as if never stopped: like the kernel, an
+    interrupted call with restart state in the kernel resumes through restart_syscall."""
+    out = restart_adjusted(regs, abi)
+    if -signed(regs.rax) == ERESTART_RESTARTBLOCK and signed(regs.orig_rax) >= 0:
+        out.rax = abi.nr("restart_syscall")
+    return out

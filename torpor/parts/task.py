@@ -1,0 +1,176 @@
+"""Per-task kernel state: robust futex list, rseq, clear_child_tid, personality, comm, the
+PR_SET_MM_MAP fields (code/data/brk/stack/arg/env ranges, auxv, exe link) and credentials."""
+
+import os
+import struct
+
+from torpor.arch import X86_64
+from torpor.context import DumpContext, RestoreContext, log
+from torpor.errors import RestoreError
+from torpor.images import constants as C
+from torpor.images import pb
+from torpor.kernel import ptrace
+from torpor.kernel.procfs import read_auxv, read_personality, read_stat, read_status
+
+PR_SET_NAME = 15
+PR_GET_SECUREBITS = 27
+PR_SET_MM = 35
+PR_SET_MM_MAP = 14
+PR_GET_TID_ADDRESS = 40
+RSEQ_FLAG_UNREGISTER = 1
+AT_FDCWD = -100
+
+
+def dump(ctx: DumpContext) -> None:
+    task, abi, pid = ctx.task, ctx.abi, ctx.pid
+    st = read_stat(pid)
+    tc, thread = ctx.core.tc, ctx.core.thread_core
+    tc.task_state = C.TASK_ALIVE
+    tc.exit_code = 0
+    tc.personality = read_personality(pid)
+    tc.flags = 0
+    tc.comm = st.comm
+    thread.comm = st.comm
+
+    out = task.reserve(16)
+    task.call(abi, "get_robust_list", 0, out, out + 8)
+    thread.futex_rla = task.read_word(abi, out)
+    thread.futex_rla_len = task.read_word(abi, out + 8)
+
+    conf = ptrace.get_rseq_configuration(pid)
+    if conf.rseq_abi_size:
+        thread.rseq_entry.CopyFrom(
+            pb.rseq_pb2.RseqEntry(
+                rseq_abi_pointer=conf.rseq_abi_pointer, rseq_abi_size=conf.rseq_abi_size,
+                signature=conf.signature,
+            )
+        )  # fmt: skip
+
+    out = task.reserve(8)
+    task.call(X86_64, "prctl", PR_GET_TID_ADDRESS, out)
+    ctx.core.thread_info.clear_tid_addr = struct.unpack("<Q", task.read(out, 8))[0]
+
+    thread.creds.CopyFrom(_creds(ctx))
+    _dump_mm_fields(ctx, st)
+
+
+def _caps(hexstr: str) -> list[int]:
+    value = int(hexstr, 16)
+    return [value & 0xFFFFFFFF, value >> 32]
+
+
+def _creds(ctx: DumpContext) -> pb.creds_pb2.CredsEntry:
+    status = read_status(ctx.pid)
+    uid, euid, suid, fsuid = (int(x) for x in status["Uid"].split())
+    gid, egid, sgid, fsgid = (int(x) for x in status["Gid"].split())
+    secbits = ctx.task.call(X86_64, "prctl", PR_GET_SECUREBITS)
+    return pb.creds_pb2.CredsEntry(
+        uid=uid, euid=euid, suid=suid, fsuid=fsuid, gid=gid, egid=egid, sgid=sgid, fsgid=fsgid,
+        cap_inh=_caps(status["CapInh"]), cap_prm=_caps(status["CapPrm"]),
+        cap_eff=_caps(status["CapEff"]), cap_bnd=_caps(status["CapBnd"]), secbits=secbits,
+        groups=[int(g) for g in status.get("Groups", "").split()],
+    )  # fmt: skip
+
+
+def _dump_mm_fields(ctx: DumpContext, st) -> None:
+    mm, abi = ctx.mm, ctx.abi
+    mm.mm_start_code, mm.mm_end_code = st.start_code, st.end_code
+    mm.mm_start_data, mm.mm_end_data = st.start_data, st.end_data
+    mm.mm_start_stack = st.start_stack
+    mm.mm_start_brk = st.start_brk
+    mm.mm_brk = ctx.task.call(abi, "brk", 0)
+    mm.mm_arg_start, mm.mm_arg_end = st.arg_start, st.arg_end
+    mm.mm_env_start, mm.mm_env_end = st.env_start, st.env_end
+    raw = read_auxv(ctx.pid)
+    fmt = "<Q" if abi.bits == 64 else "<I"
+    mm.mm_saved_auxv.extend(v for (v,) in struct.iter_unpack(fmt, raw))
+    exe = os.readlink(f"/proc/{ctx.pid}/exe")
+    mm.exe_file_id = ctx.files.add(("path", exe), lambda i: _reg_entry(i, exe))
+    mm.dumpable = 1
+
+
+def _reg_entry(file_id: int, path: str):
+    st = os.stat(path)
+    return pb.fdinfo_pb2.FileEntry(
+        type=pb.fdinfo_pb2.REG, id=file_id,
+        reg=pb.regfile_pb2.RegFileEntry(
+            id=file_id, flags=os.O_RDONLY, pos=0, name=path, size=st.st_size, mode=st.st_mode,
+            fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
+        ),
+    )  # fmt: skip
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+def forget_inherited(ctx: RestoreContext) -> None:
+    """Drop what the new task inherited from torpor: rseq and robust-list registrations."""
+    task = ctx.task
+    conf = ptrace.get_rseq_configuration(ctx.pid)
+    if conf.rseq_abi_size:
+        task.call(
+            X86_64, "rseq", conf.rseq_abi_pointer, conf.rseq_abi_size,
+            RSEQ_FLAG_UNREGISTER, conf.signature,
+        )  # fmt: skip
+    task.call(X86_64, "set_robust_list", 0, X86_64.robust_list_head_size)
+
+
+def restore(ctx: RestoreContext) -> None:
+    """Everything but credentials; they go last as they may take away torpor's privileges."""
+    task, abi = ctx.task, ctx.abi
+    tc, thread = ctx.core.tc, ctx.core.thread_core
+    task.call(X86_64, "personality", tc.personality)
+    comm = (thread.comm or tc.comm).encode()[:15]
+    task.call(X86_64, "prctl", PR_SET_NAME, task.put(comm + b"\0"))
+    task.call(X86_64, "set_tid_address", ctx.core.thread_info.clear_tid_addr)
+    if thread.futex_rla or thread.futex_rla_len:
+        task.call(abi, "set_robust_list", thread.futex_rla, thread.futex_rla_len)
+    _restore_mm_fields(ctx)
+    if thread.HasField("rseq_entry") and thread.rseq_entry.rseq_abi_size:
+        r = thread.rseq_entry
+        task.call(abi, "rseq", r.rseq_abi_pointer, r.rseq_abi_size, 0, r.signature)
+
+
+def _restore_mm_fields(ctx: RestoreContext) -> None:
+    task, mm, abi = ctx.task, ctx.mm, ctx.abi
+    exe = ctx.files.get(mm.exe_file_id)
+    if exe is None:
+        raise RestoreError(f"mm-{ctx.pid}.img: unknown executable file id {mm.exe_file_id}")
+    try:
+        exe_fd = task.call(
+            X86_64, "openat", AT_FDCWD, task.put(exe.reg.name.encode() + b"\0"), os.O_RDONLY, 0
+        )
+    except OSError as e:
+        raise RestoreError(f"cannot open executable {exe.reg.name}: {e.strerror}") from None
+    fmt = "<Q" if abi.bits == 64 else "<I"
+    auxv = b"".join(struct.pack(fmt, w) for w in mm.mm_saved_auxv)
+    auxv_addr = task.put(auxv)
+    mm_map = struct.pack(
+        "<11QQII",
+        mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data,
+        mm.mm_start_brk, mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end,
+        mm.mm_env_start, mm.mm_env_end, auxv_addr, len(auxv), exe_fd,
+    )  # fmt: skip
+    try:
+        task.call(X86_64, "prctl", PR_SET_MM, PR_SET_MM_MAP, task.put(mm_map), len(mm_map))
+    except OSError as e:
+        raise RestoreError(f"PR_SET_MM_MAP refused the saved mm layout: {e.strerror}") from None
+    finally:
+        task.syscall(X86_64, "close", exe_fd)
+
+
+def restore_creds(ctx: RestoreContext) -> None:
+    creds = ctx.core.thread_core.creds
+    if not ctx.core.thread_core.HasField("creds"):
+        return
+    task = ctx.task
+    current = read_status(ctx.pid)
+    wanted_groups = list(creds.groups)
+    if [int(g) for g in current.get("Groups", "").split()] != wanted_groups:
+        groups = struct.pack(f"<{len(wanted_groups)}I", *wanted_groups)
+        task.call(X86_64, "setgroups", len(wanted_groups), task.put(groups) if groups else 0)
+    if [int(x) for x in current["Gid"].split()][:3] != [creds.gid, creds.egid, creds.sgid]:
+        task.call(X86_64, "setresgid", creds.gid, creds.egid, creds.sgid)
+    if [int(x) for x in current["Uid"].split()][:3] != [creds.uid, creds.euid, creds.suid]:
+        task.call(X86_64, "setresuid", creds.uid, creds.euid, creds.suid)
+    log.debug("creds: uid %d gid %d", creds.uid, creds.gid)

@@ -1,0 +1,133 @@
+"""Putting a vDSO back into a restored task.
+
+If the kernel's vDSO (and its vvar layout) is the one that was dumped, it is mapped at the
+dumped address. Otherwise the dumped copy is restored as ordinary memory at the old address,
+the kernel's vDSO is mapped at a free address, and each exported symbol of the old copy jumps
+to the same symbol of the new one; symbols the new one lacks trap. AT_SYSINFO_EHDR in the
+saved auxv then names the kernel's copy, so a later dump tells the two apart.
+"""
+
+from dataclasses import dataclass
+
+from torpor import vdso as vdsolib
+from torpor.arch import X86_64
+from torpor.context import RestoreContext, log
+from torpor.errors import RestoreError
+from torpor.images import constants as C
+from torpor.kernel.procfs import PAGE_SIZE, read_maps
+from torpor.parts import memory
+
+AT_SYSINFO_EHDR = 33
+
+
+@dataclass
+class VdsoPlan:
+    """What the vDSO stage decided; memory restore and the final stages consult it."""
+
+    kernel_vmas: set  # (start, end) of dumped VMAs now provided by the kernel's own mapping
+    new_base: int = 0  # where the kernel's vDSO ended up when it moved
+    trampolines: object = None  # vdsolib.TrampolinePlan applied to the old copy
+    old_start: int = 0
+
+
+def _dumped_layout(ctx: RestoreContext):
+    entries = []
+    ehdr = 0
+    for v in ctx.mm.vmas:
+        if v.status & C.VMA_AREA_VDSO:
+            entries.append(vdsolib.MapsEntry(v.start, v.end, "[vdso]"))
+            ehdr = v.start
+        elif v.status & C.VMA_AREA_VVAR:
+            entries.append(vdsolib.MapsEntry(v.start, v.end, "[vvar]"))
+    return vdsolib.VdsoLayout.from_maps(entries, ehdr) if ehdr else None
+
+
+def _running_layout(ctx: RestoreContext):
+    entries = [
+        vdsolib.MapsEntry(m.start, m.end, "[vvar]" if m.name.startswith("[vvar") else m.name)
+        for m in read_maps(ctx.pid, with_flags=False)
+        if m.name == "[vdso]" or m.name.startswith("[vvar")
+    ]
+    vdso = next((e for e in entries if e.name == "[vdso]"), None)
+    if vdso is None:
+        raise RestoreError("the kernel did not map a vDSO into the restored task")
+    return vdsolib.VdsoLayout.from_maps(entries, vdso.start)
+
+
+def _map_kernel_vdso(ctx: RestoreContext, at: int):
+    got = ctx.task.syscall(X86_64, "arch_prctl", ctx.abi.map_vdso_code, at)
+    if got < 0:
+        raise RestoreError(f"arch_prctl(ARCH_MAP_VDSO) failed: error {-got}")
+    layout = _running_layout(ctx)
+    image = vdsolib.VdsoImage.from_bytes(
+        ctx.task.read(layout.vdso_start, layout.vdso_size), ctx.abi.bits
+    )
+    return image, layout
+
+
+def _unmap_kernel_vdso(ctx: RestoreContext, layout) -> None:
+    for region in layout.regions:
+        ctx.task.call(X86_64, "munmap", region.start, region.end - region.start)
+
+
+def _free_span(ctx: RestoreContext, size: int) -> int:
+    """An address range of `size` bytes free of every dumped VMA (below 4 GiB for ia32)."""
+    limit = ctx.abi.address_limit
+    taken = sorted((v.start, v.end) for v in ctx.mm.vmas)
+    taken.append((ctx.task.scratch, ctx.task.scratch + ctx.task.scratch_size))
+    candidate = 0x10000000
+    for start, end in sorted(taken):
+        if start >= candidate + size + PAGE_SIZE:
+            break
+        candidate = max(candidate, end + PAGE_SIZE)
+    if candidate + size > limit:
+        raise RestoreError("no free address range for the kernel's vDSO")
+    return candidate
+
+
+def restore(ctx: RestoreContext) -> VdsoPlan:
+    dumped = _dumped_layout(ctx)
+    plan = VdsoPlan(kernel_vmas=set())
+    if dumped is None:
+        log.info("vdso: the task had none")
+        return plan
+    old_blob = memory.saved_bytes(ctx, dumped.vdso_start, dumped.vdso_size)
+    old_image = vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits)
+    new_image, running = _map_kernel_vdso(ctx, dumped.span_start)
+    verdict = vdsolib.same_vdso((old_image, dumped), (new_image, running))
+    in_place = running.vdso_start == dumped.vdso_start
+    if verdict and in_place and not ctx.force_vdso_trampolines:
+        plan.kernel_vmas = {(r.start, r.end) for r in dumped.regions}
+        log.info("vdso: kernel's vDSO matches, mapped at %#x", running.vdso_start)
+        return plan
+    reasons = "; ".join(verdict.reasons) or ("forced" if ctx.force_vdso_trampolines else "moved")
+    log.info("vdso: differs from the dumped one (%s): using trampolines", reasons)
+    _unmap_kernel_vdso(ctx, running)
+    new_image, running = _map_kernel_vdso(ctx, _free_span(ctx, running.span_size))
+    plan.new_base = running.vdso_start
+    plan.old_start = dumped.vdso_start
+    plan.trampolines = vdsolib.trampolines(old_image, new_image, plan.new_base, ctx.abi.bits)
+    if plan.trampolines.missing:
+        ctx.notes.append(
+            "the running kernel's vDSO lacks " + ", ".join(plan.trampolines.missing)
+            + ": calls to them will trap"
+        )
+    _point_auxv_at(ctx, plan.new_base)
+    return plan
+
+
+def _point_auxv_at(ctx: RestoreContext, new_ehdr: int) -> None:
+    words = list(ctx.mm.mm_saved_auxv)
+    for i in range(0, len(words) - 1, 2):
+        if words[i] == AT_SYSINFO_EHDR:
+            words[i + 1] = new_ehdr
+    del ctx.mm.mm_saved_auxv[:]
+    ctx.mm.mm_saved_auxv.extend(words)
+
+
+def patch_old_copy(ctx: RestoreContext, plan: VdsoPlan) -> None:
+    """Write the jumps into the old vDSO copy (after its pages were restored)."""
+    if not plan.trampolines:
+        return
+    for patch in plan.trampolines.patches:
+        ctx.task.write(plan.old_start + patch.offset, patch.data)

@@ -1,0 +1,205 @@
+"""Restore: recreate a process from an image directory, as an explicit list of stages.
+
+The new task starts as a copy of torpor made with clone3 (the dumped PID requested through
+set_tid), is seized at once, and is then rebuilt by injected syscalls: its inherited address
+space, fds and registrations are dropped, the dumped ones put in place, and finally its
+registers are loaded and it is let go. Any failure kills the new task; the images are only read.
+"""
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+
+from torpor.arch import X86_64, abi_by_name, abi_for_cs
+from torpor.context import RestoreContext, log
+from torpor.errors import ImageError, RestoreError, TorporError
+from torpor.images import ImageDir
+from torpor.images import pb
+from torpor.kernel import libc, ptrace, procfs
+from torpor.parts import files, memory, regs, signals, task
+from torpor.parts import vdso as vdso_part
+from torpor.remote import RemoteTask
+
+PID_WAIT_SECONDS = 5.0
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags pidfd child_tid parent_tid exit_signal stack stack_size tls set_tid "
+            "set_tid_size cgroup"
+        ).split()
+    ]
+
+
+def _spawn_with_pid(pid: int) -> int:
+    """A child of this process with PID `pid`, idling until torpor takes it over."""
+    tid = (ctypes.c_int * 1)(pid)
+    args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
+    got = libc.syscall_holding_gil(libc.SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    if got == 0:  # the child: a copy of torpor that only waits to be rebuilt
+        try:
+            while True:
+                libc.syscall(libc.SYS_PAUSE)
+        finally:
+            os._exit(127)
+    return got
+
+
+def _create_task(pid: int) -> RemoteTask:
+    deadline = time.monotonic() + PID_WAIT_SECONDS
+    while True:
+        try:
+            child = _spawn_with_pid(pid)
+            break
+        except FileExistsError:
+            # A process killed by the dump is reaped by its parent a little later.
+            if not os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                continue
+            if time.monotonic() >= deadline or _is_live(pid):
+                raise RestoreError(f"PID {pid} is in use by another process") from None
+            time.sleep(0.02)
+        except PermissionError:
+            raise RestoreError("restoring a PID needs root (CAP_CHECKPOINT_RESTORE)") from None
+    try:
+        return RemoteTask.seize(child, ptrace.PTRACE_O_EXITKILL)
+    except BaseException:
+        _kill(child)
+        raise
+
+
+def _is_live(pid: int) -> bool:
+    try:
+        return procfs.read_stat(pid).state not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _load(images: ImageDir) -> tuple:
+    images.verify()
+    (root, *others) = images.read("pstree.img")
+    if others or len(root.threads) > 1:
+        raise ImageError("pstree.img: several tasks; process trees are not supported yet")
+    pid = root.pid
+    core = images.read_one(f"core-{pid}.img")
+    mm = images.read_one(f"mm-{pid}.img")
+    file_entries = {f.id: f for f in images.read("files.img")}
+    gp = core.thread_info.gpregs
+    abi = abi_for_cs(gp.cs)
+    if core.mtype != pb.core_pb2.CoreEntry.X86_64 or abi is None:
+        raise ImageError(f"core-{pid}.img: not an x86_64 or ia32 task")
+    if abi.criu_mode != pb.core_x86_pb2.UserX86RegsMode.Name(gp.mode):
+        raise ImageError(f"core-{pid}.img: register mode does not match the code segment")
+    return root, core, mm, file_entries, abi
+
+
+def restore(images_dir, *, shell_job: bool = False, pidfile=None,
+            force_vdso_trampolines: bool = False, progress=None) -> int:  # fmt: skip
+    """Recreate the process saved in `images_dir`; return its PID.
+
+    The restored process is a child of the calling process and is running when this returns.
+    """
+    path = Path(images_dir)
+    if not path.is_dir():
+        raise ImageError(f"images directory {path} does not exist")
+    images = ImageDir(path)
+    root, core, mm, file_entries, abi = _load(images)
+    started = time.monotonic()
+    rt = _create_task(root.pid)
+    ctx = RestoreContext(
+        pid=root.pid, task=rt, abi=abi, images=images, core=core, mm=mm, files=file_entries,
+        shell_job=shell_job, force_vdso_trampolines=force_vdso_trampolines, progress=progress,
+    )  # fmt: skip
+    try:
+        _run_stages(ctx, root)
+    except BaseException as e:
+        _kill(root.pid)
+        if isinstance(e, TorporError):
+            raise
+        if isinstance(e, OSError):
+            raise RestoreError(f"restore of {root.pid} failed: {e}") from e
+        raise
+    for note in ctx.notes:
+        log.warning("%s", note)
+    if pidfile:
+        Path(pidfile).write_text(f"{root.pid}\n")
+    log.info("restore of %d done in %.3f s", root.pid, time.monotonic() - started)
+    return root.pid
+
+
+def _run_stages(ctx: RestoreContext, root) -> None:
+    rt = ctx.task
+    rt.block_signals()
+    rt.use_bootstrap_insn(_own_syscall_insn())
+    rt.map_scratch(at=_scratch_address(ctx))
+    state: dict = {}
+    stages = [
+        ("forget inherited registrations", task.forget_inherited),
+        ("close inherited fds", files.close_inherited),
+        ("clear address space", memory.clear_address_space),
+        ("vdso", lambda c: state.setdefault("vdso", vdso_part.restore(c))),
+        ("memory", lambda c: memory.restore(c, state["vdso"].kernel_vmas)),
+        ("vdso trampolines", lambda c: vdso_part.patch_old_copy(c, state["vdso"])),
+        ("memory protection", lambda c: memory.finish(c, state["vdso"].kernel_vmas)),
+        ("files", files.restore),
+        ("fs", files.restore_fs),
+        ("session", lambda c: _restore_session(c, root)),
+        ("signals", signals.restore),
+        ("task", task.restore),
+        ("credentials", task.restore_creds),
+        ("drop scratch page", lambda c: c.task.unmap_scratch()),
+        ("registers", regs.restore),
+        ("blocked signals", signals.restore_blocked),
+    ]
+    for name, stage in stages:
+        log.debug("restore stage: %s", name)
+        stage(ctx)
+    rt.detach()
+
+
+def _restore_session(ctx: RestoreContext, root) -> None:
+    if root.sid == root.pid:
+        ctx.task.call(X86_64, "setsid")
+    elif root.pgid == root.pid:
+        ctx.task.call(X86_64, "setpgid", 0, 0)
+
+
+def _own_syscall_insn() -> int:
+    """A `syscall` instruction in torpor's own libc: the new task has the same mappings."""
+    func = ctypes.cast(ctypes.CDLL(None).syscall, ctypes.c_void_p).value
+    code = ctypes.string_at(func, 256)
+    at = code.find(X86_64.syscall_insn)
+    if at < 0:
+        raise RestoreError("no syscall instruction found in libc's syscall()")
+    return func + at
+
+
+def _scratch_address(ctx: RestoreContext) -> int:
+    """A page below 4 GiB that no dumped VMA and no current mapping of the new task uses."""
+    busy = sorted(
+        [(v.start, v.end) for v in ctx.mm.vmas]
+        + [(m.start, m.end) for m in procfs.read_maps(ctx.pid, with_flags=False)]
+    )
+    candidate = 0x200000
+    size = procfs.PAGE_SIZE
+    for start, end in busy:
+        if start >= candidate + size + 16 * procfs.PAGE_SIZE:
+            break
+        candidate = max(candidate, end + 16 * procfs.PAGE_SIZE)
+    if candidate + size >= 1 << 32:
+        raise RestoreError("no free page below 4 GiB for the restore's scratch page")
+    return candidate
+
+
+__all__ = ["restore", "abi_by_name"]

@@ -1,0 +1,59 @@
+"""`torpor show`: a readable summary of an image directory."""
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from torpor.arch import abi_for_cs
+from torpor.images import ImageDir, constants, pb
+from torpor.kernel.procfs import PAGE_SIZE
+
+
+def _vma_kind(status: int) -> str:
+    for bit, name in (
+        (constants.VMA_AREA_VDSO, "vdso"), (constants.VMA_AREA_VVAR, "vvar"),
+        (constants.VMA_AREA_HEAP, "heap"), (constants.VMA_AREA_STACK, "stack"),
+        (constants.VMA_FILE_PRIVATE, "file-private"), (constants.VMA_FILE_SHARED, "file-shared"),
+        (constants.VMA_ANON_SHARED, "anon-shared"), (constants.VMA_ANON_PRIVATE, "anon"),
+    ):  # fmt: skip
+        if status & bit:
+            return name
+    return "?"
+
+
+def show(images_dir) -> None:
+    images = ImageDir(Path(images_dir))
+    images.verify()
+    console = Console()
+    files = {f.id: f for f in images.read("files.img")}
+    for task in images.read("pstree.img"):
+        core = images.read_one(f"core-{task.pid}.img")
+        mm = images.read_one(f"mm-{task.pid}.img")
+        gp = core.thread_info.gpregs
+        abi = abi_for_cs(gp.cs)
+        head, *pages = images.read(f"pagemap-{task.pid}.img")
+        stored = sum(p.nr_pages for p in pages) * PAGE_SIZE
+        exe = files.get(mm.exe_file_id)
+        console.print(
+            f"[bold]PID {task.pid}[/] ({core.tc.comm}) {abi.name if abi else '?'} "
+            f"ppid {task.ppid} pgid {task.pgid} sid {task.sid}"
+        )
+        console.print(f"  exe {exe.reg.name if exe else '?'}")
+        console.print(f"  ip {gp.ip:#x} sp {gp.sp:#x}  {len(mm.vmas)} VMAs, "
+                      f"{stored // 1024} KiB of pages stored")  # fmt: skip
+        table = Table("start", "end", "prot", "kind", "file", box=None, padding=(0, 1))
+        for v in mm.vmas:
+            prot = "".join(c if v.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
+            f = files.get(v.shmid) if v.status & (constants.VMA_FILE_PRIVATE
+                                                  | constants.VMA_FILE_SHARED) else None  # fmt: skip
+            table.add_row(f"{v.start:#x}", f"{v.end:#x}", prot, _vma_kind(v.status),
+                          f.reg.name if f else "")  # fmt: skip
+        console.print(table)
+        fds = images.read(f"fdinfo-{core.ids.files_id}.img")
+        for fd in fds:
+            f = files.get(fd.id)
+            what = f.reg.name if f and f.HasField("reg") else pb.fdinfo_pb2.FdTypes.Name(fd.type)
+            console.print(f"  fd {fd.fd}: {what}")
+        handled = [i + 1 for i, sa in enumerate(core.tc.sigactions) if sa.sigaction > 1]
+        console.print(f"  {len(handled)} signal handlers, blocked mask {core.tc.blk_sigset:#x}")
