@@ -99,7 +99,7 @@ def gcc_m32_works() -> bool:
     """Can gcc compile and link a 32-bit C program here?"""
     res = subprocess.run(
         ["gcc", "-m32", "-x", "c", "-o", os.devnull, "-"],
-        input="#include <stdio.h>\nint main(void) { puts(\"\"); return 0; }\n",
+        input='#include <stdio.h>\nint main(void) { puts(""); return 0; }\n',
         capture_output=True,
         text=True,
         check=False,
@@ -112,6 +112,11 @@ def binary(name: str, flavour: str) -> Path:
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}")
     return BUILD_DIR / f"{name}-{flavour}"
+
+
+def counter_ticks(log: str) -> list[int]:
+    """The N of every "tick N" line the counter workload printed, in order."""
+    return [int(line.split()[1]) for line in log.splitlines() if line.startswith("tick ")]
 
 
 def pid_alive(pid: int) -> bool:
