@@ -1,12 +1,12 @@
 """The Python API: dump(), restore() and check(); the command line only wraps these."""
 
-from torpor.dump import dump
-from torpor.restore import restore
+from torpor.dumper import dump
+from torpor.restorer import restore
 
 
 def check() -> list[tuple[str, bool, str]]:
     """What this kernel offers torpor: (feature, available, explanation) per feature."""
-    from torpor.check import run_checks
+    from torpor.checks import run_checks
 
     return run_checks()
 

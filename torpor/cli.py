@@ -128,7 +128,7 @@ def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines) -> N
 @main.command()
 def check() -> None:
     """Show what this kernel supports, one line per feature."""
-    from torpor.check import print_report
+    from torpor.checks import print_report
 
     sys.exit(_run(print_report))
 

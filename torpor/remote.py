@@ -153,7 +153,10 @@ class RemoteTask:
         regs.orig_rax = (1 << 64) - 1
         regs.rax = nr
         regs.eflags &= ~0x100  # no single-step flag
-        for reg, value in zip(abi.arg_regs, args, strict=False):
+        if len(args) > len(abi.arg_regs):
+            raise ValueError(f"too many syscall arguments for {abi.name}")
+        padded = tuple(args) + (0,) * (len(abi.arg_regs) - len(args))  # no stale registers
+        for reg, value in zip(abi.arg_regs, padded, strict=True):
             setattr(regs, reg, value & 0xFFFFFFFFFFFFFFFF)
         if self.scratch and not stop_at_exit:
             regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
