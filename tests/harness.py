@@ -282,20 +282,24 @@ class Workload:
 
     def kill(self) -> None:
         """Kill whatever is left of the workload; only ever a child of this process."""
-        if self.restored_pid is None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
             return
-        if self.status is None:
-            st = proc_state(self.restored_pid)
-            if st is not None and st[1] == os.getpid():
-                os.kill(self.restored_pid, signal.SIGKILL)
-            try:
-                os.waitpid(self.restored_pid, 0)
-            except ChildProcessError:
-                pass
-            self.status = -signal.SIGKILL
+        if self.status is not None:
+            return
+        # The original is gone; a task with its PID that is our child is a (possibly
+        # half-restored) copy: kill and reap it.
+        pid = self.proc.pid
+        st = proc_state(pid)
+        if st is None or st[1] != os.getpid():
+            return
+        os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        self.status = -signal.SIGKILL
 
 
 def start(spec: Spec, flavour: str, workdir: Path) -> Workload:
