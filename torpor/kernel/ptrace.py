@@ -92,9 +92,9 @@ class _Iovec(ctypes.Structure):
 
 def ptrace(request: int, pid: int, addr: int = 0, data=0) -> int:
     """Raw ptrace; `data` may be an int or a ctypes object/bytearray passed by address."""
-    if not isinstance(data, int):
-        data = address_of(data)
-    return syscall(SYS_PTRACE, request, pid, addr, data)
+    # `data` keeps the object alive for the duration of the call.
+    raw = data if isinstance(data, int) else address_of(data)
+    return syscall(SYS_PTRACE, request, pid, addr, raw)
 
 
 def seize(pid: int, options: int) -> None:
