@@ -30,6 +30,7 @@ def _need_root():
 
 
 def images_dir(tmp_path):
+    """A fresh, empty images directory for one test."""
     path = tmp_path / "images"
     path.mkdir()
     return path
@@ -60,6 +61,7 @@ def checkpoint_and_restore(w: harness.Workload, images, *, force_vdso_trampoline
 
 @pytest.mark.parametrize("spec", harness.WORKLOADS, ids=lambda s: s.id)
 def test_checkpoint_restore(spec, start_workload, tmp_path):
+    """Dump, restore, signal: the restored workload finds all its state intact."""
     w = start_workload(spec)
     w.wait_ready()
     if spec.name == "counter":

@@ -17,6 +17,7 @@ import pytest
 
 @pytest.mark.parametrize("spec", harness.ALL_SPECS, ids=lambda s: s.id)
 def test_workload_passes_without_checkpoint(spec, start_workload):
+    """Start, READY, SIGUSR1: every workload passes its own checks when left alone."""
     w = start_workload(spec)
     w.wait_ready()
     w.signal(signal.SIGUSR1)
