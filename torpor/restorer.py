@@ -156,6 +156,7 @@ def _run_stages(ctx: RestoreContext, root) -> None:
         ("fs", files.restore_fs),
         ("session", lambda c: _restore_session(c, root)),
         ("signals", signals.restore),
+        ("pending signals", signals.restore_pending),
         ("task", task.restore),
         ("credentials", task.restore_creds),
         ("drop scratch page", lambda c: c.task.unmap_scratch()),

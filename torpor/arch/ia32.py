@@ -26,6 +26,7 @@ IA32 = Abi(
         "mmap2": 192,
         "set_robust_list": 311,
         "get_robust_list": 312,
+        "openat": 295,
         "rseq": 386,
     },
     sigaction_format="<IIIQ",  # compat struct sigaction: handler, flags, restorer, mask

@@ -43,6 +43,8 @@ X86_64 = Abi(
         "pipe2": 293,
         "rseq": 334,
         "close_range": 436,
+        "rt_sigqueueinfo": 129,
+        "rt_tgsigqueueinfo": 297,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

@@ -25,6 +25,8 @@ PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_PEEKSIGINFO_SHARED = 1
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_SYSCALL_INFO = 0x420E
@@ -149,6 +151,26 @@ def get_sigmask(pid: int) -> int:
 
 def set_sigmask(pid: int, mask: int) -> None:
     ptrace(PTRACE_SETSIGMASK, pid, 8, ctypes.c_uint64(mask))
+
+
+class _PeekSiginfoArgs(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("flags", ctypes.c_uint32), ("nr", ctypes.c_int32)]
+
+
+SIGINFO_SIZE = 128
+
+
+def pending_signals(pid: int, shared: bool) -> list[bytes]:
+    """The queued siginfos of the task (or of its whole process), without dequeuing them."""
+    result: list[bytes] = []
+    batch = 32
+    buf = bytearray(SIGINFO_SIZE * batch)
+    while True:
+        args = _PeekSiginfoArgs(len(result), PTRACE_PEEKSIGINFO_SHARED if shared else 0, batch)
+        n = ptrace(PTRACE_PEEKSIGINFO, pid, address_of(args), buf)
+        result += [bytes(buf[i * SIGINFO_SIZE : (i + 1) * SIGINFO_SIZE]) for i in range(n)]
+        if n < batch:
+            return result
 
 
 def get_thread_area(pid: int, entry: int) -> UserDesc:

@@ -147,9 +147,11 @@ def close_inherited(ctx: RestoreContext) -> None:
 
 
 def _open(ctx: RestoreContext, path: str, flags: int) -> int:
+    """Open in the task through its own ABI, so that flags such as O_LARGEFILE come out as
+    they were."""
     try:
         return ctx.task.call(
-            X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
+            ctx.abi, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
             flags & ~OPEN_ONLY_FLAGS, 0,
         )  # fmt: skip
     except OSError as e:

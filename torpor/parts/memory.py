@@ -20,6 +20,7 @@ from torpor.remote import (
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_GROWSDOWN,
+    MAP_NORESERVE,
     MAP_PRIVATE,
     MAP_SHARED,
     PROT_EXEC,
@@ -80,6 +81,10 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.madv = madv
     if "gd" in m.vm_flags:
         vma.flags |= MAP_GROWSDOWN
+    if "nr" in m.vm_flags:
+        vma.flags |= MAP_NORESERVE
+    if "ac" in m.vm_flags and not m.shared:
+        vma.torpor_accounted = True
     if m.name == "[vsyscall]":
         return None
     if m.name == "[vdso]":
@@ -241,7 +246,7 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
                 shared_rw = vma.status & C.VMA_FILE_SHARED and prot & PROT_WRITE
                 fd = _open_in_task(ctx, vma.shmid, os.O_RDWR if shared_rw else os.O_RDONLY, opened)
                 offset = vma.pgoff
-            if not vma.status & C.VMA_FILE_SHARED and not prot & PROT_WRITE:
+            if _charged_while_filling(vma):
                 prot |= PROT_WRITE | PROT_READ  # for the pages; finish() sets the real one
             got = task.syscall(X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset)
             if got != vma.start:
@@ -253,13 +258,21 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
     fill_pages(ctx, kernel_vmas)
 
 
+def _charged_while_filling(vma) -> bool:
+    """Whether a read-only private VMA is mapped writable first: only those that were
+    writable once, which the kernel remembers in their commit charge."""
+    return bool(
+        not vma.status & C.VMA_FILE_SHARED and not vma.prot & PROT_WRITE and vma.torpor_accounted
+    )
+
+
 def finish(ctx: RestoreContext, kernel_vmas: set) -> None:
     """Give every VMA its final protection and madvise state, once its contents are in."""
     task = ctx.task
     for vma in ctx.mm.vmas:
         if (vma.start, vma.end) in kernel_vmas:
             continue
-        if not vma.status & C.VMA_FILE_SHARED and not vma.prot & PROT_WRITE:
+        if _charged_while_filling(vma):
             task.call(X86_64, "mprotect", vma.start, vma.end - vma.start, vma.prot)
         if vma.madv:
             for advice in range(64):
@@ -283,12 +296,16 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     return head.pages_id, runs
 
 
-def _write_skipping(ctx, view: memoryview, batch, skip) -> None:
-    """Write a batch run by run, leaving out runs inside the kernel's own mappings."""
+def _write_by_run(ctx, view: memoryview, batch, skip, forced) -> None:
+    """Write a batch run by run: leave out runs inside the kernel's own mappings, and write
+    through /proc/PID/mem (which reaches read-only pages) into VMAs not writable now."""
     at = 0
     for addr, length in batch:
-        if not any(s <= addr < e for s, e in skip):
-            memio.write_from(ctx.pid, view[at : at + length], [(addr, length)])
+        chunk = view[at : at + length]
+        if any(s <= addr < e for s, e in forced):
+            ctx.task.write(addr, chunk)
+        elif not any(s <= addr < e for s, e in skip):
+            memio.write_from(ctx.pid, chunk, [(addr, length)])
         at += length
 
 
@@ -311,6 +328,12 @@ def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
 def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     pages_id, runs = read_pagemap(ctx)
     skip = [(s, e) for s, e in kernel_vmas]
+    forced = [
+        (v.start, v.end)
+        for v in ctx.mm.vmas
+        if not v.prot & PROT_WRITE and not _charged_while_filling(v)
+        and (v.start, v.end) not in kernel_vmas
+    ]  # fmt: skip
     total = sum(length for _, length in runs)
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
@@ -322,8 +345,10 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
         for batch, size in _batches(runs, len(buf)):
             if f.readinto(view[:size]) != size:
                 raise ImageError(f"{path.name}: truncated")
-            if skip and any(s <= a < e for a, _ in batch for s, e in skip):
-                _write_skipping(ctx, view[:size], batch, skip)
+            if (skip or forced) and any(
+                s <= a < e for a, _ in batch for s, e in skip + forced
+            ):
+                _write_by_run(ctx, view[:size], batch, skip, forced)
             else:
                 memio.write_from(ctx.pid, view[:size], batch)
             done += size

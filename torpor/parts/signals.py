@@ -35,6 +35,9 @@ def dump(ctx: DumpContext) -> None:
     blocked = task.sigmask if task.sigmask is not None else ptrace.get_sigmask(ctx.pid)
     ctx.core.tc.blk_sigset = blocked
     ctx.core.thread_core.blk_sigset = blocked
+    for shared, queue in ((True, ctx.core.tc.signals_s), (False, ctx.core.thread_core.signals_p)):
+        for info in ptrace.pending_signals(ctx.pid, shared):
+            queue.signals.add(siginfo=info)
     out = task.reserve(abi.stack_t_size)
     task.call(abi, "sigaltstack", 0, out)
     st = abi.unpack_stack(task.read(out, abi.stack_t_size))
@@ -64,6 +67,18 @@ def restore(ctx: RestoreContext) -> None:
     else:
         st = AltStack(sas.ss_sp, 0, sas.ss_size)
     task.call(ctx.abi, "sigaltstack", task.put(ctx.abi.pack_stack(st)), 0)
+
+
+def restore_pending(ctx: RestoreContext) -> None:
+    """Queue the saved pending signals again; the task sends them to itself, as the kernel
+    lets a process queue any siginfo to itself. They stay blocked until the task runs."""
+    task, native = ctx.task, abi_by_name("x86_64")
+    for info in ctx.core.tc.signals_s.signals:
+        sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
+        task.call(native, "rt_sigqueueinfo", ctx.pid, sig, task.put(info.siginfo))
+    for info in ctx.core.thread_core.signals_p.signals:
+        sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
+        task.call(native, "rt_tgsigqueueinfo", ctx.pid, ctx.pid, sig, task.put(info.siginfo))
 
 
 def restore_blocked(ctx: RestoreContext) -> None:

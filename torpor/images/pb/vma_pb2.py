@@ -21,7 +21,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atorpor/images/pb/vma.proto\x12\x06torpor\"\x9c\x01\n\x08VmaEntry\x12\r\n\x05start\x18\x01 \x02(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x02(\x04\x12\r\n\x05pgoff\x18\x03 \x02(\x04\x12\r\n\x05shmid\x18\x04 \x02(\x04\x12\x0c\n\x04prot\x18\x05 \x02(\r\x12\r\n\x05\x66lags\x18\x06 \x02(\r\x12\x0e\n\x06status\x18\x07 \x02(\r\x12\n\n\x02\x66\x64\x18\x08 \x02(\x12\x12\x0c\n\x04madv\x18\t \x01(\x04\x12\x0f\n\x07\x66\x64\x66lags\x18\n \x01(\r')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atorpor/images/pb/vma.proto\x12\x06torpor\"\xb7\x01\n\x08VmaEntry\x12\r\n\x05start\x18\x01 \x02(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x02(\x04\x12\r\n\x05pgoff\x18\x03 \x02(\x04\x12\r\n\x05shmid\x18\x04 \x02(\x04\x12\x0c\n\x04prot\x18\x05 \x02(\r\x12\r\n\x05\x66lags\x18\x06 \x02(\r\x12\x0e\n\x06status\x18\x07 \x02(\r\x12\n\n\x02\x66\x64\x18\x08 \x02(\x12\x12\x0c\n\x04madv\x18\t \x01(\x04\x12\x0f\n\x07\x66\x64\x66lags\x18\n \x01(\r\x12\x19\n\x10torpor_accounted\x18\xe8\x07 \x01(\x08')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -29,5 +29,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.vma_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VMAENTRY']._serialized_start=39
-  _globals['_VMAENTRY']._serialized_end=195
+  _globals['_VMAENTRY']._serialized_end=222
 # @@protoc_insertion_point(module_scope)

@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VmaEntry(_message.Message):
-    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags")
+    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags", "torpor_accounted")
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     PGOFF_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class VmaEntry(_message.Message):
     FD_FIELD_NUMBER: _ClassVar[int]
     MADV_FIELD_NUMBER: _ClassVar[int]
     FDFLAGS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_ACCOUNTED_FIELD_NUMBER: _ClassVar[int]
     start: int
     end: int
     pgoff: int
@@ -26,4 +27,5 @@ class VmaEntry(_message.Message):
     fd: int
     madv: int
     fdflags: int
-    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ...) -> None: ...
+    torpor_accounted: bool
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ..., torpor_accounted: bool = ...) -> None: ...
