@@ -48,9 +48,13 @@ class _Progress:
             )
 
             self.bar = Progress(
-                f"[bold]{self.what}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                transient=True, console=None,
-            )  # fmt: skip
+                f"[bold]{self.what}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                transient=True,
+                console=None,
+            )
             self.bar.start()
             self.task = self.bar.add_task(self.what, total=total)
         self.bar.update(self.task, completed=done, total=total)
@@ -87,8 +91,11 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
 
     progress = _Progress("dumping")
     try:
-        _run(lambda: api_dump(pid, images_dir, leave_running=leave_running,
-                              shell_job=shell_job, progress=progress))  # fmt: skip
+        _run(
+            lambda: api_dump(
+                pid, images_dir, leave_running=leave_running, shell_job=shell_job, progress=progress
+            )
+        )
     finally:
         progress.close()
 
@@ -98,18 +105,26 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
 @click.option("-d", "--detach", is_flag=True, help="Return once the process runs again.")
 @click.option("--pidfile", type=click.Path(), help="Write the restored PID to this file.")
 @click.option("--shell-job", is_flag=True, help="Attach terminal fds to this terminal.")
-@click.option("--force-vdso-trampolines", is_flag=True,
-              help="Redirect vDSO calls through trampolines even when the vDSO matches.")  # fmt: skip
+@click.option(
+    "--force-vdso-trampolines",
+    is_flag=True,
+    help="Redirect vDSO calls through trampolines even when the vDSO matches.",
+)
 def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines) -> None:
     """Restore the process saved in DIR; without -d, wait and exit with its status."""
     from torpor.api import restore as api_restore
 
     progress = _Progress("restoring")
     try:
-        pid = _run(lambda: api_restore(
-            images_dir, shell_job=shell_job, pidfile=pidfile,
-            force_vdso_trampolines=force_vdso_trampolines, progress=progress,
-        ))  # fmt: skip
+        pid = _run(
+            lambda: api_restore(
+                images_dir,
+                shell_job=shell_job,
+                pidfile=pidfile,
+                force_vdso_trampolines=force_vdso_trampolines,
+                progress=progress,
+            )
+        )
     finally:
         progress.close()
     if detach:

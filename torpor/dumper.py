@@ -71,8 +71,9 @@ def _seize(pid: int) -> RemoteTask:
         raise TargetError(f"cannot trace process {pid}: {e.strerror}") from None
 
 
-def dump(pid: int, images_dir, *, leave_running: bool = False, shell_job: bool = False,
-         progress=None) -> None:  # fmt: skip
+def dump(
+    pid: int, images_dir, *, leave_running: bool = False, shell_job: bool = False, progress=None
+) -> None:
     """Checkpoint process `pid` into `images_dir` (existing, empty).
 
     The process is killed after a successful dump unless `leave_running`; after a failed one
@@ -135,9 +136,16 @@ def _collect(pid, rt: RemoteTask, path: Path, fds, shell_job: bool, progress) ->
     core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
     core.ids.CopyFrom(pb.core_pb2.TaskKobjIdsEntry(vm_id=1, files_id=1, fs_id=1, sighand_id=1))
     ctx = DumpContext(
-        pid=pid, task=rt, abi=abi, images=images, core=core, mm=pb.mm_pb2.MmEntry(),
-        files=FileTable(), shell_job=shell_job, progress=progress,
-    )  # fmt: skip
+        pid=pid,
+        task=rt,
+        abi=abi,
+        images=images,
+        core=core,
+        mm=pb.mm_pb2.MmEntry(),
+        files=FileTable(),
+        shell_job=shell_job,
+        progress=progress,
+    )
     log.info("dumping %d (%s)", pid, abi.name)
     for name, stage in (
         ("registers", regs.dump),
@@ -149,13 +157,16 @@ def _collect(pid, rt: RemoteTask, path: Path, fds, shell_job: bool, progress) ->
         log.debug("dump stage: %s", name)
         stage(ctx)
     st = procfs.read_stat(pid)
-    images.write("pstree.img", [pb.pstree_pb2.PstreeEntry(
-        pid=pid, ppid=st.ppid, pgid=st.pgid, sid=st.sid, threads=[pid])])  # fmt: skip
+    images.write(
+        "pstree.img",
+        [pb.pstree_pb2.PstreeEntry(pid=pid, ppid=st.ppid, pgid=st.pgid, sid=st.sid, threads=[pid])],
+    )
     images.write(f"core-{pid}.img", [core])
     images.write(f"mm-{pid}.img", [ctx.mm])
     images.write("files.img", ctx.files.entries)
     inventory = pb.inventory_pb2.InventoryEntry(
-        img_version=constants.IMG_VERSION, fdinfo_per_id=True,
+        img_version=constants.IMG_VERSION,
+        fdinfo_per_id=True,
         root_ids=core.ids,
-    )  # fmt: skip
+    )
     images.commit(inventory)

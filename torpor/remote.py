@@ -223,8 +223,10 @@ class RemoteTask:
         flags |= MAP_FIXED_NOREPLACE if at is not None else MAP_32BIT
         addr = self._run(X86_64, X86_64.nr("mmap"), (at or 0, size, prot, flags, -1, 0), True)
         if addr < 0 or (at is not None and addr != at):
-            raise RemoteError(f"cannot map a scratch page in task {self.pid}: "
-                              f"{errno_name(-addr) if addr < 0 else 'wrong address'}")
+            raise RemoteError(
+                f"cannot map a scratch page in task {self.pid}: "
+                f"{errno_name(-addr) if addr < 0 else 'wrong address'}"
+            )
         self.write(addr, _CODE)
         self.scratch, self.scratch_size = addr, size
         return addr

@@ -12,12 +12,12 @@ import signal
 import time
 from pathlib import Path
 
-from torpor.arch import X86_64, abi_by_name, abi_for_cs
+from torpor.arch import IA32, X86_64, abi_by_name, abi_for_cs
+from torpor.arch.stub import ia32_idle_elf
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
-from torpor.images import ImageDir
-from torpor.images import pb
-from torpor.kernel import libc, ptrace, procfs
+from torpor.images import ImageDir, pb
+from torpor.kernel import libc, procfs, ptrace
 from torpor.parts import files, memory, regs, signals, task
 from torpor.parts import vdso as vdso_part
 from torpor.remote import RemoteTask
@@ -35,13 +35,31 @@ class _CloneArgs(ctypes.Structure):
     ]
 
 
-def _spawn_with_pid(pid: int) -> int:
-    """A child of this process with PID `pid`, idling until torpor takes it over."""
+class _Stub:
+    """The program a new ia32 task execs first (see torpor.arch.stub), and the gate that
+    holds the child back until torpor traces it, so the exec is never missed."""
+
+    def __init__(self):
+        self.fd = os.memfd_create("torpor-ia32-stub", 0)
+        os.write(self.fd, ia32_idle_elf())
+        self.gate_r, self.gate_w = os.pipe()
+
+    def close(self):
+        for fd in (self.fd, self.gate_r, self.gate_w):
+            os.close(fd)
+
+
+def _spawn_with_pid(pid: int, stub: "_Stub | None") -> int:
+    """A child of this process with PID `pid`, idling until torpor takes it over: a copy of
+    torpor for a 64-bit task, the ia32 stub (once torpor lets it exec) for an ia32 one."""
     tid = (ctypes.c_int * 1)(pid)
     args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
     got = libc.syscall_holding_gil(libc.SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
-    if got == 0:  # the child: a copy of torpor that only waits to be rebuilt
+    if got == 0:
         try:
+            if stub is not None:
+                os.read(stub.gate_r, 1)
+                os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-restore"], {})
             while True:
                 libc.syscall(libc.SYS_PAUSE)
         finally:
@@ -49,11 +67,41 @@ def _spawn_with_pid(pid: int) -> int:
     return got
 
 
-def _create_task(pid: int) -> RemoteTask:
+def _seize_new(child: int, stub: "_Stub | None") -> RemoteTask:
+    if stub is None:
+        return RemoteTask.seize(child, ptrace.PTRACE_O_EXITKILL)
+    ptrace.seize(
+        child,
+        ptrace.PTRACE_O_EXITKILL
+        | ptrace.PTRACE_O_TRACEEXEC
+        | ptrace.PTRACE_O_TRACESYSGOOD
+        | ptrace.PTRACE_O_SUSPEND_SECCOMP,
+    )
+    os.write(stub.gate_w, b"x")
+    stop = ptrace.wait(child)
+    if not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
+        raise RestoreError(f"the new task did not exec the ia32 stub ({stop.describe()})")
+    ptrace.cont_syscall(child)  # out of execve, so that injected calls start clean
+    stop = ptrace.wait(child)
+    if not stop.is_syscall_stop:
+        raise RestoreError(f"the new task did not leave execve ({stop.describe()})")
+    return RemoteTask(child, ptrace.get_regs(child))
+
+
+def _create_task(pid: int, abi) -> RemoteTask:
+    stub = _Stub() if abi is IA32 else None
+    try:
+        return _create_task_from(pid, stub)
+    finally:
+        if stub is not None:
+            stub.close()
+
+
+def _create_task_from(pid: int, stub: "_Stub | None") -> RemoteTask:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            child = _spawn_with_pid(pid)
+            child = _spawn_with_pid(pid, stub)
             break
         except FileExistsError:
             # A process killed by the dump is reaped by its parent a little later.
@@ -65,7 +113,7 @@ def _create_task(pid: int) -> RemoteTask:
         except PermissionError:
             raise RestoreError("restoring a PID needs root (CAP_CHECKPOINT_RESTORE)") from None
     try:
-        return RemoteTask.seize(child, ptrace.PTRACE_O_EXITKILL)
+        return _seize_new(child, stub)
     except BaseException:
         _kill(child)
         raise
@@ -104,8 +152,14 @@ def _load(images: ImageDir) -> tuple:
     return root, core, mm, file_entries, abi
 
 
-def restore(images_dir, *, shell_job: bool = False, pidfile=None,
-            force_vdso_trampolines: bool = False, progress=None) -> int:  # fmt: skip
+def restore(
+    images_dir,
+    *,
+    shell_job: bool = False,
+    pidfile=None,
+    force_vdso_trampolines: bool = False,
+    progress=None,
+) -> int:
     """Recreate the process saved in `images_dir`; return its PID.
 
     The restored process is a child of the calling process and is running when this returns.
@@ -116,11 +170,19 @@ def restore(images_dir, *, shell_job: bool = False, pidfile=None,
     images = ImageDir(path)
     root, core, mm, file_entries, abi = _load(images)
     started = time.monotonic()
-    rt = _create_task(root.pid)
+    rt = _create_task(root.pid, abi)
     ctx = RestoreContext(
-        pid=root.pid, task=rt, abi=abi, images=images, core=core, mm=mm, files=file_entries,
-        shell_job=shell_job, force_vdso_trampolines=force_vdso_trampolines, progress=progress,
-    )  # fmt: skip
+        pid=root.pid,
+        task=rt,
+        abi=abi,
+        images=images,
+        core=core,
+        mm=mm,
+        files=file_entries,
+        shell_job=shell_job,
+        force_vdso_trampolines=force_vdso_trampolines,
+        progress=progress,
+    )
     try:
         _run_stages(ctx, root)
     except BaseException as e:
@@ -141,7 +203,8 @@ def restore(images_dir, *, shell_job: bool = False, pidfile=None,
 def _run_stages(ctx: RestoreContext, root) -> None:
     rt = ctx.task
     rt.block_signals()
-    rt.use_bootstrap_insn(_own_syscall_insn())
+    if ctx.abi is X86_64:
+        rt.use_bootstrap_insn(_own_syscall_insn())
     rt.map_scratch(at=_scratch_address(ctx))
     state: dict = {}
     stages = [

@@ -12,11 +12,15 @@ from torpor.kernel.procfs import PAGE_SIZE
 
 def _vma_kind(status: int) -> str:
     for bit, name in (
-        (constants.VMA_AREA_VDSO, "vdso"), (constants.VMA_AREA_VVAR, "vvar"),
-        (constants.VMA_AREA_HEAP, "heap"), (constants.VMA_AREA_STACK, "stack"),
-        (constants.VMA_FILE_PRIVATE, "file-private"), (constants.VMA_FILE_SHARED, "file-shared"),
-        (constants.VMA_ANON_SHARED, "anon-shared"), (constants.VMA_ANON_PRIVATE, "anon"),
-    ):  # fmt: skip
+        (constants.VMA_AREA_VDSO, "vdso"),
+        (constants.VMA_AREA_VVAR, "vvar"),
+        (constants.VMA_AREA_HEAP, "heap"),
+        (constants.VMA_AREA_STACK, "stack"),
+        (constants.VMA_FILE_PRIVATE, "file-private"),
+        (constants.VMA_FILE_SHARED, "file-shared"),
+        (constants.VMA_ANON_SHARED, "anon-shared"),
+        (constants.VMA_ANON_PRIVATE, "anon"),
+    ):
         if status & bit:
             return name
     return "?"
@@ -40,15 +44,21 @@ def show(images_dir) -> None:
             f"ppid {task.ppid} pgid {task.pgid} sid {task.sid}"
         )
         console.print(f"  exe {exe.reg.name if exe else '?'}")
-        console.print(f"  ip {gp.ip:#x} sp {gp.sp:#x}  {len(mm.vmas)} VMAs, "
-                      f"{stored // 1024} KiB of pages stored")  # fmt: skip
+        console.print(
+            f"  ip {gp.ip:#x} sp {gp.sp:#x}  {len(mm.vmas)} VMAs, "
+            f"{stored // 1024} KiB of pages stored"
+        )
         table = Table("start", "end", "prot", "kind", "file", box=None, padding=(0, 1))
         for v in mm.vmas:
             prot = "".join(c if v.prot & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
-            f = files.get(v.shmid) if v.status & (constants.VMA_FILE_PRIVATE
-                                                  | constants.VMA_FILE_SHARED) else None  # fmt: skip
-            table.add_row(f"{v.start:#x}", f"{v.end:#x}", prot, _vma_kind(v.status),
-                          f.reg.name if f else "")  # fmt: skip
+            f = (
+                files.get(v.shmid)
+                if v.status & (constants.VMA_FILE_PRIVATE | constants.VMA_FILE_SHARED)
+                else None
+            )
+            table.add_row(
+                f"{v.start:#x}", f"{v.end:#x}", prot, _vma_kind(v.status), f.reg.name if f else ""
+            )
         console.print(table)
         fds = images.read(f"fdinfo-{core.ids.files_id}.img")
         for fd in fds:

@@ -44,6 +44,7 @@ class Abi:
     robust_list_head_size: int
     map_vdso_code: int  # arch_prctl code that maps the vDSO of this ABI
     criu_mode: str  # UserX86RegsEntry.mode
+    task_size: int  # the kernel's TASK_SIZE for a task of this ABI: end of its address space
     extra: dict = field(default_factory=dict)
 
     @property

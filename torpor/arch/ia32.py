@@ -33,5 +33,6 @@ IA32 = Abi(
     stack_t_format="<IiI",  # compat stack_t: ss_sp, ss_flags, ss_size
     robust_list_head_size=12,
     map_vdso_code=0x2002,  # ARCH_MAP_VDSO_32
+    task_size=0xFFFFE000,
     criu_mode="COMPAT",
 )

@@ -50,5 +50,6 @@ X86_64 = Abi(
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size
     robust_list_head_size=24,
     map_vdso_code=0x2003,  # ARCH_MAP_VDSO_64
+    task_size=(1 << 47) - 4096,
     criu_mode="NATIVE",
 )

@@ -28,7 +28,7 @@ class FdDescription:
 
     @property
     def kind(self) -> str:
-        """"reg", "dir", "chr-mem", "tty", "pipe", "socket", or another name for refusals."""
+        """ "reg", "dir", "chr-mem", "tty", "pipe", "socket", or another name for refusals."""
         if stat.S_ISREG(self.mode):
             return "reg"
         if stat.S_ISDIR(self.mode):

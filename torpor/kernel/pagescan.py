@@ -67,12 +67,16 @@ class PageScanner:
         result: list[tuple[int, int]] = []
         while start < end:
             arg = _ScanArg(
-                size=ctypes.sizeof(_ScanArg), start=start, end=end,
-                vec=ctypes.addressof(self._vec), vec_len=self.VEC,
-                category_inverted=excluded, category_mask=excluded,
+                size=ctypes.sizeof(_ScanArg),
+                start=start,
+                end=end,
+                vec=ctypes.addressof(self._vec),
+                vec_len=self.VEC,
+                category_inverted=excluded,
+                category_mask=excluded,
                 category_anyof_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 return_mask=PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            )  # fmt: skip
+            )
             n = fcntl.ioctl(self.fd, PAGEMAP_SCAN, arg)
             for region in self._vec[:n]:
                 if result and result[-1][0] + result[-1][1] == region.start:

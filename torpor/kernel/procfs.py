@@ -106,11 +106,24 @@ def read_stat(pid: int) -> Stat:
     f = {i + 3: v for i, v in enumerate(rest)}  # field numbers as in proc(5)
     n = lambda i: int(f[i])  # noqa: E731
     return Stat(
-        comm=comm, state=f[3], ppid=n(4), pgid=n(5), sid=n(6), num_threads=n(20),
-        start_code=n(26), end_code=n(27), start_stack=n(28), start_data=n(45), end_data=n(46),
-        start_brk=n(47), arg_start=n(48), arg_end=n(49), env_start=n(50), env_end=n(51),
+        comm=comm,
+        state=f[3],
+        ppid=n(4),
+        pgid=n(5),
+        sid=n(6),
+        num_threads=n(20),
+        start_code=n(26),
+        end_code=n(27),
+        start_stack=n(28),
+        start_data=n(45),
+        end_data=n(46),
+        start_brk=n(47),
+        arg_start=n(48),
+        arg_end=n(49),
+        env_start=n(50),
+        env_end=n(51),
         exit_code=n(52),
-    )  # fmt: skip
+    )
 
 
 def read_status(pid: int) -> dict[str, str]:

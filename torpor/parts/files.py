@@ -67,13 +67,17 @@ def dump(ctx: DumpContext, fds: list[FdDescription]) -> None:
             seen.append((d, file_id))
             if d.kind == "pipe" and d.flags & O_ACCMODE == os.O_RDONLY:
                 data = peek_pipe(ctx.pid, d.fd)
-                pipe_data.append((pb.pipe_data_pb2.PipeDataEntry(pipe_id=d.inode, bytes=len(data)), data))
+                pipe_data.append(
+                    (pb.pipe_data_pb2.PipeDataEntry(pipe_id=d.inode, bytes=len(data)), data)
+                )
         entries.append(
             pb.fdinfo_pb2.FdinfoEntry(
-                id=file_id, flags=FD_CLOEXEC if d.flags & os.O_CLOEXEC else 0,
-                type=_fd_type(d), fd=d.fd,
+                id=file_id,
+                flags=FD_CLOEXEC if d.flags & os.O_CLOEXEC else 0,
+                type=_fd_type(d),
+                fd=d.fd,
             )
-        )  # fmt: skip
+        )
     ctx.images.write(f"fdinfo-{ctx.core.ids.files_id}.img", entries)
     if pipe_data:
         ctx.images.write("pipes-data.img", pipe_data)
@@ -90,39 +94,48 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
         return ctx.files.add(
             ("fd", d.fd),
             lambda i: pb.fdinfo_pb2.FileEntry(
-                type=pb.fdinfo_pb2.PIPE, id=i,
+                type=pb.fdinfo_pb2.PIPE,
+                id=i,
                 pipe=pb.pipe_pb2.PipeEntry(id=i, pipe_id=d.inode, flags=flags, fown=_fown()),
             ),
-        )  # fmt: skip
+        )
     if d.kind == "tty":
         return ctx.files.add(
             ("fd", d.fd),
             lambda i: pb.fdinfo_pb2.FileEntry(
-                type=pb.fdinfo_pb2.TTY, id=i,
+                type=pb.fdinfo_pb2.TTY,
+                id=i,
                 tty=pb.tty_pb2.TtyFileEntry(
                     id=i, tty_info_id=TTY_INFO_ID, flags=flags, fown=_fown()
                 ),
             ),
-        )  # fmt: skip
+        )
     return ctx.files.add(
         ("fd", d.fd),
         lambda i: pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG, id=i,
+            type=pb.fdinfo_pb2.REG,
+            id=i,
             reg=pb.regfile_pb2.RegFileEntry(
-                id=i, flags=flags, pos=d.pos, name=d.target, fown=_fown(), mode=d.mode,
+                id=i,
+                flags=flags,
+                pos=d.pos,
+                name=d.target,
+                fown=_fown(),
+                mode=d.mode,
             ),
         ),
-    )  # fmt: skip
+    )
 
 
 def _dump_fs(ctx: DumpContext) -> None:
     def dir_entry(path):
         return lambda i: pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG, id=i,
+            type=pb.fdinfo_pb2.REG,
+            id=i,
             reg=pb.regfile_pb2.RegFileEntry(
                 id=i, flags=os.O_RDONLY | os.O_DIRECTORY, pos=0, name=path, fown=_fown()
             ),
-        )  # fmt: skip
+        )
 
     cwd = os.readlink(proc(ctx.pid, "cwd"))
     root = os.readlink(proc(ctx.pid, "root"))
@@ -151,9 +164,13 @@ def _open(ctx: RestoreContext, path: str, flags: int) -> int:
     they were."""
     try:
         return ctx.task.call(
-            ctx.abi, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
-            flags & ~OPEN_ONLY_FLAGS, 0,
-        )  # fmt: skip
+            ctx.abi,
+            "openat",
+            AT_FDCWD,
+            ctx.task.put(path.encode() + b"\0"),
+            flags & ~OPEN_ONLY_FLAGS,
+            0,
+        )
     except OSError as e:
         raise RestoreError(f"cannot reopen {path}: {os.strerror(e.errno)}") from None
 
@@ -214,7 +231,10 @@ def _restore_pipe_end(ctx, entry, fd: int, cloexec: bool, pipes: dict, park_at: 
         out = task.reserve(8)
         task.call(X86_64, "pipe2", out, 0)
         raw = task.read(out, 8)
-        pipes[entry.pipe_id] = (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little"))
+        pipes[entry.pipe_id] = (
+            int.from_bytes(raw[:4], "little"),
+            int.from_bytes(raw[4:], "little"),
+        )
         # Park both ends above every fd still to be placed, so they never collide.
         parked = []
         for end in pipes[entry.pipe_id]:

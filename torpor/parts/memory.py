@@ -1,4 +1,4 @@
-"""Memory: the VMAs of a task (mm-PID.img) and the pages worth saving (pagemap-PID.img, pages-N.img).
+"""Memory: the VMAs of a task (mm-PID.img) and the pages worth saving (pagemap, pages-N.img).
 
 Saved pages: present or swapped pages of anonymous and shared-anonymous memory and of the vDSO,
 and the copied-on-write pages of private file mappings. Clean file pages come back from the file;
@@ -32,7 +32,6 @@ CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the k
 
 # smaps VmFlags that come from madvise(2), and the advice that sets each.
 MADVICE_BY_VMFLAG = {"dd": 16, "dc": 10, "hg": 14, "nh": 15, "mg": 12, "wf": 18}
-TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 AT_FDCWD = -100
 
 
@@ -57,12 +56,18 @@ def _add_file(ctx: DumpContext, m: Mapping) -> int:
 
     def make(file_id):
         return pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG, id=file_id,
+            type=pb.fdinfo_pb2.REG,
+            id=file_id,
             reg=pb.regfile_pb2.RegFileEntry(
-                id=file_id, flags=os.O_RDONLY, pos=0, name=path, size=st.st_size,
-                mode=st.st_mode, fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
+                id=file_id,
+                flags=os.O_RDONLY,
+                pos=0,
+                name=path,
+                size=st.st_size,
+                mode=st.st_mode,
+                fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
             ),
-        )  # fmt: skip
+        )
 
     return ctx.files.add(("path", path), make)
 
@@ -70,9 +75,15 @@ def _add_file(ctx: DumpContext, m: Mapping) -> int:
 def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | None:
     """The VmaEntry for mapping `m`, and which of its pages to save: "all", "anon" or "none"."""
     vma = pb.vma_pb2.VmaEntry(
-        start=m.start, end=m.end, pgoff=0, shmid=0, prot=_prot(m.perms), flags=0,
-        status=C.VMA_AREA_REGULAR, fd=-1,
-    )  # fmt: skip
+        start=m.start,
+        end=m.end,
+        pgoff=0,
+        shmid=0,
+        prot=_prot(m.perms),
+        flags=0,
+        status=C.VMA_AREA_REGULAR,
+        fd=-1,
+    )
     madv = 0
     for flag, advice in MADVICE_BY_VMFLAG.items():
         if flag in m.vm_flags:
@@ -150,14 +161,17 @@ def dump(ctx: DumpContext) -> None:
     _write_pages(ctx, runs, unreadable)
 
 
-def _write_pages(ctx: DumpContext, runs: list[tuple[int, int]], unreadable: list[tuple[int, int]]
+def _write_pages(
+    ctx: DumpContext, runs: list[tuple[int, int]], unreadable: list[tuple[int, int]]
 ) -> None:
     pages_id = 1
     entries = [pb.pagemap_pb2.PagemapHead(pages_id=pages_id)]
     merged = sorted(runs)  # one entry per run: an entry never spans two VMAs
     for addr, length in merged:
         entries.append(
-            pb.pagemap_pb2.PagemapEntry(vaddr=addr, nr_pages=length // PAGE_SIZE, flags=C.PE_PRESENT)
+            pb.pagemap_pb2.PagemapEntry(
+                vaddr=addr, nr_pages=length // PAGE_SIZE, flags=C.PE_PRESENT
+            )
         )
     total = sum(length for _, length in merged)
     buf = bytearray(min(CHUNK, max(total, PAGE_SIZE)))
@@ -211,7 +225,7 @@ def clear_address_space(ctx: RestoreContext) -> None:
     task = ctx.task
     lo, hi = task.scratch, task.scratch + task.scratch_size
     task.call(X86_64, "munmap", 0, lo)
-    task.call(X86_64, "munmap", hi, TASK_SIZE_MAX - hi)
+    task.call(X86_64, "munmap", hi, ctx.abi.task_size - hi)
 
 
 def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -> int:
@@ -240,7 +254,9 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
             if (vma.start, vma.end) in kernel_vmas:
                 continue
             prot = vma.prot
-            flags = (vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)) | MAP_FIXED
+            flags = (
+                vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)
+            ) | MAP_FIXED
             fd, offset = -1, 0
             if vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
                 shared_rw = vma.status & C.VMA_FILE_SHARED and prot & PROT_WRITE
@@ -248,7 +264,9 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
                 offset = vma.pgoff
             if _charged_while_filling(vma):
                 prot |= PROT_WRITE | PROT_READ  # for the pages; finish() sets the real one
-            got = task.syscall(X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset)
+            got = task.syscall(
+                X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset
+            )
             if got != vma.start:
                 what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
                 raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x}: {what}")
@@ -331,9 +349,10 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     forced = [
         (v.start, v.end)
         for v in ctx.mm.vmas
-        if not v.prot & PROT_WRITE and not _charged_while_filling(v)
+        if not v.prot & PROT_WRITE
+        and not _charged_while_filling(v)
         and (v.start, v.end) not in kernel_vmas
-    ]  # fmt: skip
+    ]
     total = sum(length for _, length in runs)
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
@@ -345,9 +364,7 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
         for batch, size in _batches(runs, len(buf)):
             if f.readinto(view[:size]) != size:
                 raise ImageError(f"{path.name}: truncated")
-            if (skip or forced) and any(
-                s <= a < e for a, _ in batch for s, e in skip + forced
-            ):
+            if (skip or forced) and any(s <= a < e for a, _ in batch for s, e in skip + forced):
                 _write_by_run(ctx, view[:size], batch, skip, forced)
             else:
                 memio.write_from(ctx.pid, view[:size], batch)

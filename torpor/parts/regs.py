@@ -17,9 +17,18 @@ from torpor.remote import signed
 
 # CRIU's UserX86RegsEntry field name for each user_regs_struct member.
 _CRIU_NAMES = {
-    "rbp": "bp", "rbx": "bx", "rax": "ax", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi": "di",
-    "orig_rax": "orig_ax", "rip": "ip", "eflags": "flags", "rsp": "sp",
-}  # fmt: skip
+    "rbp": "bp",
+    "rbx": "bx",
+    "rax": "ax",
+    "rcx": "cx",
+    "rdx": "dx",
+    "rsi": "si",
+    "rdi": "di",
+    "orig_rax": "orig_ax",
+    "rip": "ip",
+    "eflags": "flags",
+    "rsp": "sp",
+}
 
 GDT_TLS_ENTRIES = (12, 13, 14)
 FXSAVE_SIZE = 512
@@ -62,9 +71,18 @@ def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
     cwd, swd, twd, fop, rip, rdp, mxcsr, mxcsr_mask = struct.unpack_from("<HHHHQQII", xstate)
     words = struct.unpack_from("<128I", xstate, 32)
     fp = pb.core_x86_pb2.UserX86FpregsEntry(
-        cwd=cwd, swd=swd, twd=twd, fop=fop, rip=rip, rdp=rdp, mxcsr=mxcsr, mxcsr_mask=mxcsr_mask,
-        st_space=words[0:32], xmm_space=words[32:96], padding=words[104:128],
-    )  # fmt: skip
+        cwd=cwd,
+        swd=swd,
+        twd=twd,
+        fop=fop,
+        rip=rip,
+        rdp=rdp,
+        mxcsr=mxcsr,
+        mxcsr_mask=mxcsr_mask,
+        st_space=words[0:32],
+        xmm_space=words[32:96],
+        padding=words[104:128],
+    )
     if len(xstate) > XSAVE_HEADER_AT:
         (xstate_bv,) = struct.unpack_from("<Q", xstate, XSAVE_HEADER_AT)
         fp.xsave.xstate_bv = xstate_bv
@@ -77,19 +95,29 @@ def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
 def _tls_entry(desc: ptrace.UserDesc) -> pb.core_x86_pb2.UserDescT:
     f = desc.flags
     return pb.core_x86_pb2.UserDescT(
-        entry_number=desc.entry_number, base_addr=desc.base_addr, limit=desc.limit,
-        seg_32bit=bool(f & 1), contents_h=bool(f & 4), contents_l=bool(f & 2),
-        read_exec_only=bool(f & 8), limit_in_pages=bool(f & 16), seg_not_present=bool(f & 32),
+        entry_number=desc.entry_number,
+        base_addr=desc.base_addr,
+        limit=desc.limit,
+        seg_32bit=bool(f & 1),
+        contents_h=bool(f & 4),
+        contents_l=bool(f & 2),
+        read_exec_only=bool(f & 8),
+        limit_in_pages=bool(f & 16),
+        seg_not_present=bool(f & 32),
         usable=bool(f & 64),
-    )  # fmt: skip
+    )
 
 
 def _tls_desc(entry: pb.core_x86_pb2.UserDescT) -> ptrace.UserDesc:
     flags = (
-        entry.seg_32bit | entry.contents_l << 1 | entry.contents_h << 2
-        | entry.read_exec_only << 3 | entry.limit_in_pages << 4
-        | entry.seg_not_present << 5 | entry.usable << 6
-    )  # fmt: skip
+        entry.seg_32bit
+        | entry.contents_l << 1
+        | entry.contents_h << 2
+        | entry.read_exec_only << 3
+        | entry.limit_in_pages << 4
+        | entry.seg_not_present << 5
+        | entry.usable << 6
+    )
     return ptrace.UserDesc(entry.entry_number, entry.base_addr, entry.limit, flags)
 
 

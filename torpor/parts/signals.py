@@ -28,10 +28,13 @@ def dump(ctx: DumpContext) -> None:
         act = abi.unpack_sigaction(task.read(out, abi.sigaction_size))
         ctx.core.tc.sigactions.append(
             pb.sa_pb2.SaEntry(
-                sigaction=act.handler, flags=act.flags & ~SA_IA32_ABI, restorer=act.restorer,
-                mask=act.mask, compat_sigaction=abi.bits == 32,
+                sigaction=act.handler,
+                flags=act.flags & ~SA_IA32_ABI,
+                restorer=act.restorer,
+                mask=act.mask,
+                compat_sigaction=abi.bits == 32,
             )
-        )  # fmt: skip
+        )
     blocked = task.sigmask if task.sigmask is not None else ptrace.get_sigmask(ctx.pid)
     ctx.core.tc.blk_sigset = blocked
     ctx.core.thread_core.blk_sigset = blocked
@@ -57,8 +60,10 @@ def restore(ctx: RestoreContext) -> None:
     for sig in _signals():
         entry = by_sig.get(sig)
         abi = ctx.abi if entry is None else (ctx.abi if entry.compat_sigaction else native)
-        act = SigAction(0, 0, 0, 0) if entry is None else SigAction(
-            entry.sigaction, entry.flags, entry.restorer, entry.mask
+        act = (
+            SigAction(0, 0, 0, 0)
+            if entry is None
+            else SigAction(entry.sigaction, entry.flags, entry.restorer, entry.mask)
         )
         task.call(abi, "rt_sigaction", sig, task.put(abi.pack_sigaction(act)), 0, 8)
     sas = ctx.core.thread_core.sas

@@ -41,10 +41,11 @@ def dump(ctx: DumpContext) -> None:
     if conf.rseq_abi_size:
         thread.rseq_entry.CopyFrom(
             pb.rseq_pb2.RseqEntry(
-                rseq_abi_pointer=conf.rseq_abi_pointer, rseq_abi_size=conf.rseq_abi_size,
+                rseq_abi_pointer=conf.rseq_abi_pointer,
+                rseq_abi_size=conf.rseq_abi_size,
                 signature=conf.signature,
             )
-        )  # fmt: skip
+        )
 
     out = task.reserve(8)
     task.call(X86_64, "prctl", PR_GET_TID_ADDRESS, out)
@@ -65,11 +66,21 @@ def _creds(ctx: DumpContext) -> pb.creds_pb2.CredsEntry:
     gid, egid, sgid, fsgid = (int(x) for x in status["Gid"].split())
     secbits = ctx.task.call(X86_64, "prctl", PR_GET_SECUREBITS)
     return pb.creds_pb2.CredsEntry(
-        uid=uid, euid=euid, suid=suid, fsuid=fsuid, gid=gid, egid=egid, sgid=sgid, fsgid=fsgid,
-        cap_inh=_caps(status["CapInh"]), cap_prm=_caps(status["CapPrm"]),
-        cap_eff=_caps(status["CapEff"]), cap_bnd=_caps(status["CapBnd"]), secbits=secbits,
+        uid=uid,
+        euid=euid,
+        suid=suid,
+        fsuid=fsuid,
+        gid=gid,
+        egid=egid,
+        sgid=sgid,
+        fsgid=fsgid,
+        cap_inh=_caps(status["CapInh"]),
+        cap_prm=_caps(status["CapPrm"]),
+        cap_eff=_caps(status["CapEff"]),
+        cap_bnd=_caps(status["CapBnd"]),
+        secbits=secbits,
         groups=[int(g) for g in status.get("Groups", "").split()],
-    )  # fmt: skip
+    )
 
 
 def _dump_mm_fields(ctx: DumpContext, st) -> None:
@@ -92,12 +103,18 @@ def _dump_mm_fields(ctx: DumpContext, st) -> None:
 def _reg_entry(file_id: int, path: str):
     st = os.stat(path)
     return pb.fdinfo_pb2.FileEntry(
-        type=pb.fdinfo_pb2.REG, id=file_id,
+        type=pb.fdinfo_pb2.REG,
+        id=file_id,
         reg=pb.regfile_pb2.RegFileEntry(
-            id=file_id, flags=os.O_RDONLY, pos=0, name=path, size=st.st_size, mode=st.st_mode,
+            id=file_id,
+            flags=os.O_RDONLY,
+            pos=0,
+            name=path,
+            size=st.st_size,
+            mode=st.st_mode,
             fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
         ),
-    )  # fmt: skip
+    )
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -109,9 +126,13 @@ def forget_inherited(ctx: RestoreContext) -> None:
     conf = ptrace.get_rseq_configuration(ctx.pid)
     if conf.rseq_abi_size:
         task.call(
-            X86_64, "rseq", conf.rseq_abi_pointer, conf.rseq_abi_size,
-            RSEQ_FLAG_UNREGISTER, conf.signature,
-        )  # fmt: skip
+            X86_64,
+            "rseq",
+            conf.rseq_abi_pointer,
+            conf.rseq_abi_size,
+            RSEQ_FLAG_UNREGISTER,
+            conf.signature,
+        )
     task.call(X86_64, "set_robust_list", 0, X86_64.robust_list_head_size)
 
 
@@ -147,10 +168,21 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
     auxv_addr = task.put(auxv)
     mm_map = struct.pack(
         "<11QQII",
-        mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data,
-        mm.mm_start_brk, mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end,
-        mm.mm_env_start, mm.mm_env_end, auxv_addr, len(auxv), exe_fd,
-    )  # fmt: skip
+        mm.mm_start_code,
+        mm.mm_end_code,
+        mm.mm_start_data,
+        mm.mm_end_data,
+        mm.mm_start_brk,
+        mm.mm_brk,
+        mm.mm_start_stack,
+        mm.mm_arg_start,
+        mm.mm_arg_end,
+        mm.mm_env_start,
+        mm.mm_env_end,
+        auxv_addr,
+        len(auxv),
+        exe_fd,
+    )
     try:
         task.call(X86_64, "prctl", PR_SET_MM, PR_SET_MM_MAP, task.put(mm_map), len(mm_map))
     except OSError as e:

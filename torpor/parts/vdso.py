@@ -109,7 +109,8 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
     plan.trampolines = vdsolib.trampolines(old_image, new_image, plan.new_base, ctx.abi.bits)
     if plan.trampolines.missing:
         ctx.notes.append(
-            "the running kernel's vDSO lacks " + ", ".join(plan.trampolines.missing)
+            "the running kernel's vDSO lacks "
+            + ", ".join(plan.trampolines.missing)
             + ": calls to them will trap"
         )
     _point_auxv_at(ctx, plan.new_base)
