@@ -9,8 +9,10 @@ workload itself checks that its state survived; these tests check the protocol a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 import harness
@@ -36,11 +38,26 @@ def images_dir(tmp_path):
     return path
 
 
+CRIT = "/usr/bin/crit"
+
+
+def crit_decodes_every_image(images) -> None:
+    """CRIU's own decoder must read every image torpor wrote (pages-N.img is raw data)."""
+    assert os.path.exists(CRIT), "crit is missing: install Debian's criu package"
+    names = sorted(p.name for p in images.iterdir() if not p.name.startswith("pages-"))
+    assert "core-" in " ".join(names) and "mm-" in " ".join(names), names
+    for name in names:
+        done = subprocess.run([CRIT, "decode", "-i", str(images / name)], capture_output=True)
+        assert done.returncode == 0, f"crit cannot decode {name}: {done.stderr.decode()}"
+        assert json.loads(done.stdout)["entries"], f"crit found no entries in {name}"
+
+
 def checkpoint_and_restore(w: harness.Workload, images, *, force_vdso_trampolines=False) -> int:
     """Dump w (killing it), reap the original, restore it; return the restored PID."""
     pid = w.pid
     torpor.dump(pid, str(images), leave_running=False, shell_job=False)
     assert (images / "inventory.img").exists(), "dump wrote no inventory.img"
+    crit_decodes_every_image(images)
     status = w.reap_original()
     assert status < 0, f"the dumped original exited by itself with {status}:\n{w.log()}"
     assert harness.wait_gone(pid, 5), f"pid {pid} still exists after the dump"
@@ -95,6 +112,7 @@ def test_leave_running(spec, start_workload, tmp_path):
     images = images_dir(tmp_path)
     torpor.dump(w.pid, str(images), leave_running=True, shell_job=False)
     assert (images / "inventory.img").exists(), "dump wrote no inventory.img"
+    crit_decodes_every_image(images)
     assert w.proc.poll() is None, f"the original died during the dump:\n{w.log()}"
     w.signal(signal.SIGUSR1)
     w.verdict().assert_passed()
