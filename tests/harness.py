@@ -145,6 +145,32 @@ def proc_state(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+def child_pids(parent: int) -> set[int]:
+    """PIDs of every task whose parent (from /proc/PID/stat) is ``parent``."""
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_state(int(entry))
+            if st is not None and st[1] == parent:
+                kids.add(int(entry))
+    return kids
+
+
+def tracer_pid(pid: int) -> int:
+    """TracerPid from /proc/PID/status: 0 when nobody ptraces the task."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no TracerPid line")
+
+
+def maps_lines(pid: int) -> list[str]:
+    """The lines of /proc/PID/maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read().splitlines()
+
+
 @dataclass
 class Verdict:
     """The outcome of one workload run: exit status and log, with protocol checks."""
@@ -302,12 +328,23 @@ class Workload:
         self.status = -signal.SIGKILL
 
 
-def start(spec: Spec, flavour: str, workdir: Path) -> Workload:
+def start(
+    spec: Spec,
+    flavour: str,
+    workdir: Path,
+    *,
+    stdin: int = subprocess.DEVNULL,
+    stdout: int | None = None,
+) -> Workload:
     """Start a workload with cwd ``workdir/cwd`` and its log at ``workdir/NAME-FLAVOUR.log``.
 
     The process gets stdin=/dev/null, stdout and stderr appended to the log, no other fds,
     a small fixed environment and its own session (so a restore need not recreate the
     test runner's session or process group).
+
+    ``stdin`` and ``stdout`` (an fd, for instance the slave side of a pty) replace
+    /dev/null and the log for tests about terminals; ``stdout`` is used for stderr too,
+    and the log then stays empty.
     """
     exe = binary(spec.name, flavour)
     if not exe.exists():
@@ -324,8 +361,8 @@ def start(spec: Spec, flavour: str, workdir: Path) -> Workload:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdin=stdin,
+            stdout=log if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
