@@ -16,7 +16,9 @@ import pytest
 
 from torpor.errors import ImageError
 from torpor.images import IMG_VERSION, INVENTORY, KINDS, ImageDir, constants, kind_of, pb
-from torpor.images.digest import LEAF_SIZE, digest_bytes, digest_file
+from torpor.images.digest import digest_bytes, digest_file
+
+LEAF_SIZE = 1 << 20  # a size that makes the files below span several chunks
 
 CRIT = "/usr/bin/crit"
 REPO = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from torpor.errors import ImageError
 from torpor.images import pb
 from torpor.images.constants import IMG_VERSION
-from torpor.images.digest import TreeHasher, byte_view, digest_bytes, digest_file
+from torpor.images.digest import Hasher, byte_view, digest_bytes, digest_file
 from torpor.images.kinds import PAGES_PREFIX, ImageKind, check_file_name, kind_of
 
 INVENTORY = "inventory.img"
@@ -163,7 +163,7 @@ class PagesWriter:
         self.name = f"{PAGES_PREFIX}-{pages_id}.img"
         self.path = imagedir.path / self.name
         self._tmp = imagedir.path / (self.name + ".tmp")
-        self._hasher = TreeHasher()
+        self._hasher = Hasher()
         try:
             self._fd = os.open(self._tmp, _OPEN_WRITE, _FILE_MODE)
         except OSError as exc:
