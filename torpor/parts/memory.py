@@ -5,6 +5,7 @@ and the copied-on-write pages of private file mappings. Clean file pages come ba
 shared file mappings keep their data in the file. The shared zero page is never stored.
 """
 
+import mmap
 import os
 import stat
 
@@ -357,17 +358,23 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
         raise ImageError(f"{path.name}: holds {os.path.getsize(path)} bytes, pagemap says {total}")
-    buf = bytearray(min(CHUNK, max(total, PAGE_SIZE)))
-    view = memoryview(buf)
+    if not total:
+        return
     done = 0
-    with open(path, "rb", buffering=0) as f:
-        for batch, size in _batches(runs, len(buf)):
-            if f.readinto(view[:size]) != size:
-                raise ImageError(f"{path.name}: truncated")
-            if (skip or forced) and any(s <= a < e for a, _ in batch for s, e in skip + forced):
-                _write_by_run(ctx, view[:size], batch, skip, forced)
-            else:
-                memio.write_from(ctx.pid, view[:size], batch)
-            done += size
-            if ctx.progress:
-                ctx.progress(done, total)
+    # The pages go from the file's page cache straight into the task: one copy, no buffer.
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), total, access=mmap.ACCESS_COPY) as data:
+        data.madvise(mmap.MADV_SEQUENTIAL)
+        view = memoryview(data)
+        try:
+            for batch, size in _batches(runs, CHUNK):
+                chunk = view[done : done + size]
+                if (skip or forced) and any(s <= a < e for a, _ in batch for s, e in skip + forced):
+                    _write_by_run(ctx, chunk, batch, skip, forced)
+                else:
+                    memio.write_from(ctx.pid, chunk, batch)
+                chunk.release()
+                done += size
+                if ctx.progress:
+                    ctx.progress(done, total)
+        finally:
+            view.release()

@@ -59,10 +59,7 @@ def _map_kernel_vdso(ctx: RestoreContext, at: int):
     if got < 0:
         raise RestoreError(f"arch_prctl(ARCH_MAP_VDSO) failed: error {-got}")
     layout = _running_layout(ctx)
-    image = vdsolib.VdsoImage.from_bytes(
-        ctx.task.read(layout.vdso_start, layout.vdso_size), ctx.abi.bits
-    )
-    return image, layout
+    return ctx.task.read(layout.vdso_start, layout.vdso_size), layout
 
 
 def _unmap_kernel_vdso(ctx: RestoreContext, layout) -> None:
@@ -92,10 +89,16 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
         log.info("vdso: the task had none")
         return plan
     old_blob = memory.saved_bytes(ctx, dumped.vdso_start, dumped.vdso_size)
-    old_image = vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits)
-    new_image, running = _map_kernel_vdso(ctx, dumped.span_start)
-    verdict = vdsolib.same_vdso((old_image, dumped), (new_image, running))
+    new_blob, running = _map_kernel_vdso(ctx, dumped.span_start)
     in_place = running.vdso_start == dumped.vdso_start
+    identical = old_blob == new_blob and dumped.vvar_placements() == running.vvar_placements()
+    if identical:  # the same bytes are the same vDSO: skip comparing symbols one by one
+        verdict = vdsolib.Verdict(True)
+    else:
+        verdict = vdsolib.same_vdso(
+            (vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits), dumped),
+            (vdsolib.VdsoImage.from_bytes(new_blob, ctx.abi.bits), running),
+        )
     if verdict and in_place and not ctx.force_vdso_trampolines:
         plan.kernel_vmas = {(r.start, r.end) for r in dumped.regions}
         log.info("vdso: kernel's vDSO matches, mapped at %#x", running.vdso_start)
@@ -103,9 +106,11 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
     reasons = "; ".join(verdict.reasons) or ("forced" if ctx.force_vdso_trampolines else "moved")
     log.info("vdso: differs from the dumped one (%s): using trampolines", reasons)
     _unmap_kernel_vdso(ctx, running)
-    new_image, running = _map_kernel_vdso(ctx, _free_span(ctx, running.span_size))
+    new_blob, running = _map_kernel_vdso(ctx, _free_span(ctx, running.span_size))
+    new_image = vdsolib.VdsoImage.from_bytes(new_blob, ctx.abi.bits)
     plan.new_base = running.vdso_start
     plan.old_start = dumped.vdso_start
+    old_image = vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits)
     plan.trampolines = vdsolib.trampolines(old_image, new_image, plan.new_base, ctx.abi.bits)
     if plan.trampolines.missing:
         ctx.notes.append(
