@@ -140,15 +140,16 @@ class VdsoImage:
             raise VdsoError("vDSO image has no PT_LOAD segment")
         base = _page_down(min(seg["p_vaddr"] for seg in loads), page_size)
         end = _page_up(max(seg["p_vaddr"] + seg["p_memsz"] for seg in loads), page_size)
-        size = end - base
-        if size != blob_size:
+        # The mapping may be larger than what the program headers cover (6.1 maps two pages
+        # for one page of code); it may never be smaller.
+        if end - base > blob_size or blob_size % page_size:
             raise VdsoError(
-                f"vDSO image spans {size} bytes by its program headers "
+                f"vDSO image spans {end - base} bytes by its program headers "
                 f"but its mapping holds {blob_size}"
             )
 
         symbols = _exported_functions(elf, base)
-        return cls(bits=bits, size=size, symbols=symbols, build_id=_build_id(elf))
+        return cls(bits=bits, size=blob_size, symbols=symbols, build_id=_build_id(elf))
 
     def by_offset(self) -> dict[int, list[Symbol]]:
         """Exported symbols grouped by offset (aliases together), in offset order."""
