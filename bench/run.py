@@ -1,0 +1,1115 @@
+"""torpor's benchmark suite: how long a process is frozen by a dump and how long until it runs
+again after a restore, next to the limits of this machine and to CRIU's figures.
+
+Usage: ``python bench/run.py [--quick] [--runs N] [--results-dir DIR] [--images-root DIR]``
+
+It builds its workloads (bench/workloads, gcc -m64 and -m32), then measures in one run:
+
+- memory: dump and restore wall time, MB/s and image size of processes holding 64 MiB,
+  256 MiB and 1 GiB, both flavours, through the Python API in this (warm) process; every
+  restored process checks its memory word by word and must say PASS;
+- the raw limits, on the same process and the same disk: process_vm_readv of its memory into
+  a file in the images directory (dump limit), that file written with process_vm_writev into a
+  fresh process holding untouched memory (restore limit), and memcpy; each torpor figure is
+  also given as a fraction of its limit, since the machine is shared and only ratios taken
+  from one run compare;
+- fixed cost: the trivial process through the command line (whole command) and the API;
+- growth: 1 to 10 000 mappings (with the cost per mapping from a linear fit), 1 to 100
+  threads and 1 to 50 processes, where torpor's refusal is recorded as "not supported yet";
+- torpor's own peak RSS while dumping and restoring the largest process (ru_maxrss of the
+  command, from wait4).
+
+Timings are medians of --runs runs (5 by default). ``--quick`` (1 run, 8 MiB, 100 mappings)
+only proves that everything works. Tables go to stdout, the JSON to
+``<results-dir>/<timestamp>.json`` and ``<results-dir>/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import torpor
+from torpor.kernel import memio
+from torpor.kernel.pagescan import PageScanner
+from torpor.kernel.procfs import read_maps
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+WORKLOADS_DIR = BENCH_DIR / "workloads"
+BUILD_DIR = WORKLOADS_DIR / "build"
+DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
+FLAVOURS = ("64", "32")
+MIB = 1 << 20
+MB = 1_000_000
+RAW_CHUNK = 8 << 20  # bytes per process_vm_* call in the raw limits (as many iovecs as needed)
+READY_TIMEOUT = 120.0
+VERDICT_TIMEOUT = 120.0
+
+# CRIU 4.2 on this machine (issue 5): whole-process wall time in seconds, median of 5, images on
+# the same disk, `dump --shell-job` and `restore --shell-job -d`. The 64 MiB figure is given
+# without a flavour and is shown on the 64-bit row.
+CRIU = {
+    ("trivial", "64"): (0.047, 0.030),
+    ("trivial", "32"): (0.043, 0.034),
+    (64, "64"): (0.089, 0.074),
+    (256, "64"): (0.173, 0.194),
+    (256, "32"): (0.167, 0.196),
+    (1024, "64"): (1.28, 0.71),
+    (1024, "32"): (0.85, 0.76),
+}
+
+# The targets of issue 5.
+TARGET_SIZES = (256, 1024)
+TARGET_FRACTION = 0.8
+TARGET_RSS_MIB = 100
+LINEAR_TOLERANCE = 2.0  # marginal cost of the last step over that of the step before
+
+
+@dataclass
+class Config:
+    """What one invocation measures."""
+
+    quick: bool
+    runs: int
+    sizes: tuple[int, ...]
+    mappings: tuple[int, ...]
+    threads: tuple[int, ...] = (1, 10, 100)
+    processes: tuple[int, ...] = (1, 10, 50)
+
+    @property
+    def rss_size(self) -> int:
+        return max(self.sizes)
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself failed: a workload misbehaved or a restored process did not PASS."""
+
+
+def log(message: str) -> None:
+    """Progress of the run on stderr, so that stdout holds only the tables."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def size_label(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants: a process restored by the command line outlives the command,
+    and must still be waited for here to read its verdict."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+_live: set[int] = set()  # PIDs of processes this run started (or restored) and must end
+
+
+def kill_and_reap(pid: int, group: bool = False) -> None:
+    """SIGKILL one process this run started (its whole process group with `group`), reap it."""
+    try:
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    _live.discard(pid)
+
+
+def reap_orphans() -> None:
+    """Reap adopted descendants that have exited (the children of a killed process tree)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wait_exit(pid: int, timeout: float) -> int:
+    """Wait for child `pid` to exit; its status as Popen.returncode would give it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got == pid:
+            _live.discard(pid)
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            kill_and_reap(pid)
+            raise BenchError(f"process {pid} did not exit within {timeout:.0f} s")
+        time.sleep(0.002)
+
+
+class Workload:
+    """A benchmark target, started the way torpor can checkpoint it: a child of this process in
+    its own session, stdin /dev/null, stdout and stderr appended to a log file in `workdir`
+    (which is also its working directory). It prints READY (possibly followed by values) once
+    set up, and after SIGUSR1 checks its state and prints PASS or FAIL."""
+
+    def __init__(self, name: str, flavour: str, args: list, workdir: Path):
+        self.name = name
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}-{flavour}-{time.monotonic_ns()}.log"
+        exe = BUILD_DIR / f"{name}-{flavour}"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(exe), *map(str, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=workdir,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        _live.add(self.pid)
+        self.ready = self._wait_ready()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_ready(self) -> list[str]:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            for line in self.log_text().splitlines():
+                if line.split()[:1] == ["READY"]:
+                    return line.split()[1:]
+            if self.proc.poll() is not None:
+                _live.discard(self.pid)
+                raise BenchError(f"{self.name} exited before READY: {self.log_text()!r}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise BenchError(f"{self.name} not READY after {READY_TIMEOUT:.0f} s")
+            time.sleep(0.002)
+
+    def reap_dumped(self) -> None:
+        """Reap the original process, which a dump without --leave-running has killed."""
+        self.proc.wait(timeout=VERDICT_TIMEOUT)
+        _live.discard(self.pid)
+
+    def adopt(self, pid: int) -> None:
+        """Follow the restored copy (same PID, now a new child of this process)."""
+        if pid != self.pid:
+            raise BenchError(f"restored {self.name} has PID {pid}, dumped {self.pid}")
+        _live.add(pid)
+
+    def verdict(self) -> str:
+        """Wake the restored process and return its verdict line ("PASS name" or "FAIL ...")."""
+        os.kill(self.pid, signal.SIGUSR1)
+        status = wait_exit(self.pid, VERDICT_TIMEOUT)
+        lines = self.log_text().splitlines()
+        verdicts = [line for line in lines if line.startswith(("PASS", "FAIL"))]
+        if status == 0 and verdicts == [f"PASS {self.name}"]:
+            return verdicts[0]
+        return "; ".join(verdicts) or f"FAIL {self.name}: exit status {status}, no verdict"
+
+    def kill(self, group: bool = False) -> None:
+        kill_and_reap(self.pid, group=group)
+        self.proc.returncode = self.proc.returncode or -signal.SIGKILL
+
+
+# --- torpor, through the API and the command line ----------------------------------------------
+
+
+def timed(call: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def torpor_command() -> str:
+    """The torpor command installed next to this interpreter (the project's virtualenv)."""
+    here = Path(sys.executable).parent / "torpor"
+    if here.exists():
+        return str(here)
+    found = shutil.which("torpor")
+    if not found:
+        raise BenchError("the torpor command is not installed next to this Python")
+    return found
+
+
+@dataclass
+class CliRun:
+    """One torpor command: wall time of the whole command, its peak RSS and its stderr."""
+
+    seconds: float
+    status: int
+    maxrss_kib: int
+    stderr: str
+
+
+def run_cli(args: list[str], workdir: Path) -> CliRun:
+    """Run torpor with `args` and wait for it with wait4, for its own ru_maxrss.
+
+    The command is started by bench/workloads' spawn, not forked from this process: a process
+    keeps the peak RSS it had before exec, so a fork of this (large) interpreter would report
+    the benchmark's size. spawn exits at once; the command, orphaned, is adopted by this
+    process (a child subreaper) and waited for here. The wall time runs from spawn's fork of
+    the command to its exit, on CLOCK_MONOTONIC (time.monotonic_ns).
+    """
+    stamp = time.monotonic_ns()
+    info = workdir / f"cli-{stamp}.info"
+    err_path = workdir / f"cli-{stamp}.err"
+    with open(err_path, "wb") as err:
+        subprocess.run(
+            [str(BUILD_DIR / "spawn-64"), str(info), torpor_command(), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            check=True,
+        )
+    pid, start_ns = (int(v) for v in info.read_text().split())
+    _, status, usage = os.wait4(pid, 0)
+    seconds = (time.monotonic_ns() - start_ns) / 1e9
+    code = os.waitstatus_to_exitcode(status)
+    text = err_path.read_text(errors="replace")
+    info.unlink()
+    err_path.unlink()
+    if code != 0:
+        raise BenchError(f"torpor {' '.join(args)} failed ({code}): {text.strip()}")
+    return CliRun(seconds, code, usage.ru_maxrss, text)
+
+
+def images_size(images: Path) -> tuple[int, int]:
+    """(bytes of all image files, bytes of the pages files) in an image directory."""
+    total = pages = 0
+    for entry in os.scandir(images):
+        size = entry.stat().st_size
+        total += size
+        if entry.name.startswith("pages-"):
+            pages += size
+    return total, pages
+
+
+@dataclass
+class Cycle:
+    """One dump and restore of a workload and the restored process's verdict."""
+
+    dump_s: float
+    restore_s: float
+    verdict: str
+    image_bytes: int = 0
+    pages_bytes: int = 0
+    dump_rss_kib: int | None = None
+    restore_rss_kib: int | None = None
+    cli_stderr: str = ""
+
+
+def api_cycle(w: Workload, images: Path) -> Cycle:
+    """Dump `w` and restore it through the Python API; the restored copy gives its verdict."""
+    dump_s, _ = timed(lambda: torpor.dump(w.pid, images))
+    w.reap_dumped()
+    total, pages = images_size(images)
+    restore_s, pid = timed(lambda: torpor.restore(images))
+    w.adopt(pid)
+    return Cycle(dump_s, restore_s, w.verdict(), total, pages)
+
+
+def cli_cycle(w: Workload, images: Path) -> Cycle:
+    """Dump `w` and restore it with the torpor command, each a whole command's wall time."""
+    dumped = run_cli(["dump", "-t", str(w.pid), "-D", str(images)], w.workdir)
+    w.reap_dumped()
+    total, pages = images_size(images)
+    pidfile = w.workdir / "restored.pid"
+    restored = run_cli(["restore", "-D", str(images), "-d", "--pidfile", str(pidfile)], w.workdir)
+    w.adopt(int(pidfile.read_text()))
+    return Cycle(
+        dumped.seconds,
+        restored.seconds,
+        w.verdict(),
+        total,
+        pages,
+        dumped.maxrss_kib,
+        restored.maxrss_kib,
+        dumped.stderr + restored.stderr,
+    )
+
+
+# --- raw limits ---------------------------------------------------------------------------------
+
+
+def present_runs(pid: int) -> list[tuple[int, int]]:
+    """The (address, length) runs of pages a dump reads: present pages of every readable
+    private or anonymous mapping (copied-on-write pages only, for private file mappings)."""
+    scanner = PageScanner(pid)
+    runs: list[tuple[int, int]] = []
+    try:
+        for m in read_maps(pid, with_flags=False):
+            if m.perms[0] != "r" or m.name.startswith(("[vvar", "[vsyscall")):
+                continue
+            if m.shared and m.is_file:
+                continue
+            runs += scanner.runs(m.start, m.end, anon_only=m.is_file and not m.shared)
+    finally:
+        scanner.close()
+    return runs
+
+
+def batches(runs: list[tuple[int, int]], limit: int):
+    """Group runs into batches of at most `limit` bytes (cutting runs where needed)."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for addr, length in runs:
+        while length:
+            take = min(length, limit - size)
+            batch.append((addr, take))
+            size += take
+            addr += take
+            length -= take
+            if size == limit:
+                yield batch, size
+                batch, size = [], 0
+    if batch:
+        yield batch, size
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def raw_dump(pid: int, runs: list[tuple[int, int]], path: Path) -> tuple[float, int]:
+    """The dump limit: read `runs` of live process `pid` with process_vm_readv (one call per
+    RAW_CHUNK bytes, many iovecs) and write them to `path`. Returns (seconds, bytes)."""
+    buf = bytearray(RAW_CHUNK)
+    view = memoryview(buf)
+    total = 0
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        for batch, size in batches(runs, RAW_CHUNK):
+            memio.read_into(pid, view[:size], batch)
+            write_all(fd, view[:size])
+            total += size
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    view.release()
+    return seconds, total
+
+
+def raw_restore_read(path: Path, pid: int, addr: int) -> float:
+    """Restore limit, read variant: read(2) the file into a buffer, process_vm_writev it into
+    `pid` at `addr` (untouched memory). Returns seconds."""
+    buf = bytearray(RAW_CHUNK)
+    view = memoryview(buf)
+    done = 0
+    started = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while True:
+            got = os.readv(fd, [view])
+            if not got:
+                break
+            memio.write_from(pid, view[:got], [(addr + done, got)])
+            done += got
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    view.release()
+    return seconds
+
+
+def raw_restore_mmap(path: Path, pid: int, addr: int) -> float:
+    """Restore limit, mmap variant: process_vm_writev straight from the file's page cache
+    (one copy, no buffer) into `pid` at `addr` (untouched memory). Returns seconds."""
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as data:
+            view = memoryview(data)
+            try:
+                for done in range(0, size, RAW_CHUNK):
+                    n = min(RAW_CHUNK, size - done)
+                    chunk = view[done : done + n]
+                    memio.write_from(pid, chunk, [(addr + done, n)])
+                    chunk.release()
+            finally:
+                view.release()
+    return time.perf_counter() - started
+
+
+def memcpy_seconds(size: int) -> float:
+    """One memcpy of `size` bytes between two already-faulted buffers (bytearray slicing)."""
+    src = bytearray(b"\xa5") * size
+    dst = bytearray(size)
+    dst[:] = src
+    started = time.perf_counter()
+    dst[:] = src
+    return time.perf_counter() - started
+
+
+# --- the benchmarks -----------------------------------------------------------------------------
+
+
+class Scratch:
+    """Directories for one measurement under the images root; removed when it ends."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.count = 0
+
+    def new(self, label: str) -> Path:
+        self.count += 1
+        path = self.root / f"{self.count:04d}-{label}"
+        path.mkdir()
+        (path / "images").mkdir()
+        return path
+
+
+def memory_run(size: int, flavour: str, scratch: Scratch) -> dict:
+    """One run at one size: raw dump limit, torpor dump, raw restore limits, torpor restore
+    (verified), memcpy. The raw file is written in the images directory, then moved aside so
+    that torpor gets the empty directory it requires."""
+    work = scratch.new(f"memory-{size}-{flavour}")
+    images = work / "images"
+    try:
+        w = Workload("memhog", flavour, [size], work)
+        runs = present_runs(w.pid)
+        raw = images / "raw-limit.bin"
+        limit_dump_s, raw_bytes = raw_dump(w.pid, runs, raw)
+        aside = work / raw.name
+        raw.rename(aside)
+        dump_s, _ = timed(lambda: torpor.dump(w.pid, images))
+        w.reap_dumped()
+        image_bytes, pages_bytes = images_size(images)
+        sink_mib = -(-raw_bytes // MIB)
+        sinks = [Workload("sink", flavour, [sink_mib], work) for _ in range(2)]
+        limit_read_s = raw_restore_read(aside, sinks[0].pid, int(sinks[0].ready[0], 16))
+        limit_mmap_s = raw_restore_mmap(aside, sinks[1].pid, int(sinks[1].ready[0], 16))
+        for sink in sinks:
+            sink.kill()
+        aside.unlink()
+        restore_s, pid = timed(lambda: torpor.restore(images))
+        w.adopt(pid)
+        verdict = w.verdict()
+        memcpy_s = memcpy_seconds(size * MIB)
+    finally:
+        shutil.rmtree(work)
+    return {
+        "dump_s": dump_s,
+        "restore_s": restore_s,
+        "verdict": verdict,
+        "image_bytes": image_bytes,
+        "pages_bytes": pages_bytes,
+        "raw_bytes": raw_bytes,
+        "limit_dump_s": limit_dump_s,
+        "limit_restore_read_s": limit_read_s,
+        "limit_restore_mmap_s": limit_mmap_s,
+        "memcpy_s": memcpy_s,
+    }
+
+
+def rate(nbytes: float, seconds: float) -> float:
+    return nbytes / MB / seconds if seconds > 0 else float("inf")
+
+
+def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
+    """Medians over the runs, MB/s, and each torpor figure as a fraction of its limit."""
+
+    def med(key: str) -> float:
+        return median([r[key] for r in runs])
+
+    pages_bytes = runs[0]["pages_bytes"]
+    raw_bytes = runs[0]["raw_bytes"]
+    dump_s, restore_s = med("dump_s"), med("restore_s")
+    limit_dump_s = med("limit_dump_s")
+    limit_read_s, limit_mmap_s = med("limit_restore_read_s"), med("limit_restore_mmap_s")
+    limit_restore_s = min(limit_read_s, limit_mmap_s)
+    criu = CRIU.get((size, flavour))
+    out = {
+        "size_mib": size,
+        "flavour": flavour,
+        "runs": len(runs),
+        "dump_s": dump_s,
+        "restore_s": restore_s,
+        "dump_mb_s": rate(pages_bytes, dump_s),
+        "restore_mb_s": rate(pages_bytes, restore_s),
+        "image_bytes": runs[0]["image_bytes"],
+        "pages_bytes": pages_bytes,
+        "limit": {
+            "bytes": raw_bytes,
+            "dump_s": limit_dump_s,
+            "dump_mb_s": rate(raw_bytes, limit_dump_s),
+            "restore_read_s": limit_read_s,
+            "restore_mmap_s": limit_mmap_s,
+            "restore_s": limit_restore_s,
+            "restore_variant": "read" if limit_read_s <= limit_mmap_s else "mmap",
+            "restore_mb_s": rate(raw_bytes, limit_restore_s),
+            "memcpy_s": med("memcpy_s"),
+            "memcpy_mb_s": rate(size * MIB, med("memcpy_s")),
+        },
+        "verdicts": [r["verdict"] for r in runs],
+        "criu": {"dump_s": criu[0], "restore_s": criu[1]} if criu else None,
+        "per_run": runs,
+    }
+    out["dump_of_limit"] = out["dump_mb_s"] / out["limit"]["dump_mb_s"]
+    out["restore_of_limit"] = out["restore_mb_s"] / out["limit"]["restore_mb_s"]
+    return out
+
+
+def bench_memory(cfg: Config, scratch: Scratch) -> list[dict]:
+    results = []
+    for size in cfg.sizes:
+        for flavour in FLAVOURS:
+            runs = []
+            for i in range(cfg.runs):
+                log(f"memory {size_label(size)} {flavour}-bit: run {i + 1}/{cfg.runs}")
+                runs.append(memory_run(size, flavour, scratch))
+            results.append(summarise_memory(size, flavour, runs))
+    return results
+
+
+def cycles(
+    cfg: Config,
+    scratch: Scratch,
+    label: str,
+    name: str,
+    flavour: str,
+    args: list,
+    how: Callable[[Workload, Path], Cycle],
+    runs: int | None = None,
+) -> list[Cycle]:
+    """`runs` dump/restore cycles of a fresh workload each time."""
+    done = []
+    for i in range(runs or cfg.runs):
+        log(f"{label}: run {i + 1}/{runs or cfg.runs}")
+        work = scratch.new(f"{name}-{flavour}")
+        try:
+            w = Workload(name, flavour, args, work)
+            done.append(how(w, work / "images"))
+        finally:
+            shutil.rmtree(work)
+    return done
+
+
+def cycle_summary(done: list[Cycle]) -> dict:
+    return {
+        "dump_s": median([c.dump_s for c in done]),
+        "restore_s": median([c.restore_s for c in done]),
+        "runs": len(done),
+        "verdicts": [c.verdict for c in done],
+        "per_run": [{"dump_s": c.dump_s, "restore_s": c.restore_s} for c in done],
+    }
+
+
+def bench_fixed(cfg: Config, scratch: Scratch) -> list[dict]:
+    """The trivial process (memhog 0): warm API and whole torpor commands, both flavours."""
+    results = []
+    for flavour in FLAVOURS:
+        criu = CRIU[("trivial", flavour)]
+        for via, how in (("API", api_cycle), ("CLI", cli_cycle)):
+            done = cycles(
+                cfg, scratch, f"trivial {flavour}-bit via {via}", "memhog", flavour, [0], how
+            )
+            row = {"via": via, "flavour": flavour, **cycle_summary(done)}
+            row["criu"] = {"dump_s": criu[0], "restore_s": criu[1]}
+            row["image_bytes"] = done[0].image_bytes
+            if via == "CLI":
+                row["dump_maxrss_kib"] = max(c.dump_rss_kib for c in done)
+                row["restore_maxrss_kib"] = max(c.restore_rss_kib for c in done)
+            results.append(row)
+    return results
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict:
+    """Least-squares line y = intercept + slope * x, with its R²."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return {
+        "slope_s": slope,
+        "intercept_s": intercept,
+        "r2": 1 - ss_res / ss_tot if ss_tot else 1.0,
+    }
+
+
+def growth_fits(rows: list[dict]) -> dict:
+    """Per-unit cost of dump and restore from a linear fit over the supported rows, and the
+    marginal cost of each step (which shows whether growth stays linear)."""
+    ok = [r for r in rows if r["supported"]]
+    fits: dict = {}
+    for op in ("dump", "restore"):
+        if len(ok) < 2:
+            fits[op] = None
+            continue
+        xs = [r["count"] for r in ok]
+        ys = [r[f"{op}_s"] for r in ok]
+        fit = linear_fit(xs, ys)
+        fit["marginal_s"] = [(ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1]) for i in range(1, len(xs))]
+        fits[op] = fit
+    return fits
+
+
+def growth_row(
+    cfg: Config, scratch: Scratch, kind: str, name: str, flavour: str, count: int
+) -> dict:
+    """Dump and restore a workload of `count` units, or record torpor's refusal."""
+    label = f"{kind} {count} {flavour}-bit"
+    log(f"{label}: trying")
+    work = scratch.new(f"{name}-{count}-{flavour}")
+    try:
+        w = Workload(name, flavour, [count], work)
+        vmas = len(read_maps(w.pid, with_flags=False))
+        try:
+            first = api_cycle(w, work / "images")
+        except torpor.UnsupportedError as e:
+            w.kill(group=True)
+            reap_orphans()
+            return {"count": count, "supported": False, "message": str(e), "vmas": vmas}
+    finally:
+        shutil.rmtree(work)
+    done = [first]
+    if cfg.runs > 1:
+        done += cycles(cfg, scratch, label, name, flavour, [count], api_cycle, cfg.runs - 1)
+    return {"count": count, "supported": True, "vmas": vmas, **cycle_summary(done)}
+
+
+def bench_growth(cfg: Config, scratch: Scratch) -> dict:
+    results: dict = {}
+    for kind, name, counts in (
+        ("mappings", "maps", cfg.mappings),
+        ("threads", "threads", cfg.threads),
+        ("processes", "procs", cfg.processes),
+    ):
+        results[kind] = {}
+        for flavour in FLAVOURS:
+            rows = [growth_row(cfg, scratch, kind, name, flavour, n) for n in counts]
+            results[kind][flavour] = {"rows": rows, "fit": growth_fits(rows)}
+    return results
+
+
+def bench_rss(cfg: Config, scratch: Scratch) -> list[dict]:
+    """Peak RSS of the torpor command dumping and restoring the largest process."""
+    results = []
+    for flavour in FLAVOURS:
+        size = cfg.rss_size
+        done = cycles(
+            cfg,
+            scratch,
+            f"peak RSS {size_label(size)} {flavour}-bit",
+            "memhog",
+            flavour,
+            [size],
+            cli_cycle,
+            runs=1,
+        )
+        c = done[0]
+        results.append(
+            {
+                "size_mib": size,
+                "flavour": flavour,
+                "dump_maxrss_kib": c.dump_rss_kib,
+                "restore_maxrss_kib": c.restore_rss_kib,
+                "dump_s": c.dump_s,
+                "restore_s": c.restore_s,
+                "cli_stderr": c.cli_stderr,
+                "verdicts": [c.verdict],
+            }
+        )
+    return results
+
+
+def warm_up(scratch: Scratch) -> None:
+    """One untimed API cycle per flavour, so that timed calls find torpor imported and warm."""
+    for flavour in FLAVOURS:
+        work = scratch.new(f"warm-{flavour}")
+        try:
+            w = Workload("memhog", flavour, [0], work)
+            verdict = api_cycle(w, work / "images").verdict
+        finally:
+            shutil.rmtree(work)
+        if not verdict.startswith("PASS"):
+            raise BenchError(f"warm-up {flavour}-bit: {verdict}")
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """Check the measured figures against the targets of issue 5 (only those measured)."""
+    targets = []
+
+    def add(name: str, value: float, limit: float, met: bool, unit: str) -> None:
+        targets.append({"target": name, "value": value, "limit": limit, "met": met, "unit": unit})
+
+    for row in results["memory"]:
+        if row["size_mib"] not in TARGET_SIZES:
+            continue
+        what = f"{size_label(row['size_mib'])} {row['flavour']}-bit"
+        for op in ("dump", "restore"):
+            criu = row["criu"][f"{op}_s"]
+            add(f"{what} {op} faster than CRIU", row[f"{op}_s"], criu, row[f"{op}_s"] < criu, "s")
+            frac = row[f"{op}_of_limit"]
+            add(f"{what} {op} of raw limit", frac, TARGET_FRACTION, frac >= TARGET_FRACTION, "")
+    for row in results["fixed"]:
+        if row["via"] != "API":
+            continue
+        for op in ("dump", "restore"):
+            criu = row["criu"][f"{op}_s"]
+            add(
+                f"trivial {row['flavour']}-bit {op} (API) faster than CRIU",
+                row[f"{op}_s"],
+                criu,
+                row[f"{op}_s"] < criu,
+                "s",
+            )
+    for row in results["rss"]:
+        if row["size_mib"] < 1024:
+            continue
+        for op in ("dump", "restore"):
+            mib = row[f"{op}_maxrss_kib"] / 1024
+            add(
+                f"torpor RSS, {op} of {size_label(row['size_mib'])} {row['flavour']}-bit",
+                mib,
+                TARGET_RSS_MIB,
+                mib < TARGET_RSS_MIB,
+                "MiB",
+            )
+    for flavour, group in results["growth"]["mappings"].items():
+        for op in ("dump", "restore"):
+            fit = group["fit"][op]
+            if not fit or len(fit["marginal_s"]) < 2:
+                continue
+            before, last = fit["marginal_s"][-2], fit["marginal_s"][-1]
+            ratio = last / before if before > 0 else float("inf")
+            add(
+                f"mappings {flavour}-bit {op}: linear (last step's cost per mapping / previous)",
+                ratio,
+                LINEAR_TOLERANCE,
+                ratio <= LINEAR_TOLERANCE,
+                "x",
+            )
+    return targets
+
+
+def all_verdicts(results: dict) -> list[str]:
+    found = []
+    for row in results["memory"] + results["fixed"] + results["rss"]:
+        found += row["verdicts"]
+    for kinds in results["growth"].values():
+        for group in kinds.values():
+            for row in group["rows"]:
+                found += row.get("verdicts", [])
+    return found
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f} s"
+
+
+def with_rate(seconds: float, mb_s: float) -> str:
+    return f"{seconds:.3f} s  {mb_s:,.0f} MB/s"
+
+
+def verdict_cell(verdicts: list[str]) -> str:
+    passed = sum(v.startswith("PASS") for v in verdicts)
+    return f"PASS {passed}/{len(verdicts)}" if passed == len(verdicts) else "FAIL"
+
+
+def render(results: dict, console: Console) -> None:
+    t = Table(title="Memory: dump and restore through the warm API (median of runs)")
+    for col in (
+        "process",
+        "dump",
+        "dump limit",
+        "of limit",
+        "restore",
+        "restore limit",
+        "of limit",
+        "memcpy",
+        "image",
+        "CRIU dump",
+        "CRIU restore",
+        "verified",
+    ):
+        t.add_column(col, justify="left" if col == "process" else "right")
+    for r in results["memory"]:
+        lim = r["limit"]
+        criu = r["criu"] or {}
+        t.add_row(
+            f"{size_label(r['size_mib'])} {r['flavour']}-bit",
+            with_rate(r["dump_s"], r["dump_mb_s"]),
+            with_rate(lim["dump_s"], lim["dump_mb_s"]),
+            f"{r['dump_of_limit']:.2f}",
+            with_rate(r["restore_s"], r["restore_mb_s"]),
+            with_rate(lim["restore_s"], lim["restore_mb_s"]) + f" ({lim['restore_variant']})",
+            f"{r['restore_of_limit']:.2f}",
+            f"{lim['memcpy_mb_s']:,.0f} MB/s",
+            f"{r['image_bytes'] / MIB:.1f} MiB",
+            secs(criu.get("dump_s")),
+            secs(criu.get("restore_s")),
+            verdict_cell(r["verdicts"]),
+        )
+    console.print(t)
+
+    t = Table(title="Fixed cost: the trivial process (memhog 0)")
+    for col in ("process", "via", "dump", "restore", "image", "CRIU dump", "CRIU restore"):
+        t.add_column(col, justify="left" if col in ("process", "via") else "right")
+    t.add_column("verified", justify="right")
+    for r in results["fixed"]:
+        t.add_row(
+            f"trivial {r['flavour']}-bit",
+            "API (warm)" if r["via"] == "API" else "CLI (whole command)",
+            secs(r["dump_s"]),
+            secs(r["restore_s"]),
+            f"{r['image_bytes'] / 1024:.0f} KiB",
+            secs(r["criu"]["dump_s"]),
+            secs(r["criu"]["restore_s"]),
+            verdict_cell(r["verdicts"]),
+        )
+    console.print(t)
+
+    t = Table(title="Growth: dump and restore through the warm API (median of runs)")
+    for col in ("workload", "count", "VMAs", "dump", "restore", "per unit since previous row"):
+        t.add_column(col, justify="left" if col == "workload" else "right")
+    t.add_column("verified / torpor says", justify="left")
+    for kind, by_flavour in results["growth"].items():
+        for flavour, group in by_flavour.items():
+            previous = None
+            for r in group["rows"]:
+                name = f"{kind} {flavour}-bit"
+                if not r["supported"]:
+                    t.add_row(
+                        name,
+                        str(r["count"]),
+                        str(r["vmas"]),
+                        "—",
+                        "—",
+                        "—",
+                        f"not supported yet: {r['message']}",
+                    )
+                    continue
+                step = "—"
+                if previous is not None:
+                    n = r["count"] - previous["count"]
+                    step = (
+                        f"{(r['dump_s'] - previous['dump_s']) / n * 1e6:,.1f} µs / "
+                        f"{(r['restore_s'] - previous['restore_s']) / n * 1e6:,.1f} µs"
+                    )
+                t.add_row(
+                    name,
+                    str(r["count"]),
+                    str(r["vmas"]),
+                    secs(r["dump_s"]),
+                    secs(r["restore_s"]),
+                    step,
+                    verdict_cell(r["verdicts"]),
+                )
+                previous = r
+            fits = group["fit"]
+            unit = kind.rstrip("s") if kind != "processes" else "process"
+            if fits["dump"] and fits["restore"]:
+                cost = (
+                    f"{fits['dump']['slope_s'] * 1e6:,.1f} µs / "
+                    f"{fits['restore']['slope_s'] * 1e6:,.1f} µs"
+                )
+                note = (
+                    f"linear fit, per {unit}: R² {fits['dump']['r2']:.3f} / "
+                    f"{fits['restore']['r2']:.3f}"
+                )
+            else:
+                cost, note = "—", f"cost per {unit}: not supported yet"
+            t.add_row(f"{kind} {flavour}-bit", "fit", "", "", "", cost, note, end_section=True)
+    console.print(t)
+
+    t = Table(title="Peak RSS of the torpor command (ru_maxrss from wait4)")
+    for col in ("process", "dump", "restore", "dump wall", "restore wall", "verified"):
+        t.add_column(col, justify="left" if col == "process" else "right")
+    for r in results["rss"]:
+        t.add_row(
+            f"{size_label(r['size_mib'])} {r['flavour']}-bit",
+            f"{r['dump_maxrss_kib'] / 1024:.1f} MiB",
+            f"{r['restore_maxrss_kib'] / 1024:.1f} MiB",
+            secs(r["dump_s"]),
+            secs(r["restore_s"]),
+            verdict_cell(r["verdicts"]),
+        )
+    for r in results["fixed"]:
+        if r["via"] == "CLI":
+            t.add_row(
+                f"trivial {r['flavour']}-bit",
+                f"{r['dump_maxrss_kib'] / 1024:.1f} MiB",
+                f"{r['restore_maxrss_kib'] / 1024:.1f} MiB",
+                secs(r["dump_s"]),
+                secs(r["restore_s"]),
+                verdict_cell(r["verdicts"]),
+            )
+    console.print(t)
+
+    if results["targets"]:
+        t = Table(title="Targets of issue 5")
+        for col in ("target", "measured", "target value", "met"):
+            t.add_column(col, justify="left" if col == "target" else "right")
+        for r in results["targets"]:
+            unit = f" {r['unit']}" if r["unit"] and r["unit"] != "x" else r["unit"]
+            t.add_row(
+                r["target"],
+                f"{r['value']:.3f}{unit}",
+                f"{'≥' if 'of raw limit' in r['target'] else '≤' if r['unit'] == 'x' else '<'} "
+                f"{r['limit']:g}{unit}",
+                "yes" if r["met"] else "NO",
+            )
+        console.print(t)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def build_workloads() -> None:
+    res = subprocess.run(
+        ["make", "-s", "-C", str(WORKLOADS_DIR)], capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        raise BenchError(
+            "building bench/workloads failed (gcc -m32 needs gcc-multilib):\n"
+            + res.stdout
+            + res.stderr
+        )
+
+
+def default_images_root(results_dir: Path) -> Path:
+    """/var/tmp when it is on the repository's filesystem, else the results directory: the
+    images must be on the same disk as the repository."""
+    var_tmp = Path("/var/tmp")
+    if var_tmp.is_dir() and os.stat(var_tmp).st_dev == os.stat(REPO_DIR).st_dev:
+        return var_tmp
+    return results_dir
+
+
+def machine() -> dict:
+    info = {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "host": platform.node(),
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total_kib"] = int(f.readline().split()[1])
+    except OSError:
+        pass
+    return info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 run, 8 MiB, 100 mappings: seconds")
+    p.add_argument("--runs", type=int, help="runs per timing (default 5, --quick 1)")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    p.add_argument("--images-root", type=Path, help="where image directories go (same disk)")
+    args = p.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        cfg = Config(True, args.runs or 1, sizes=(8,), mappings=(1, 100))
+    else:
+        cfg = Config(False, args.runs or 5, sizes=(64, 256, 1024), mappings=(1, 100, 1000, 10000))
+    if os.geteuid() != 0:
+        log("bench: torpor needs root")
+        return 2
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    build_workloads()
+    become_subreaper()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(
+        tempfile.mkdtemp(
+            prefix="torpor-bench-", dir=args.images_root or default_images_root(args.results_dir)
+        )
+    )
+    started = time.time()
+    results: dict = {
+        "meta": {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "quick": cfg.quick,
+            "runs": cfg.runs,
+            "sizes_mib": list(cfg.sizes),
+            "raw_chunk_bytes": RAW_CHUNK,
+            "images_device": os.stat(root).st_dev,
+            "repo_device": os.stat(REPO_DIR).st_dev,
+            "machine": machine(),
+        }
+    }
+    scratch = Scratch(root)
+    try:
+        warm_up(scratch)
+        results["memory"] = bench_memory(cfg, scratch)
+        results["fixed"] = bench_fixed(cfg, scratch)
+        results["growth"] = bench_growth(cfg, scratch)
+        results["rss"] = bench_rss(cfg, scratch)
+    finally:
+        for pid in list(_live):
+            kill_and_reap(pid, group=True)
+        reap_orphans()
+        shutil.rmtree(root, ignore_errors=True)
+    results["meta"]["seconds"] = time.time() - started
+    results["targets"] = evaluate_targets(results)
+    verdicts = all_verdicts(results)
+    failed = [v for v in verdicts if not v.startswith("PASS")]
+    results["verified"] = {"restored": len(verdicts), "passed": len(verdicts) - len(failed)}
+
+    render(results, console)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    out = args.results_dir / f"{stamp}.json"
+    text = json.dumps(results, indent=2) + "\n"
+    out.write_text(text)
+    (args.results_dir / "latest.json").write_text(text)
+    console.print(
+        f"restored processes verified: {len(verdicts) - len(failed)}/{len(verdicts)} PASS"
+    )
+    console.print(f"JSON: {out}")
+    if failed:
+        log("bench: restored processes failed their check: " + "; ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        log(f"bench: error: {e}")
+        sys.exit(1)
