@@ -28,6 +28,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_32BIT, MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x40, 0x100, 0x4000, 0x100000
 
 ALL_SIGNALS = (1 << 64) - 1
+SYSCALL_INSNS = (b"\x0f\x05", b"\xcd\x80", b"\x0f\x34")  # syscall, int $0x80, sysenter
 
 
 class RemoteError(TorporError):
@@ -91,12 +92,29 @@ class RemoteTask:
         ptrace.set_sigmask(self.pid, ALL_SIGNALS)
 
     def detach(self) -> None:
-        """Put back the saved registers (and blocked mask) and let the task run."""
-        if self.sigmask is not None:
-            ptrace.set_sigmask(self.pid, self.sigmask)
+        """Put back the saved registers and blocked mask, and let the task run.
+
+        A task whose next instruction is a syscall (one it was interrupted in, rewound to be
+        re-issued) is first run into that syscall, with every signal still blocked, and only
+        then given its own mask: a signal arriving meanwhile then interrupts the syscall, as
+        it would have interrupted the original, instead of being handled just before the
+        task re-enters, say, pause() and sleeps on.
+        """
         ptrace.set_regs(self.pid, self.regs)
+        if self.sigmask is not None:
+            if self._at_syscall_insn():
+                ptrace.cont_syscall(self.pid)
+                self._expect(lambda s: s.is_syscall_stop, "syscall entry")
+            ptrace.set_sigmask(self.pid, self.sigmask)
         ptrace.detach(self.pid)
         self.close()
+
+    def _at_syscall_insn(self) -> bool:
+        try:
+            insn = self.read(self.regs.rip, 2)
+        except (OSError, RemoteError):
+            return False
+        return insn in SYSCALL_INSNS and signed(self.regs.orig_rax) < 0
 
     # --- memory ----------------------------------------------------------------------------
 

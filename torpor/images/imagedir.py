@@ -43,6 +43,14 @@ _FILE_MODE = 0o600  # images hold process memory and credentials
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
+def _inventory_digest(inv) -> bytes:
+    """The digest of an inventory entry as serialized without its own digest field."""
+    bare = pb.InventoryEntry()
+    bare.CopyFrom(inv)
+    bare.ClearField("torpor_inventory_digest")
+    return digest_bytes(bare.SerializeToString(deterministic=True))
+
+
 def _strerror(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -363,6 +371,7 @@ class ImageDir:
                 continue
             size, digest = self._written[name]
             inv.torpor_digests.add(name=name, digest=digest, size=size)
+        inv.torpor_inventory_digest = _inventory_digest(inv)
         self._write_file(INVENTORY, encode_image(INVENTORY, kind_of(INVENTORY), [inv]))
         try:
             fd = os.open(self.path / INVENTORY, os.O_RDONLY | os.O_CLOEXEC)
@@ -391,6 +400,9 @@ class ImageDir:
         files and wrong sizes are reported before any digest is computed.
         """
         inv = self.read_one(INVENTORY)
+        if inv.HasField("torpor_inventory_digest"):
+            if _inventory_digest(inv) != inv.torpor_inventory_digest:
+                raise ImageError(f"{INVENTORY}: digest mismatch (damaged image)")
         if inv.img_version != IMG_VERSION:
             raise ImageError(
                 f"{INVENTORY}: image version {inv.img_version} is not supported "

@@ -8,6 +8,7 @@ inside the kernel does not survive the checkpoint).
 import struct
 
 from torpor.arch import IA32, Abi
+from torpor.arch import xstate as xsave
 from torpor.arch.abi import ERESTART_RESTARTBLOCK
 from torpor.context import DumpContext, RestoreContext
 from torpor.errors import ImageError, RestoreError
@@ -31,10 +32,6 @@ _CRIU_NAMES = {
 }
 
 GDT_TLS_ENTRIES = (12, 13, 14)
-FXSAVE_SIZE = 512
-XSAVE_HEADER_AT = 512
-YMMH_AT = 576  # architectural offset of the AVX upper halves in the standard xsave layout
-YMMH_SIZE = 256
 
 
 def restart_adjusted(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
@@ -83,13 +80,53 @@ def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
         xmm_space=words[32:96],
         padding=words[104:128],
     )
-    if len(xstate) > XSAVE_HEADER_AT:
-        (xstate_bv,) = struct.unpack_from("<Q", xstate, XSAVE_HEADER_AT)
-        fp.xsave.xstate_bv = xstate_bv
-        if len(xstate) >= YMMH_AT + YMMH_SIZE:
-            fp.xsave.ymmh_space.extend(struct.unpack_from("<64I", xstate, YMMH_AT))
+    if len(xstate) > xsave.HEADER_AT:
+        fp.xsave.xstate_bv = xsave.xstate_bv(xstate)
+        for name, values in xsave.split(xstate).items():
+            getattr(fp.xsave, name).extend(values)
     fp.torpor_xstate = xstate
     return fp
+
+
+def _legacy_area(fp) -> bytes:
+    return struct.pack(
+        "<HHHHQQII32I64I24I",
+        fp.cwd,
+        fp.swd,
+        fp.twd,
+        fp.fop,
+        fp.rip,
+        fp.rdp,
+        fp.mxcsr,
+        fp.mxcsr_mask,
+        *fp.st_space,
+        *fp.xmm_space,
+        *fp.padding,
+    )
+
+
+def xstate_for_this_cpu(fp, target: bytes) -> bytes:
+    """The saved FPU/vector state laid out for this CPU (`target`: the new task's own buffer).
+
+    The buffer saved at dump is used as is when this CPU lays out the same features the same
+    way; otherwise it is rebuilt from the image's components. A component the process uses
+    that this CPU lacks refuses the restore.
+    """
+    used = fp.xsave.xstate_bv if fp.HasField("xsave") else xsave.X87_SSE
+    missing = xsave.missing_components(used, target)
+    if missing:
+        raise RestoreError(
+            "this CPU cannot hold the saved register state: it lacks " + ", ".join(missing)
+        )
+    raw = fp.torpor_xstate
+    if (
+        raw
+        and len(raw) == len(target)
+        and xsave.enabled_features(raw) == xsave.enabled_features(target)
+    ):
+        return raw
+    fields = {name: list(getattr(fp.xsave, name)) for name, *_ in xsave.COMPONENTS.values()}
+    return xsave.compose(target, _legacy_area(fp), used, fields)
 
 
 def _tls_entry(desc: ptrace.UserDesc) -> pb.core_x86_pb2.UserDescT:
@@ -138,14 +175,14 @@ def restore(ctx: RestoreContext) -> None:
         if entry.entry_number not in GDT_TLS_ENTRIES:
             raise ImageError(f"core-{ctx.pid}.img: TLS entry {entry.entry_number} is not 12-14")
         ptrace.set_thread_area(ctx.pid, entry.entry_number, _tls_desc(entry))
-    xstate = info.fpregs.torpor_xstate
-    if xstate:
-        try:
-            ptrace.set_regset(ctx.pid, ptrace.NT_X86_XSTATE, xstate)
-        except OSError as e:
-            raise RestoreError(
-                f"this CPU cannot take the saved FPU/vector state ({e.strerror})"
-            ) from None
+    target = ptrace.get_regset(ctx.pid, ptrace.NT_X86_XSTATE)
+    xstate = xstate_for_this_cpu(info.fpregs, target)
+    try:
+        ptrace.set_regset(ctx.pid, ptrace.NT_X86_XSTATE, xstate)
+    except OSError as e:
+        raise RestoreError(
+            f"this CPU cannot take the saved FPU/vector state ({e.strerror})"
+        ) from None
     ctx.task.regs = _regs_from_entry(info.gpregs, ctx.abi)
 
 

@@ -52,7 +52,8 @@ def dump(ctx: DumpContext) -> None:
 def restore(ctx: RestoreContext) -> None:
     """Install every saved disposition (with the ABI that installed it) and the alt stack.
 
-    The blocked mask is applied by :func:`restore_blocked`, after every other injected call.
+    The blocked mask is handed to the task by :func:`restore_blocked`; it takes effect when
+    the task is let go.
     """
     task = ctx.task
     native = abi_by_name("x86_64")
@@ -89,5 +90,4 @@ def restore_pending(ctx: RestoreContext) -> None:
 def restore_blocked(ctx: RestoreContext) -> None:
     tc = ctx.core.thread_core
     mask = tc.blk_sigset if tc.HasField("blk_sigset") else ctx.core.tc.blk_sigset
-    ctx.task.sigmask = None
-    ptrace.set_sigmask(ctx.pid, mask)
+    ctx.task.sigmask = mask

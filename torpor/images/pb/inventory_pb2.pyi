@@ -27,7 +27,7 @@ class TorporDigest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., digest: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
-    __slots__ = ("img_version", "fdinfo_per_id", "root_ids", "ns_per_id", "root_cg_set", "lsmtype", "dump_uptime", "pre_dump_mode", "tcp_close", "network_lock_method", "torpor_digests")
+    __slots__ = ("img_version", "fdinfo_per_id", "root_ids", "ns_per_id", "root_cg_set", "lsmtype", "dump_uptime", "pre_dump_mode", "tcp_close", "network_lock_method", "torpor_digests", "torpor_inventory_digest")
     IMG_VERSION_FIELD_NUMBER: _ClassVar[int]
     FDINFO_PER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class InventoryEntry(_message.Message):
     TCP_CLOSE_FIELD_NUMBER: _ClassVar[int]
     NETWORK_LOCK_METHOD_FIELD_NUMBER: _ClassVar[int]
     TORPOR_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_INVENTORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     img_version: int
     fdinfo_per_id: bool
     root_ids: _core_pb2.TaskKobjIdsEntry
@@ -50,4 +51,5 @@ class InventoryEntry(_message.Message):
     tcp_close: bool
     network_lock_method: int
     torpor_digests: _containers.RepeatedCompositeFieldContainer[TorporDigest]
-    def __init__(self, img_version: _Optional[int] = ..., fdinfo_per_id: bool = ..., root_ids: _Optional[_Union[_core_pb2.TaskKobjIdsEntry, _Mapping]] = ..., ns_per_id: bool = ..., root_cg_set: _Optional[int] = ..., lsmtype: _Optional[_Union[LsmType, str]] = ..., dump_uptime: _Optional[int] = ..., pre_dump_mode: _Optional[int] = ..., tcp_close: bool = ..., network_lock_method: _Optional[int] = ..., torpor_digests: _Optional[_Iterable[_Union[TorporDigest, _Mapping]]] = ...) -> None: ...
+    torpor_inventory_digest: bytes
+    def __init__(self, img_version: _Optional[int] = ..., fdinfo_per_id: bool = ..., root_ids: _Optional[_Union[_core_pb2.TaskKobjIdsEntry, _Mapping]] = ..., ns_per_id: bool = ..., root_cg_set: _Optional[int] = ..., lsmtype: _Optional[_Union[LsmType, str]] = ..., dump_uptime: _Optional[int] = ..., pre_dump_mode: _Optional[int] = ..., tcp_close: bool = ..., network_lock_method: _Optional[int] = ..., torpor_digests: _Optional[_Iterable[_Union[TorporDigest, _Mapping]]] = ..., torpor_inventory_digest: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,77 @@
+"""The x86 xsave area as ptrace shows it (standard, uncompacted format).
+
+A dump splits it into the components CRIU's image names (x87/SSE legacy area, AVX, MPX,
+AVX-512, PKRU); a restore lays them out again where the restoring CPU keeps them, which need
+not be where the dumping CPU did (component offsets come from CPUID leaf 0xD and differ
+between vendors). A component in use that the restoring CPU lacks refuses the restore.
+"""
+
+import struct
+
+from torpor.kernel.cpuid import cpuid
+
+LEGACY_SIZE = 512
+SW_BYTES_AT = 464  # ptrace puts the enabled feature mask (XCR0) in the first 8 of these
+HEADER_AT = 512
+HEADER_SIZE = 64
+X87_SSE = 0b11
+
+# component number -> (CRIU UserX86XsaveEntry field, size in bytes, element format, name)
+COMPONENTS = {
+    2: ("ymmh_space", 256, "I", "AVX registers"),
+    3: ("bndreg_state", 64, "Q", "MPX bound registers"),
+    4: ("bndcsr_state", 64, "Q", "MPX configuration"),
+    5: ("opmask_reg", 64, "Q", "AVX-512 opmask registers"),
+    6: ("zmm_upper", 512, "Q", "AVX-512 upper halves of zmm0-15"),
+    7: ("hi16_zmm", 1024, "Q", "AVX-512 registers zmm16-31"),
+    9: ("pkru", 8, "I", "protection keys (PKRU)"),
+}
+
+
+def enabled_features(buf: bytes) -> int:
+    """The xsave features the kernel enabled, from the software bytes it put in the buffer."""
+    (features,) = struct.unpack_from("<Q", buf, SW_BYTES_AT)
+    return features
+
+
+def xstate_bv(buf: bytes) -> int:
+    return struct.unpack_from("<Q", buf, HEADER_AT)[0] if len(buf) > HEADER_AT else X87_SSE
+
+
+def offsets(features: int) -> dict[int, int]:
+    """Where this CPU keeps each enabled component in the standard format."""
+    return {i: cpuid(0xD, i)[1] for i in COMPONENTS if features >> i & 1}
+
+
+def split(buf: bytes) -> dict[str, list[int]]:
+    """The non-legacy components in use, as CRIU field name -> values."""
+    fields: dict[str, list[int]] = {}
+    in_use = xstate_bv(buf)
+    for i, at in offsets(enabled_features(buf)).items():
+        name, size, fmt, _ = COMPONENTS[i]
+        if in_use >> i & 1 and at + size <= len(buf):
+            fields[name] = list(
+                struct.unpack_from(f"<{size // struct.calcsize(fmt)}{fmt}", buf, at)
+            )
+    return fields
+
+
+def missing_components(used: int, target: bytes) -> list[str]:
+    """Names of components in `used` that the CPU which produced `target` cannot hold."""
+    lacking = used & ~enabled_features(target) & ~X87_SSE
+    return [COMPONENTS[i][3] if i in COMPONENTS else f"component {i}" for i in range(64)
+            if lacking >> i & 1]  # fmt: skip
+
+
+def compose(target: bytes, legacy: bytes, used: int, fields: dict[str, list[int]]) -> bytes:
+    """An xsave buffer for the CPU that produced `target` (a buffer read from the new task),
+    holding the saved legacy area and components."""
+    out = bytearray(target)
+    out[:SW_BYTES_AT] = legacy[:SW_BYTES_AT]  # the software bytes stay the target kernel's
+    struct.pack_into("<QQ", out, HEADER_AT, used & enabled_features(target), 0)
+    for i, at in offsets(enabled_features(target)).items():
+        name, size, fmt, _ = COMPONENTS[i]
+        values = fields.get(name)
+        if used >> i & 1 and values:
+            struct.pack_into(f"<{size // struct.calcsize(fmt)}{fmt}", out, at, *values)
+    return bytes(out)
