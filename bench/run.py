@@ -552,10 +552,27 @@ class Scratch:
         return path
 
 
+def write_back(*paths: Path) -> None:
+    """fsync files, or every file of a directory (untimed, between measurements).
+
+    Neither torpor nor the raw limit syncs what it writes; without this, whichever writes
+    second would find the other's gigabyte still dirty in the page cache and be throttled or
+    compete with its writeback, and the restores would run during that writeback."""
+    for path in paths:
+        files = [e.path for e in os.scandir(path)] if path.is_dir() else [path]
+        for name in files:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 def memory_run(size: int, flavour: str, scratch: Scratch) -> dict:
     """One run at one size: raw dump limit, torpor dump, raw restore limits, torpor restore
     (verified), memcpy. The raw file is written in the images directory, then moved aside so
-    that torpor gets the empty directory it requires."""
+    that torpor gets the empty directory it requires; each written file is synced before the
+    next measurement, so that every one starts with nothing of ours waiting for writeback."""
     work = scratch.new(f"memory-{size}-{flavour}")
     images = work / "images"
     try:
@@ -563,10 +580,12 @@ def memory_run(size: int, flavour: str, scratch: Scratch) -> dict:
         runs = present_runs(w.pid)
         raw = images / "raw-limit.bin"
         limit_dump_s, raw_bytes = raw_dump(w.pid, runs, raw)
+        write_back(raw)
         aside = work / raw.name
         raw.rename(aside)
         dump_s, _ = timed(lambda: torpor.dump(w.pid, images))
         w.reap_dumped()
+        write_back(images)
         image_bytes, pages_bytes = images_size(images)
         sink_mib = -(-raw_bytes // MIB)
         sinks = [Workload("sink", flavour, [sink_mib], work) for _ in range(2)]
