@@ -1160,6 +1160,22 @@ def machine() -> dict:
     return info
 
 
+def torpor_revision() -> dict:
+    """The commit the measured torpor comes from, and its files changed since (if any)."""
+
+    def git(*args: str) -> str:
+        res = subprocess.run(
+            ["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True, check=False
+        )
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    try:
+        changed = git("status", "--porcelain", "--", "torpor")
+        return {"commit": git("rev-parse", "HEAD"), "changed": changed.splitlines()}
+    except OSError:
+        return {}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 run, 8 MiB, 100 mappings: seconds")
@@ -1201,6 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
             "images_device": os.stat(root).st_dev,
             "repo_device": os.stat(REPO_DIR).st_dev,
             "machine": machine(),
+            "torpor": torpor_revision(),
         }
     }
     scratch = Scratch(root)
