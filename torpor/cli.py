@@ -110,7 +110,13 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
     is_flag=True,
     help="Redirect vDSO calls through trampolines even when the vDSO matches.",
 )
-def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines) -> None:
+@click.option(
+    "--cpu-check",
+    type=click.Choice(["warn", "strict"]),
+    default="warn",
+    help="What to do when this CPU lacks features the dumping CPU had.",
+)
+def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check) -> None:
     """Restore the process saved in DIR; without -d, wait and exit with its status."""
     from torpor.api import restore as api_restore
 
@@ -122,6 +128,7 @@ def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines) -> N
                 shell_job=shell_job,
                 pidfile=pidfile,
                 force_vdso_trampolines=force_vdso_trampolines,
+                strict_cpu_check=cpu_check == "strict",
                 progress=progress,
             )
         )

@@ -18,7 +18,7 @@ from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
 from torpor.images import ImageDir, pb
 from torpor.kernel import libc, procfs, ptrace
-from torpor.parts import files, memory, regs, signals, task
+from torpor.parts import cpu, files, memory, regs, signals, task
 from torpor.parts import vdso as vdso_part
 from torpor.remote import RemoteTask
 
@@ -158,6 +158,7 @@ def restore(
     shell_job: bool = False,
     pidfile=None,
     force_vdso_trampolines: bool = False,
+    strict_cpu_check: bool = False,
     progress=None,
 ) -> int:
     """Recreate the process saved in `images_dir`; return its PID.
@@ -170,6 +171,9 @@ def restore(
     images = ImageDir(path)
     root, core, mm, file_entries, abi = _load(images)
     started = time.monotonic()
+    cpu_check = RestoreContext(pid=root.pid, task=None, abi=abi, images=images, core=core, mm=mm,
+                               files=file_entries)  # fmt: skip
+    cpu.check(cpu_check, strict_cpu_check)
     rt = _create_task(root.pid, abi)
     ctx = RestoreContext(
         pid=root.pid,
@@ -192,7 +196,7 @@ def restore(
         if isinstance(e, OSError):
             raise RestoreError(f"restore of {root.pid} failed: {e}") from e
         raise
-    for note in ctx.notes:
+    for note in cpu_check.notes + ctx.notes:
         log.warning("%s", note)
     if pidfile:
         Path(pidfile).write_text(f"{root.pid}\n")

@@ -27,6 +27,7 @@ TTY_INFO_MAGIC = 0x59453036
 TTY_DATA_MAGIC = 0x59413026
 PIPES_DATA_MAGIC = 0x56453709
 SIGACT_MAGIC = 0x55344201
+CPUINFO_MAGIC = 0x61404013
 
 # --- VmaEntry.status bits --------------------------------------------------------------------
 VMA_AREA_NONE = 0

@@ -60,6 +60,7 @@ KINDS: dict[str, ImageKind] = {
             "pipes-data", "PIPES_DATA", c.PIPES_DATA_MAGIC, pb.PipeDataEntry, payload_field="bytes"
         ),
         _common("sigacts", "SIGACT", c.SIGACT_MAGIC, pb.SaEntry),
+        _common("cpuinfo", "CPUINFO", c.CPUINFO_MAGIC, pb.CpuinfoEntry),
     )
 }
 

@@ -7,6 +7,7 @@ pb.core_pb2.CoreEntry, pb.COMPAT is pb.core_x86_pb2.COMPAT.
 
 from torpor.images.pb import core_pb2
 from torpor.images.pb import core_x86_pb2
+from torpor.images.pb import cpuinfo_pb2
 from torpor.images.pb import creds_pb2
 from torpor.images.pb import fdinfo_pb2
 from torpor.images.pb import fown_pb2
@@ -29,6 +30,7 @@ from torpor.images.pb import vma_pb2
 _MODULES = (
     core_pb2,
     core_x86_pb2,
+    cpuinfo_pb2,
     creds_pb2,
     fdinfo_pb2,
     fown_pb2,
