@@ -330,6 +330,20 @@ def samples() -> dict[str, list]:
         f"sigacts-{PID}.img": [
             pb.SaEntry(sigaction=1, flags=0, restorer=0, mask=0) for _ in range(64)
         ],
+        "cpuinfo.img": [
+            pb.CpuinfoEntry(
+                x86_entry=[
+                    pb.CpuinfoX86Entry(
+                        vendor_id=pb.CpuinfoX86Entry.AMD,
+                        cpu_family=25,
+                        model=1,
+                        stepping=1,
+                        capability_ver=2,
+                        capability=[0x178BFBFF] + [0] * 19,
+                    )
+                ]
+            )
+        ],
     }
 
 
