@@ -44,6 +44,7 @@ def test_restore_on_a_poorer_cpu(strict, start_workload, tmp_path, monkeypatch, 
     word, bit, name = ABSENT
     real = cpu.capability_words
     w = start_workload("counter")
+    w.wait_ready()
     images = tmp_path / "images"
     images.mkdir()
 

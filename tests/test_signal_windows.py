@@ -27,6 +27,7 @@ MODES = ("pause", "nanosleep", "pipe-read", "poll")
 def test_signal_during_dump(mode, start_workload, tmp_path, monkeypatch):
     """SIGUSR1 sent during a leave-running dump wakes the task from its syscall afterwards."""
     w = start_workload("syscalls", mode)
+    w.wait_ready()
     images = tmp_path / "images"
     images.mkdir()
     real_dump = memory_part.dump
@@ -44,6 +45,7 @@ def test_signal_during_dump(mode, start_workload, tmp_path, monkeypatch):
 def test_signal_during_restore(mode, start_workload, tmp_path, monkeypatch):
     """SIGUSR1 queued to the restored task before it runs again wakes it from its syscall."""
     w = start_workload("syscalls", mode)
+    w.wait_ready()
     images = tmp_path / "images"
     images.mkdir()
     pid = w.pid

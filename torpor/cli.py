@@ -116,7 +116,14 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
     default="warn",
     help="What to do when this CPU lacks features the dumping CPU had.",
 )
-def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check) -> None:
+@click.option(
+    "--no-timens",
+    is_flag=True,
+    help="Keep the host's monotonic and boot-time clocks instead of carrying on the dumped ones.",
+)
+def restore(
+    images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens
+) -> None:
     """Restore the process saved in DIR; without -d, wait and exit with its status."""
     from torpor.api import restore as api_restore
 
@@ -129,6 +136,7 @@ def restore(images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_
                 pidfile=pidfile,
                 force_vdso_trampolines=force_vdso_trampolines,
                 strict_cpu_check=cpu_check == "strict",
+                timens=not no_timens,
                 progress=progress,
             )
         )

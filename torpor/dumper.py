@@ -16,7 +16,7 @@ from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import cpu, files, memory, regs, signals, task
+from torpor.parts import clocks, cpu, files, memory, regs, signals, task
 from torpor.remote import RemoteError, RemoteTask
 
 ELF_CLASS32 = 1
@@ -165,6 +165,7 @@ def _collect(pid, rt: RemoteTask, path: Path, fds, shell_job: bool, progress) ->
     images.write(f"mm-{pid}.img", [ctx.mm])
     images.write("files.img", ctx.files.entries)
     cpu.dump(images)
+    clocks.dump(pid, images)
     inventory = pb.inventory_pb2.InventoryEntry(
         img_version=constants.IMG_VERSION,
         fdinfo_per_id=True,

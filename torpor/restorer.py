@@ -12,13 +12,13 @@ import signal
 import time
 from pathlib import Path
 
-from torpor.arch import IA32, X86_64, abi_by_name, abi_for_cs
-from torpor.arch.stub import ia32_idle_elf
+from torpor.arch import X86_64, abi_by_name, abi_for_cs
+from torpor.arch.stub import idle_elf
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
 from torpor.images import ImageDir, pb
 from torpor.kernel import libc, procfs, ptrace
-from torpor.parts import cpu, files, memory, regs, signals, task
+from torpor.parts import clocks, cpu, files, memory, regs, signals, task
 from torpor.parts import vdso as vdso_part
 from torpor.remote import RemoteTask
 
@@ -36,51 +36,56 @@ class _CloneArgs(ctypes.Structure):
 
 
 class _Stub:
-    """The program a new ia32 task execs first (see torpor.arch.stub), and the gate that
-    holds the child back until torpor traces it, so the exec is never missed."""
+    """The program a new task execs first (see torpor.arch.stub), and the gate that holds
+    the child back until torpor traces it, so that the exec is never missed."""
 
-    def __init__(self):
-        self.fd = os.memfd_create("torpor-ia32-stub", 0)
-        os.write(self.fd, ia32_idle_elf())
+    def __init__(self, abi, timens_offsets: str | None):
+        self.fd = os.memfd_create("torpor-stub", 0)
+        os.write(self.fd, idle_elf(abi))
         self.gate_r, self.gate_w = os.pipe()
+        self.timens_offsets = timens_offsets
 
     def close(self):
         for fd in (self.fd, self.gate_r, self.gate_w):
             os.close(fd)
 
 
-def _spawn_with_pid(pid: int, stub: "_Stub | None") -> int:
-    """A child of this process with PID `pid`, idling until torpor takes it over: a copy of
-    torpor for a 64-bit task, the ia32 stub (once torpor lets it exec) for an ia32 one."""
+# Exit statuses of a child that failed before its exec.
+_EXIT_TIMENS = 120
+_EXIT_EXEC = 121
+
+
+def _spawn_with_pid(pid: int, stub: _Stub) -> int:
+    """A child of this process with PID `pid` that, once torpor lets it, enters its time
+    namespace and execs the stub."""
     tid = (ctypes.c_int * 1)(pid)
     args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
     got = libc.syscall_holding_gil(libc.SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
-    if got == 0:
+    if got == 0:  # the child: a copy of torpor with a moment to live
+        status = _EXIT_EXEC
         try:
-            if stub is not None:
-                os.read(stub.gate_r, 1)
-                os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-restore"], {})
-            while True:
-                libc.syscall(libc.SYS_PAUSE)
+            os.read(stub.gate_r, 1)
+            if stub.timens_offsets is not None:
+                status = _EXIT_TIMENS
+                clocks.enter_new_namespace(stub.timens_offsets)
+                status = _EXIT_EXEC
+            os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-restore"], {})
         finally:
-            os._exit(127)
+            os._exit(status)
     return got
 
 
-def _seize_new(child: int, stub: "_Stub | None") -> RemoteTask:
-    if stub is None:
-        return RemoteTask.seize(child, ptrace.PTRACE_O_EXITKILL)
-    ptrace.seize(
-        child,
-        ptrace.PTRACE_O_EXITKILL
-        | ptrace.PTRACE_O_TRACEEXEC
-        | ptrace.PTRACE_O_TRACESYSGOOD
-        | ptrace.PTRACE_O_SUSPEND_SECCOMP,
-    )
+def _seize_new(child: int, stub: _Stub) -> RemoteTask:
+    options = ptrace.PTRACE_O_EXITKILL | ptrace.PTRACE_O_TRACEEXEC | ptrace.PTRACE_O_TRACESYSGOOD
+    ptrace.seize(child, options | ptrace.PTRACE_O_SUSPEND_SECCOMP)
     os.write(stub.gate_w, b"x")
     stop = ptrace.wait(child)
+    if stop.exited and os.WIFEXITED(stop.status):
+        if os.WEXITSTATUS(stop.status) == _EXIT_TIMENS:
+            raise RestoreError("cannot create a time namespace (restore with --no-timens)")
+        raise RestoreError("the new task could not exec torpor's stub program")
     if not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
-        raise RestoreError(f"the new task did not exec the ia32 stub ({stop.describe()})")
+        raise RestoreError(f"the new task did not exec torpor's stub ({stop.describe()})")
     ptrace.cont_syscall(child)  # out of execve, so that injected calls start clean
     stop = ptrace.wait(child)
     if not stop.is_syscall_stop:
@@ -88,16 +93,15 @@ def _seize_new(child: int, stub: "_Stub | None") -> RemoteTask:
     return RemoteTask(child, ptrace.get_regs(child))
 
 
-def _create_task(pid: int, abi) -> RemoteTask:
-    stub = _Stub() if abi is IA32 else None
+def _create_task(pid: int, abi, timens_offsets: str | None) -> RemoteTask:
+    stub = _Stub(abi, timens_offsets)
     try:
         return _create_task_from(pid, stub)
     finally:
-        if stub is not None:
-            stub.close()
+        stub.close()
 
 
-def _create_task_from(pid: int, stub: "_Stub | None") -> RemoteTask:
+def _create_task_from(pid: int, stub: _Stub) -> RemoteTask:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
@@ -159,6 +163,7 @@ def restore(
     pidfile=None,
     force_vdso_trampolines: bool = False,
     strict_cpu_check: bool = False,
+    timens: bool = True,
     progress=None,
 ) -> int:
     """Recreate the process saved in `images_dir`; return its PID.
@@ -174,7 +179,7 @@ def restore(
     cpu_check = RestoreContext(pid=root.pid, task=None, abi=abi, images=images, core=core, mm=mm,
                                files=file_entries)  # fmt: skip
     cpu.check(cpu_check, strict_cpu_check)
-    rt = _create_task(root.pid, abi)
+    rt = _create_task(root.pid, abi, clocks.offsets_for(images) if timens else None)
     ctx = RestoreContext(
         pid=root.pid,
         task=rt,
@@ -207,8 +212,6 @@ def restore(
 def _run_stages(ctx: RestoreContext, root) -> None:
     rt = ctx.task
     rt.block_signals()
-    if ctx.abi is X86_64:
-        rt.use_bootstrap_insn(_own_syscall_insn())
     rt.map_scratch(at=_scratch_address(ctx))
     state: dict = {}
     stages = [
@@ -241,16 +244,6 @@ def _restore_session(ctx: RestoreContext, root) -> None:
         ctx.task.call(X86_64, "setsid")
     elif root.pgid == root.pid:
         ctx.task.call(X86_64, "setpgid", 0, 0)
-
-
-def _own_syscall_insn() -> int:
-    """A `syscall` instruction in torpor's own libc: the new task has the same mappings."""
-    func = ctypes.cast(ctypes.CDLL(None).syscall, ctypes.c_void_p).value
-    code = ctypes.string_at(func, 256)
-    at = code.find(X86_64.syscall_insn)
-    if at < 0:
-        raise RestoreError("no syscall instruction found in libc's syscall()")
-    return func + at
 
 
 def _scratch_address(ctx: RestoreContext) -> int:

@@ -1,35 +1,84 @@
-"""A minimal static ia32 ELF that only waits, built here byte by byte.
+"""Minimal static ELF programs that only wait, one per ABI, built here byte by byte.
 
-A restored ia32 task must be born from an ia32 exec: only exec gives a task the 32-bit address
-limit, the mm flags of a 32-bit program and no [vsyscall] page. Exec'ing this stub is how the
-new task becomes a genuine ia32 process before torpor rebuilds it by injected syscalls.
+A restored task starts by exec'ing the stub of its ABI: exec gives it a clean address space
+with the kernel's settings for that ABI (for ia32: the 32-bit address limit, the mm flags of a
+32-bit program, no [vsyscall] page) and moves it into the time namespace prepared for it.
+torpor then rebuilds it by injected syscalls, starting from the `syscall` pair in the stub.
 """
 
 import struct
 
+from torpor.arch.abi import Abi
+
 LOAD_ADDRESS = 0x08000000
-_EHDR_SIZE = 52
-_PHDR_SIZE = 32
-PT_GNU_STACK = 0x6474E551
+PT_LOAD, PT_GNU_STACK = 1, 0x6474E551
+PF_RX, PF_RW = 5, 6
+ELFCLASS32, ELFCLASS64 = 1, 2
+EM_386, EM_X86_64 = 3, 62
+ET_EXEC = 2
 
-_CODE = bytes(
-    [0xB8, 29, 0, 0, 0]  # mov $__NR_pause, %eax
-    + [0xCD, 0x80]  # int $0x80
-    + [0xEB, 0xF7]  # jmp back to the mov
-    + [0x0F, 0x05]  # a `syscall` pair, never run here: torpor's first injected calls use it
-)
+# Both loop on pause(); both contain the bytes of a 64-bit `syscall` instruction.
+_IA32_CODE = bytes.fromhex("b81d000000 cd80 ebf7 0f05")  # mov $29,%eax; int $0x80; jmp; syscall
+_X86_64_CODE = bytes.fromhex("b822000000 0f05 ebf7")  # mov $34,%eax; syscall; jmp
 
 
-def ia32_idle_elf() -> bytes:
-    """The stub: one read-execute PT_LOAD segment, entry point looping on pause(), and a
+def _ident(elf_class: int) -> bytes:
+    return b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8)  # little-endian, SysV
+
+
+def _ia32_elf() -> bytes:
+    ehsize, phsize = 52, 32
+    headers = ehsize + 2 * phsize
+    size = headers + len(_IA32_CODE)
+    ehdr = _ident(ELFCLASS32) + struct.pack(
+        "<HHIIIIIHHHHHH",
+        ET_EXEC,
+        EM_386,
+        1,
+        LOAD_ADDRESS + headers,
+        ehsize,
+        0,
+        0,
+        ehsize,
+        phsize,
+        2,
+        0,
+        0,
+        0,
+    )
+    load = struct.pack("<8I", PT_LOAD, 0, LOAD_ADDRESS, LOAD_ADDRESS, size, size, PF_RX, 0x1000)
+    stack = struct.pack("<8I", PT_GNU_STACK, 0, 0, 0, 0, 0, PF_RW, 16)
+    return ehdr + load + stack + _IA32_CODE
+
+
+def _x86_64_elf() -> bytes:
+    ehsize, phsize = 64, 56
+    headers = ehsize + 2 * phsize
+    size = headers + len(_X86_64_CODE)
+    ehdr = _ident(ELFCLASS64) + struct.pack(
+        "<HHIQQQIHHHHHH",
+        ET_EXEC,
+        EM_X86_64,
+        1,
+        LOAD_ADDRESS + headers,
+        ehsize,
+        0,
+        0,
+        ehsize,
+        phsize,
+        2,
+        0,
+        0,
+        0,
+    )
+    load = struct.pack(
+        "<IIQQQQQQ", PT_LOAD, PF_RX, 0, LOAD_ADDRESS, LOAD_ADDRESS, size, size, 0x1000
+    )
+    stack = struct.pack("<IIQQQQQQ", PT_GNU_STACK, PF_RW, 0, 0, 0, 0, 0, 16)
+    return ehdr + load + stack + _X86_64_CODE
+
+
+def idle_elf(abi: Abi) -> bytes:
+    """The stub program for tasks of `abi`: a read-execute segment looping on pause(), and a
     PT_GNU_STACK header so the kernel does not give it READ_IMPLIES_EXEC."""
-    headers = _EHDR_SIZE + 2 * _PHDR_SIZE
-    size = headers + len(_CODE)
-    entry = LOAD_ADDRESS + headers
-    ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)  # ELFCLASS32, little-endian, SysV
-    ehdr = ident + struct.pack(
-        "<HHIIIIIHHHHHH", 2, 3, 1, entry, _EHDR_SIZE, 0, 0, _EHDR_SIZE, _PHDR_SIZE, 2, 0, 0, 0
-    )  # ET_EXEC, EM_386
-    load = struct.pack("<IIIIIIII", 1, 0, LOAD_ADDRESS, LOAD_ADDRESS, size, size, 5, 0x1000)
-    gnu_stack = struct.pack("<IIIIIIII", PT_GNU_STACK, 0, 0, 0, 0, 0, 6, 16)
-    return ehdr + load + gnu_stack + _CODE
+    return _ia32_elf() if abi.bits == 32 else _x86_64_elf()

@@ -28,6 +28,7 @@ TTY_DATA_MAGIC = 0x59413026
 PIPES_DATA_MAGIC = 0x56453709
 SIGACT_MAGIC = 0x55344201
 CPUINFO_MAGIC = 0x61404013
+TIMENS_MAGIC = 0x43114433
 
 # --- VmaEntry.status bits --------------------------------------------------------------------
 VMA_AREA_NONE = 0

@@ -25,6 +25,7 @@ SYS_TGKILL = 234
 SYS_KILL = 62
 SYS_GETTID = 186
 SYS_PAUSE = 34
+SYS_UNSHARE = 272
 
 
 def _arg(value):

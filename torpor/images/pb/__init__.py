@@ -23,6 +23,7 @@ from torpor.images.pb import rlimit_pb2
 from torpor.images.pb import rseq_pb2
 from torpor.images.pb import sa_pb2
 from torpor.images.pb import siginfo_pb2
+from torpor.images.pb import timens_pb2
 from torpor.images.pb import timer_pb2
 from torpor.images.pb import tty_pb2
 from torpor.images.pb import vma_pb2
@@ -46,6 +47,7 @@ _MODULES = (
     rseq_pb2,
     sa_pb2,
     siginfo_pb2,
+    timens_pb2,
     timer_pb2,
     tty_pb2,
     vma_pb2,

@@ -1,0 +1,73 @@
+"""Clocks: CLOCK_MONOTONIC and CLOCK_BOOTTIME as the task saw them (timens-N.img).
+
+Both restart at every boot. A task restored on another boot (or kernel) is put in a new time
+namespace whose offsets make both clocks carry on from their dumped values, so a program
+measuring intervals never sees time go backwards.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from torpor.images import ImageDir, pb
+from torpor.kernel import libc
+from torpor.kernel.procfs import proc
+
+CLONE_NEWTIME = 0x80
+NSEC = 1_000_000_000
+CLOCKS = (("monotonic", time.CLOCK_MONOTONIC), ("boottime", time.CLOCK_BOOTTIME))
+
+
+def _offsets(path: Path) -> dict[str, int]:
+    """A timens_offsets file as nanoseconds per clock name (all zero where there is none)."""
+    result = {name: 0 for name, _ in CLOCKS}
+    try:
+        for line in path.read_text().splitlines():
+            name, secs, nsecs = line.split()
+            result[name] = int(secs) * NSEC + int(nsecs)
+    except FileNotFoundError:
+        pass
+    return result
+
+
+def _now(offsets: dict[str, int]) -> dict[str, int]:
+    own = _offsets(Path("/proc/self/timens_offsets"))
+    return {
+        name: time.clock_gettime_ns(clock) - own[name] + offsets[name] for name, clock in CLOCKS
+    }
+
+
+def dump(pid: int, images: ImageDir) -> None:
+    """Record the task's clocks, read now, in the task's own time namespace."""
+    values = _now(_offsets(proc(pid, "timens_offsets")))
+    entry = pb.timens_pb2.TimensEntry()
+    for name, _ in CLOCKS:
+        getattr(entry, name).CopyFrom(
+            pb.timens_pb2.Timespec(tv_sec=values[name] // NSEC, tv_nsec=values[name] % NSEC)
+        )
+    images.write("timens-1.img", [entry])
+
+
+def offsets_for(images: ImageDir) -> str | None:
+    """The contents of timens_offsets for a namespace whose clocks resume at the dumped values."""
+    if not images.has("timens-1.img"):
+        return None
+    entry = images.read_one("timens-1.img")
+    host = _now({name: 0 for name, _ in CLOCKS})
+    lines = []
+    for name, _ in CLOCKS:
+        saved = getattr(entry, name)
+        delta = saved.tv_sec * NSEC + saved.tv_nsec - host[name]
+        secs, nsecs = divmod(delta, NSEC)  # nsecs in [0, NSEC): the kernel wants that
+        lines.append(f"{name} {secs} {nsecs}")
+    return "\n".join(lines) + "\n"
+
+
+def enter_new_namespace(offsets: str) -> None:
+    """In a freshly cloned child: make its next exec enter a time namespace with `offsets`."""
+    libc.syscall(libc.SYS_UNSHARE, CLONE_NEWTIME)
+    fd = os.open("/proc/self/timens_offsets", os.O_WRONLY)
+    try:
+        os.write(fd, offsets.encode())
+    finally:
+        os.close(fd)
