@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import mmap
 import os
 import platform
@@ -633,6 +634,15 @@ def rate(nbytes: float, seconds: float) -> float:
     return nbytes / MB / seconds if seconds > 0 else float("inf")
 
 
+def paired(fractions: list[float]) -> list[float]:
+    """Geometric means of consecutive runs (limit first, then torpor first); an odd last run
+    stays as it is."""
+    out = [math.sqrt(a * b) for a, b in zip(fractions[::2], fractions[1::2], strict=False)]
+    if len(fractions) % 2:
+        out.append(fractions[-1])
+    return out
+
+
 def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
     """Medians over the runs, MB/s, and each torpor figure as a fraction of its limit."""
 
@@ -672,8 +682,11 @@ def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
         "criu": {"dump_s": criu[0], "restore_s": criu[1]} if criu else None,
         "per_run": runs,
     }
-    # Each run's torpor figure over the limit measured next to it, a few seconds apart: on a
-    # shared machine that ratio is steadier than the ratio of the medians (kept too).
+    # Each run's torpor figure over the limit measured next to it, seconds apart. Runs go in
+    # pairs, the limit first in one and torpor first in the other: if going second costs a
+    # factor p, the two ratios are f/p and f*p, and their geometric mean is f. The figure is
+    # the median over pairs (a lone run counts as it is); per-run ratios and the ratio of the
+    # medians are kept too.
     dump_fracs, restore_fracs = [], []
     for r in runs:
         limit_restore = min(r["limit_restore_read_s"], r["limit_restore_mmap_s"])
@@ -683,8 +696,8 @@ def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
         restore_fracs.append(
             rate(r["pages_bytes"], r["restore_s"]) / rate(r["raw_bytes"], limit_restore)
         )
-    out["dump_of_limit"] = median(dump_fracs)
-    out["restore_of_limit"] = median(restore_fracs)
+    out["dump_of_limit"] = median(paired(dump_fracs))
+    out["restore_of_limit"] = median(paired(restore_fracs))
     out["dump_of_limit_per_run"] = dump_fracs
     out["restore_of_limit_per_run"] = restore_fracs
     out["dump_of_limit_of_medians"] = out["dump_mb_s"] / out["limit"]["dump_mb_s"]
