@@ -50,9 +50,7 @@ class _Stub:
             os.close(fd)
 
 
-# Exit statuses of a child that failed before its exec.
-_EXIT_TIMENS = 120
-_EXIT_EXEC = 121
+_EXIT_EXEC = 121  # exit status of a child that could not exec the stub
 
 
 def _spawn_with_pid(pid: int, stub: _Stub) -> int:
@@ -62,16 +60,11 @@ def _spawn_with_pid(pid: int, stub: _Stub) -> int:
     args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
     got = libc.syscall_holding_gil(libc.SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
     if got == 0:  # the child: a copy of torpor with a moment to live
-        status = _EXIT_EXEC
         try:
             os.read(stub.gate_r, 1)
-            if stub.timens_offsets is not None:
-                status = _EXIT_TIMENS
-                clocks.enter_new_namespace(stub.timens_offsets)
-                status = _EXIT_EXEC
             os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-restore"], {})
         finally:
-            os._exit(status)
+            os._exit(_EXIT_EXEC)
     return got
 
 
@@ -80,9 +73,7 @@ def _seize_new(child: int, stub: _Stub) -> RemoteTask:
     ptrace.seize(child, options | ptrace.PTRACE_O_SUSPEND_SECCOMP)
     os.write(stub.gate_w, b"x")
     stop = ptrace.wait(child)
-    if stop.exited and os.WIFEXITED(stop.status):
-        if os.WEXITSTATUS(stop.status) == _EXIT_TIMENS:
-            raise RestoreError("cannot create a time namespace (restore with --no-timens)")
+    if stop.exited:
         raise RestoreError("the new task could not exec torpor's stub program")
     if not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
         raise RestoreError(f"the new task did not exec torpor's stub ({stop.describe()})")
@@ -105,7 +96,8 @@ def _create_task_from(pid: int, stub: _Stub) -> RemoteTask:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            child = _spawn_with_pid(pid, stub)
+            with clocks.children_in_new_namespace(stub.timens_offsets):
+                child = _spawn_with_pid(pid, stub)
             break
         except FileExistsError:
             # A process killed by the dump is reaped by its parent a little later.

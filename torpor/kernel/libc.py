@@ -26,6 +26,7 @@ SYS_KILL = 62
 SYS_GETTID = 186
 SYS_PAUSE = 34
 SYS_UNSHARE = 272
+SYS_SETNS = 308
 
 
 def _arg(value):

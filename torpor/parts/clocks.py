@@ -5,6 +5,7 @@ namespace whose offsets make both clocks carry on from their dumped values, so a
 measuring intervals never sees time go backwards.
 """
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -63,11 +64,25 @@ def offsets_for(images: ImageDir) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def enter_new_namespace(offsets: str) -> None:
-    """In a freshly cloned child: make its next exec enter a time namespace with `offsets`."""
-    libc.syscall(libc.SYS_UNSHARE, CLONE_NEWTIME)
-    fd = os.open("/proc/self/timens_offsets", os.O_WRONLY)
+@contextlib.contextmanager
+def children_in_new_namespace(offsets: str | None):
+    """Within this block, children torpor creates are born in a new time namespace with
+    `offsets` (a task enters a time namespace when forked; only since 6.x also on exec).
+    Afterwards torpor's children are born in its own namespace again."""
+    if offsets is None:
+        yield
+        return
+    own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY)
     try:
-        os.write(fd, offsets.encode())
+        libc.syscall(libc.SYS_UNSHARE, CLONE_NEWTIME)
+        try:
+            fd = os.open("/proc/self/timens_offsets", os.O_WRONLY)
+            try:
+                os.write(fd, offsets.encode())
+            finally:
+                os.close(fd)
+            yield
+        finally:
+            libc.syscall(libc.SYS_SETNS, own, CLONE_NEWTIME)
     finally:
-        os.close(fd)
+        os.close(own)

@@ -38,7 +38,7 @@ def dump(ctx: DumpContext) -> None:
     thread.futex_rla_len = task.read_word(abi, out + 8)
 
     conf = ptrace.get_rseq_configuration(pid)
-    if conf.rseq_abi_size:
+    if conf.rseq_abi_pointer and conf.rseq_abi_size:  # before 6.3 the size is never 0
         thread.rseq_entry.CopyFrom(
             pb.rseq_pb2.RseqEntry(
                 rseq_abi_pointer=conf.rseq_abi_pointer,
@@ -124,7 +124,7 @@ def forget_inherited(ctx: RestoreContext) -> None:
     """Drop what the new task inherited from torpor: rseq and robust-list registrations."""
     task = ctx.task
     conf = ptrace.get_rseq_configuration(ctx.pid)
-    if conf.rseq_abi_size:
+    if conf.rseq_abi_pointer and conf.rseq_abi_size:
         task.call(
             X86_64,
             "rseq",
