@@ -171,6 +171,7 @@ def restore(
     cpu_check = RestoreContext(pid=root.pid, task=None, abi=abi, images=images, core=core, mm=mm,
                                files=file_entries)  # fmt: skip
     cpu.check(cpu_check, strict_cpu_check)
+    task.check_creds(core)
     rt = _create_task(root.pid, abi, clocks.offsets_for(images) if timens else None)
     ctx = RestoreContext(
         pid=root.pid,

@@ -44,6 +44,7 @@ X86_64 = Abi(
         "rseq": 334,
         "close_range": 436,
         "rt_sigqueueinfo": 129,
+        "capset": 126,
         "rt_tgsigqueueinfo": 297,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask

@@ -9,7 +9,7 @@ from torpor.context import DumpContext, RestoreContext, log
 from torpor.errors import RestoreError
 from torpor.images import constants as C
 from torpor.images import pb
-from torpor.kernel import ptrace
+from torpor.kernel import caps, ptrace
 from torpor.kernel.procfs import read_auxv, read_personality, read_stat, read_status
 
 PR_SET_NAME = 15
@@ -17,6 +17,8 @@ PR_GET_SECUREBITS = 27
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 PR_GET_TID_ADDRESS = 40
+PR_CAPBSET_DROP = 24
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 RSEQ_FLAG_UNREGISTER = 1
 AT_FDCWD = -100
 
@@ -191,12 +193,31 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
         task.syscall(X86_64, "close", exe_fd)
 
 
+def check_creds(core) -> None:
+    """Refuse, before anything is created, credentials this side cannot grant."""
+    if not core.thread_core.HasField("creds"):
+        return
+    c = core.thread_core.creds
+    wanted = caps.join(c.cap_prm) | caps.join(c.cap_eff) | caps.join(c.cap_inh)
+    wanted |= caps.join(c.cap_bnd)
+    grantable = caps.own_sets()["CapBnd"]
+    missing = wanted & ~grantable
+    if missing:
+        raise RestoreError(
+            "the process had capabilities this side cannot grant: " + ", ".join(caps.names(missing))
+        )
+
+
 def restore_creds(ctx: RestoreContext) -> None:
     creds = ctx.core.thread_core.creds
     if not ctx.core.thread_core.HasField("creds"):
         return
     task = ctx.task
     current = read_status(ctx.pid)
+    bounding = caps.own_sets(ctx.pid)["CapBnd"]
+    for cap in range(64):
+        if bounding >> cap & 1 and not caps.join(creds.cap_bnd) >> cap & 1:
+            task.call(X86_64, "prctl", PR_CAPBSET_DROP, cap)
     wanted_groups = list(creds.groups)
     if [int(g) for g in current.get("Groups", "").split()] != wanted_groups:
         groups = struct.pack(f"<{len(wanted_groups)}I", *wanted_groups)
@@ -205,4 +226,12 @@ def restore_creds(ctx: RestoreContext) -> None:
         task.call(X86_64, "setresgid", creds.gid, creds.egid, creds.sgid)
     if [int(x) for x in current["Uid"].split()][:3] != [creds.uid, creds.euid, creds.suid]:
         task.call(X86_64, "setresuid", creds.uid, creds.euid, creds.suid)
+    sets = [caps.join(w) for w in (creds.cap_eff, creds.cap_prm, creds.cap_inh)]
+    now = caps.own_sets(ctx.pid)
+    if sets != [now["CapEff"], now["CapPrm"], now["CapInh"]]:
+        header = struct.pack("<Ii", LINUX_CAPABILITY_VERSION_3, 0)
+        data = struct.pack(
+            "<6I", *(m & 0xFFFFFFFF for m in sets), *(m >> 32 for m in sets)
+        )  # two struct __user_cap_data_struct: low words, then high words
+        task.call(X86_64, "capset", task.put(header), task.put(data))
     log.debug("creds: uid %d gid %d", creds.uid, creds.gid)
