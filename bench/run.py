@@ -325,8 +325,10 @@ class RssSampler(threading.Thread):
         return {f"{name}_kib": value for name, value in self.peak.items()}
 
 
-def run_cli(args: list[str], workdir: Path, sample: bool = False) -> CliRun:
-    """Run torpor with `args` and wait for it with wait4, for its own ru_maxrss.
+def run_cli(
+    args: list[str], workdir: Path, sample: bool = False, command: list[str] | None = None
+) -> CliRun:
+    """Run torpor (or `command`) with `args` and wait for it with wait4, for its own ru_maxrss.
 
     The command is started by bench/workloads' spawn, not forked from this process: a process
     keeps the peak RSS it had before exec, so a fork of this (large) interpreter would report
@@ -340,7 +342,7 @@ def run_cli(args: list[str], workdir: Path, sample: bool = False) -> CliRun:
     err_path = workdir / f"cli-{stamp}.err"
     with open(err_path, "wb") as err:
         subprocess.run(
-            [str(BUILD_DIR / "spawn-64"), str(info), torpor_command(), *args],
+            [str(BUILD_DIR / "spawn-64"), str(info), *(command or [torpor_command()]), *args],
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
@@ -358,7 +360,8 @@ def run_cli(args: list[str], workdir: Path, sample: bool = False) -> CliRun:
     info.unlink()
     err_path.unlink()
     if code != 0:
-        raise BenchError(f"torpor {' '.join(args)} failed ({code}): {text.strip()}")
+        what = " ".join(command or ["torpor"] + args)
+        raise BenchError(f"{what} failed ({code}): {text.strip()}")
     return CliRun(seconds, code, usage.ru_maxrss, text, sampled)
 
 
@@ -750,8 +753,23 @@ def cycle_summary(done: list[Cycle]) -> dict:
     }
 
 
-def bench_fixed(cfg: Config, scratch: Scratch) -> list[dict]:
-    """The trivial process (memhog 0): warm API and whole torpor commands, both flavours."""
+def bench_startup(cfg: Config, scratch: Scratch) -> dict:
+    """Interpreter start-up (`python -c pass` of torpor's interpreter, started like the torpor
+    command): what the command line may add to the API call, by the issue's target."""
+    times = []
+    for i in range(cfg.runs):
+        log(f"interpreter start-up: run {i + 1}/{cfg.runs}")
+        work = scratch.new("startup")
+        try:
+            times.append(run_cli([], work, command=[sys.executable, "-c", "pass"]).seconds)
+        finally:
+            shutil.rmtree(work)
+    return {"command": "python -c pass", "seconds": median(times), "per_run": times}
+
+
+def bench_fixed(cfg: Config, scratch: Scratch, startup_s: float) -> list[dict]:
+    """The trivial process (memhog 0): warm API and whole torpor commands, both flavours; for
+    the command, also what it takes beyond the API call and interpreter start-up."""
     results = []
     for flavour in FLAVOURS:
         criu = CRIU[("trivial", flavour)]
@@ -765,6 +783,11 @@ def bench_fixed(cfg: Config, scratch: Scratch) -> list[dict]:
             if via == "CLI":
                 row["dump_maxrss_kib"] = max(c.dump_rss_kib for c in done)
                 row["restore_maxrss_kib"] = max(c.restore_rss_kib for c in done)
+                api = results[-1]
+                row["beyond_startup"] = {
+                    f"{op}_s": row[f"{op}_s"] - api[f"{op}_s"] - startup_s
+                    for op in ("dump", "restore")
+                }
             results.append(row)
     return results
 
@@ -1026,16 +1049,32 @@ def render(results: dict, console: Console) -> None:
         )
     console.print(t)
 
-    t = Table(title="Fixed cost: the trivial process (memhog 0)")
-    for col in ("process", "via", "dump", "restore", "image", "CRIU dump", "CRIU restore"):
+    startup = results["startup"]
+    t = Table(
+        title="Fixed cost: the trivial process (memhog 0)",
+        caption=f"interpreter start-up ({startup['command']}): {secs(startup['seconds'])}; "
+        "beyond start-up = command − API call − interpreter start-up",
+    )
+    for col in (
+        "process",
+        "via",
+        "dump",
+        "restore",
+        "beyond start-up",
+        "image",
+        "CRIU dump",
+        "CRIU restore",
+    ):
         t.add_column(col, justify="left" if col in ("process", "via") else "right")
     t.add_column("verified", justify="right")
     for r in results["fixed"]:
+        beyond = r.get("beyond_startup")
         t.add_row(
             f"trivial {r['flavour']}-bit",
             "API (warm)" if r["via"] == "API" else "CLI (whole command)",
             secs(r["dump_s"]),
             secs(r["restore_s"]),
+            f"{beyond['dump_s']:.3f} s / {beyond['restore_s']:.3f} s" if beyond else "—",
             f"{r['image_bytes'] / 1024:.0f} KiB",
             secs(r["criu"]["dump_s"]),
             secs(r["criu"]["restore_s"]),
@@ -1254,7 +1293,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warm_up(scratch)
         results["memory"] = bench_memory(cfg, scratch)
-        results["fixed"] = bench_fixed(cfg, scratch)
+        results["startup"] = bench_startup(cfg, scratch)
+        results["fixed"] = bench_fixed(cfg, scratch, results["startup"]["seconds"])
         results["growth"] = bench_growth(cfg, scratch)
         results["rss"] = bench_rss(cfg, scratch)
     finally:

@@ -57,6 +57,8 @@ def test_quick_benchmark(tmp_path):
     assert {(r["via"], r["flavour"]) for r in data["fixed"]} == {
         (via, f) for via in ("API", "CLI") for f in FLAVOURS
     }
+    assert data["startup"]["seconds"] > 0
+    assert all("beyond_startup" in r for r in data["fixed"] if r["via"] == "CLI")
     assert [(r["size_mib"], r["flavour"]) for r in data["rss"]] == [(8, f) for f in FLAVOURS]
     for row in data["rss"]:
         assert row["dump_maxrss_kib"] > 0 and row["restore_maxrss_kib"] > 0
@@ -84,6 +86,7 @@ def test_quick_benchmark(tmp_path):
         "trivial 32-bit",
         "API (warm)",
         "CLI (whole command)",
+        "interpreter start-up",
         "CRIU dump",
         "CRIU restore",
         "dump limit",
