@@ -1014,7 +1014,9 @@ def verdict_cell(verdicts: list[str]) -> str:
 
 
 def render(results: dict, console: Console) -> None:
-    t = Table(title="Memory: dump and restore through the warm API (median of runs)")
+    t = Table(
+        title="Memory: dump (leave_running=True) and restore through the warm API (median of runs)"
+    )
     for col in (
         "process",
         "dump",
