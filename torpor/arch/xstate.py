@@ -56,6 +56,15 @@ def split(buf: bytes) -> dict[str, list[int]]:
     return fields
 
 
+def in_use(used: int, fields: dict[str, list[int]]) -> int:
+    """`used` without the components whose saved values are all zero, their initial state:
+    a CPU may mark a component in use that the program never touched (seen with MPX)."""
+    for i, (name, *_rest) in COMPONENTS.items():
+        if used >> i & 1 and not any(fields.get(name, ())):
+            used &= ~(1 << i)
+    return used
+
+
 def missing_components(used: int, target: bytes) -> list[str]:
     """Names of components in `used` that the CPU which produced `target` cannot hold."""
     lacking = used & ~enabled_features(target) & ~X87_SSE

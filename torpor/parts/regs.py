@@ -112,20 +112,16 @@ def xstate_for_this_cpu(fp, target: bytes) -> bytes:
     way; otherwise it is rebuilt from the image's components. A component the process uses
     that this CPU lacks refuses the restore.
     """
-    used = fp.xsave.xstate_bv if fp.HasField("xsave") else xsave.X87_SSE
-    missing = xsave.missing_components(used, target)
-    if missing:
-        raise RestoreError(
-            "this CPU cannot hold the saved register state: it lacks " + ", ".join(missing)
-        )
-    raw = fp.torpor_xstate
-    if (
-        raw
-        and len(raw) == len(target)
-        and xsave.enabled_features(raw) == xsave.enabled_features(target)
-    ):
-        return raw
     fields = {name: list(getattr(fp.xsave, name)) for name, *_ in xsave.COMPONENTS.values()}
+    used = fp.xsave.xstate_bv if fp.HasField("xsave") else xsave.X87_SSE
+    missing = xsave.missing_components(xsave.in_use(used, fields), target)
+    if missing:
+        lacks = ", ".join(missing)
+        raise RestoreError(f"this CPU cannot hold the saved register state: it lacks {lacks}")
+    raw = fp.torpor_xstate
+    same_layout = xsave.enabled_features(raw or target) == xsave.enabled_features(target)
+    if raw and len(raw) == len(target) and same_layout:
+        return raw
     return xsave.compose(target, _legacy_area(fp), used, fields)
 
 

@@ -1,0 +1,102 @@
+"""The guest half of the cross-kernel tests, run under another kernel through the xk rig.
+
+    xk_guest.py dump BINARY PID WORKDIR IMAGES   start BINARY with that PID, dump it
+    xk_guest.py restore IMAGES WORKDIR RESULT    restore, signal, write the verdict to RESULT
+
+Workloads run with LD_BIND_NOW=1: glibc's lazy-binding trampoline is chosen at start-up from
+the CPU's features (xsavec here, which the emulated CPU of the rig lacks), so a process that
+binds symbols lazily after moving to a CPU without that feature faults. Binding everything at
+start-up keeps that out of what these tests measure (torpor warns about it at restore).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LD_BIND_NOW": "1"}
+
+
+def start(binary: str, pid: int | None, workdir: str) -> subprocess.Popen:
+    """Start the workload (with PID `pid`, set through ns_last_pid) and wait for READY."""
+    log = open(os.path.join(workdir, "log"), "ab")
+    if pid is not None:
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+    argv = ["setpriv", "--bounding-set", "-sys_resource", binary, "trampolines"]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=ENV,
+        close_fds=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while b"READY" not in open(os.path.join(workdir, "log"), "rb").read():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"workload did not get ready: {proc.poll()}")
+        time.sleep(0.05)
+    return proc
+
+
+def dump(binary: str, pid: str, workdir: str, images: str) -> None:
+    import torpor
+
+    proc = start(binary, int(pid), workdir)
+    if proc.pid != int(pid):
+        proc.kill()
+        raise SystemExit(f"the workload got PID {proc.pid}, not {pid}")
+    torpor.dump(proc.pid, images)
+    proc.wait()
+
+
+class _Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def restore(images: str, workdir: str, result: str) -> None:
+    """Restore, tell the workload which vDSO functions now trap, signal it, record its end."""
+    import torpor
+
+    warnings = _Warnings()
+    logging.getLogger("torpor").addHandler(warnings)
+    out = {"warnings": warnings.messages}
+    try:
+        pid = torpor.restore(images)
+    except torpor.TorporError as e:
+        out["error"] = str(e)
+    else:
+        missing = []
+        for message in warnings.messages:
+            found = re.match(
+                r"the running kernel's vDSO lacks (.*): calls to them will trap", message
+            )
+            if found:
+                missing += found.group(1).split(", ")
+        with open(os.path.join(workdir, "vdso-missing"), "w") as f:
+            f.write("".join(f"{name}\n" for name in missing))
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGUSR1)
+        _, status = os.waitpid(pid, 0)
+        out["status"] = status
+    out["log"] = open(os.path.join(workdir, "log")).read()
+    with open(result, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    {"dump": dump, "restore": restore}[sys.argv[1]](*sys.argv[2:])
