@@ -121,8 +121,9 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
     is_flag=True,
     help="Keep the host's monotonic and boot-time clocks instead of carrying on the dumped ones.",
 )
+@click.option("--pidns", is_flag=True, help="Restore into a new PID namespace.")
 def restore(
-    images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens
+    images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns
 ) -> None:
     """Restore the process saved in DIR; without -d, wait and exit with its status."""
     from torpor.api import restore as api_restore
@@ -137,6 +138,7 @@ def restore(
                 force_vdso_trampolines=force_vdso_trampolines,
                 strict_cpu_check=cpu_check == "strict",
                 timens=not no_timens,
+                pidns=pidns,
                 progress=progress,
             )
         )

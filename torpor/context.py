@@ -52,3 +52,7 @@ class RestoreContext:
     force_vdso_trampolines: bool = False
     progress: object = None
     notes: list = field(default_factory=list)  # warnings to show the user
+    image_pid: int = 0  # the PID in the images; the task has it in its own PID namespace
+
+    def __post_init__(self):
+        self.image_pid = self.image_pid or self.pid

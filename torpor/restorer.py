@@ -6,6 +6,7 @@ space, fds and registrations are dropped, the dumped ones put in place, and fina
 registers are loaded and it is let go. Any failure kills the new task; the images are only read.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from torpor.arch import X86_64, abi_by_name, abi_for_cs
-from torpor.arch.stub import idle_elf
+from torpor.arch.stub import idle_elf, namespace_init_elf
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
 from torpor.images import ImageDir, pb
@@ -39,9 +40,9 @@ class _Stub:
     """The program a new task execs first (see torpor.arch.stub), and the gate that holds
     the child back until torpor traces it, so that the exec is never missed."""
 
-    def __init__(self, abi, timens_offsets: str | None):
+    def __init__(self, abi, timens_offsets: str | None, program: bytes | None = None):
         self.fd = os.memfd_create("torpor-stub", 0)
-        os.write(self.fd, idle_elf(abi))
+        os.write(self.fd, program or idle_elf(abi))
         self.gate_r, self.gate_w = os.pipe()
         self.timens_offsets = timens_offsets
 
@@ -84,10 +85,71 @@ def _seize_new(child: int, stub: _Stub) -> RemoteTask:
     return RemoteTask(child, ptrace.get_regs(child))
 
 
-def _create_task(pid: int, abi, timens_offsets: str | None) -> RemoteTask:
+CLONE_NEWPID = 0x20000000
+
+
+@contextlib.contextmanager
+def _children_in_pid_namespace(ns_path: str | None):
+    """Within this block, children torpor creates are born in the PID namespace at ns_path
+    (a new one if ns_path is "new"); afterwards in torpor's own again."""
+    if ns_path is None:
+        yield
+        return
+    own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY)
+    try:
+        if ns_path == "new":
+            libc.syscall(libc.SYS_UNSHARE, CLONE_NEWPID)
+        else:
+            target = os.open(ns_path, os.O_RDONLY)
+            try:
+                libc.syscall(libc.SYS_SETNS, target, CLONE_NEWPID)
+            finally:
+                os.close(target)
+        try:
+            yield
+        finally:
+            libc.syscall(libc.SYS_SETNS, own, CLONE_NEWPID)
+    finally:
+        os.close(own)
+
+
+def _start_pid_namespace() -> int:
+    """A new PID namespace, held by an init (PID 1 there) that exits when it is alone in it;
+    returns the init's PID here. The init is started through a short-lived intermediate so
+    that, orphaned, it is reaped by the system and not left a zombie of the caller."""
+    stub = _Stub(X86_64, None, namespace_init_elf())
+    r, w = os.pipe()
+    try:
+        helper = os.fork()
+        if helper == 0:
+            try:
+                os.close(r)
+                with _children_in_pid_namespace("new"):
+                    init = os.fork()
+                    if init == 0:
+                        os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-init"], {})
+                os.write(w, str(init).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        w = -1
+        answer = os.read(r, 32)
+        os.waitpid(helper, 0)
+        if not answer:
+            raise RestoreError("cannot create a PID namespace")
+        return int(answer)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        stub.close()
+
+
+def _create_task(pid: int, abi, timens_offsets: str | None, pid_ns: str | None) -> RemoteTask:
     stub = _Stub(abi, timens_offsets)
     try:
-        return _create_task_from(pid, stub)
+        with _children_in_pid_namespace(pid_ns):
+            return _create_task_from(pid, stub)
     finally:
         stub.close()
 
@@ -156,9 +218,11 @@ def restore(
     force_vdso_trampolines: bool = False,
     strict_cpu_check: bool = False,
     timens: bool = True,
+    pidns: bool = False,
     progress=None,
 ) -> int:
-    """Recreate the process saved in `images_dir`; return its PID.
+    """Recreate the process saved in `images_dir`; return its PID (as seen from here: with
+    `pidns`, it has its dumped PID only inside its new PID namespace).
 
     The restored process is a child of the calling process and is running when this returns.
     """
@@ -172,9 +236,21 @@ def restore(
                                files=file_entries)  # fmt: skip
     cpu.check(cpu_check, strict_cpu_check)
     task.check_creds(core)
-    rt = _create_task(root.pid, abi, clocks.offsets_for(images) if timens else None)
+    init = _start_pid_namespace() if pidns else None
+    try:
+        rt = _create_task(
+            root.pid,
+            abi,
+            clocks.offsets_for(images) if timens else None,
+            f"/proc/{init}/ns/pid" if init else None,
+        )
+    except BaseException:
+        if init:
+            _kill(init)
+        raise
     ctx = RestoreContext(
-        pid=root.pid,
+        image_pid=root.pid,
+        pid=rt.pid,
         task=rt,
         abi=abi,
         images=images,
@@ -188,7 +264,9 @@ def restore(
     try:
         _run_stages(ctx, root)
     except BaseException as e:
-        _kill(root.pid)
+        _kill(rt.pid)
+        if init:
+            _kill(init)
         if isinstance(e, TorporError):
             raise
         if isinstance(e, OSError):
@@ -197,9 +275,9 @@ def restore(
     for note in cpu_check.notes + ctx.notes:
         log.warning("%s", note)
     if pidfile:
-        Path(pidfile).write_text(f"{root.pid}\n")
+        Path(pidfile).write_text(f"{rt.pid}\n")
     log.info("restore of %d done in %.3f s", root.pid, time.monotonic() - started)
-    return root.pid
+    return rt.pid
 
 
 def _run_stages(ctx: RestoreContext, root) -> None:

@@ -269,10 +269,10 @@ def _own_terminal() -> str:
 
 
 def restore_fs(ctx: RestoreContext) -> None:
-    fs = ctx.images.read_one(f"fs-{ctx.pid}.img")
+    fs = ctx.images.read_one(f"fs-{ctx.image_pid}.img")
     cwd = ctx.files.get(fs.cwd_id)
     if cwd is None:
-        raise ImageError(f"fs-{ctx.pid}.img: unknown cwd file id {fs.cwd_id}")
+        raise ImageError(f"fs-{ctx.image_pid}.img: unknown cwd file id {fs.cwd_id}")
     try:
         ctx.task.call(X86_64, "chdir", ctx.task.put(cwd.reg.name.encode() + b"\0"))
     except OSError as e:

@@ -234,7 +234,7 @@ def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -
     if key not in opened:
         entry = ctx.files.get(file_id)
         if entry is None or not entry.HasField("reg"):
-            raise ImageError(f"mm-{ctx.pid}.img: mapping refers to unknown file id {file_id}")
+            raise ImageError(f"mm-{ctx.image_pid}.img: mapping refers to unknown file id {file_id}")
         path = entry.reg.name
         try:
             opened[key] = ctx.task.call(
@@ -301,7 +301,7 @@ def finish(ctx: RestoreContext, kernel_vmas: set) -> None:
 
 def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     """The pages file id and the (address, length) runs stored in it, checked against the VMAs."""
-    name = f"pagemap-{ctx.pid}.img"
+    name = f"pagemap-{ctx.image_pid}.img"
     head, *entries = ctx.images.read(name)
     runs = []
     bounds = sorted((v.start, v.end) for v in ctx.mm.vmas)
@@ -341,7 +341,9 @@ def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
                 return data
             break
         offset += length
-    raise ImageError(f"pagemap-{ctx.pid}.img: no saved contents for {addr:#x}-{addr + size:#x}")
+    raise ImageError(
+        f"pagemap-{ctx.image_pid}.img: no saved contents for {addr:#x}-{addr + size:#x}"
+    )
 
 
 def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:

@@ -169,7 +169,9 @@ def restore(ctx: RestoreContext) -> None:
     info = ctx.core.thread_info
     for entry in info.tls:
         if entry.entry_number not in GDT_TLS_ENTRIES:
-            raise ImageError(f"core-{ctx.pid}.img: TLS entry {entry.entry_number} is not 12-14")
+            raise ImageError(
+                f"core-{ctx.image_pid}.img: TLS entry {entry.entry_number} is not 12-14"
+            )
         ptrace.set_thread_area(ctx.pid, entry.entry_number, _tls_desc(entry))
     target = ptrace.get_regset(ctx.pid, ptrace.NT_X86_XSTATE)
     xstate = xstate_for_this_cpu(info.fpregs, target)

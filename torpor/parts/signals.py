@@ -81,10 +81,12 @@ def restore_pending(ctx: RestoreContext) -> None:
     task, native = ctx.task, abi_by_name("x86_64")
     for info in ctx.core.tc.signals_s.signals:
         sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
-        task.call(native, "rt_sigqueueinfo", ctx.pid, sig, task.put(info.siginfo))
+        task.call(native, "rt_sigqueueinfo", ctx.image_pid, sig, task.put(info.siginfo))
     for info in ctx.core.thread_core.signals_p.signals:
         sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
-        task.call(native, "rt_tgsigqueueinfo", ctx.pid, ctx.pid, sig, task.put(info.siginfo))
+        task.call(
+            native, "rt_tgsigqueueinfo", ctx.image_pid, ctx.image_pid, sig, task.put(info.siginfo)
+        )
 
 
 def restore_blocked(ctx: RestoreContext) -> None:

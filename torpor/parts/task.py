@@ -158,7 +158,7 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
     task, mm, abi = ctx.task, ctx.mm, ctx.abi
     exe = ctx.files.get(mm.exe_file_id)
     if exe is None:
-        raise RestoreError(f"mm-{ctx.pid}.img: unknown executable file id {mm.exe_file_id}")
+        raise RestoreError(f"mm-{ctx.image_pid}.img: unknown executable file id {mm.exe_file_id}")
     try:
         exe_fd = task.call(
             X86_64, "openat", AT_FDCWD, task.put(exe.reg.name.encode() + b"\0"), os.O_RDONLY, 0
