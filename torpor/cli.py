@@ -20,7 +20,8 @@ def _setup_logging(verbose: int) -> None:
 
 
 class _Progress:
-    """Shows bytes moved and rate on a terminal once an operation runs past a second."""
+    """Shows bytes moved and rate on a terminal once an operation runs past a second
+    ($TORPOR_PROGRESS_AFTER seconds); nothing at all when stderr is not a terminal."""
 
     def __init__(self, what: str):
         self.what = what
@@ -28,6 +29,7 @@ class _Progress:
         self.task = None
         self.started = None
         self.enabled = sys.stderr.isatty()
+        self.after = float(os.environ.get("TORPOR_PROGRESS_AFTER", "1.0"))
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -38,7 +40,7 @@ class _Progress:
         if self.started is None:
             self.started = now
         if self.bar is None:
-            if now - self.started < 1.0:
+            if now - self.started < self.after:
                 return
             from rich.progress import (
                 BarColumn,
@@ -47,13 +49,14 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
+            from rich.console import Console
+
             self.bar = Progress(
                 f"[bold]{self.what}",
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                transient=True,
-                console=None,
+                console=Console(stderr=True),
             )
             self.bar.start()
             self.task = self.bar.add_task(self.what, total=total)
