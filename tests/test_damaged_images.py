@@ -36,6 +36,8 @@ KINDS = {
     "files": "files.img",
     "fdinfo": "fdinfo-*.img",
     "fs": "fs-*.img",
+    "cpuinfo": "cpuinfo.img",
+    "timens": "timens-*.img",
 }
 
 DAMAGES = ("truncate", "flip", "delete")

@@ -42,14 +42,13 @@ class _Progress:
         if self.bar is None:
             if now - self.started < self.after:
                 return
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
                 Progress,
                 TransferSpeedColumn,
             )
-
-            from rich.console import Console
 
             self.bar = Progress(
                 f"[bold]{self.what}",

@@ -1,6 +1,7 @@
 """The state that dump and restore stages share while working on one task."""
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from torpor.arch import Abi
@@ -24,6 +25,26 @@ class FileTable:
             self.entries.append(make(file_id))
             self.by_key[key] = file_id
         return self.by_key[key]
+
+    def add_path(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """The id of the file at `path` (an executable, a mapped file, a directory), opened
+        with `flags` when restored; its size and mode are recorded as they are now."""
+
+        def make(file_id):
+            st = os.stat(path)
+            reg = pb.regfile_pb2.RegFileEntry(
+                id=file_id,
+                flags=flags,
+                pos=0,
+                name=path,
+                mode=st.st_mode,
+                fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
+            )
+            if not flags & os.O_DIRECTORY:
+                reg.size = st.st_size
+            return pb.fdinfo_pb2.FileEntry(type=pb.fdinfo_pb2.REG, id=file_id, reg=reg)
+
+        return self.add(("path", path), make)
 
 
 @dataclass

@@ -128,15 +128,6 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
 
 
 def _dump_fs(ctx: DumpContext) -> None:
-    def dir_entry(path):
-        return lambda i: pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG,
-            id=i,
-            reg=pb.regfile_pb2.RegFileEntry(
-                id=i, flags=os.O_RDONLY | os.O_DIRECTORY, pos=0, name=path, fown=_fown()
-            ),
-        )
-
     cwd = os.readlink(proc(ctx.pid, "cwd"))
     root = os.readlink(proc(ctx.pid, "root"))
     if cwd.endswith(" (deleted)"):
@@ -145,8 +136,8 @@ def _dump_fs(ctx: DumpContext) -> None:
         raise UnsupportedError(f"the process runs chrooted in {root}, not supported yet")
     umask = int(read_status(ctx.pid)["Umask"], 8)
     fs = pb.fs_pb2.FsEntry(
-        cwd_id=ctx.files.add(("dir", cwd), dir_entry(cwd)),
-        root_id=ctx.files.add(("dir", root), dir_entry(root)),
+        cwd_id=ctx.files.add_path(cwd, os.O_RDONLY | os.O_DIRECTORY),
+        root_id=ctx.files.add_path(root, os.O_RDONLY | os.O_DIRECTORY),
         umask=umask,
     )
     ctx.images.write(f"fs-{ctx.pid}.img", [fs])

@@ -55,22 +55,7 @@ def _add_file(ctx: DumpContext, m: Mapping) -> int:
     if (st.st_dev, st.st_ino) != (os.makedev(*m.dev), m.inode) and not stat.S_ISCHR(st.st_mode):
         raise UnsupportedError(f"mapped file {path} was replaced since it was mapped")
 
-    def make(file_id):
-        return pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG,
-            id=file_id,
-            reg=pb.regfile_pb2.RegFileEntry(
-                id=file_id,
-                flags=os.O_RDONLY,
-                pos=0,
-                name=path,
-                size=st.st_size,
-                mode=st.st_mode,
-                fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
-            ),
-        )
-
-    return ctx.files.add(("path", path), make)
+    return ctx.files.add_path(path)
 
 
 def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | None:

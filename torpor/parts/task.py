@@ -98,25 +98,8 @@ def _dump_mm_fields(ctx: DumpContext, st) -> None:
     fmt = "<Q" if abi.bits == 64 else "<I"
     mm.mm_saved_auxv.extend(v for (v,) in struct.iter_unpack(fmt, raw))
     exe = os.readlink(f"/proc/{ctx.pid}/exe")
-    mm.exe_file_id = ctx.files.add(("path", exe), lambda i: _reg_entry(i, exe))
+    mm.exe_file_id = ctx.files.add_path(exe)
     mm.dumpable = 1
-
-
-def _reg_entry(file_id: int, path: str):
-    st = os.stat(path)
-    return pb.fdinfo_pb2.FileEntry(
-        type=pb.fdinfo_pb2.REG,
-        id=file_id,
-        reg=pb.regfile_pb2.RegFileEntry(
-            id=file_id,
-            flags=os.O_RDONLY,
-            pos=0,
-            name=path,
-            size=st.st_size,
-            mode=st.st_mode,
-            fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
-        ),
-    )
 
 
 # --- restore ---------------------------------------------------------------------------------
