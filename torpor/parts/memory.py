@@ -5,6 +5,7 @@ and the copied-on-write pages of private file mappings. Clean file pages come ba
 shared file mappings keep their data in the file. The shared zero page is never stored.
 """
 
+import bisect
 import mmap
 import os
 import stat
@@ -34,6 +35,23 @@ CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the k
 # smaps VmFlags that come from madvise(2), and the advice that sets each.
 MADVICE_BY_VMFLAG = {"dd": 16, "dc": 10, "hg": 14, "nh": 15, "mg": 12, "wf": 18}
 AT_FDCWD = -100
+
+
+class Ranges:
+    """Disjoint address ranges, each with a label, looked up by address in O(log n)."""
+
+    def __init__(self, ranges):
+        self._ranges = sorted(ranges)  # (start, end, label)
+        self._starts = [r[0] for r in self._ranges]
+
+    def label(self, addr: int, length: int = 1):
+        """The label of the range holding [addr, addr+length), or None."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            start, end, label = self._ranges[i]
+            if start <= addr and addr + length <= end:
+                return label
+        return None
 
 
 def _prot(perms: str) -> int:
@@ -160,12 +178,13 @@ def _write_pages(
             )
         )
     total = sum(length for _, length in merged)
+    unreadable_ranges = Ranges((s, e, True) for s, e in unreadable)
     buf = bytearray(min(CHUNK, max(total, PAGE_SIZE)))
     view = memoryview(buf)
     done = 0
     with ctx.images.pages_writer(pages_id) as out:
         for batch, size in _batches(sorted(runs), len(buf)):
-            if any(s <= addr < e for addr, _ in batch for s, e in unreadable):
+            if any(unreadable_ranges.label(addr) for addr, _ in batch):
                 _read_forced(ctx, view[:size], batch)
             else:
                 memio.read_into(ctx.pid, view[:size], batch)
@@ -289,26 +308,27 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     name = f"pagemap-{ctx.image_pid}.img"
     head, *entries = ctx.images.read(name)
     runs = []
-    bounds = sorted((v.start, v.end) for v in ctx.mm.vmas)
+    bounds = Ranges((v.start, v.end, True) for v in ctx.mm.vmas)
     for e in entries:
         if not e.flags & C.PE_PRESENT:
             continue
         addr, length = e.vaddr, e.nr_pages * PAGE_SIZE
-        if addr % PAGE_SIZE or not any(s <= addr and addr + length <= t for s, t in bounds):
+        if addr % PAGE_SIZE or not bounds.label(addr, length):
             raise ImageError(f"{name}: pages at {addr:#x} lie outside every VMA (damaged image)")
         runs.append((addr, length))
     return head.pages_id, runs
 
 
-def _write_by_run(ctx, view: memoryview, batch, skip, forced) -> None:
+def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
     """Write a batch run by run: leave out runs inside the kernel's own mappings, and write
     through /proc/PID/mem (which reaches read-only pages) into VMAs not writable now."""
     at = 0
     for addr, length in batch:
         chunk = view[at : at + length]
-        if any(s <= addr < e for s, e in forced):
+        how = targets.label(addr)
+        if how == "forced":
             ctx.task.write(addr, chunk)
-        elif not any(s <= addr < e for s, e in skip):
+        elif how == "direct":
             memio.write_from(ctx.pid, chunk, [(addr, length)])
         at += length
 
@@ -332,36 +352,33 @@ def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
 
 
 def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
+    """Copy the saved pages into the task, window by window from the mapped pages file: one
+    copy, no buffer, and never more of the file mapped than one window."""
     pages_id, runs = read_pagemap(ctx)
-    skip = [(s, e) for s, e in kernel_vmas]
-    forced = [
-        (v.start, v.end)
-        for v in ctx.mm.vmas
-        if not v.prot & PROT_WRITE
-        and not _charged_while_filling(v)
-        and (v.start, v.end) not in kernel_vmas
-    ]
+    targets = Ranges((v.start, v.end, _fill_method(v, kernel_vmas)) for v in ctx.mm.vmas)
     total = sum(length for _, length in runs)
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
         raise ImageError(f"{path.name}: holds {os.path.getsize(path)} bytes, pagemap says {total}")
-    if not total:
-        return
     done = 0
-    # The pages go from the file's page cache straight into the task: one copy, no buffer.
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), total, access=mmap.ACCESS_COPY) as data:
-        data.madvise(mmap.MADV_SEQUENTIAL)
-        view = memoryview(data)
-        try:
-            for batch, size in _batches(runs, CHUNK):
-                chunk = view[done : done + size]
-                if (skip or forced) and any(s <= a < e for a, _ in batch for s, e in skip + forced):
-                    _write_by_run(ctx, chunk, batch, skip, forced)
-                else:
-                    memio.write_from(ctx.pid, chunk, batch)
-                chunk.release()
-                done += size
-                if ctx.progress:
-                    ctx.progress(done, total)
-        finally:
-            view.release()
+    with open(path, "rb") as f:
+        for batch, size in _batches(runs, CHUNK):
+            with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
+                with memoryview(window) as chunk:
+                    if all(targets.label(a) == "direct" for a, _ in batch):
+                        memio.write_from(ctx.pid, chunk, batch)
+                    else:
+                        _write_by_run(ctx, chunk, batch, targets)
+            done += size
+            if ctx.progress:
+                ctx.progress(done, total)
+
+
+def _fill_method(vma, kernel_vmas: set) -> str:
+    """How saved pages reach a VMA: "skip" (the kernel's own), "forced" (/proc/PID/mem, the
+    VMA is not writable now) or "direct" (process_vm_writev)."""
+    if (vma.start, vma.end) in kernel_vmas:
+        return "skip"
+    if not vma.prot & PROT_WRITE and not _charged_while_filling(vma):
+        return "forced"
+    return "direct"
