@@ -330,6 +330,12 @@ def samples() -> dict[str, list]:
         f"sigacts-{PID}.img": [
             pb.SaEntry(sigaction=1, flags=0, restorer=0, mask=0) for _ in range(64)
         ],
+        "timens-1.img": [
+            pb.TimensEntry(
+                monotonic=pb.Timespec(tv_sec=4602, tv_nsec=411308122),
+                boottime=pb.Timespec(tv_sec=4602, tv_nsec=411309000),
+            )
+        ],
         "cpuinfo.img": [
             pb.CpuinfoEntry(
                 x86_entry=[
