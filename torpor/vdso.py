@@ -27,9 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from torpor.errors import TorporError
 
 PAGE_SIZE = 4096
@@ -117,11 +114,17 @@ class VdsoImage:
     def from_bytes(cls, blob: bytes, bits: int, page_size: int = PAGE_SIZE) -> VdsoImage:
         """Parse the bytes of a whole [vdso] mapping (as read from memory or a dump).
 
-        The image size is the span of its PT_LOAD segments rounded out to pages; it must equal
-        ``len(blob)``, the size of the mapping it came from, or the blob is not a whole vDSO.
+        The image size is ``len(blob)``, the size of the mapping it came from; the span of its
+        PT_LOAD segments, rounded out to pages, may not exceed it (6.1 maps two pages around
+        one page of code).
         The ELF class and machine must match ``bits``.
         """
         _check_bits(bits)
+        # pyelftools loads only when an image must be read (a restore whose vDSO matches
+        # byte for byte never needs it).
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
         try:
             elf = ELFFile(io.BytesIO(bytes(blob)))
             return cls._parse(elf, len(blob), bits, page_size)
@@ -129,7 +132,7 @@ class VdsoImage:
             raise VdsoError(f"vDSO image is not a valid ELF file: {exc}") from exc
 
     @classmethod
-    def _parse(cls, elf: ELFFile, blob_size: int, bits: int, page_size: int) -> VdsoImage:
+    def _parse(cls, elf, blob_size: int, bits: int, page_size: int) -> VdsoImage:
         if elf.elfclass != bits:
             raise VdsoError(f"vDSO image is ELFCLASS{elf.elfclass}, expected {bits}-bit")
         if elf["e_machine"] != _MACHINE[bits]:
@@ -159,7 +162,7 @@ class VdsoImage:
         return groups
 
 
-def _exported_functions(elf: ELFFile, base: int) -> dict[str, Symbol]:
+def _exported_functions(elf, base: int) -> dict[str, Symbol]:
     """Default-visibility global or weak functions of .dynsym, keyed by (versioned) name."""
     dynsym = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_DYNSYM"), None)
     if dynsym is None:
@@ -204,7 +207,7 @@ def _symbol_version(versym, verdef, index: int) -> tuple[str | None, bool]:
     return (first.name if first is not None else None), bool(ndx & _VERSYM_HIDDEN)
 
 
-def _build_id(elf: ELFFile) -> str | None:
+def _build_id(elf) -> str | None:
     """The GNU build-id note as hex, for diagnostics: it names a kernel build, not the bytes in
     memory (the kernel patches alternatives into the vDSO at boot)."""
     for seg in elf.iter_segments():

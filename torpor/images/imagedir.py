@@ -358,8 +358,8 @@ class ImageDir:
         """Write inventory.img, listing every file written through this object with its
         size and digest. Call it last: an image directory without inventory.img is incomplete.
 
-        img_version is filled in if the entry lacks it. inventory.img and its directory entry
-        are synced to disk.
+        img_version is filled in if the entry lacks it. Nothing is synced to disk: the digests
+        make a directory whose data a crash lost refuse to restore instead.
         """
         inv = pb.InventoryEntry()
         inv.CopyFrom(inventory_entry)
@@ -373,19 +373,6 @@ class ImageDir:
             inv.torpor_digests.add(name=name, digest=digest, size=size)
         inv.torpor_inventory_digest = _inventory_digest(inv)
         self._write_file(INVENTORY, encode_image(INVENTORY, kind_of(INVENTORY), [inv]))
-        try:
-            fd = os.open(self.path / INVENTORY, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise ImageError(f"{INVENTORY}: cannot sync: {_strerror(exc)}") from None
 
     # -- reading ----------------------------------------------------------------------------
     def has(self, name: str) -> bool:
