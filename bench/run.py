@@ -446,24 +446,6 @@ def present_runs(pid: int) -> list[tuple[int, int]]:
     return runs
 
 
-def batches(runs: list[tuple[int, int]], limit: int):
-    """Group runs into batches of at most `limit` bytes (cutting runs where needed)."""
-    batch: list[tuple[int, int]] = []
-    size = 0
-    for addr, length in runs:
-        while length:
-            take = min(length, limit - size)
-            batch.append((addr, take))
-            size += take
-            addr += take
-            length -= take
-            if size == limit:
-                yield batch, size
-                batch, size = [], 0
-    if batch:
-        yield batch, size
-
-
 def write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view) :]
@@ -478,7 +460,7 @@ def raw_dump(pid: int, runs: list[tuple[int, int]], path: Path) -> tuple[float, 
     started = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        for batch, size in batches(runs, RAW_CHUNK):
+        for batch, size in memio.batches(runs, RAW_CHUNK):
             memio.read_into(pid, view[:size], batch)
             write_all(fd, view[:size])
             total += size

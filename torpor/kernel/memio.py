@@ -57,3 +57,22 @@ def read(pid: int, addr: int, size: int) -> bytes:
     buf = bytearray(size)
     read_into(pid, buf, [(addr, size)])
     return bytes(buf)
+
+
+def batches(runs: list[tuple[int, int]], limit: int):
+    """Group (address, length) runs into batches of at most `limit` bytes, cutting runs where
+    needed: each batch is one transfer, its buffer never larger than `limit`."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for addr, length in runs:
+        while length:
+            take = min(length, limit - size)
+            batch.append((addr, take))
+            size += take
+            addr += take
+            length -= take
+            if size == limit:
+                yield batch, size
+                batch, size = [], 0
+    if batch:
+        yield batch, size

@@ -183,7 +183,7 @@ def _write_pages(
     view = memoryview(buf)
     done = 0
     with ctx.images.pages_writer(pages_id) as out:
-        for batch, size in _batches(sorted(runs), len(buf)):
+        for batch, size in memio.batches(sorted(runs), len(buf)):
             if any(unreadable_ranges.label(addr) for addr, _ in batch):
                 _read_forced(ctx, view[:size], batch)
             else:
@@ -202,24 +202,6 @@ def _read_forced(ctx: DumpContext, view: memoryview, batch: list[tuple[int, int]
     for addr, length in batch:
         view[at : at + length] = ctx.task.read(addr, length)
         at += length
-
-
-def _batches(runs: list[tuple[int, int]], limit: int):
-    """Split runs into batches of at most `limit` bytes, cutting runs where needed."""
-    batch: list[tuple[int, int]] = []
-    size = 0
-    for addr, length in runs:
-        while length:
-            take = min(length, limit - size)
-            batch.append((addr, take))
-            size += take
-            addr += take
-            length -= take
-            if size == limit:
-                yield batch, size
-                batch, size = [], 0
-    if batch:
-        yield batch, size
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -362,7 +344,7 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
         raise ImageError(f"{path.name}: holds {os.path.getsize(path)} bytes, pagemap says {total}")
     done = 0
     with open(path, "rb") as f:
-        for batch, size in _batches(runs, CHUNK):
+        for batch, size in memio.batches(runs, CHUNK):
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
                 with memoryview(window) as chunk:
                     if all(targets.label(a) == "direct" for a, _ in batch):
