@@ -293,7 +293,7 @@ def test_check():
     res = torpor("check")
     assert_ok(res)
     lines = res.stdout.splitlines()
-    for feature in ("clone3 set_tid", "vDSO x86_64", "vDSO ia32"):
+    for feature in ("clone3 set_tid", "rseq", "vDSO x86_64", "vDSO ia32"):
         found = [line for line in lines if line.startswith(feature + " ")]
         assert len(found) == 1, f"no {feature!r} line:\n{res.stdout}"
         assert " yes " in found[0], found[0]

@@ -1,11 +1,13 @@
 """`torpor check`: what this kernel and machine offer torpor, feature by feature."""
 
 import ctypes
+import errno
 import os
 import signal
 
 from torpor.arch import ABIS
-from torpor.kernel import procfs
+from torpor.kernel import libc, procfs, ptrace
+from torpor.remote import RemoteTask
 
 CAP_CHECKPOINT_RESTORE = 40
 CAP_SYS_ADMIN = 21
@@ -74,16 +76,42 @@ def _vdso_layouts() -> list[tuple[str, bool, str]]:
     return results
 
 
+def _clone3() -> tuple[bool, str]:
+    """clone3 exists (an empty argument struct gets EINVAL, not ENOSYS) and may set PIDs."""
+    try:
+        libc.syscall(libc.SYS_CLONE3, 0, 0)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            return False, "this kernel has no clone3 (Linux 5.5 or later needed)"
+    if not (_cap(CAP_CHECKPOINT_RESTORE) or _cap(CAP_SYS_ADMIN)):
+        return False, "needs CAP_CHECKPOINT_RESTORE to choose PIDs"
+    return True, "restores exact PIDs"
+
+
+def _rseq() -> tuple[bool, str]:
+    """PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq registration (Linux 5.13)."""
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            signal.pause()
+    try:
+        rt = RemoteTask.seize(pid)
+        try:
+            conf = ptrace.get_rseq_configuration(pid)
+        finally:
+            rt.detach()
+        registered = "registered" if conf.rseq_abi_pointer else "not registered by this Python"
+        return True, f"registrations are read and restored ({registered})"
+    except OSError as e:
+        return False, f"PTRACE_GET_RSEQ_CONFIGURATION failed ({e.strerror}): rseq is not kept"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def run_checks() -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
-    root_caps = _cap(CAP_CHECKPOINT_RESTORE) or _cap(CAP_SYS_ADMIN)
-    results.append(
-        (
-            "clone3 set_tid",
-            root_caps,
-            "restores exact PIDs" if root_caps else "needs CAP_CHECKPOINT_RESTORE",
-        )
-    )
+    results.append(("clone3 set_tid", *_clone3()))
     results.append(
         (
             "ptrace",
@@ -101,6 +129,7 @@ def run_checks() -> list[tuple[str, bool, str]]:
             "monotonic clocks can be carried across boots",
         )
     )
+    results.append(("rseq", *_rseq()))
     results.extend(_vdso_layouts())
     return results
 

@@ -8,6 +8,7 @@ registers are loaded and it is let go. Any failure kills the new task; the image
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import time
@@ -170,6 +171,12 @@ def _create_task_from(pid: int, stub: _Stub) -> RemoteTask:
             time.sleep(0.02)
         except PermissionError:
             raise RestoreError("restoring a PID needs root (CAP_CHECKPOINT_RESTORE)") from None
+        except OSError as e:
+            if e.errno == errno.ENOSYS:
+                raise RestoreError(
+                    "this kernel has no clone3 (Linux 5.5 or later needed)"
+                ) from None
+            raise RestoreError(f"cannot create a task with PID {pid}: {e.strerror}") from None
     try:
         return _seize_new(child, stub)
     except BaseException:
