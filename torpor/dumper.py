@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from torpor.arch import abi_for_cs
+from torpor.arch import X86_64, abi_for_cs
 from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.images import ImageDir, constants, pb
@@ -58,6 +58,20 @@ def _check_target(pid: int) -> None:
         raise TargetError(f"cannot read the executable of process {pid}: {e.strerror}") from None
     if header[4] == ELF_CLASS32 and int.from_bytes(header[18:20], "little") == 62:
         raise UnsupportedError(f"process {pid} is an x32 program; x32 is not supported")
+    _check_unsaved_state(pid)
+
+
+def _check_unsaved_state(pid: int) -> None:
+    """Refuse state that torpor does not save yet rather than lose it silently."""
+    status = procfs.read_status(pid)
+    if status.get("Seccomp", "0") != "0":
+        raise UnsupportedError(f"process {pid} runs under seccomp; seccomp is not supported yet")
+    try:
+        timers = procfs.proc(pid, "timers").read_text().strip()
+    except FileNotFoundError:
+        timers = ""
+    if timers:
+        raise UnsupportedError(f"process {pid} has POSIX timers; timers are not supported yet")
 
 
 def _seize(pid: int) -> RemoteTask:
@@ -107,6 +121,15 @@ def dump(
     log.info("dump of %d done in %.3f s", pid, time.monotonic() - started)
 
 
+def _check_interval_timers(pid: int, rt: RemoteTask) -> None:
+    """Refuse a task with an armed interval timer (setitimer, alarm): not saved yet."""
+    out = rt.reserve(32)
+    for which, name in ((0, "ITIMER_REAL (or alarm)"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")):
+        rt.call(X86_64, "getitimer", which, out)
+        if any(rt.read(out, 32)):
+            raise UnsupportedError(f"process {pid} has {name} armed; timers are not supported yet")
+
+
 def _let_go(rt: RemoteTask) -> None:
     """Undo what the dump did to the task and let it run as before."""
     abi = abi_for_cs(rt.regs.cs)
@@ -132,6 +155,7 @@ def _collect(pid, rt: RemoteTask, path: Path, fds, shell_job: bool, progress) ->
         raise UnsupportedError(f"process {pid} runs with an unknown code segment {rt.regs.cs:#x}")
     rt.block_signals()
     rt.map_scratch()
+    _check_interval_timers(pid, rt)
     images = ImageDir(path)
     core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
     core.ids.CopyFrom(pb.core_pb2.TaskKobjIdsEntry(vm_id=1, files_id=1, fs_id=1, sighand_id=1))

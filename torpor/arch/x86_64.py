@@ -21,6 +21,7 @@ X86_64 = Abi(
         "rt_sigprocmask": 14,
         "mremap": 25,
         "madvise": 28,
+        "getitimer": 36,
         "getpid": 39,
         "fcntl": 72,
         "chdir": 80,
