@@ -14,6 +14,7 @@ import xxhash
 
 DIGEST_NAME = "xxh3-128"
 _READ_CHUNK = 16 << 20
+_WINDOW = 16 << 20  # a multiple of the page size
 
 
 def byte_view(data) -> memoryview:
@@ -56,20 +57,22 @@ def digest_bytes(data) -> bytes:
 
 
 def digest_file(path) -> tuple[int, bytes]:
-    """(size, digest) of a file, hashed in place through a read-only mapping when possible."""
+    """(size, digest) of a file, hashed in place through read-only mappings of one window at
+    a time, so that no more of a large pages file than a window is ever mapped."""
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         hasher = Hasher()
-        if size:
-            try:
-                mapping = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
-            except (OSError, ValueError):
-                mapping = None
-            if mapping is not None:
-                with mapping:
-                    mapping.madvise(mmap.MADV_SEQUENTIAL)
-                    hasher.update(mapping)
-                return hasher.size, hasher.digest()
+        try:
+            for offset in range(0, size, _WINDOW):
+                length = min(_WINDOW, size - offset)
+                with mmap.mmap(f.fileno(), length, prot=mmap.PROT_READ, offset=offset) as window:
+                    window.madvise(mmap.MADV_SEQUENTIAL)
+                    hasher.update(window)
+            return hasher.size, hasher.digest()
+        except (OSError, ValueError):
+            pass  # not mappable: read it instead
+        f.seek(0)
+        hasher = Hasher()
         buf = bytearray(_READ_CHUNK)
         while n := f.readinto(buf):
             hasher.update(memoryview(buf)[:n])
