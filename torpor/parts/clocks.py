@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from torpor.errors import RestoreError
 from torpor.images import ImageDir, pb
 from torpor.kernel import libc
 from torpor.kernel.procfs import proc
@@ -74,11 +75,21 @@ def children_in_new_namespace(offsets: str | None):
         return
     own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY)
     try:
-        libc.syscall(libc.SYS_UNSHARE, CLONE_NEWTIME)
+        try:
+            libc.syscall(libc.SYS_UNSHARE, CLONE_NEWTIME)
+        except OSError as e:
+            raise RestoreError(
+                f"cannot create a time namespace ({e.strerror}): restore with --no-timens"
+            ) from None
         try:
             fd = os.open("/proc/self/timens_offsets", os.O_WRONLY)
             try:
                 os.write(fd, offsets.encode())
+            except OSError as e:
+                raise RestoreError(
+                    f"cannot set the clocks of a time namespace ({e.strerror}): "
+                    "restore with --no-timens"
+                ) from None
             finally:
                 os.close(fd)
             yield

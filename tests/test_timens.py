@@ -1,0 +1,69 @@
+"""Clocks: a restored task's CLOCK_MONOTONIC and CLOCK_BOOTTIME carry on from their dumped values
+in a new time namespace; --no-timens keeps the host's; a kernel without time namespaces gets a
+clear refusal that names the way out."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import harness
+import pytest
+
+import torpor
+from torpor.errors import RestoreError
+from torpor.kernel import libc
+
+
+def _dump(start_workload, tmp_path):
+    w = start_workload("counter")
+    w.wait_ready()
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = w.pid
+    torpor.dump(pid, str(images))
+    w.reap_original()
+    assert harness.wait_gone(pid, 5)
+    return w, images
+
+
+def _monotonic_offset(pid: int) -> int:
+    with open(f"/proc/{pid}/timens_offsets") as f:
+        secs, nsecs = next(line.split()[1:] for line in f if line.startswith("monotonic"))
+    return int(secs) * 10**9 + int(nsecs)
+
+
+def test_clocks_carry_on_in_a_time_namespace(start_workload, tmp_path):
+    w, images = _dump(start_workload, tmp_path)
+    time.sleep(1.0)  # the clocks must not jump by the time spent frozen
+    pid = torpor.restore(str(images))
+    w.adopt(pid)
+    assert os.readlink(f"/proc/{pid}/ns/time") != os.readlink("/proc/self/ns/time")
+    assert _monotonic_offset(pid) <= -(10**9), "the frozen second was not taken off the clock"
+    w.signal()
+    w.verdict().assert_passed()
+
+
+def test_no_timens_keeps_the_host_clocks(start_workload, tmp_path):
+    w, images = _dump(start_workload, tmp_path)
+    pid = torpor.restore(str(images), timens=False)
+    w.adopt(pid)
+    assert os.readlink(f"/proc/{pid}/ns/time") == os.readlink("/proc/self/ns/time")
+    w.signal()
+    w.verdict().assert_passed()
+
+
+def test_kernel_without_time_namespaces(start_workload, tmp_path, monkeypatch):
+    w, images = _dump(start_workload, tmp_path)
+    real = libc.syscall
+
+    def no_timens(nr, *args):
+        if nr == libc.SYS_UNSHARE:
+            raise OSError(22, "Invalid argument")
+        return real(nr, *args)
+
+    monkeypatch.setattr(libc, "syscall", no_timens)
+    with pytest.raises(RestoreError, match="--no-timens"):
+        torpor.restore(str(images))
+    monkeypatch.undo()
+    assert not os.path.exists(f"/proc/{w.pid}")
