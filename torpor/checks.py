@@ -1,11 +1,12 @@
 """`torpor check`: what this kernel and machine offer torpor, feature by feature."""
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
 
-from torpor.arch import ABIS
+from torpor.arch import ABIS, X86_64
 from torpor.kernel import libc, procfs, ptrace
 from torpor.remote import RemoteTask
 
@@ -33,46 +34,50 @@ def _pagemap_scan() -> tuple[bool, str]:
         scanner.close()
 
 
+@contextlib.contextmanager
+def _scratch_child():
+    """A seized child of torpor that only waits: a task to try things on. Killed after."""
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            signal.pause()
+    try:
+        rt = RemoteTask.seize(pid)
+        yield pid, rt
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _is_special(m) -> bool:
+    return m.name == "[vdso]" or m.name.startswith("[vvar")
+
+
 def _vdso_layouts() -> list[tuple[str, bool, str]]:
     """Map each ABI's vDSO into a scratch child and describe it."""
     from torpor import vdso as vdsolib
-    from torpor.arch import X86_64
-    from torpor.remote import RemoteTask
 
     results = []
     for abi in ABIS:
-        pid = os.fork()
-        if pid == 0:
-            while True:
-                signal.pause()
         try:
-            rt = RemoteTask.seize(pid)
-            rt.map_scratch()
-            for m in procfs.read_maps(pid, with_flags=False):
-                if m.name == "[vdso]" or m.name.startswith("[vvar"):
-                    rt.call(X86_64, "munmap", m.start, m.size)
-            got = rt.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
-            if got < 0:
-                results.append(
-                    (f"vDSO {abi.name}", False, f"ARCH_MAP_VDSO failed ({os.strerror(-got)})")
-                )
-                continue
-            maps = [
-                m
-                for m in procfs.read_maps(pid, with_flags=False)
-                if m.name == "[vdso]" or m.name.startswith("[vvar")
-            ]
-            vdso = next(m for m in maps if m.name == "[vdso]")
-            image = vdsolib.VdsoImage.from_bytes(rt.read(vdso.start, vdso.size), abi.bits)
+            with _scratch_child() as (pid, rt):
+                rt.map_scratch()
+                for m in procfs.read_maps(pid, with_flags=False):
+                    if _is_special(m):
+                        rt.call(X86_64, "munmap", m.start, m.size)
+                got = rt.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
+                if got < 0:
+                    why = f"ARCH_MAP_VDSO failed ({os.strerror(-got)})"
+                    results.append((f"vDSO {abi.name}", False, why))
+                    continue
+                maps = [m for m in procfs.read_maps(pid, with_flags=False) if _is_special(m)]
+                vdso = next(m for m in maps if m.name == "[vdso]")
+                image = vdsolib.VdsoImage.from_bytes(rt.read(vdso.start, vdso.size), abi.bits)
             layout = ", ".join(f"{m.name} {m.size // 4096}p" for m in maps)
-            names = sorted(image.symbols)
-            symbols = " ".join(f"{n}@{image.symbols[n].offset:#x}" for n in names)
+            symbols = " ".join(f"{n}@{image.symbols[n].offset:#x}" for n in sorted(image.symbols))
             results.append((f"vDSO {abi.name}", True, f"{layout}; {image.size} bytes; {symbols}"))
         except Exception as e:  # noqa: BLE001 - a check reports, never fails
             results.append((f"vDSO {abi.name}", False, str(e)))
-        finally:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
     return results
 
 
@@ -90,23 +95,16 @@ def _clone3() -> tuple[bool, str]:
 
 def _rseq() -> tuple[bool, str]:
     """PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq registration (Linux 5.13)."""
-    pid = os.fork()
-    if pid == 0:
-        while True:
-            signal.pause()
     try:
-        rt = RemoteTask.seize(pid)
-        try:
-            conf = ptrace.get_rseq_configuration(pid)
-        finally:
-            rt.detach()
-        registered = "registered" if conf.rseq_abi_pointer else "not registered by this Python"
-        return True, f"registrations are read and restored ({registered})"
+        with _scratch_child() as (pid, rt):
+            try:
+                conf = ptrace.get_rseq_configuration(pid)
+            finally:
+                rt.detach()
     except OSError as e:
         return False, f"PTRACE_GET_RSEQ_CONFIGURATION failed ({e.strerror}): rseq is not kept"
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    registered = "registered" if conf.rseq_abi_pointer else "not registered by this Python"
+    return True, f"registrations are read and restored ({registered})"
 
 
 def run_checks() -> list[tuple[str, bool, str]]:

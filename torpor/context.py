@@ -11,6 +11,11 @@ from torpor.remote import RemoteTask
 log = logging.getLogger("torpor")
 
 
+def no_owner():
+    """The FownEntry of a file no process asked signals from (F_SETOWN never used)."""
+    return pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0)
+
+
 @dataclass
 class FileTable:
     """files.img being built: one FileEntry per distinct file, shared by fds and mappings."""
@@ -38,7 +43,7 @@ class FileTable:
                 pos=0,
                 name=path,
                 mode=st.st_mode,
-                fown=pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0),
+                fown=no_owner(),
             )
             if not flags & os.O_DIRECTORY:
                 reg.size = st.st_size

@@ -15,7 +15,7 @@ from torpor.arch import X86_64, abi_for_cs
 from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.images import ImageDir, constants, pb
-from torpor.kernel import procfs
+from torpor.kernel import procfs, ptrace
 from torpor.parts import clocks, cpu, files, memory, regs, signals, task
 from torpor.remote import RemoteError, RemoteTask
 
@@ -113,11 +113,9 @@ def dump(
         os.kill(pid, signal.SIGKILL)
         rt.close()
         try:
-            from torpor.kernel import ptrace
-
             ptrace.detach(pid)
         except OSError:
-            pass
+            pass  # SIGKILL may already have ended the tracing
     log.info("dump of %d done in %.3f s", pid, time.monotonic() - started)
 
 

@@ -176,19 +176,17 @@ class RemoteTask:
         padded = tuple(args) + (0,) * (len(abi.arg_regs) - len(args))  # no stale registers
         for reg, value in zip(abi.arg_regs, padded, strict=True):
             setattr(regs, reg, value & 0xFFFFFFFFFFFFFFFF)
-        if self.scratch and not stop_at_exit:
+        if self.scratch:
             regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
-            ptrace.set_regs(self.pid, regs)
+        elif abi is X86_64:
+            regs.rip = self._bootstrap_insn or self._find_syscall_insn()
+        else:
+            raise RemoteError("compat syscalls need the scratch page")
+        ptrace.set_regs(self.pid, regs)
+        if self.scratch and not stop_at_exit:  # one stop: the int3 after the instruction
             ptrace.cont(self.pid)
             self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
-        else:
-            if self.scratch:
-                regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
-            else:
-                if abi is not X86_64:
-                    raise RemoteError("compat syscalls need the scratch page")
-                regs.rip = self._bootstrap_insn or self._find_syscall_insn()
-            ptrace.set_regs(self.pid, regs)
+        else:  # two stops, at syscall entry and exit, whatever follows the instruction
             ptrace.cont_syscall(self.pid)
             self._expect(lambda s: s.is_syscall_stop, "syscall entry")
             ptrace.cont_syscall(self.pid)
@@ -227,10 +225,6 @@ class RemoteTask:
                 self._bootstrap_insn = m.start + at
                 return self._bootstrap_insn
         raise RemoteError(f"no syscall instruction in the executable memory of task {self.pid}")
-
-    def use_bootstrap_insn(self, addr: int) -> None:
-        """Use the `syscall` instruction at `addr` until the scratch page exists."""
-        self._bootstrap_insn = addr
 
     # --- scratch page ----------------------------------------------------------------------
 

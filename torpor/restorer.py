@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from torpor.arch import X86_64, abi_by_name, abi_for_cs
+from torpor.arch import X86_64, abi_for_cs
 from torpor.arch.stub import idle_elf, namespace_init_elf
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
@@ -41,11 +41,10 @@ class _Stub:
     """The program a new task execs first (see torpor.arch.stub), and the gate that holds
     the child back until torpor traces it, so that the exec is never missed."""
 
-    def __init__(self, abi, timens_offsets: str | None, program: bytes | None = None):
+    def __init__(self, abi, program: bytes | None = None):
         self.fd = os.memfd_create("torpor-stub", 0)
         os.write(self.fd, program or idle_elf(abi))
         self.gate_r, self.gate_w = os.pipe()
-        self.timens_offsets = timens_offsets
 
     def close(self):
         for fd in (self.fd, self.gate_r, self.gate_w):
@@ -118,7 +117,7 @@ def _start_pid_namespace() -> int:
     """A new PID namespace, held by an init (PID 1 there) that exits when it is alone in it;
     returns the init's PID here. The init is started through a short-lived intermediate so
     that, orphaned, it is reaped by the system and not left a zombie of the caller."""
-    stub = _Stub(X86_64, None, namespace_init_elf())
+    stub = _Stub(X86_64, namespace_init_elf())
     r, w = os.pipe()
     try:
         helper = os.fork()
@@ -147,19 +146,19 @@ def _start_pid_namespace() -> int:
 
 
 def _create_task(pid: int, abi, timens_offsets: str | None, pid_ns: str | None) -> RemoteTask:
-    stub = _Stub(abi, timens_offsets)
+    stub = _Stub(abi)
     try:
         with _children_in_pid_namespace(pid_ns):
-            return _create_task_from(pid, stub)
+            return _create_task_from(pid, stub, timens_offsets)
     finally:
         stub.close()
 
 
-def _create_task_from(pid: int, stub: _Stub) -> RemoteTask:
+def _create_task_from(pid: int, stub: _Stub, timens_offsets: str | None) -> RemoteTask:
     deadline = time.monotonic() + PID_WAIT_SECONDS
     while True:
         try:
-            with clocks.children_in_new_namespace(stub.timens_offsets):
+            with clocks.children_in_new_namespace(timens_offsets):
                 child = _spawn_with_pid(pid, stub)
             break
         except FileExistsError:
@@ -239,9 +238,7 @@ def restore(
     images = ImageDir(path)
     root, core, mm, file_entries, abi = _load(images)
     started = time.monotonic()
-    cpu_check = RestoreContext(pid=root.pid, task=None, abi=abi, images=images, core=core, mm=mm,
-                               files=file_entries)  # fmt: skip
-    cpu.check(cpu_check, strict_cpu_check)
+    cpu_notes = cpu.check(images, strict_cpu_check)
     task.check_creds(core)
     init = _start_pid_namespace() if pidns else None
     try:
@@ -279,7 +276,7 @@ def restore(
         if isinstance(e, OSError):
             raise RestoreError(f"restore of {root.pid} failed: {e}") from e
         raise
-    for note in cpu_check.notes + ctx.notes:
+    for note in cpu_notes + ctx.notes:
         log.warning("%s", note)
     if pidfile:
         Path(pidfile).write_text(f"{rt.pid}\n")
@@ -326,19 +323,9 @@ def _restore_session(ctx: RestoreContext, root) -> None:
 
 def _scratch_address(ctx: RestoreContext) -> int:
     """A page below 4 GiB that no dumped VMA and no current mapping of the new task uses."""
-    busy = sorted(
-        [(v.start, v.end) for v in ctx.mm.vmas]
-        + [(m.start, m.end) for m in procfs.read_maps(ctx.pid, with_flags=False)]
+    busy = [(v.start, v.end) for v in ctx.mm.vmas]
+    busy += [(m.start, m.end) for m in procfs.read_maps(ctx.pid, with_flags=False)]
+    page = procfs.PAGE_SIZE
+    return memory.free_range(
+        busy, page, 0x200000, (1 << 32) - 1, 16 * page, "the restore's scratch page"
     )
-    candidate = 0x200000
-    size = procfs.PAGE_SIZE
-    for start, end in busy:
-        if start >= candidate + size + 16 * procfs.PAGE_SIZE:
-            break
-        candidate = max(candidate, end + 16 * procfs.PAGE_SIZE)
-    if candidate + size >= 1 << 32:
-        raise RestoreError("no free page below 4 GiB for the restore's scratch page")
-    return candidate
-
-
-__all__ = ["restore", "abi_by_name"]

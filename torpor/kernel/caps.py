@@ -18,7 +18,11 @@ def names(mask: int) -> list[str]:
 
 def own_sets(pid: int | str = "self") -> dict[str, int]:
     """CapInh, CapPrm, CapEff and CapBnd of a process."""
-    status = read_status(pid)
+    return sets_in(read_status(pid))
+
+
+def sets_in(status: dict[str, str]) -> dict[str, int]:
+    """The capability sets in a /proc/PID/status already read."""
     return {key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd")}
 
 

@@ -1,6 +1,6 @@
 """What kind of file an fd of another process is, and whether two fds share one open file."""
 
-import ctypes
+import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -10,7 +10,8 @@ from torpor.kernel.procfs import proc, read_fdinfo
 
 SYS_KCMP = 312
 KCMP_FILE = 0
-_libc = ctypes.CDLL(None, use_errno=True)
+SYS_TEE = 276
+SPLICE_F_NONBLOCK = 2
 
 TTY_MAJORS = {4, 5, 136, 137, 138, 139, 140, 141, 142, 143}  # tty, tty aux, Unix98 pty slaves
 MEM_MAJOR = 1  # /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom
@@ -67,15 +68,11 @@ def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:
     src = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY | os.O_NONBLOCK)
     r, w = os.pipe2(os.O_NONBLOCK)
     try:
-        import fcntl
-
-        fcntl.fcntl(w, 1031, limit)  # F_SETPIPE_SZ: room for all of it
-        n = _libc.tee(src, w, ctypes.c_size_t(limit), 2)  # SPLICE_F_NONBLOCK
-        if n < 0:
-            err = ctypes.get_errno()
-            if err == 11:  # EAGAIN: the pipe is empty
-                return b""
-            raise OSError(err, os.strerror(err))
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, limit)  # room for all of it
+        try:
+            n = syscall(SYS_TEE, src, w, limit, SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return b""  # the pipe is empty
         return os.read(r, n) if n else b""
     finally:
         for f in (src, r, w):

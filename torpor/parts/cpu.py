@@ -6,9 +6,6 @@ a feature, that code faults with an invalid opcode much later. The restore names
 missing: refusing when asked to be strict, warning otherwise.
 """
 
-import os
-
-from torpor.context import RestoreContext, log
 from torpor.errors import RestoreError
 from torpor.images import ImageDir, pb
 from torpor.kernel.cpuid import cpuid
@@ -79,18 +76,18 @@ def missing_features(saved: list[int], current: list[int]) -> list[str]:
     ]
 
 
-def check(ctx: RestoreContext, strict: bool) -> None:
-    """Warn about (or, if strict, refuse) features of the dumping CPU this CPU lacks."""
-    if not ctx.images.has("cpuinfo.img"):
-        return
-    entries = ctx.images.read_one("cpuinfo.img").x86_entry
+def check(images: ImageDir, strict: bool) -> list[str]:
+    """Refuse, if strict, features of the dumping CPU this CPU lacks; else return a warning
+    naming them (none when nothing is missing)."""
+    if not images.has("cpuinfo.img"):
+        return []
+    entries = images.read_one("cpuinfo.img").x86_entry
     if not entries:
-        return
+        return []
     missing = missing_features(list(entries[0].capability), capability_words())
     if not missing:
-        return
+        return []
     what = "this CPU lacks " + ", ".join(missing) + ", which the dumping CPU had"
     if strict:
         raise RestoreError(f"{what} (restore without --cpu-check=strict to try anyway)")
-    ctx.notes.append(f"{what}: code that chose them at start-up will fault")
-    log.debug("cpu: running on %s", os.uname().machine)
+    return [f"{what}: code that chose them at start-up will fault"]

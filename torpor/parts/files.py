@@ -8,7 +8,7 @@ as /dev/null, pipes whose both ends belong to the task (with their unread data),
 import os
 
 from torpor.arch import X86_64
-from torpor.context import DumpContext, RestoreContext
+from torpor.context import DumpContext, RestoreContext, no_owner
 from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, peek_pipe, same_open_file
@@ -20,10 +20,6 @@ O_ACCMODE = 3
 OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC
 SEEK_SET = 0
 TTY_INFO_ID = 1
-
-
-def _fown():
-    return pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0)
 
 
 def _check_supported(d: FdDescription, shell_job: bool) -> None:
@@ -96,7 +92,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
             lambda i: pb.fdinfo_pb2.FileEntry(
                 type=pb.fdinfo_pb2.PIPE,
                 id=i,
-                pipe=pb.pipe_pb2.PipeEntry(id=i, pipe_id=d.inode, flags=flags, fown=_fown()),
+                pipe=pb.pipe_pb2.PipeEntry(id=i, pipe_id=d.inode, flags=flags, fown=no_owner()),
             ),
         )
     if d.kind == "tty":
@@ -106,7 +102,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
                 type=pb.fdinfo_pb2.TTY,
                 id=i,
                 tty=pb.tty_pb2.TtyFileEntry(
-                    id=i, tty_info_id=TTY_INFO_ID, flags=flags, fown=_fown()
+                    id=i, tty_info_id=TTY_INFO_ID, flags=flags, fown=no_owner()
                 ),
             ),
         )
@@ -120,7 +116,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
                 flags=flags,
                 pos=d.pos,
                 name=d.target,
-                fown=_fown(),
+                fown=no_owner(),
                 mode=d.mode,
             ),
         ),

@@ -54,6 +54,19 @@ class Ranges:
         return None
 
 
+def free_range(busy, size: int, lowest: int, end: int, gap: int, what: str) -> int:
+    """The lowest address from `lowest` with `size` bytes free of every (start, end) range in
+    `busy`, `gap` bytes away from each; it must end by `end`, else RestoreError naming `what`."""
+    candidate = lowest
+    for start, stop in sorted(busy):
+        if start >= candidate + size + gap:
+            break
+        candidate = max(candidate, stop + gap)
+    if candidate + size > end:
+        raise RestoreError(f"no free address range for {what} below {end:#x}")
+    return candidate
+
+
 def _prot(perms: str) -> int:
     return (
         (PROT_READ if perms[0] == "r" else 0)

@@ -197,7 +197,7 @@ def restore_creds(ctx: RestoreContext) -> None:
         return
     task = ctx.task
     current = read_status(ctx.pid)
-    bounding = caps.own_sets(ctx.pid)["CapBnd"]
+    bounding = caps.sets_in(current)["CapBnd"]
     for cap in range(64):
         if bounding >> cap & 1 and not caps.join(creds.cap_bnd) >> cap & 1:
             task.call(X86_64, "prctl", PR_CAPBSET_DROP, cap)

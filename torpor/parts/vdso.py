@@ -69,17 +69,11 @@ def _unmap_kernel_vdso(ctx: RestoreContext, layout) -> None:
 
 def _free_span(ctx: RestoreContext, size: int) -> int:
     """An address range of `size` bytes free of every dumped VMA (below 4 GiB for ia32)."""
-    limit = ctx.abi.address_limit
-    taken = sorted((v.start, v.end) for v in ctx.mm.vmas)
+    taken = [(v.start, v.end) for v in ctx.mm.vmas]
     taken.append((ctx.task.scratch, ctx.task.scratch + ctx.task.scratch_size))
-    candidate = 0x10000000
-    for start, end in sorted(taken):
-        if start >= candidate + size + PAGE_SIZE:
-            break
-        candidate = max(candidate, end + PAGE_SIZE)
-    if candidate + size > limit:
-        raise RestoreError("no free address range for the kernel's vDSO")
-    return candidate
+    return memory.free_range(
+        taken, size, 0x10000000, ctx.abi.address_limit, PAGE_SIZE, "the kernel's vDSO"
+    )
 
 
 def restore(ctx: RestoreContext) -> VdsoPlan:
