@@ -370,3 +370,16 @@ def start(
             start_new_session=True,
         )
     return Workload(spec=spec, flavour=flavour, proc=proc, log_path=log_path, cwd=cwd)
+
+
+def dump_killed(w: Workload, tmp_path: Path) -> Path:
+    """Dump `w` into a new tmp_path/images (the dump kills it), reap the original and wait
+    until its PID is free for a restore; return the images directory."""
+    import torpor
+
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(w.pid, str(images))
+    w.reap_original()
+    assert wait_gone(w.pid, 5), f"pid {w.pid} still exists after the dump"
+    return images

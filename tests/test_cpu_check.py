@@ -45,8 +45,6 @@ def test_restore_on_a_poorer_cpu(strict, start_workload, tmp_path, monkeypatch, 
     real = cpu.capability_words
     w = start_workload("counter")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
 
     def richer():
         words = real()
@@ -54,11 +52,9 @@ def test_restore_on_a_poorer_cpu(strict, start_workload, tmp_path, monkeypatch, 
         return words
 
     monkeypatch.setattr(cpu, "capability_words", richer)
-    torpor.dump(w.pid, str(images))
-    monkeypatch.setattr(cpu, "capability_words", real)
     pid = w.pid
-    w.reap_original()
-    assert harness.wait_gone(pid, 5)
+    images = harness.dump_killed(w, tmp_path)
+    monkeypatch.setattr(cpu, "capability_words", real)
     if strict:
         with pytest.raises(RestoreError, match=name):
             torpor.restore(str(images), strict_cpu_check=True)

@@ -71,12 +71,8 @@ def test_reduced_credentials_come_back(built_workloads, flavour, tmp_path):
 def test_capability_this_side_lacks_refuses(start_workload, tmp_path, monkeypatch):
     w = start_workload("counter")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
     pid = w.pid
-    torpor.dump(pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(pid, 5)
+    images = harness.dump_killed(w, tmp_path)
     real = caps.own_sets
 
     def poorer(target="self"):

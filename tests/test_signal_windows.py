@@ -46,12 +46,8 @@ def test_signal_during_restore(mode, start_workload, tmp_path, monkeypatch):
     """SIGUSR1 queued to the restored task before it runs again wakes it from its syscall."""
     w = start_workload("syscalls", mode)
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
     pid = w.pid
-    torpor.dump(pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(pid, 5)
+    images = harness.dump_killed(w, tmp_path)
     real_restore = task_part.restore
 
     def restore_and_signal(ctx):

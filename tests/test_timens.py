@@ -18,13 +18,7 @@ from torpor.kernel import libc
 def _dump(start_workload, tmp_path):
     w = start_workload("counter")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
-    pid = w.pid
-    torpor.dump(pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(pid, 5)
-    return w, images
+    return w, harness.dump_killed(w, tmp_path)
 
 
 def _monotonic_offset(pid: int) -> int:
