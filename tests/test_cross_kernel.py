@@ -1,8 +1,8 @@
 """Restore across real kernels: dumped under Debian's 6.1 or 6.12 and restored here, and the
 reverse, for a 64-bit and a 32-bit program.
 
-The other kernels run under QEMU through the xk rig (../shared/xk next to the repository, or
-$TORPOR_XK), on this machine's own root filesystem. The program is the vdso workload: before
+The other kernels run under QEMU through the xk rig (shared/xk next to the repository or its
+origin, or $TORPOR_XK), on this machine's own root filesystem. The program is the vdso workload: before
 the dump and after the restore it calls clock_gettime (several clocks), gettimeofday, time and
 getcpu through glibc's cached pointers and through pointers into the vDSO it looked up itself,
 checks them against the syscalls and checks that the monotonic clocks never went backwards;
@@ -25,7 +25,28 @@ import pytest
 import xk_guest
 
 REPO = Path(__file__).resolve().parent.parent
-XK = Path(os.environ.get("TORPOR_XK", REPO.parent / "shared" / "xk"))
+
+
+def _find_rig() -> Path:
+    """$TORPOR_XK, else shared/xk next to this repository or next to the one it was cloned
+    from (a fresh clone elsewhere still finds the rig of its origin)."""
+    if "TORPOR_XK" in os.environ:
+        return Path(os.environ["TORPOR_XK"])
+    places = [REPO.parent]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+    )
+    if origin.returncode == 0 and origin.stdout.strip().startswith("/"):
+        places.append(Path(origin.stdout.strip()).resolve().parent)
+    for place in places:
+        if (place / "shared" / "xk" / "run").exists():
+            return place / "shared" / "xk"
+    return REPO.parent / "shared" / "xk"
+
+
+XK = _find_rig()
 XK_DIR = Path(os.environ.get("XK_DIR", "/var/tmp/xk"))
 KERNELS = ("6.1", "6.12")
 FLAVOURS = ("64", "32")
