@@ -2,11 +2,12 @@
 reverse, for a 64-bit and a 32-bit program.
 
 The other kernels run under QEMU through the xk rig (shared/xk next to the repository or its
-origin, or $TORPOR_XK), on this machine's own root filesystem. The program is the vdso
-workload: before the dump and after the restore it calls clock_gettime (several clocks), gettimeofday, time and
-getcpu through glibc's cached pointers and through pointers into the vDSO it looked up itself,
-checks them against the syscalls and checks that the monotonic clocks never went backwards;
-its SIGUSR1 handler runs on the other kernel. Each case checks the program's own verdict.
+origin, or $TORPOR_XK), on this machine's own root filesystem. The program is the vdso workload:
+before the dump and after the restore it calls clock_gettime (several clocks), gettimeofday,
+time and getcpu through glibc's cached pointers and through pointers into the vDSO it looked up
+itself, checks them against the syscalls and checks that the monotonic clocks never went
+backwards; its SIGUSR1 handler runs on the other kernel. Each case checks the program's own
+verdict.
 """
 
 from __future__ import annotations
