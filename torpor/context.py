@@ -63,6 +63,9 @@ class DumpContext:
     files: FileTable
     shell_job: bool = False
     progress: object = None
+    pages_id: int = 1  # the pages-N.img of this process
+    pages_bytes: int = 0  # how much of it was written
+    shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
 
 
 @dataclass
@@ -79,6 +82,10 @@ class RestoreContext:
     progress: object = None
     notes: list = field(default_factory=list)  # warnings to show the user
     image_pid: int = 0  # the PID in the images; the task has it in its own PID namespace
+    pages_id: int = 1
+    shared_memory: object = None  # torpor.parts.shmem.SharedMemory of the whole tree
+    shared_files: object = None  # torpor.parts.files.TreeFds: fds other processes can take
+    thread_cores: dict = field(default_factory=dict)  # tid -> CoreEntry of the other threads
 
     def __post_init__(self):
         self.image_pid = self.image_pid or self.pid

@@ -7,16 +7,18 @@ registers are put back and the task runs on as before.
 
 import os
 import shutil
-import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from torpor.arch import X86_64, abi_for_cs
 from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
+from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
-from torpor.kernel import procfs, ptrace
-from torpor.parts import clocks, cpu, files, memory, regs, signals, task
+from torpor.kernel import procfs
+from torpor.parts import clocks, cpu, files, memory, regs, signals
+from torpor.parts import task as task_part
 from torpor.remote import RemoteError, RemoteTask
 
 ELF_CLASS32 = 1
@@ -34,23 +36,16 @@ def _check_target(pid: int) -> None:
         raise TargetError("torpor cannot dump itself")
     try:
         st = procfs.read_stat(pid)
-    except FileNotFoundError:
-        raise TargetError(f"no process with PID {pid}") from None
-    except ProcessLookupError:
+    except (FileNotFoundError, ProcessLookupError):
         raise TargetError(f"no process with PID {pid}") from None
     if st.state in ("Z", "X"):
         raise TargetError(f"process {pid} is a zombie")
-    if st.num_threads > 1:
-        raise UnsupportedError(
-            f"process {pid} has {st.num_threads} threads; multi-threaded processes are not "
-            "supported yet"
-        )
-    kids = procfs.children(pid)
-    if kids:
-        raise UnsupportedError(
-            f"process {pid} has children ({', '.join(map(str, kids))}); process trees are not "
-            "supported yet"
-        )
+
+
+def _check_process(pid: int) -> None:
+    """Refuse a process of the tree that holds something torpor cannot save."""
+    if pid == os.getpid():
+        raise TargetError("torpor cannot dump itself")
     try:
         with open(procfs.proc(pid, "exe"), "rb") as f:
             header = f.read(20)
@@ -74,49 +69,44 @@ def _check_unsaved_state(pid: int) -> None:
         raise UnsupportedError(f"process {pid} has POSIX timers; timers are not supported yet")
 
 
-def _seize(pid: int) -> RemoteTask:
-    try:
-        return RemoteTask.seize(pid)
-    except PermissionError:
-        raise TargetError(f"cannot trace process {pid}: permission denied") from None
-    except ProcessLookupError:
-        raise TargetError(f"no process with PID {pid}") from None
-    except OSError as e:
-        raise TargetError(f"cannot trace process {pid}: {e.strerror}") from None
-
-
 def dump(
     pid: int, images_dir, *, leave_running: bool = False, shell_job: bool = False, progress=None
 ) -> None:
-    """Checkpoint process `pid` into `images_dir` (existing, empty).
+    """Checkpoint process `pid` and all its descendants into `images_dir` (existing, empty).
 
-    The process is killed after a successful dump unless `leave_running`; after a failed one
-    it runs on untouched and the directory is left empty.
+    The whole tree is frozen before anything is read. It is killed after a successful dump
+    unless `leave_running`; after a failed one it runs on untouched and the directory is left
+    empty.
     """
     path = Path(images_dir)
     _prepare_dir(path)
     _check_target(pid)
-    fds = files.inspect(pid, shell_job)
     started = time.monotonic()
-    rt = _seize(pid)
+    tree = FrozenTree(pid)
     try:
-        _collect(pid, rt, path, fds, shell_job, progress)
+        tree.freeze()
+        _collect(tree, path, shell_job, progress)
+        tree.check_unchanged()
     except BaseException as e:
-        _let_go(rt)
+        gone = tree.vanished()
+        tree.release()
         _empty_dir(path)
+        if gone and not isinstance(e, KeyboardInterrupt):
+            raise TargetError(f"task {gone[0]} exited during the dump") from e
         if isinstance(e, RemoteError | OSError) and not isinstance(e, TorporError):
             raise TargetError(f"dump of {pid} failed: {e}") from e
         raise
     if leave_running:
-        _let_go(rt)
+        tree.release()
     else:
-        os.kill(pid, signal.SIGKILL)
-        rt.close()
-        try:
-            ptrace.detach(pid)
-        except OSError:
-            pass  # SIGKILL may already have ended the tracing
-    log.info("dump of %d done in %.3f s", pid, time.monotonic() - started)
+        tree.kill()
+    log.info(
+        "dump of %d (%d processes, %d threads) done in %.3f s",
+        pid,
+        len(tree.processes),
+        sum(len(p.threads) for p in tree.processes.values()),
+        time.monotonic() - started,
+    )
 
 
 def _check_interval_timers(pid: int, rt: RemoteTask) -> None:
@@ -128,17 +118,6 @@ def _check_interval_timers(pid: int, rt: RemoteTask) -> None:
             raise UnsupportedError(f"process {pid} has {name} armed; timers are not supported yet")
 
 
-def _let_go(rt: RemoteTask) -> None:
-    """Undo what the dump did to the task and let it run as before."""
-    abi = abi_for_cs(rt.regs.cs)
-    try:
-        rt.unmap_scratch()
-    finally:
-        if abi is not None:
-            rt.regs = regs.restart_adjusted_for_resume(rt.regs, abi)
-        rt.detach()
-
-
 def _empty_dir(path: Path) -> None:
     for child in path.iterdir():
         if child.is_dir():
@@ -147,50 +126,129 @@ def _empty_dir(path: Path) -> None:
             child.unlink()
 
 
-def _collect(pid, rt: RemoteTask, path: Path, fds, shell_job: bool, progress) -> None:
-    abi = abi_for_cs(rt.regs.cs)
-    if abi is None:
-        raise UnsupportedError(f"process {pid} runs with an unknown code segment {rt.regs.cs:#x}")
-    rt.block_signals()
-    rt.map_scratch()
-    _check_interval_timers(pid, rt)
+class _TreeProgress:
+    """Progress over the whole tree from each process's (done, total) page counts."""
+
+    def __init__(self, report):
+        self.report = report
+        self.before = 0
+
+    def process(self):
+        def step(done, total):
+            self.report(self.before + done, self.before + total)
+
+        return step if self.report else None
+
+    def finished(self, total: int) -> None:
+        self.before += total
+
+
+def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
+    live = tree.live()
+    fds = {}
+    for proc in live:
+        _check_process(proc.pid)
+        fds[proc.pid] = files.describe_all(proc.pid)
+    files.inspect(fds, shell_job)
+    for task in tree.tasks():
+        task.block_signals()
     images = ImageDir(path)
+    table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
+    pages = _TreeProgress(progress)
+    entries = []
+    for index, proc in enumerate(tree.processes.values(), start=1):
+        entries.append(
+            pb.pstree_pb2.PstreeEntry(
+                pid=proc.pid, ppid=proc.ppid, pgid=proc.pgid, sid=proc.sid, threads=proc.tids
+            )
+        )
+        if proc.zombie:
+            images.write(f"core-{proc.pid}.img", [_zombie_core(proc)])
+            continue
+        ctx = _process_context(proc, index, images, table, shell_job, pages.process())
+        ctx.shmem_saved = shmem_saved
+        _collect_process(proc, ctx, fds[proc.pid], tree_files)
+        pages.finished(ctx.pages_bytes)
+    images.write("pstree.img", entries)
+    images.write("files.img", table.entries)
+    tree_files.write(images)
+    cpu.dump(images)
+    clocks.dump(tree.root, images)
+    root_ids = _ids(1)
+    inventory = pb.inventory_pb2.InventoryEntry(
+        img_version=constants.IMG_VERSION, fdinfo_per_id=True, root_ids=root_ids
+    )
+    images.commit(inventory)
+
+
+def _ids(index: int):
+    return pb.core_pb2.TaskKobjIdsEntry(
+        vm_id=index, files_id=index, fs_id=index, sighand_id=index
+    )
+
+
+def _zombie_core(proc) -> "pb.core_pb2.CoreEntry":
     core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
-    core.ids.CopyFrom(pb.core_pb2.TaskKobjIdsEntry(vm_id=1, files_id=1, fs_id=1, sighand_id=1))
-    ctx = DumpContext(
-        pid=pid,
-        task=rt,
+    core.tc.CopyFrom(
+        pb.core_pb2.TaskCoreEntry(
+            task_state=constants.TASK_DEAD,
+            exit_code=proc.exit_status,
+            personality=0,
+            flags=0,
+            blk_sigset=0,
+            comm="",
+        )
+    )
+    return core
+
+
+def _process_context(proc, index, images, table, shell_job, progress) -> DumpContext:
+    leader = proc.leader
+    abi = abi_for_cs(leader.regs.cs)
+    if abi is None:
+        raise UnsupportedError(
+            f"process {proc.pid} runs with an unknown code segment {leader.regs.cs:#x}"
+        )
+    core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+    core.ids.CopyFrom(_ids(index))
+    return DumpContext(
+        pid=proc.pid,
+        task=leader,
         abi=abi,
         images=images,
         core=core,
         mm=pb.mm_pb2.MmEntry(),
-        files=FileTable(),
+        files=table,
         shell_job=shell_job,
         progress=progress,
+        pages_id=index,
     )
-    log.info("dumping %d (%s)", pid, abi.name)
+
+
+def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
+    leader = ctx.task
+    leader.map_scratch()
+    _check_interval_timers(proc.pid, leader)
+    log.info("dumping %d (%s, %d threads)", proc.pid, ctx.abi.name, len(proc.threads))
+    threads = [ctx]
+    for tid in proc.tids[1:]:
+        task = proc.threads[tid]
+        task.scratch, task.scratch_size = leader.scratch, leader.scratch_size
+        if abi_for_cs(task.regs.cs) is not ctx.abi:
+            raise UnsupportedError(f"thread {tid} of process {proc.pid} runs in another mode")
+        core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+        threads.append(replace(ctx, pid=tid, task=task, core=core))
     for name, stage in (
-        ("registers", regs.dump),
         ("signals", signals.dump),
-        ("task", task.dump),
-        ("files", lambda c: files.dump(c, fds)),
+        ("task", task_part.dump),
+        ("files", lambda c: files.dump(c, fds, tree_files)),
         ("memory", memory.dump),
     ):
         log.debug("dump stage: %s", name)
         stage(ctx)
-    st = procfs.read_stat(pid)
-    images.write(
-        "pstree.img",
-        [pb.pstree_pb2.PstreeEntry(pid=pid, ppid=st.ppid, pgid=st.pgid, sid=st.sid, threads=[pid])],
-    )
-    images.write(f"core-{pid}.img", [core])
-    images.write(f"mm-{pid}.img", [ctx.mm])
-    images.write("files.img", ctx.files.entries)
-    cpu.dump(images)
-    clocks.dump(pid, images)
-    inventory = pb.inventory_pb2.InventoryEntry(
-        img_version=constants.IMG_VERSION,
-        fdinfo_per_id=True,
-        root_ids=core.ids,
-    )
-    images.commit(inventory)
+    for tctx in threads:
+        regs.dump(tctx)
+        signals.dump_thread(tctx)
+        task_part.dump_thread(tctx)
+        ctx.images.write(f"core-{tctx.pid}.img", [tctx.core])
+    ctx.images.write(f"mm-{proc.pid}.img", [ctx.mm])

@@ -56,6 +56,7 @@ class RemoteTask:
         self._mem = os.open(proc(pid, "mem"), os.O_RDWR)
         self._bootstrap_insn = 0
         self._data_used = 0
+        self._last_event = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -166,6 +167,20 @@ class RemoteTask:
         return result
 
     def _run(self, abi: Abi, nr: int, args, stop_at_exit: bool) -> int:
+        ptrace.set_regs(self.pid, self._call_regs(abi, nr, args))
+        if self.scratch and not stop_at_exit:  # one stop: the int3 after the instruction
+            ptrace.cont(self.pid)
+            self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
+        else:  # two stops, at syscall entry and exit, whatever follows the instruction
+            ptrace.cont_syscall(self.pid)
+            self._expect(lambda s: s.is_syscall_stop, "syscall entry")
+            ptrace.cont_syscall(self.pid)
+            self._expect(lambda s: s.is_syscall_stop, "syscall exit")
+        out = ptrace.get_regs(self.pid)
+        return signed(out.rax)
+
+    def _call_regs(self, abi: Abi, nr: int, args) -> ptrace.UserRegs:
+        """The registers that make the task issue syscall `nr` of `abi` with `args`."""
         regs = self.regs.copy()
         regs.cs = X86_64.user_cs
         regs.orig_rax = (1 << 64) - 1
@@ -182,17 +197,7 @@ class RemoteTask:
             regs.rip = self._bootstrap_insn or self._find_syscall_insn()
         else:
             raise RemoteError("compat syscalls need the scratch page")
-        ptrace.set_regs(self.pid, regs)
-        if self.scratch and not stop_at_exit:  # one stop: the int3 after the instruction
-            ptrace.cont(self.pid)
-            self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
-        else:  # two stops, at syscall entry and exit, whatever follows the instruction
-            ptrace.cont_syscall(self.pid)
-            self._expect(lambda s: s.is_syscall_stop, "syscall entry")
-            ptrace.cont_syscall(self.pid)
-            self._expect(lambda s: s.is_syscall_stop, "syscall exit")
-        out = ptrace.get_regs(self.pid)
-        return signed(out.rax)
+        return regs
 
     def _expect(self, ok, what: str) -> None:
         while True:
@@ -200,6 +205,7 @@ class RemoteTask:
             if stop.exited:
                 raise RemoteError(f"task {self.pid} {stop.describe()} during an injected syscall")
             if ok(stop):
+                self._last_event = stop.event
                 return
             if stop.event == ptrace.PTRACE_EVENT_STOP:
                 ptrace.cont(self.pid) if what == "int3" else ptrace.cont_syscall(self.pid)
@@ -225,6 +231,86 @@ class RemoteTask:
                 self._bootstrap_insn = m.start + at
                 return self._bootstrap_insn
         raise RemoteError(f"no syscall instruction in the executable memory of task {self.pid}")
+
+    # --- new tasks ---------------------------------------------------------------------------
+
+    def spawn(self, flags: int, tid: int, exit_signal: int = 0) -> "RemoteTask":
+        """A new task made by clone3 inside this one, with PID or TID `tid` (as this task's
+        PID namespace numbers it): a thread with CLONE_THREAD in `flags`, else a child
+        process. Traced from birth (the task must be traced with PTRACE_O_TRACEFORK and
+        PTRACE_O_TRACECLONE) and stopped; it shares, or has a copy of, the scratch page.
+        Raises OSError with the clone's error."""
+        try:
+            set_tid = self.put(struct.pack("<i", tid))
+            args = struct.pack("<11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid, 1, 0)
+            regs = self._call_regs(X86_64, X86_64.nr("clone3"), (self.put(args), len(args)))
+            ptrace.set_regs(self.pid, regs)
+            ptrace.cont(self.pid)
+            forked = (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_CLONE)
+            self._expect(lambda s: s.sig == signal.SIGTRAP and s.event in forked + (0,), "clone")
+            born = ptrace.event_message(self.pid) if self._last_event in forked else 0
+            if born:
+                ptrace.cont(self.pid)
+                self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
+            result = signed(ptrace.get_regs(self.pid).rax)
+        finally:
+            self._data_used = 0
+        if result < 0:
+            raise OSError(-result, f"clone3 in task {self.pid}: {errno_name(-result)}")
+        stop = ptrace.wait(born)
+        if not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_STOP):
+            raise RemoteError(f"new task {born} {stop.describe()} instead of starting stopped")
+        child = RemoteTask(born, ptrace.get_regs(born))
+        child.scratch, child.scratch_size = self.scratch, self.scratch_size
+        return child
+
+    def execute(self, path: str) -> None:
+        """Make the task exec the program at `path` (no arguments, empty environment) and stop
+        it just after; the task must be traced with PTRACE_O_TRACEEXEC."""
+        name = self.put(path.encode() + b"\0")
+        argv = self.put(struct.pack("<QQ", name, 0))
+        ptrace.set_regs(self.pid, self._call_regs(X86_64, X86_64.nr("execve"), (name, argv, 0)))
+        self._data_used = 0
+        ptrace.cont(self.pid)
+        exec_or_int3 = (ptrace.PTRACE_EVENT_EXEC, 0)
+        self._expect(lambda s: s.sig == signal.SIGTRAP and s.event in exec_or_int3, "exec")
+        if self._last_event != ptrace.PTRACE_EVENT_EXEC:
+            err = -signed(ptrace.get_regs(self.pid).rax)
+            raise OSError(err, f"execve of {path} in task {self.pid}: {errno_name(err)}")
+        self.after_exec()
+
+    def after_exec(self) -> None:
+        """From the exec event stop, run the task out of execve, so that injected calls start
+        clean, and forget the old address space."""
+        ptrace.cont_syscall(self.pid)
+        self._expect(lambda s: s.is_syscall_stop, "syscall exit after exec")
+        self.regs = ptrace.get_regs(self.pid)
+        self.scratch = self.scratch_size = 0
+        self._bootstrap_insn = 0
+        self.close()
+        self._mem = os.open(proc(self.pid, "mem"), os.O_RDWR)
+
+    def exit(self, status: int) -> None:
+        """End the task with exit_group(status); returns once torpor has seen it exit."""
+        regs = self._call_regs(X86_64, X86_64.nr("exit_group"), (status,))
+        ptrace.set_regs(self.pid, regs)
+        ptrace.cont(self.pid)
+        self._wait_exit()
+
+    def kill_with(self, sig: int) -> None:
+        """End the task by signal `sig` (its action must be the default one and the signal
+        unblocked); returns once torpor has seen it die."""
+        os.kill(self.pid, sig)
+        ptrace.cont(self.pid)
+        self._wait_exit(sig)
+
+    def _wait_exit(self, deliver: int = 0) -> None:
+        self.close()
+        while True:
+            stop = ptrace.wait(self.pid)
+            if stop.exited:
+                return
+            ptrace.cont(self.pid, stop.sig if stop.sig == deliver else 0)
 
     # --- scratch page ----------------------------------------------------------------------
 

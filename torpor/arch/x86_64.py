@@ -47,6 +47,17 @@ X86_64 = Abi(
         "rt_sigqueueinfo": 129,
         "capset": 126,
         "rt_tgsigqueueinfo": 297,
+        "clone3": 435,
+        "execve": 59,
+        "exit_group": 231,
+        "wait4": 61,
+        "kill": 62,
+        "ftruncate": 77,
+        "rt_sigtimedwait": 128,
+        "prlimit64": 302,
+        "memfd_create": 319,
+        "pidfd_open": 434,
+        "pidfd_getfd": 438,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

@@ -21,6 +21,8 @@ PTRACE_SYSCALL = 24
 PTRACE_GET_THREAD_AREA = 25
 PTRACE_SET_THREAD_AREA = 26
 PTRACE_ARCH_PRCTL = 30
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
@@ -33,10 +35,14 @@ PTRACE_GET_SYSCALL_INFO = 0x420E
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
 
 PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000
 PTRACE_O_SUSPEND_SECCOMP = 0x200000
 
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXEC = 4
 PTRACE_EVENT_STOP = 128
 
@@ -103,6 +109,17 @@ def ptrace(request: int, pid: int, addr: int = 0, data=0) -> int:
 
 def seize(pid: int, options: int) -> None:
     ptrace(PTRACE_SEIZE, pid, 0, options)
+
+
+def set_options(pid: int, options: int) -> None:
+    ptrace(PTRACE_SETOPTIONS, pid, 0, options)
+
+
+def event_message(pid: int) -> int:
+    """PTRACE_GETEVENTMSG: for a fork or clone event, the new task's PID."""
+    out = ctypes.c_ulong()
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, out)
+    return out.value
 
 
 def interrupt(pid: int) -> None:

@@ -32,40 +32,61 @@ def _check_supported(d: FdDescription, shell_job: bool) -> None:
         raise UnsupportedError(f"fd {d.fd} is a {kind} ({d.target}), not supported yet")
 
 
-def inspect(pid: int, shell_job: bool) -> list[FdDescription]:
-    """Describe every fd, refusing unsupported ones before anything about the task changes."""
-    fds = [describe_fd(pid, fd) for fd in list_fds(pid)]
-    for d in fds:
-        _check_supported(d, shell_job)
+def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> None:
+    """Refuse unsupported fds of any process of the tree before anything about it changes."""
     pipes: dict[int, set[int]] = {}
-    for d in fds:
-        if d.kind == "pipe":
-            pipes.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
-    for d in fds:
-        if d.kind == "pipe" and pipes[d.inode] != {os.O_RDONLY, os.O_WRONLY}:
-            raise UnsupportedError(
-                f"fd {d.fd} is a pipe ({d.target}) whose other end is outside the process, "
-                "not supported yet"
-            )
-    return fds
+    for fds in fds_by_pid.values():
+        for d in fds:
+            _check_supported(d, shell_job)
+            if d.kind == "pipe":
+                pipes.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
+    for pid, fds in fds_by_pid.items():
+        for d in fds:
+            if d.kind == "pipe" and pipes[d.inode] != {os.O_RDONLY, os.O_WRONLY}:
+                raise UnsupportedError(
+                    f"fd {d.fd} of process {pid} is a pipe ({d.target}) whose other end is "
+                    "outside the process tree, not supported yet"
+                )
 
 
-def dump(ctx: DumpContext, fds: list[FdDescription]) -> None:
+def describe_all(pid: int) -> list[FdDescription]:
+    return [describe_fd(pid, fd) for fd in list_fds(pid)]
+
+
+class TreeFiles:
+    """The open file descriptions of a tree being dumped: an fd that shares its description
+    with an fd seen before (in any process, found with kcmp) gets the same file id; the
+    unread contents of each pipe are saved once."""
+
+    def __init__(self):
+        self.seen: dict[str, list[tuple[int, int, int]]] = {}  # target -> (pid, fd, file id)
+        self.pipe_data: dict[int, tuple] = {}  # pipe inode -> (PipeDataEntry, bytes)
+
+    def known_id(self, pid: int, d: FdDescription) -> int | None:
+        for other_pid, other_fd, file_id in self.seen.get(d.target, ()):
+            if same_open_file(other_pid, other_fd, pid, d.fd):
+                return file_id
+        return None
+
+    def write(self, images) -> None:
+        if self.pipe_data:
+            images.write("pipes-data.img", list(self.pipe_data.values()))
+
+
+def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
     entries = []
-    seen: list[tuple[FdDescription, int]] = []
-    pipe_data = []
     for d in fds:
-        file_id = next(
-            (fid for other, fid in seen if same_open_file(ctx.pid, other.fd, ctx.pid, d.fd)), None
-        )
+        file_id = tree.known_id(ctx.pid, d)
         if file_id is None:
             file_id = _add_file(ctx, d)
-            seen.append((d, file_id))
-            if d.kind == "pipe" and d.flags & O_ACCMODE == os.O_RDONLY:
-                data = peek_pipe(ctx.pid, d.fd)
-                pipe_data.append(
-                    (pb.pipe_data_pb2.PipeDataEntry(pipe_id=d.inode, bytes=len(data)), data)
-                )
+            tree.seen.setdefault(d.target, []).append((ctx.pid, d.fd, file_id))
+            if d.kind == "pipe" and d.inode not in tree.pipe_data:
+                data = peek_pipe(ctx.pid, d.fd) if d.flags & O_ACCMODE == os.O_RDONLY else None
+                if data is not None:
+                    tree.pipe_data[d.inode] = (
+                        pb.pipe_data_pb2.PipeDataEntry(pipe_id=d.inode, bytes=len(data)),
+                        data,
+                    )
         entries.append(
             pb.fdinfo_pb2.FdinfoEntry(
                 id=file_id,
@@ -75,8 +96,6 @@ def dump(ctx: DumpContext, fds: list[FdDescription]) -> None:
             )
         )
     ctx.images.write(f"fdinfo-{ctx.core.ids.files_id}.img", entries)
-    if pipe_data:
-        ctx.images.write("pipes-data.img", pipe_data)
     _dump_fs(ctx)
 
 
@@ -88,7 +107,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
     flags = d.flags & ~os.O_CLOEXEC
     if d.kind == "pipe":
         return ctx.files.add(
-            ("fd", d.fd),
+            ("fd", ctx.pid, d.fd),
             lambda i: pb.fdinfo_pb2.FileEntry(
                 type=pb.fdinfo_pb2.PIPE,
                 id=i,
@@ -97,7 +116,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
         )
     if d.kind == "tty":
         return ctx.files.add(
-            ("fd", d.fd),
+            ("fd", ctx.pid, d.fd),
             lambda i: pb.fdinfo_pb2.FileEntry(
                 type=pb.fdinfo_pb2.TTY,
                 id=i,
@@ -107,7 +126,7 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
             ),
         )
     return ctx.files.add(
-        ("fd", d.fd),
+        ("fd", ctx.pid, d.fd),
         lambda i: pb.fdinfo_pb2.FileEntry(
             type=pb.fdinfo_pb2.REG,
             id=i,
@@ -162,33 +181,46 @@ def _open(ctx: RestoreContext, path: str, flags: int) -> int:
         raise RestoreError(f"cannot reopen {path}: {os.strerror(e.errno)}") from None
 
 
-def _place(ctx: RestoreContext, got: int, fd: int, cloexec: bool) -> None:
-    """Move the descriptor `got` to number `fd` with the saved close-on-exec flag."""
+def _place(
+    ctx: RestoreContext, got: int, fd: int, cloexec: bool, always_set_flag: bool = False
+) -> None:
+    """Move the descriptor `got` to number `fd` with the saved close-on-exec flag (set or
+    cleared when `always_set_flag`, else only set: a fresh open has it clear)."""
     task = ctx.task
     if got != fd:
         task.call(X86_64, "dup3", got, fd, os.O_CLOEXEC if cloexec else 0)
         task.call(X86_64, "close", got)
-    elif cloexec:
-        task.call(X86_64, "fcntl", fd, F_SETFD, FD_CLOEXEC)
+    elif cloexec or always_set_flag:
+        task.call(X86_64, "fcntl", fd, F_SETFD, FD_CLOEXEC if cloexec else 0)
+
+
+class SharedFds:
+    """Where each file description and pipe of a tree being restored was first put, so that
+    other processes take the very same description (pidfd_getfd) instead of a new one."""
+
+    def __init__(self):
+        self.files: dict[int, tuple[int, int]] = {}  # file id -> (saved PID, fd)
+        self.pipes: dict[int, tuple[int, int, int]] = {}  # pipe id -> (PID, read fd, write fd)
+        self.parked_from: dict[int, int] = {}  # saved PID -> lowest fd of its parked pipe ends
 
 
 def restore(ctx: RestoreContext) -> None:
     entries = ctx.images.read(f"fdinfo-{ctx.core.ids.files_id}.img")
-    pipe_data = {}
-    if ctx.images.has("pipes-data.img"):
-        for entry, data in ctx.images.read_with_payloads("pipes-data.img"):
-            pipe_data[entry.pipe_id] = data
-    placed: dict[int, int] = {}  # file id -> fd where it was first opened
+    shared: SharedFds = ctx.shared_files
     park_at = max((e.fd for e in entries), default=0) + 1  # above every fd to be placed
-    pipes: dict[int, tuple[int, int]] = {}  # pipe_id -> (read fd, write fd) in the task
+    made_pipes = []
     terminal = None
     for e in sorted(entries, key=lambda e: e.fd):
         f = ctx.files.get(e.id)
         if f is None:
             raise ImageError(f"fdinfo: fd {e.fd} refers to unknown file id {e.id}")
         cloexec = bool(e.flags & FD_CLOEXEC)
-        if e.id in placed:
-            ctx.task.call(X86_64, "dup3", placed[e.id], e.fd, os.O_CLOEXEC if cloexec else 0)
+        if e.id in shared.files:
+            owner, fd = shared.files[e.id]
+            if owner == ctx.image_pid:
+                ctx.task.call(X86_64, "dup3", fd, e.fd, os.O_CLOEXEC if cloexec else 0)
+            else:
+                _place(ctx, _take(ctx, owner, fd), e.fd, cloexec, always_set_flag=True)
             continue
         if f.HasField("reg"):
             got = _open(ctx, f.reg.name, f.reg.flags)
@@ -201,37 +233,61 @@ def restore(ctx: RestoreContext) -> None:
             terminal = terminal or _own_terminal()
             _place(ctx, _open(ctx, terminal, f.tty.flags), e.fd, cloexec)
         elif f.HasField("pipe"):
-            _restore_pipe_end(ctx, f.pipe, e.fd, cloexec, pipes, park_at)
+            if f.pipe.pipe_id not in shared.pipes:
+                _make_pipe(ctx, f.pipe.pipe_id, park_at)
+                made_pipes.append(f.pipe.pipe_id)
+            _restore_pipe_end(ctx, f.pipe, e.fd, cloexec)
         else:
             raise ImageError(f"fdinfo: fd {e.fd} has a file kind torpor cannot restore")
-        placed[e.id] = e.fd
-    for pipe_id, data in pipe_data.items():
-        if pipe_id in pipes and data:
-            _refill_pipe(ctx, pipes[pipe_id][1], data)
-    if pipes:
+        shared.files[e.id] = (ctx.image_pid, e.fd)
+    if made_pipes:
+        shared.parked_from[ctx.image_pid] = park_at
+        data = {}
+        if ctx.images.has("pipes-data.img"):
+            data = {e.pipe_id: d for e, d in ctx.images.read_with_payloads("pipes-data.img")}
+        for pipe_id in made_pipes:
+            if data.get(pipe_id):
+                _refill_pipe(ctx, shared.pipes[pipe_id][2], data[pipe_id])
+
+
+def close_parked(ctx: RestoreContext) -> None:
+    """Close the spare pipe ends, once every process of the tree has taken its own."""
+    park_at = ctx.shared_files.parked_from.get(ctx.image_pid)
+    if park_at is not None:
         ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
 
 
-def _restore_pipe_end(ctx, entry, fd: int, cloexec: bool, pipes: dict, park_at: int) -> None:
+def _take(ctx: RestoreContext, owner: int, fd: int) -> int:
+    """A copy, in this task, of fd `fd` of process `owner` (the same open file description)."""
     task = ctx.task
-    if entry.pipe_id not in pipes:
-        out = task.reserve(8)
-        task.call(X86_64, "pipe2", out, 0)
-        raw = task.read(out, 8)
-        pipes[entry.pipe_id] = (
-            int.from_bytes(raw[:4], "little"),
-            int.from_bytes(raw[4:], "little"),
-        )
-        # Park both ends above every fd still to be placed, so they never collide.
-        parked = []
-        for end in pipes[entry.pipe_id]:
-            high = task.call(X86_64, "fcntl", end, 1030, park_at)  # F_DUPFD_CLOEXEC
-            task.call(X86_64, "close", end)
-            parked.append(high)
-        pipes[entry.pipe_id] = tuple(parked)
-    read_end, write_end = pipes[entry.pipe_id]
+    pidfd = task.call(X86_64, "pidfd_open", owner, 0)
+    try:
+        return task.call(X86_64, "pidfd_getfd", pidfd, fd, 0)
+    finally:
+        task.call(X86_64, "close", pidfd)
+
+
+def _make_pipe(ctx: RestoreContext, pipe_id: int, park_at: int) -> None:
+    """A new pipe, both ends parked above every fd still to be placed, so they never collide."""
+    task = ctx.task
+    out = task.reserve(8)
+    task.call(X86_64, "pipe2", out, 0)
+    raw = task.read(out, 8)
+    parked = []
+    for end in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")):
+        parked.append(task.call(X86_64, "fcntl", end, 1030, park_at))  # F_DUPFD_CLOEXEC
+        task.call(X86_64, "close", end)
+    ctx.shared_files.pipes[pipe_id] = (ctx.image_pid, *parked)
+
+
+def _restore_pipe_end(ctx, entry, fd: int, cloexec: bool) -> None:
+    task = ctx.task
+    owner, read_end, write_end = ctx.shared_files.pipes[entry.pipe_id]
     source = write_end if entry.flags & O_ACCMODE == os.O_WRONLY else read_end
-    task.call(X86_64, "dup3", source, fd, os.O_CLOEXEC if cloexec else 0)
+    if owner == ctx.image_pid:
+        task.call(X86_64, "dup3", source, fd, os.O_CLOEXEC if cloexec else 0)
+    else:
+        _place(ctx, _take(ctx, owner, source), fd, cloexec, always_set_flag=True)
     if entry.flags & os.O_NONBLOCK:
         task.call(X86_64, "fcntl", fd, 4, entry.flags & ~O_ACCMODE)  # F_SETFL
 

@@ -35,6 +35,8 @@ CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the k
 # smaps VmFlags that come from madvise(2), and the advice that sets each.
 MADVICE_BY_VMFLAG = {"dd": 16, "dc": 10, "hg": 14, "nh": 15, "mg": 12, "wf": 18}
 AT_FDCWD = -100
+MEMFD_PREFIX = "/memfd:"
+SEEK_DATA, SEEK_HOLE = 3, 4
 
 
 class Ranges:
@@ -90,7 +92,8 @@ def _add_file(ctx: DumpContext, m: Mapping) -> int:
 
 
 def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | None:
-    """The VmaEntry for mapping `m`, and which of its pages to save: "all", "anon" or "none"."""
+    """The VmaEntry for mapping `m`, and which of its pages to save: "all", "anon", "none" or
+    "shmem" (those of the shared memory object behind it)."""
     vma = pb.vma_pb2.VmaEntry(
         start=m.start,
         end=m.end,
@@ -129,7 +132,17 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.status |= C.VMA_ANON_SHARED
         vma.flags |= MAP_SHARED | MAP_ANONYMOUS
         vma.shmid = m.inode
-        return vma, "all"
+        vma.pgoff = m.offset
+        return vma, "shmem"
+    if m.name.startswith(MEMFD_PREFIX) and m.name.endswith(" (deleted)"):
+        if not m.shared:
+            raise UnsupportedError(f"mapping {m.start:#x}-{m.end:#x} is a private memfd mapping")
+        vma.status |= C.VMA_FILE_SHARED | C.VMA_AREA_MEMFD
+        vma.flags |= MAP_SHARED
+        vma.shmid = m.inode
+        vma.pgoff = m.offset
+        vma.torpor_memfd_name = m.name[len(MEMFD_PREFIX) : -len(" (deleted)")]
+        return vma, "shmem"
     if m.is_file:
         vma.shmid = _add_file(ctx, m)
         vma.pgoff = m.offset
@@ -166,6 +179,10 @@ def dump(ctx: DumpContext) -> None:
             ctx.mm.vmas.append(vma)
             if pages == "all" and m.name == "[vdso]":
                 found_runs = [(m.start, m.size)]
+            elif pages == "shmem":
+                key = (vma.shmid, m.offset, m.size)
+                found_runs = [] if key in ctx.shmem_saved else shmem_runs(ctx.pid, m)
+                ctx.shmem_saved.add(key)
             elif pages != "none":
                 found_runs = scanner.runs(m.start, m.end, anon_only=pages == "anon")
             else:
@@ -178,10 +195,34 @@ def dump(ctx: DumpContext) -> None:
     _write_pages(ctx, runs, unreadable)
 
 
+def shmem_runs(pid: int, m: Mapping) -> list[tuple[int, int]]:
+    """The runs of mapping `m` where its shared memory object holds data (SEEK_DATA finds
+    pages written through any mapping or fd, whether or not this process touched them)."""
+    fd = os.open(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", os.O_RDONLY)
+    runs = []
+    try:
+        pos, end = m.offset, m.offset + m.size
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            if data >= end:
+                break
+            hole = min(os.lseek(fd, data, SEEK_HOLE), end)
+            data -= data % PAGE_SIZE
+            hole += -hole % PAGE_SIZE
+            runs.append((m.start + data - m.offset, min(hole, end) - data))
+            pos = hole
+    finally:
+        os.close(fd)
+    return runs
+
+
 def _write_pages(
     ctx: DumpContext, runs: list[tuple[int, int]], unreadable: list[tuple[int, int]]
 ) -> None:
-    pages_id = 1
+    pages_id = ctx.pages_id
     entries = [pb.pagemap_pb2.PagemapHead(pages_id=pages_id)]
     merged = sorted(runs)  # one entry per run: an entry never spans two VMAs
     for addr, length in merged:
@@ -206,6 +247,7 @@ def _write_pages(
             if ctx.progress:
                 ctx.progress(done, total)
     ctx.images.write(f"pagemap-{ctx.pid}.img", entries)
+    ctx.pages_bytes = total
     log.info("memory: %d VMAs, %d bytes of pages in %d runs", len(ctx.mm.vmas), total, len(merged))
 
 
@@ -229,18 +271,22 @@ def clear_address_space(ctx: RestoreContext) -> None:
 
 
 def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -> int:
-    key = (file_id, flags)
+    entry = ctx.files.get(file_id)
+    if entry is None or not entry.HasField("reg"):
+        raise ImageError(f"mm-{ctx.image_pid}.img: mapping refers to unknown file id {file_id}")
+    return _open_path(ctx, entry.reg.name, flags, opened, "mapped file")
+
+
+def _open_path(ctx: RestoreContext, path: str, flags: int, opened: dict, what: str) -> int:
+    """An fd in the task for `path`, opened once per (path, flags) for all its mappings."""
+    key = (path, flags)
     if key not in opened:
-        entry = ctx.files.get(file_id)
-        if entry is None or not entry.HasField("reg"):
-            raise ImageError(f"mm-{ctx.image_pid}.img: mapping refers to unknown file id {file_id}")
-        path = entry.reg.name
         try:
             opened[key] = ctx.task.call(
                 X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"), flags, 0
             )
         except OSError as e:
-            raise RestoreError(f"cannot open mapped file {path}: {os.strerror(e.errno)}") from None
+            raise RestoreError(f"cannot open {what} {path}: {os.strerror(e.errno)}") from None
     return opened[key]
 
 
@@ -258,7 +304,12 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
                 vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)
             ) | MAP_FIXED
             fd, offset = -1, 0
-            if vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
+            if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
+                path = ctx.shared_memory.path(vma.shmid)
+                fd = _open_path(ctx, path, os.O_RDWR, opened, "shared memory")
+                flags &= ~MAP_ANONYMOUS
+                offset = vma.pgoff
+            elif vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
                 shared_rw = vma.status & C.VMA_FILE_SHARED and prot & PROT_WRITE
                 fd = _open_in_task(ctx, vma.shmid, os.O_RDWR if shared_rw else os.O_RDONLY, opened)
                 offset = vma.pgoff
@@ -302,6 +353,8 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     """The pages file id and the (address, length) runs stored in it, checked against the VMAs."""
     name = f"pagemap-{ctx.image_pid}.img"
     head, *entries = ctx.images.read(name)
+    if head.pages_id != ctx.pages_id:
+        raise ImageError(f"{name}: pages file {head.pages_id}, expected {ctx.pages_id}")
     runs = []
     bounds = Ranges((v.start, v.end, True) for v in ctx.mm.vmas)
     for e in entries:

@@ -11,7 +11,7 @@ from torpor.images import pb
 from torpor.kernel import ptrace
 
 NSIG = 64
-SIGKILL, SIGSTOP = 9, 19
+SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
 SA_IA32_ABI = 0x02000000  # kernel-internal flag, set on dispositions installed by ia32 code
 SS_DISABLE = 2
 
@@ -21,6 +21,7 @@ def _signals():
 
 
 def dump(ctx: DumpContext) -> None:
+    """The process-wide part: every disposition and the signals pending for the process."""
     task, abi = ctx.task, ctx.abi
     out = task.reserve(abi.sigaction_size)
     for sig in _signals():
@@ -35,12 +36,22 @@ def dump(ctx: DumpContext) -> None:
                 compat_sigaction=abi.bits == 32,
             )
         )
-    blocked = task.sigmask if task.sigmask is not None else ptrace.get_sigmask(ctx.pid)
-    ctx.core.tc.blk_sigset = blocked
-    ctx.core.thread_core.blk_sigset = blocked
-    for shared, queue in ((True, ctx.core.tc.signals_s), (False, ctx.core.thread_core.signals_p)):
-        for info in ptrace.pending_signals(ctx.pid, shared):
-            queue.signals.add(siginfo=info)
+    ctx.core.tc.blk_sigset = _blocked(ctx)
+    for info in ptrace.pending_signals(ctx.pid, True):
+        ctx.core.tc.signals_s.signals.add(siginfo=info)
+
+
+def _blocked(ctx) -> int:
+    task = ctx.task
+    return task.sigmask if task.sigmask is not None else ptrace.get_sigmask(ctx.pid)
+
+
+def dump_thread(ctx: DumpContext) -> None:
+    """One thread's part: its blocked mask, the signals pending for it, its alternate stack."""
+    task, abi = ctx.task, ctx.abi
+    ctx.core.thread_core.blk_sigset = _blocked(ctx)
+    for info in ptrace.pending_signals(ctx.pid, False):
+        ctx.core.thread_core.signals_p.signals.add(siginfo=info)
     out = task.reserve(abi.stack_t_size)
     task.call(abi, "sigaltstack", 0, out)
     st = abi.unpack_stack(task.read(out, abi.stack_t_size))
@@ -50,11 +61,7 @@ def dump(ctx: DumpContext) -> None:
 
 
 def restore(ctx: RestoreContext) -> None:
-    """Install every saved disposition (with the ABI that installed it) and the alt stack.
-
-    The blocked mask is handed to the task by :func:`restore_blocked`; it takes effect when
-    the task is let go.
-    """
+    """Install every saved disposition, with the ABI that installed it."""
     task = ctx.task
     native = abi_by_name("x86_64")
     by_sig = dict(zip(_signals(), ctx.core.tc.sigactions, strict=False))
@@ -67,29 +74,45 @@ def restore(ctx: RestoreContext) -> None:
             else SigAction(entry.sigaction, entry.flags, entry.restorer, entry.mask)
         )
         task.call(abi, "rt_sigaction", sig, task.put(abi.pack_sigaction(act)), 0, 8)
+
+
+def restore_thread(ctx: RestoreContext) -> None:
+    """One thread's alternate stack and blocked mask (the mask takes effect when the thread
+    is let go)."""
     sas = ctx.core.thread_core.sas
     if sas.ss_flags & SS_DISABLE or not sas.ss_size:
         st = AltStack(0, SS_DISABLE, 0)
     else:
         st = AltStack(sas.ss_sp, 0, sas.ss_size)
-    task.call(ctx.abi, "sigaltstack", task.put(ctx.abi.pack_stack(st)), 0)
+    ctx.task.call(ctx.abi, "sigaltstack", ctx.task.put(ctx.abi.pack_stack(st)), 0)
+    tc = ctx.core.thread_core
+    mask = tc.blk_sigset if tc.HasField("blk_sigset") else ctx.core.tc.blk_sigset
+    ctx.task.sigmask = mask
+
+
+def forget_child_exits(ctx: RestoreContext) -> None:
+    """Take back the SIGCHLD that restoring zombie children queued for the process: the
+    process was told about them before the dump."""
+    task, native = ctx.task, abi_by_name("x86_64")
+    wanted = task.put((1 << (SIGCHLD - 1)).to_bytes(8, "little"))
+    no_wait = task.put(bytes(16))
+    while task.syscall(native, "rt_sigtimedwait", wanted, 0, no_wait, 8) == SIGCHLD:
+        wanted = task.put((1 << (SIGCHLD - 1)).to_bytes(8, "little"))
+        no_wait = task.put(bytes(16))
 
 
 def restore_pending(ctx: RestoreContext) -> None:
-    """Queue the saved pending signals again; the task sends them to itself, as the kernel
-    lets a process queue any siginfo to itself. They stay blocked until the task runs."""
+    """Queue the process's saved pending signals again; the task sends them to itself, as
+    the kernel lets a process queue any siginfo to itself. They stay blocked until it runs."""
     task, native = ctx.task, abi_by_name("x86_64")
     for info in ctx.core.tc.signals_s.signals:
         sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
         task.call(native, "rt_sigqueueinfo", ctx.image_pid, sig, task.put(info.siginfo))
+
+
+def restore_thread_pending(ctx: RestoreContext, tgid: int) -> None:
+    """Queue one thread's saved pending signals again, from inside its own process."""
+    task, native = ctx.task, abi_by_name("x86_64")
     for info in ctx.core.thread_core.signals_p.signals:
         sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
-        task.call(
-            native, "rt_tgsigqueueinfo", ctx.image_pid, ctx.image_pid, sig, task.put(info.siginfo)
-        )
-
-
-def restore_blocked(ctx: RestoreContext) -> None:
-    tc = ctx.core.thread_core
-    mask = tc.blk_sigset if tc.HasField("blk_sigset") else ctx.core.tc.blk_sigset
-    ctx.task.sigmask = mask
+        task.call(native, "rt_tgsigqueueinfo", tgid, ctx.image_pid, sig, task.put(info.siginfo))

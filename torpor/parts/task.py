@@ -24,22 +24,29 @@ AT_FDCWD = -100
 
 
 def dump(ctx: DumpContext) -> None:
-    task, abi, pid = ctx.task, ctx.abi, ctx.pid
-    st = read_stat(pid)
-    tc, thread = ctx.core.tc, ctx.core.thread_core
+    """The process-wide part: state, personality, name and the PR_SET_MM_MAP fields."""
+    st = read_stat(ctx.pid)
+    tc = ctx.core.tc
     tc.task_state = C.TASK_ALIVE
     tc.exit_code = 0
-    tc.personality = read_personality(pid)
+    tc.personality = read_personality(ctx.pid)
     tc.flags = 0
     tc.comm = st.comm
-    thread.comm = st.comm
+    _dump_mm_fields(ctx, st)
+
+
+def dump_thread(ctx: DumpContext) -> None:
+    """One thread's part: name, robust list, rseq, clear_child_tid and credentials."""
+    task, abi, tid = ctx.task, ctx.abi, ctx.pid
+    thread = ctx.core.thread_core
+    thread.comm = read_stat(tid).comm
 
     out = task.reserve(16)
     task.call(abi, "get_robust_list", 0, out, out + 8)
     thread.futex_rla = task.read_word(abi, out)
     thread.futex_rla_len = task.read_word(abi, out + 8)
 
-    conf = ptrace.get_rseq_configuration(pid)
+    conf = ptrace.get_rseq_configuration(tid)
     if conf.rseq_abi_pointer and conf.rseq_abi_size:  # before 6.3 the size is never 0
         thread.rseq_entry.CopyFrom(
             pb.rseq_pb2.RseqEntry(
@@ -52,9 +59,7 @@ def dump(ctx: DumpContext) -> None:
     out = task.reserve(8)
     task.call(X86_64, "prctl", PR_GET_TID_ADDRESS, out)
     ctx.core.thread_info.clear_tid_addr = struct.unpack("<Q", task.read(out, 8))[0]
-
     thread.creds.CopyFrom(_creds(ctx))
-    _dump_mm_fields(ctx, st)
 
 
 def _caps(hexstr: str) -> list[int]:
@@ -122,16 +127,20 @@ def forget_inherited(ctx: RestoreContext) -> None:
 
 
 def restore(ctx: RestoreContext) -> None:
-    """Everything but credentials; they go last as they may take away torpor's privileges."""
+    """The process-wide part; credentials go last as they may take away torpor's privileges."""
+    ctx.task.call(X86_64, "personality", ctx.core.tc.personality)
+    _restore_mm_fields(ctx)
+
+
+def restore_thread(ctx: RestoreContext) -> None:
+    """One thread's name, clear_child_tid, robust list and rseq registration."""
     task, abi = ctx.task, ctx.abi
     tc, thread = ctx.core.tc, ctx.core.thread_core
-    task.call(X86_64, "personality", tc.personality)
     comm = (thread.comm or tc.comm).encode()[:15]
     task.call(X86_64, "prctl", PR_SET_NAME, task.put(comm + b"\0"))
     task.call(X86_64, "set_tid_address", ctx.core.thread_info.clear_tid_addr)
     if thread.futex_rla or thread.futex_rla_len:
         task.call(abi, "set_robust_list", thread.futex_rla, thread.futex_rla_len)
-    _restore_mm_fields(ctx)
     if thread.HasField("rseq_entry") and thread.rseq_entry.rseq_abi_size:
         r = thread.rseq_entry
         task.call(abi, "rseq", r.rseq_abi_pointer, r.rseq_abi_size, 0, r.signature)

@@ -109,12 +109,14 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
         plan.trampolines = vdsolib.trampolines(old_image, new_image, plan.new_base, ctx.abi.bits)
     except vdsolib.VdsoError as e:
         raise RestoreError(f"cannot redirect the dumped vDSO: {e}") from None
-    ip = ctx.core.thread_info.gpregs.ip - dumped.vdso_start
-    if plan.trampolines.torn([ip]):
-        raise RestoreError(
-            f"the task was stopped {ip:#x} bytes into its vDSO, inside the entry of a function "
-            "that must be redirected; dump it again (it will not be stopped there twice)"
-        )
+    for core in [ctx.core, *ctx.thread_cores.values()]:
+        ip = core.thread_info.gpregs.ip - dumped.vdso_start
+        if plan.trampolines.torn([ip]):
+            raise RestoreError(
+                f"a thread was stopped {ip:#x} bytes into its vDSO, inside the entry of a "
+                "function that must be redirected; dump it again (it will not be stopped "
+                "there twice)"
+            )
     if plan.trampolines.missing:
         ctx.notes.append(
             "the running kernel's vDSO lacks "

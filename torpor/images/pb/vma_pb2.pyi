@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VmaEntry(_message.Message):
-    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags", "torpor_accounted")
+    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags", "torpor_accounted", "torpor_memfd_name")
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     PGOFF_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class VmaEntry(_message.Message):
     MADV_FIELD_NUMBER: _ClassVar[int]
     FDFLAGS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_ACCOUNTED_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MEMFD_NAME_FIELD_NUMBER: _ClassVar[int]
     start: int
     end: int
     pgoff: int
@@ -28,4 +29,5 @@ class VmaEntry(_message.Message):
     madv: int
     fdflags: int
     torpor_accounted: bool
-    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ..., torpor_accounted: bool = ...) -> None: ...
+    torpor_memfd_name: str
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ..., torpor_accounted: bool = ..., torpor_memfd_name: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,381 @@
+"""The restored tree's processes and threads: created with their saved PIDs and TIDs, each
+process by its saved parent, in their saved sessions and process groups; zombies made to exit
+as they did. Every task is traced from birth and stays stopped until the whole tree is done.
+
+The root is a child of torpor made with clone3 (its PID requested through set_tid) that execs
+a stub program of its ABI (see torpor.arch.stub). Every other process is forked by its parent
+(clone3 injected into the parent's stub) and execs the stub of its own ABI, so a 64-bit
+parent can have a 32-bit child. Threads are started by their process's main thread once its
+memory is in place.
+"""
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import time
+
+from torpor.arch import X86_64
+from torpor.arch.stub import idle_elf, namespace_init_elf
+from torpor.context import log
+from torpor.errors import RestoreError
+from torpor.kernel import libc, procfs, ptrace
+from torpor.parts import clocks
+from torpor.remote import RemoteTask
+
+PID_WAIT_SECONDS = 5.0
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags pidfd child_tid parent_tid exit_signal stack stack_size tls set_tid "
+            "set_tid_size cgroup"
+        ).split()
+    ]
+
+
+class _Stub:
+    """The program a new task execs first (see torpor.arch.stub), and the gate that holds
+    the child back until torpor traces it, so that the exec is never missed."""
+
+    def __init__(self, abi, program: bytes | None = None):
+        self.fd = os.memfd_create("torpor-stub", 0)
+        os.write(self.fd, program or idle_elf(abi))
+        self.gate_r, self.gate_w = os.pipe()
+
+    def close(self):
+        for fd in (self.fd, self.gate_r, self.gate_w):
+            os.close(fd)
+
+
+_EXIT_EXEC = 121  # exit status of a child that could not exec the stub
+
+
+def _spawn_with_pid(pid: int, stub: _Stub) -> int:
+    """A child of this process with PID `pid` that, once torpor lets it, enters its time
+    namespace and execs the stub."""
+    tid = (ctypes.c_int * 1)(pid)
+    args = _CloneArgs(exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tid), set_tid_size=1)
+    got = libc.syscall_holding_gil(libc.SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    if got == 0:  # the child: a copy of torpor with a moment to live
+        try:
+            os.read(stub.gate_r, 1)
+            os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-restore"], {})
+        finally:
+            os._exit(_EXIT_EXEC)
+    return got
+
+
+def _seize_new(child: int, stub: _Stub) -> RemoteTask:
+    ptrace.seize(child, RESTORE_OPTIONS)
+    os.write(stub.gate_w, b"x")
+    stop = ptrace.wait(child)
+    if stop.exited:
+        raise RestoreError("the new task could not exec torpor's stub program")
+    if not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
+        raise RestoreError(f"the new task did not exec torpor's stub ({stop.describe()})")
+    task = RemoteTask(child, ptrace.get_regs(child))
+    task.after_exec()
+    return task
+
+
+CLONE_NEWPID = 0x20000000
+# Traced from birth; tasks they fork and threads they start are traced too.
+RESTORE_OPTIONS = (
+    ptrace.PTRACE_O_EXITKILL
+    | ptrace.PTRACE_O_TRACEEXEC
+    | ptrace.PTRACE_O_TRACESYSGOOD
+    | ptrace.PTRACE_O_SUSPEND_SECCOMP
+    | ptrace.PTRACE_O_TRACEFORK
+    | ptrace.PTRACE_O_TRACECLONE
+)
+
+
+@contextlib.contextmanager
+def _children_in_pid_namespace(ns_path: str | None):
+    """Within this block, children torpor creates are born in the PID namespace at ns_path
+    (a new one if ns_path is "new"); afterwards in torpor's own again."""
+    if ns_path is None:
+        yield
+        return
+    own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY)
+    try:
+        if ns_path == "new":
+            libc.syscall(libc.SYS_UNSHARE, CLONE_NEWPID)
+        else:
+            target = os.open(ns_path, os.O_RDONLY)
+            try:
+                libc.syscall(libc.SYS_SETNS, target, CLONE_NEWPID)
+            finally:
+                os.close(target)
+        try:
+            yield
+        finally:
+            libc.syscall(libc.SYS_SETNS, own, CLONE_NEWPID)
+    finally:
+        os.close(own)
+
+
+def start_pid_namespace() -> int:
+    """A new PID namespace, held by an init (PID 1 there) that exits when it is alone in it;
+    returns the init's PID here. The init is started through a short-lived intermediate so
+    that, orphaned, it is reaped by the system and not left a zombie of the caller."""
+    stub = _Stub(X86_64, namespace_init_elf())
+    r, w = os.pipe()
+    try:
+        helper = os.fork()
+        if helper == 0:
+            try:
+                os.close(r)
+                with _children_in_pid_namespace("new"):
+                    init = os.fork()
+                    if init == 0:
+                        os.execve(f"/proc/self/fd/{stub.fd}", ["torpor-init"], {})
+                os.write(w, str(init).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        w = -1
+        answer = os.read(r, 32)
+        os.waitpid(helper, 0)
+        if not answer:
+            raise RestoreError("cannot create a PID namespace")
+        return int(answer)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        stub.close()
+
+
+def _create_task(pid: int, stub: _Stub, timens_offsets: str | None, pid_ns) -> RemoteTask:
+    """The root of the restored tree: a child of torpor with PID `pid` running `stub`."""
+    with _children_in_pid_namespace(pid_ns):
+        return _with_pid_retries(pid, lambda: _create_task_from(pid, stub, timens_offsets))
+
+
+def _with_pid_retries(pid: int, create):
+    """create(), retried while PID `pid` is held by a process that is only waiting to be
+    reaped (one a dump just killed)."""
+    deadline = time.monotonic() + PID_WAIT_SECONDS
+    while True:
+        try:
+            return create()
+        except FileExistsError:
+            if not os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                continue
+            if time.monotonic() >= deadline or _is_live(pid):
+                raise RestoreError(f"PID {pid} is in use by another process") from None
+            time.sleep(0.02)
+        except PermissionError:
+            raise RestoreError("restoring a PID needs root (CAP_CHECKPOINT_RESTORE)") from None
+        except OSError as e:
+            if e.errno == errno.ENOSYS:
+                raise RestoreError(
+                    "this kernel has no clone3 (Linux 5.5 or later needed)"
+                ) from None
+            raise RestoreError(f"cannot create a task with PID {pid}: {e.strerror}") from None
+
+
+def _create_task_from(pid: int, stub: _Stub, timens_offsets: str | None) -> RemoteTask:
+    with clocks.children_in_new_namespace(timens_offsets):
+        child = _spawn_with_pid(pid, stub)
+    try:
+        return _seize_new(child, stub)
+    except BaseException:
+        kill_child(child)
+        raise
+
+
+def _is_live(pid: int) -> bool:
+    try:
+        return procfs.read_stat(pid).state not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def kill_child(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+
+SIGCHLD = 17
+RLIMIT_CORE = 4
+WALL = 0x40000000  # wait4 __WALL
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND
+#                                                                  THREAD SYSVSEM
+
+
+class Family:
+    """The tasks of one restore, keyed by their saved PIDs/TIDs."""
+
+    def __init__(self, procs, *, timens_offsets, pid_ns, scratch_at):
+        self.procs = procs
+        self.by_pid = {p.pid: p for p in procs}
+        self.tasks: dict[int, RemoteTask] = {}  # saved PID/TID -> its task, while traced
+        self.created: list[int] = []  # every process made, as torpor numbers it
+        self._timens_offsets = timens_offsets
+        self._pid_ns = pid_ns
+        self._scratch_at = scratch_at
+        self._stubs: dict[str, _Stub] = {}
+
+    def _stub(self, abi) -> _Stub:
+        if abi.name not in self._stubs:
+            self._stubs[abi.name] = _Stub(abi)
+        return self._stubs[abi.name]
+
+    def close(self) -> None:
+        for stub in self._stubs.values():
+            stub.close()
+        self._stubs.clear()
+
+    # --- the tree ---------------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Every process, in its place in the tree, its session and its group; zombies dead."""
+        root = self.procs[0]
+        task = _create_task(root.pid, self._stub(root.abi), self._timens_offsets, self._pid_ns)
+        self.created.append(task.pid)
+        self.tasks[root.pid] = task
+        task.block_signals()
+        task.map_scratch(at=self._scratch_at(task.pid, root.mm))
+        self._populate(root)
+        self._set_groups()
+        self._check_ids()
+        self._bury_zombies()
+
+    def _populate(self, proc) -> None:
+        """Fork proc's children from it: those in the session proc was born in first, then,
+        if proc leads a session of its own, the others after its setsid."""
+        task = self.tasks[proc.pid]
+        for child in proc.children:
+            if child.entry.sid != proc.pid:
+                self._fork(proc, child)
+        if proc.entry.sid == proc.pid:
+            task.call(X86_64, "setsid")
+        for child in proc.children:
+            if child.entry.sid == proc.pid:
+                self._fork(proc, child)
+        for child in proc.children:
+            if not child.zombie:
+                self._populate(child)
+
+    def _fork(self, parent, child) -> None:
+        parent_task = self.tasks[parent.pid]
+        task = _with_pid_retries(child.pid, lambda: parent_task.spawn(0, child.pid, SIGCHLD))
+        self.created.append(task.pid)
+        self.tasks[child.pid] = task
+        log.debug("process %d forked by %d", child.pid, parent.pid)
+        if child.zombie:
+            if child.entry.sid == child.pid:
+                task.call(X86_64, "setsid")
+            return
+        task.execute(f"/proc/{os.getpid()}/fd/{self._stub(child.abi).fd}")
+        task.block_signals()
+        task.map_scratch(at=self._scratch_at(task.pid, child.mm))
+
+    def _set_groups(self) -> None:
+        """Group leaders first, then members; a group whose leader is gone gets a helper
+        process with the leader's PID for as long as its members take time to join."""
+        root = self.procs[0]
+        outside = root.entry.pgid if root.entry.pgid not in self.by_pid else None
+        orphaned: dict[int, list] = {}
+        for proc in self.procs:
+            e = proc.entry
+            if e.pgid == proc.pid and e.sid != proc.pid:
+                self.tasks[proc.pid].call(X86_64, "setpgid", 0, 0)
+        for proc in self.procs:
+            e = proc.entry
+            if e.pgid == proc.pid or e.sid == proc.pid or e.pgid == outside:
+                continue
+            if e.pgid in self.by_pid:
+                self.tasks[proc.pid].call(X86_64, "setpgid", 0, e.pgid)
+            else:
+                orphaned.setdefault(e.pgid, []).append(proc)
+        for pgid, members in orphaned.items():
+            self._join_orphaned_group(pgid, members)
+
+    def _join_orphaned_group(self, pgid: int, members) -> None:
+        parent = self.tasks[members[0].entry.ppid]
+        helper = _with_pid_retries(pgid, lambda: parent.spawn(0, pgid, 0))
+        self.created.append(helper.pid)
+        helper.call(X86_64, "setpgid", 0, 0)
+        for proc in members:
+            self.tasks[proc.pid].call(X86_64, "setpgid", 0, pgid)
+        helper.exit(0)
+        parent.call(X86_64, "wait4", pgid, 0, WALL, 0)
+        log.debug("group %d recreated for %s", pgid, [p.pid for p in members])
+
+    def _check_ids(self) -> None:
+        """Every process in its saved session and group, as its own namespace numbers them."""
+        root = self.procs[0]
+        for proc in self.procs:
+            status = procfs.read_status(self.tasks[proc.pid].pid)
+            for what, saved, key in (
+                ("process group", proc.entry.pgid, "NSpgid"),
+                ("session", proc.entry.sid, "NSsid"),
+            ):
+                got = int(status[key].split()[-1])
+                outside = saved not in self.by_pid and (
+                    saved == root.entry.pgid or saved == root.entry.sid
+                )
+                if not outside and got != saved:
+                    raise RestoreError(
+                        f"process {proc.pid} cannot be put back in its {what} {saved} "
+                        f"(it is in {got})"
+                    )
+
+    def _bury_zombies(self) -> None:
+        """Make each zombie exit the way it did; its parent can then wait for it."""
+        for proc in self.procs:
+            if not proc.zombie:
+                continue
+            task = self.tasks.pop(proc.pid)
+            status = proc.core.tc.exit_code
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                task.call(X86_64, "prlimit64", 0, RLIMIT_CORE, task.put(bytes(16)), 0)
+                task.call(X86_64, "rt_sigaction", sig, task.put(bytes(32)), 0, 8)
+                ptrace.set_sigmask(task.pid, 0)
+                task.kill_with(sig)
+            else:
+                task.exit(os.WEXITSTATUS(status))
+
+    # --- threads and the end ----------------------------------------------------------------
+
+    def start_thread(self, pid: int, tid: int) -> RemoteTask:
+        """A new thread with TID `tid` in process `pid` (whose memory must be in place)."""
+        leader = self.tasks[pid]
+        thread = _with_pid_retries(tid, lambda: leader.spawn(CLONE_THREAD_FLAGS, tid))
+        self.tasks[tid] = thread
+        return thread
+
+    def let_go(self) -> None:
+        """Let every task run: threads first, each process's main thread after them."""
+        leaders = {p.pid for p in self.procs}
+        for tid, task in self.tasks.items():
+            if tid not in leaders:
+                task.detach()
+        for tid, task in self.tasks.items():
+            if tid in leaders:
+                task.detach()
+        self.tasks.clear()
+
+    def kill(self) -> None:
+        """End every task this restore made (after a failure)."""
+        for task in self.tasks.values():
+            task.close()
+        for pid in self.created:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self.created:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, WALL)
+        self.tasks.clear()

@@ -1,0 +1,184 @@
+"""Freeze a process tree: every thread of a root process and of all its descendants, stopped
+under ptrace before anything of them is read, and let go together afterwards.
+
+Stopped tasks cannot fork or start threads, so seizing until a walk of the tree finds nothing
+new gives a tree that stays as it is until it is released. Zombies are recorded, not seized.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from torpor.arch import abi_for_cs
+from torpor.errors import TargetError
+from torpor.kernel import procfs, ptrace
+from torpor.parts import regs as regs_part
+from torpor.remote import RemoteError, RemoteTask
+
+MAX_ROUNDS = 20  # walks of a tree that keeps growing before torpor gives up
+
+
+@dataclass
+class FrozenProcess:
+    """One process of the frozen tree: its ids and its stopped threads, the leader first."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    threads: dict[int, RemoteTask] = field(default_factory=dict)
+    zombie: bool = False
+    exit_status: int = 0  # a zombie's wait status
+
+    @property
+    def leader(self) -> RemoteTask:
+        return self.threads[self.pid]
+
+    @property
+    def tids(self) -> list[int]:
+        return [self.pid] + sorted(t for t in self.threads if t != self.pid)
+
+
+class FrozenTree:
+    """A frozen process tree: processes in breadth-first order from the root."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.processes: dict[int, FrozenProcess] = {}
+
+    def tasks(self):
+        for p in self.processes.values():
+            yield from p.threads.values()
+
+    def live(self) -> list[FrozenProcess]:
+        return [p for p in self.processes.values() if not p.zombie]
+
+    # --- freezing ---------------------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """Seize every thread of the tree, walking it again until a walk adds nothing."""
+        for _ in range(MAX_ROUNDS):
+            if not self._walk():
+                return
+        raise TargetError(f"the process tree of {self.root} keeps changing; cannot freeze it")
+
+    def _walk(self) -> bool:
+        grew = False
+        queue = [self.root]
+        seen: set[int] = set()
+        while queue:
+            pid = queue.pop(0)
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                st = procfs.read_stat(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                if pid == self.root:
+                    raise TargetError(f"no process with PID {pid}") from None
+                grew = True  # gone between two reads: walk again
+                continue
+            proc = self.processes.get(pid)
+            if proc is None:
+                proc = FrozenProcess(pid, st.ppid, st.pgid, st.sid)
+                self.processes[pid] = proc
+                grew = True
+            if st.state in ("Z", "X"):
+                if pid == self.root:
+                    raise TargetError(f"process {pid} is a zombie")
+                if st.num_threads > 1 or proc.threads:
+                    raise TargetError(f"process {pid} is exiting; cannot dump it")
+                proc.zombie, proc.exit_status = True, st.exit_code
+                continue
+            for tid in _tasks(pid):
+                if tid not in proc.threads:
+                    task = _seize(tid)
+                    if task is not None:
+                        proc.threads[tid] = task
+                    grew = True
+            if pid not in proc.threads:
+                raise TargetError(f"the main thread of process {pid} has exited; not supported")
+            queue += procfs.children(pid)
+        return grew
+
+    # --- letting go -------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Undo what a dump did to every task and let the tree run as before."""
+        for proc in self.live():
+            try:
+                proc.leader.unmap_scratch()
+            except OSError:
+                pass  # a task that died meanwhile
+        for task in self.tasks():
+            abi = abi_for_cs(task.regs.cs)
+            if abi is not None:
+                task.regs = regs_part.restart_adjusted_for_resume(task.regs, abi)
+            try:
+                task.detach()
+            except OSError:
+                _reap_traced(task.pid)
+
+    def kill(self) -> None:
+        """End every process of the tree (after a dump that does not leave it running)."""
+        for proc in self.live():
+            try:
+                os.kill(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+        for task in self.tasks():
+            task.close()
+            try:
+                ptrace.detach(task.pid)
+            except OSError:
+                pass  # SIGKILL may already have ended the tracing
+
+    def vanished(self) -> list[int]:
+        """Tasks that have died since they were frozen."""
+        gone = []
+        for task in self.tasks():
+            try:
+                if procfs.read_stat(task.pid).state in ("Z", "X"):
+                    gone.append(task.pid)
+            except OSError:
+                gone.append(task.pid)
+        return gone
+
+    def check_unchanged(self) -> None:
+        """Refuse a tree that gained or lost tasks since it was frozen."""
+        gone = self.vanished()
+        if gone:
+            raise TargetError(f"task {gone[0]} exited during the dump")
+        for proc in self.live():
+            for tid in _tasks(proc.pid):
+                if tid not in proc.threads:
+                    raise TargetError(f"task {tid} appeared in process {proc.pid} during the dump")
+            for child in procfs.children(proc.pid):
+                if child not in self.processes:
+                    raise TargetError(f"process {child} appeared during the dump")
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return procfs.list_tasks(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _seize(tid: int) -> RemoteTask | None:
+    """Seize one thread; None if it exited first."""
+    try:
+        return RemoteTask.seize(tid)
+    except PermissionError:
+        raise TargetError(f"cannot trace process {tid}: permission denied") from None
+    except (ProcessLookupError, RemoteError):
+        return None
+    except OSError as e:
+        raise TargetError(f"cannot trace process {tid}: {e.strerror}") from None
+
+
+def _reap_traced(tid: int) -> None:
+    """Collect the exit of a traced task that died, so that its parent can reap it."""
+    try:
+        os.waitpid(tid, os.WNOHANG | 0x40000000)  # __WALL
+    except ChildProcessError:
+        pass
