@@ -14,6 +14,7 @@ A workload restored by torpor is a new child of the test process with the origin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,10 +64,15 @@ WORKLOADS = (
     Spec("files"),
     Spec("tls"),
     Spec("counter"),
+    Spec("threads"),
+    Spec("threads", "100"),  # argv[1] is the number of extra threads
+    Spec("tree", "family"),
+    Spec("tree", "wide", args=("50",)),
+    Spec("tree", "mixed"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.
-REFUSAL_HELPERS = (Spec("threaded"), Spec("forker"), Spec("socket"))
+REFUSAL_HELPERS = (Spec("socket"),)
 
 ALL_SPECS = WORKLOADS + REFUSAL_HELPERS
 
@@ -134,15 +140,20 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return True
 
 
-def proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) of a task from /proc/PID/stat, or None if it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a task from /proc/PID/stat, or None if it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]))
 
 
 def child_pids(parent: int) -> set[int]:
@@ -154,6 +165,55 @@ def child_pids(parent: int) -> set[int]:
             if st is not None and st[1] == parent:
                 kids.add(int(entry))
     return kids
+
+
+def tree_pids(top: int | None, session: int | None = None) -> set[int]:
+    """``top`` (if it exists) and every process descending from it by parent links, plus
+    every process in session ``session`` and their descendants.
+
+    The session catches what a workload left behind after its top process died: its
+    orphans are reparented away, but they stay in the session the harness started it in,
+    whose id is the top's PID (a number the kernel does not reuse while the session lives).
+    """
+    parent, sid = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                parent[int(entry)] = int(fields[1])
+                sid[int(entry)] = int(fields[3])
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [pid for pid in parent if pid == top or (session is not None and sid[pid] == session)]
+    found: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def kill_tree(top: int | None, session: int | None = None) -> set[int]:
+    """SIGKILL everything :func:`tree_pids` finds; return the PIDs it signalled.
+
+    Everything found is stopped first and the search repeated until it finds nothing new,
+    so a process forking meanwhile cannot leave a child outside the tree; then all die.
+    """
+    stopped: set[int] = set()
+    for _ in range(100):
+        new = tree_pids(top, session) - stopped
+        if not new:
+            break
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= new
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return stopped
 
 
 def tracer_pid(pid: int) -> int:
@@ -307,25 +367,35 @@ class Workload:
         return Verdict(self.name, status, self.log())
 
     def kill(self) -> None:
-        """Kill whatever is left of the workload; only ever a child of this process."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-            return
-        if self.status is not None:
-            return
-        # The original is gone; a task with its PID that is our child is a (possibly
-        # half-restored) copy: kill and reap it.
+        """Kill whatever is left of the workload and reap its top process.
+
+        That is the top process if it is (still) a child of this process, every process
+        descending from it, and every process left in the workload's session (whose id is
+        the original PID): orphans whose parents died are found there.
+        """
         pid = self.proc.pid
-        st = proc_state(pid)
-        if st is None or st[1] != os.getpid():
-            return
-        os.kill(pid, signal.SIGKILL)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        self.status = -signal.SIGKILL
+        original_alive = self.proc.poll() is None
+        top = None
+        if original_alive:
+            top = pid
+        elif self.status is None:
+            # The original is gone; a task with its PID that is our child is a (possibly
+            # half-restored) copy.
+            st = proc_state(pid)
+            if st is not None and st[1] == os.getpid():
+                top = pid
+        # A live process with the PID that is not ours may have reused the number for a
+        # session of its own; the session is only searched when that cannot be the case.
+        session = pid if top is not None or proc_state(pid) is None else None
+        kill_tree(top, session)
+        if original_alive:
+            self.proc.wait()
+        elif top is not None:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.status = -signal.SIGKILL
 
 
 def start(

@@ -66,6 +66,7 @@ class DumpContext:
     pages_id: int = 1  # the pages-N.img of this process
     pages_bytes: int = 0  # how much of it was written
     shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
+    memfds: list = field(default_factory=list)  # (pid, fd, inode, size) of memfd fds (tree)
 
 
 @dataclass

@@ -154,6 +154,8 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
         task.block_signals()
     images = ImageDir(path)
     table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
+    memfds: list = []
+    reach: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
     pages = _TreeProgress(progress)
     entries = []
     for index, proc in enumerate(tree.processes.values(), start=1):
@@ -166,9 +168,17 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
             images.write(f"core-{proc.pid}.img", [_zombie_core(proc)])
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
-        ctx.shmem_saved = shmem_saved
+        ctx.shmem_saved, ctx.memfds = shmem_saved, memfds
         _collect_process(proc, ctx, fds[proc.pid], tree_files)
         pages.finished(ctx.pages_bytes)
+        for vma in ctx.mm.vmas:
+            reach[vma.shmid] = max(reach.get(vma.shmid, 0), vma.pgoff + vma.end - vma.start)
+    for pid, fd, inode, size in memfds:
+        if size > reach.get(inode, 0):
+            raise UnsupportedError(
+                f"fd {fd} of process {pid} is a memfd with contents beyond what the process "
+                "tree maps, not supported yet"
+            )
     images.write("pstree.img", entries)
     images.write("files.img", table.entries)
     tree_files.write(images)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torpor.arch import abi_for_cs
 from torpor.errors import TargetError
-from torpor.kernel import procfs, ptrace
+from torpor.kernel import procfs
 from torpor.parts import regs as regs_part
 from torpor.remote import RemoteError, RemoteTask
 
@@ -105,8 +105,10 @@ class FrozenTree:
     def release(self) -> None:
         """Undo what a dump did to every task and let the tree run as before."""
         for proc in self.live():
+            leader = proc.threads.get(proc.pid)
             try:
-                proc.leader.unmap_scratch()
+                if leader is not None:
+                    leader.unmap_scratch()
             except OSError:
                 pass  # a task that died meanwhile
         for task in self.tasks():
@@ -125,12 +127,11 @@ class FrozenTree:
                 os.kill(proc.pid, 9)
             except ProcessLookupError:
                 pass
-        for task in self.tasks():
+        leaders = [t for t in self.tasks() if t.pid in self.processes]
+        others = [t for t in self.tasks() if t.pid not in self.processes]
+        for task in others + leaders:  # a leader reports its exit after its threads
             task.close()
-            try:
-                ptrace.detach(task.pid)
-            except OSError:
-                pass  # SIGKILL may already have ended the tracing
+            _reap_traced(task.pid, block=True)
 
     def vanished(self) -> list[int]:
         """Tasks that have died since they were frozen."""
@@ -176,9 +177,9 @@ def _seize(tid: int) -> RemoteTask | None:
         raise TargetError(f"cannot trace process {tid}: {e.strerror}") from None
 
 
-def _reap_traced(tid: int) -> None:
+def _reap_traced(tid: int, block: bool = False) -> None:
     """Collect the exit of a traced task that died, so that its parent can reap it."""
     try:
-        os.waitpid(tid, os.WNOHANG | 0x40000000)  # __WALL
+        os.waitpid(tid, (0 if block else os.WNOHANG) | 0x40000000)  # __WALL
     except ChildProcessError:
         pass

@@ -19,25 +19,30 @@ F_SETFD, FD_CLOEXEC = 2, 1
 O_ACCMODE = 3
 OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC
 SEEK_SET = 0
+MEMFD_PREFIX = "/memfd:"
 TTY_INFO_ID = 1
 
 
-def _check_supported(d: FdDescription, shell_job: bool) -> None:
-    kind = d.kind
+def _is_memfd(d: FdDescription) -> bool:
+    return d.kind == "reg" and d.target.startswith(MEMFD_PREFIX)
+
+
+def _check_supported(pid: int, d: FdDescription, shell_job: bool) -> None:
+    kind, fd = d.kind, f"fd {d.fd} of process {pid}"
     if kind == "tty" and not shell_job:
-        raise UnsupportedError(f"fd {d.fd} is a terminal ({d.target}): dump with --shell-job")
-    if kind in ("reg", "dir") and d.target.endswith(" (deleted)"):
-        raise UnsupportedError(f"fd {d.fd} is a deleted file ({d.target}), not supported yet")
+        raise UnsupportedError(f"{fd} is a terminal ({d.target}): dump with --shell-job")
+    if kind in ("reg", "dir") and d.target.endswith(" (deleted)") and not _is_memfd(d):
+        raise UnsupportedError(f"{fd} is a deleted file ({d.target}), not supported yet")
     if kind not in ("reg", "dir", "chr-mem", "tty", "pipe"):
-        raise UnsupportedError(f"fd {d.fd} is a {kind} ({d.target}), not supported yet")
+        raise UnsupportedError(f"{fd} is a {kind} ({d.target}), not supported yet")
 
 
 def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> None:
     """Refuse unsupported fds of any process of the tree before anything about it changes."""
     pipes: dict[int, set[int]] = {}
-    for fds in fds_by_pid.values():
+    for pid, fds in fds_by_pid.items():
         for d in fds:
-            _check_supported(d, shell_job)
+            _check_supported(pid, d, shell_job)
             if d.kind == "pipe":
                 pipes.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
     for pid, fds in fds_by_pid.items():
@@ -125,21 +130,19 @@ def _add_file(ctx: DumpContext, d: FdDescription) -> int:
                 ),
             ),
         )
-    return ctx.files.add(
-        ("fd", ctx.pid, d.fd),
-        lambda i: pb.fdinfo_pb2.FileEntry(
-            type=pb.fdinfo_pb2.REG,
-            id=i,
-            reg=pb.regfile_pb2.RegFileEntry(
-                id=i,
-                flags=flags,
-                pos=d.pos,
-                name=d.target,
-                fown=no_owner(),
-                mode=d.mode,
-            ),
-        ),
+    reg = pb.regfile_pb2.RegFileEntry(
+        flags=flags, pos=d.pos, name=d.target, fown=no_owner(), mode=d.mode
     )
+    if _is_memfd(d):
+        reg.torpor_memfd = d.inode
+        reg.size = os.stat(proc(ctx.pid, "fd", str(d.fd))).st_size
+        ctx.memfds.append((ctx.pid, d.fd, d.inode, reg.size))
+
+    def make(i):
+        reg.id = i
+        return pb.fdinfo_pb2.FileEntry(type=pb.fdinfo_pb2.REG, id=i, reg=reg)
+
+    return ctx.files.add(("fd", ctx.pid, d.fd), make)
 
 
 def _dump_fs(ctx: DumpContext) -> None:
@@ -223,7 +226,10 @@ def restore(ctx: RestoreContext) -> None:
                 _place(ctx, _take(ctx, owner, fd), e.fd, cloexec, always_set_flag=True)
             continue
         if f.HasField("reg"):
-            got = _open(ctx, f.reg.name, f.reg.flags)
+            name = f.reg.name
+            if f.reg.HasField("torpor_memfd"):
+                name = ctx.shared_memory.path(f.reg.torpor_memfd)
+            got = _open(ctx, name, f.reg.flags)
             _place(ctx, got, e.fd, cloexec)
             if f.reg.pos:
                 ctx.task.call(X86_64, "lseek", e.fd, f.reg.pos, SEEK_SET)

@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 from torpor.images.pb import fown_pb2 as torpor_dot_images_dot_pb_dot_fown__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etorpor/images/pb/regfile.proto\x12\x06torpor\x1a\x1btorpor/images/pb/fown.proto\"\xfb\x01\n\x0cRegFileEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x0b\n\x03pos\x18\x03 \x02(\x04\x12\x1f\n\x04\x66own\x18\x05 \x02(\x0b\x32\x11.torpor.FownEntry\x12\x0c\n\x04name\x18\x06 \x02(\t\x12\x12\n\x06mnt_id\x18\x07 \x01(\x11:\x02-1\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0b\n\x03\x65xt\x18\t \x01(\x08\x12\x0c\n\x04mode\x18\n \x01(\r\x12\x10\n\x08\x62uild_id\x18\x0b \x03(\r\x12\x10\n\x08\x63hecksum\x18\x0c \x01(\r\x12\x17\n\x0f\x63hecksum_config\x18\r \x01(\r\x12\x1a\n\x12\x63hecksum_parameter\x18\x0e \x01(\r')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etorpor/images/pb/regfile.proto\x12\x06torpor\x1a\x1btorpor/images/pb/fown.proto\"\x92\x02\n\x0cRegFileEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x0b\n\x03pos\x18\x03 \x02(\x04\x12\x1f\n\x04\x66own\x18\x05 \x02(\x0b\x32\x11.torpor.FownEntry\x12\x0c\n\x04name\x18\x06 \x02(\t\x12\x12\n\x06mnt_id\x18\x07 \x01(\x11:\x02-1\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0b\n\x03\x65xt\x18\t \x01(\x08\x12\x0c\n\x04mode\x18\n \x01(\r\x12\x10\n\x08\x62uild_id\x18\x0b \x03(\r\x12\x10\n\x08\x63hecksum\x18\x0c \x01(\r\x12\x17\n\x0f\x63hecksum_config\x18\r \x01(\r\x12\x1a\n\x12\x63hecksum_parameter\x18\x0e \x01(\r\x12\x15\n\x0ctorpor_memfd\x18\xe8\x07 \x01(\x04')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -30,5 +30,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.regfile_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGFILEENTRY']._serialized_start=72
-  _globals['_REGFILEENTRY']._serialized_end=323
+  _globals['_REGFILEENTRY']._serialized_end=346
 # @@protoc_insertion_point(module_scope)
