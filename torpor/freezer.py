@@ -131,6 +131,9 @@ class FrozenTree:
         others = [t for t in self.tasks() if t.pid not in self.processes]
         for task in others + leaders:  # a leader reports its exit after its threads
             task.close()
+            proc = self.processes.get(task.pid)
+            if proc is not None and proc.ppid == os.getpid():
+                continue  # torpor's own child: its exit is for the caller to collect
             _reap_traced(task.pid, block=True)
 
     def vanished(self) -> list[int]:
