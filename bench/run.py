@@ -14,8 +14,8 @@ It builds its workloads (bench/workloads, gcc -m64 and -m32), then measures in o
   also given as a fraction of its limit, since the machine is shared and only ratios taken
   from one run compare;
 - fixed cost: the trivial process through the command line (whole command) and the API;
-- growth: 1 to 10 000 mappings (with the cost per mapping from a linear fit), 1 to 100
-  threads and 1 to 50 processes, where torpor's refusal is recorded as "not supported yet";
+- growth: 1 to 10 000 mappings, 1 to 100 threads and 1 to 50 processes, each with the cost
+  per unit from a linear fit (a refusal by torpor would be recorded as "not supported yet");
 - torpor's own peak RSS while dumping and restoring the largest process (ru_maxrss of the
   command, from wait4).
 
@@ -219,10 +219,18 @@ class Workload:
                 raise BenchError(f"{self.name} not READY after {READY_TIMEOUT:.0f} s")
             time.sleep(0.002)
 
-    def reap_dumped(self) -> None:
-        """Reap the original process, which a dump without --leave-running has killed."""
+    def reap_dumped(self, tree: set[int]) -> None:
+        """Reap the original process tree (PIDs `tree`), which a dump without --leave-running
+        has killed: the root here, its descendants as orphans of this subreaper, so that
+        every PID is free for the restore."""
         self.proc.wait(timeout=VERDICT_TIMEOUT)
         _live.discard(self.pid)
+        deadline = time.monotonic() + VERDICT_TIMEOUT
+        while any(os.path.exists(f"/proc/{pid}") for pid in tree):
+            reap_orphans()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: the dumped tree is still there")
+            time.sleep(0.001)
 
     def adopt(self, pid: int) -> None:
         """Follow the restored copy (same PID, now a new child of this process)."""
@@ -243,6 +251,18 @@ class Workload:
     def kill(self, group: bool = False) -> None:
         kill_and_reap(self.pid, group=group)
         self.proc.returncode = self.proc.returncode or -signal.SIGKILL
+
+
+def tree_pids(root: int) -> set[int]:
+    """`root` and all its descendants."""
+    found, queue = set(), [root]
+    while queue:
+        pid = queue.pop()
+        found.add(pid)
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                queue += [int(p) for p in f.read().split()]
+    return found
 
 
 # --- torpor, through the API and the command line ----------------------------------------------
@@ -394,8 +414,9 @@ class Cycle:
 
 def api_cycle(w: Workload, images: Path) -> Cycle:
     """Dump `w` and restore it through the Python API; the restored copy gives its verdict."""
+    tree = tree_pids(w.pid)
     dump_s, _ = timed(lambda: torpor.dump(w.pid, images))
-    w.reap_dumped()
+    w.reap_dumped(tree)
     total, pages = images_size(images)
     restore_s, pid = timed(lambda: torpor.restore(images))
     w.adopt(pid)
@@ -404,8 +425,9 @@ def api_cycle(w: Workload, images: Path) -> Cycle:
 
 def cli_cycle(w: Workload, images: Path, sample: bool = False) -> Cycle:
     """Dump `w` and restore it with the torpor command, each a whole command's wall time."""
+    tree = tree_pids(w.pid)
     dumped = run_cli(["dump", "-t", str(w.pid), "-D", str(images)], w.workdir, sample)
-    w.reap_dumped()
+    w.reap_dumped(tree)
     total, pages = images_size(images)
     pidfile = w.workdir / "restored.pid"
     restored = run_cli(
