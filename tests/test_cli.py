@@ -26,6 +26,8 @@ from pathlib import Path
 import harness
 import pytest
 
+from torpor.images import ImageDir
+
 REPO = Path(__file__).resolve().parents[1]
 PR_SET_CHILD_SUBREAPER = 36
 CLI_TIMEOUT = 60
@@ -286,6 +288,28 @@ def test_show(start_workload, images, flavour):
     abi, other = ("x86_64", "ia32") if flavour == "64" else ("ia32", "x86_64")
     assert f" {abi} " in head[0] and other not in head[0], head[0]
     assert str(harness.binary("memory", flavour)) in res.stdout, res.stdout
+
+
+def test_show_tree(start_workload, images):
+    """show lists every process of a tree with its ids and thread count, and zombies with
+    their wait status (the family workload has one that exited 7, one killed by SIGTERM)."""
+    w = start_workload("tree", "family")
+    w.wait_ready()
+    dump_and_reap(w, images)
+    res = torpor("show", "-D", str(images))
+    assert_ok(res)
+    entries = ImageDir(images).read("pstree.img")
+    assert len(entries) == 11, [e.pid for e in entries]
+    heads = [line for line in res.stdout.splitlines() if line.startswith("PID ")]
+    assert [int(line.split()[1]) for line in heads] == [e.pid for e in entries], res.stdout
+    statuses = sorted(
+        line.split("wait status ")[1].split(",")[0] for line in heads if "zombie" in line
+    )
+    assert statuses == ["0x700", "0xf"], res.stdout
+    counts = [line.split(", ")[-1] for line in res.stdout.splitlines() if line.startswith("  exe ")]
+    alive = [e for e in entries if f"PID {e.pid} zombie" not in res.stdout]
+    assert counts == [f"{len(e.threads)} threads" for e in alive], res.stdout
+    assert any(len(e.threads) > 1 for e in alive), "the family tree has threaded processes"
 
 
 def test_check():

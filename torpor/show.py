@@ -16,6 +16,7 @@ def _vma_kind(status: int) -> str:
         (constants.VMA_AREA_VVAR, "vvar"),
         (constants.VMA_AREA_HEAP, "heap"),
         (constants.VMA_AREA_STACK, "stack"),
+        (constants.VMA_AREA_MEMFD, "memfd"),
         (constants.VMA_FILE_PRIVATE, "file-private"),
         (constants.VMA_FILE_SHARED, "file-shared"),
         (constants.VMA_ANON_SHARED, "anon-shared"),
@@ -33,6 +34,12 @@ def show(images_dir) -> None:
     files = {f.id: f for f in images.read("files.img")}
     for task in images.read("pstree.img"):
         core = images.read_one(f"core-{task.pid}.img")
+        if core.tc.task_state == constants.TASK_DEAD:
+            console.print(
+                f"[bold]PID {task.pid}[/] zombie, wait status {core.tc.exit_code:#x}, "
+                f"ppid {task.ppid} pgid {task.pgid} sid {task.sid}"
+            )
+            continue
         mm = images.read_one(f"mm-{task.pid}.img")
         gp = core.thread_info.gpregs
         abi = abi_for_cs(gp.cs)
@@ -43,7 +50,7 @@ def show(images_dir) -> None:
             f"[bold]PID {task.pid}[/] ({core.tc.comm}) {abi.name if abi else '?'} "
             f"ppid {task.ppid} pgid {task.pgid} sid {task.sid}"
         )
-        console.print(f"  exe {exe.reg.name if exe else '?'}")
+        console.print(f"  exe {exe.reg.name if exe else '?'}, {len(task.threads)} threads")
         console.print(
             f"  ip {gp.ip:#x} sp {gp.sp:#x}  {len(mm.vmas)} VMAs, "
             f"{stored // 1024} KiB of pages stored"
@@ -54,6 +61,7 @@ def show(images_dir) -> None:
             f = (
                 files.get(v.shmid)
                 if v.status & (constants.VMA_FILE_PRIVATE | constants.VMA_FILE_SHARED)
+                and not v.status & constants.VMA_AREA_MEMFD
                 else None
             )
             table.add_row(
