@@ -1,7 +1,10 @@
 """Signals: every disposition with its flags and mask, the blocked mask, the alternate stack.
 
 Dispositions are read and set through the task's own ABI: an ia32 handler must be installed with
-the compat rt_sigaction, or the kernel delivers a 64-bit frame to 32-bit code.
+the compat rt_sigaction, or the kernel delivers a 64-bit frame to 32-bit code. Only those that
+/proc shows caught or ignored (and SIGCHLD, whose flags matter even without a handler) are read
+by injected calls; the others are default dispositions, saved without flags or mask (which
+cannot change what a default action does).
 """
 
 from torpor.arch import abi_by_name
@@ -9,9 +12,11 @@ from torpor.arch.abi import AltStack, SigAction
 from torpor.context import DumpContext, RestoreContext
 from torpor.images import pb
 from torpor.kernel import ptrace
+from torpor.kernel.procfs import read_status
 
 NSIG = 64
 SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
+SIG_DFL = 0
 SA_IA32_ABI = 0x02000000  # kernel-internal flag, set on dispositions installed by ia32 code
 SS_DISABLE = 2
 
@@ -23,10 +28,16 @@ def _signals():
 def dump(ctx: DumpContext) -> None:
     """The process-wide part: every disposition and the signals pending for the process."""
     task, abi = ctx.task, ctx.abi
+    status = read_status(ctx.pid)
+    caught, ignored = int(status["SigCgt"], 16), int(status["SigIgn"], 16)
     out = task.reserve(abi.sigaction_size)
     for sig in _signals():
-        task.call(abi, "rt_sigaction", sig, 0, out, 8)
-        act = abi.unpack_sigaction(task.read(out, abi.sigaction_size))
+        bit = 1 << (sig - 1)
+        if (caught | ignored) & bit or sig == SIGCHLD:
+            task.call(abi, "rt_sigaction", sig, 0, out, 8)
+            act = abi.unpack_sigaction(task.read(out, abi.sigaction_size))
+        else:
+            act = SigAction(SIG_DFL, 0, 0, 0)
         ctx.core.tc.sigactions.append(
             pb.sa_pb2.SaEntry(
                 sigaction=act.handler,
@@ -65,8 +76,12 @@ def restore(ctx: RestoreContext) -> None:
     task = ctx.task
     native = abi_by_name("x86_64")
     by_sig = dict(zip(_signals(), ctx.core.tc.sigactions, strict=False))
+    ignored_now = int(read_status(ctx.pid)["SigIgn"], 16)
     for sig in _signals():
         entry = by_sig.get(sig)
+        default = entry is None or not (entry.sigaction or entry.flags or entry.mask)
+        if default and not ignored_now & (1 << (sig - 1)) and sig != SIGCHLD:
+            continue  # the new task has it at its default already
         abi = ctx.abi if entry is None else (ctx.abi if entry.compat_sigaction else native)
         act = (
             SigAction(0, 0, 0, 0)
