@@ -15,6 +15,7 @@ import errno
 import os
 import signal
 import subprocess
+import time
 
 import harness
 import pytest
@@ -282,3 +283,51 @@ def test_restore_pid_in_use(start_workload, images):
     assert str(w.pid) in message and "in use" in message, message
     assert {p.name: p.read_bytes() for p in images.iterdir()} == files_before
     assert_untouched_and_passes(w)
+
+
+def test_child_in_other_namespace(images, tmp_path):
+    """A descendant in a namespace of its own is refused, naming it and the namespace; the
+    whole tree runs on untraced."""
+    parent = subprocess.Popen(
+        ["sh", "-c", "unshare --uts sleep 1000 & wait"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        child = None
+        for _ in range(500):
+            kids = _descendants(parent.pid)
+            for pid in kids:
+                if os.readlink(f"/proc/{pid}/ns/uts") != os.readlink(f"/proc/{parent.pid}/ns/uts"):
+                    child = pid
+            if child:
+                break
+            time.sleep(0.01)
+        assert child, "unshare --uts did not start a child in a new UTS namespace"
+        with pytest.raises(UnsupportedError) as exc:
+            torpor.dump(parent.pid, str(images))
+        message = str(exc.value)
+        assert_one_line(message)
+        assert str(child) in message and "uts namespace" in message, message
+        assert listing(images) == []
+        for pid in [parent.pid, *_descendants(parent.pid)]:
+            assert harness.tracer_pid(pid) == 0, f"{pid} is still traced"
+        assert parent.poll() is None, "the dumped tree's root died"
+    finally:
+        for pid in _descendants(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        for tid in os.listdir(f"/proc/{parent}/task"):
+            with open(f"/proc/{parent}/task/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+            found += kids
+            queue += kids
+    return found

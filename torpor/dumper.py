@@ -42,10 +42,23 @@ def _check_target(pid: int) -> None:
         raise TargetError(f"process {pid} is a zombie")
 
 
-def _check_process(pid: int) -> None:
+NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
+
+
+def _namespaces(pid: int) -> dict[str, int]:
+    return {ns: os.stat(procfs.proc(pid, "ns", ns)).st_ino for ns in NAMESPACES}
+
+
+def _check_process(pid: int, root_namespaces: dict[str, int]) -> None:
     """Refuse a process of the tree that holds something torpor cannot save."""
     if pid == os.getpid():
         raise TargetError("torpor cannot dump itself")
+    for ns, inode in _namespaces(pid).items():
+        if inode != root_namespaces[ns]:
+            raise UnsupportedError(
+                f"process {pid} is in another {ns} namespace than the root of the tree; "
+                "nested namespaces are not supported yet"
+            )
     try:
         with open(procfs.proc(pid, "exe"), "rb") as f:
             header = f.read(20)
@@ -146,8 +159,9 @@ class _TreeProgress:
 def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
     live = tree.live()
     fds = {}
+    root_namespaces = _namespaces(tree.root)
     for proc in live:
-        _check_process(proc.pid)
+        _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
     files.inspect(fds, shell_job)
     for task in tree.tasks():
