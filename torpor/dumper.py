@@ -206,9 +206,7 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
 
 
 def _ids(index: int):
-    return pb.core_pb2.TaskKobjIdsEntry(
-        vm_id=index, files_id=index, fs_id=index, sighand_id=index
-    )
+    return pb.core_pb2.TaskKobjIdsEntry(vm_id=index, files_id=index, fs_id=index, sighand_id=index)
 
 
 def _zombie_core(proc) -> "pb.core_pb2.CoreEntry":

@@ -205,7 +205,6 @@ def kill_child(pid: int) -> None:
         pass
 
 
-
 SIGCHLD = 17
 RLIMIT_CORE = 4
 WALL = 0x40000000  # wait4 __WALL

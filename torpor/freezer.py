@@ -15,6 +15,7 @@ from torpor.parts import regs as regs_part
 from torpor.remote import RemoteError, RemoteTask
 
 MAX_ROUNDS = 20  # walks of a tree that keeps growing before torpor gives up
+WALL = 0x40000000  # waitpid __WALL: threads too
 
 
 @dataclass
@@ -86,7 +87,9 @@ class FrozenTree:
                 if pid == self.root:
                     raise TargetError(f"process {pid} is a zombie")
                 if st.num_threads > 1 or proc.threads:
-                    raise TargetError(f"process {pid} is exiting; cannot dump it")
+                    raise TargetError(
+                        f"process {pid} is exiting or its main thread has exited; cannot dump it"
+                    )
                 proc.zombie, proc.exit_status = True, st.exit_code
                 continue
             for tid in _tasks(pid):
@@ -96,7 +99,7 @@ class FrozenTree:
                         proc.threads[tid] = task
                     grew = True
             if pid not in proc.threads:
-                raise TargetError(f"the main thread of process {pid} has exited; not supported")
+                continue  # exiting: the next walk finds it a zombie
             queue += procfs.children(pid)
         return grew
 
@@ -111,6 +114,7 @@ class FrozenTree:
                     leader.unmap_scratch()
             except OSError:
                 pass  # a task that died meanwhile
+        dead = []
         for task in self.tasks():
             abi = abi_for_cs(task.regs.cs)
             if abi is not None:
@@ -118,7 +122,8 @@ class FrozenTree:
             try:
                 task.detach()
             except OSError:
-                _reap_traced(task.pid)
+                dead.append(task)  # killed meanwhile: it can only be waited for
+        self._collect_exits(dead)
 
     def kill(self) -> None:
         """End every process of the tree (after a dump that does not leave it running)."""
@@ -127,14 +132,22 @@ class FrozenTree:
                 os.kill(proc.pid, 9)
             except ProcessLookupError:
                 pass
-        leaders = [t for t in self.tasks() if t.pid in self.processes]
-        others = [t for t in self.tasks() if t.pid not in self.processes]
-        for task in others + leaders:  # a leader reports its exit after its threads
+        self._collect_exits(list(self.tasks()))
+
+    def _collect_exits(self, dead: list[RemoteTask]) -> None:
+        """Wait, as their tracer, for the exit of killed tasks, so that their parents can
+        reap them: the threads first, as a main thread reports its exit after them."""
+        leaders = [t for t in dead if t.pid in self.processes]
+        others = [t for t in dead if t.pid not in self.processes]
+        for task in others + leaders:
             task.close()
             proc = self.processes.get(task.pid)
             if proc is not None and proc.ppid == os.getpid():
                 continue  # torpor's own child: its exit is for the caller to collect
-            _reap_traced(task.pid, block=True)
+            try:
+                os.waitpid(task.pid, WALL)
+            except ChildProcessError:
+                pass
 
     def vanished(self) -> list[int]:
         """Tasks that have died since they were frozen."""
@@ -173,6 +186,8 @@ def _seize(tid: int) -> RemoteTask | None:
     try:
         return RemoteTask.seize(tid)
     except PermissionError:
+        if _exiting(tid):
+            return None  # the kernel refuses to attach to a task that is exiting
         raise TargetError(f"cannot trace process {tid}: permission denied") from None
     except (ProcessLookupError, RemoteError):
         return None
@@ -180,9 +195,8 @@ def _seize(tid: int) -> RemoteTask | None:
         raise TargetError(f"cannot trace process {tid}: {e.strerror}") from None
 
 
-def _reap_traced(tid: int, block: bool = False) -> None:
-    """Collect the exit of a traced task that died, so that its parent can reap it."""
+def _exiting(tid: int) -> bool:
     try:
-        os.waitpid(tid, (0 if block else os.WNOHANG) | 0x40000000)  # __WALL
-    except ChildProcessError:
-        pass
+        return procfs.read_stat(tid).state in ("Z", "X")
+    except OSError:
+        return True
