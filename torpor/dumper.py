@@ -1,8 +1,9 @@
-"""Dump: freeze a process, collect its state part by part, write the image directory.
+"""Dump: freeze a process tree, collect each process's state part by part (and each
+thread's), write the image directory.
 
-The target is never changed in a way that outlives the dump: it is seized and stopped, a
-scratch page is mapped for injected calls, and on any failure the scratch page goes, the
-registers are put back and the task runs on as before.
+The tree is never changed in a way that outlives the dump: every task is seized and stopped,
+each process gets a scratch page for injected calls, and on any failure the scratch pages go,
+the registers are put back and every task runs on as before.
 """
 
 import os
@@ -51,8 +52,6 @@ def _namespaces(pid: int) -> dict[str, int]:
 
 def _check_process(pid: int, root_namespaces: dict[str, int]) -> None:
     """Refuse a process of the tree that holds something torpor cannot save."""
-    if pid == os.getpid():
-        raise TargetError("torpor cannot dump itself")
     for ns, inode in _namespaces(pid).items():
         if inode != root_namespaces[ns]:
             raise UnsupportedError(

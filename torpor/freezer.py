@@ -71,6 +71,8 @@ class FrozenTree:
             if pid in seen:
                 continue
             seen.add(pid)
+            if pid == os.getpid():
+                raise TargetError(f"the process tree of {self.root} holds torpor itself")
             try:
                 st = procfs.read_stat(pid)
             except (FileNotFoundError, ProcessLookupError):
