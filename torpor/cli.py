@@ -78,17 +78,18 @@ def _run(call):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log each step (-vv for more).")
 def main(verbose: int) -> None:
-    """Checkpoint a running process to a directory of images and restore it later."""
+    """Checkpoint a running process tree to a directory of images and restore it later."""
     _setup_logging(verbose)
 
 
 @main.command()
-@click.option("-t", "--tree", "pid", type=int, required=True, help="PID of the process to dump.")
+@click.option("-t", "--tree", "pid", type=int, required=True, help="Root of the tree to dump.")
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Empty directory.")
-@click.option("--leave-running", is_flag=True, help="Let the process run on after the dump.")
+@click.option("--leave-running", is_flag=True, help="Let the tree run on after the dump.")
 @click.option("--shell-job", is_flag=True, help="Allow fds on the caller's terminal.")
 def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> None:
-    """Checkpoint process PID into DIR; the process is killed unless --leave-running."""
+    """Checkpoint process PID, its descendants and all their threads into DIR; the tree is
+    killed unless --leave-running."""
     from torpor.api import dump as api_dump
 
     progress = _Progress("dumping")
@@ -104,7 +105,7 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
 
 @main.command()
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
-@click.option("-d", "--detach", is_flag=True, help="Return once the process runs again.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the tree runs again.")
 @click.option("--pidfile", type=click.Path(), help="Write the restored PID to this file.")
 @click.option("--shell-job", is_flag=True, help="Attach terminal fds to this terminal.")
 @click.option(
@@ -127,7 +128,8 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
 def restore(
     images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns
 ) -> None:
-    """Restore the process saved in DIR; without -d, wait and exit with its status."""
+    """Restore the process tree saved in DIR; without -d, wait for its root and exit with
+    the root's status."""
     from torpor.api import restore as api_restore
 
     progress = _Progress("restoring")
