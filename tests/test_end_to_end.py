@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import harness
 import pytest
@@ -46,10 +47,14 @@ def crit_decodes_every_image(images) -> None:
     assert os.path.exists(CRIT), "crit is missing: install Debian's criu package"
     names = sorted(p.name for p in images.iterdir() if not p.name.startswith("pages-"))
     assert "core-" in " ".join(names) and "mm-" in " ".join(names), names
-    for name in names:
-        done = subprocess.run([CRIT, "decode", "-i", str(images / name)], capture_output=True)
-        assert done.returncode == 0, f"crit cannot decode {name}: {done.stderr.decode()}"
-        assert json.loads(done.stdout)["entries"], f"crit found no entries in {name}"
+
+    def decode(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        return name, subprocess.run([CRIT, "decode", "-i", str(images / name)], capture_output=True)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # a tree has hundreds
+        for name, done in pool.map(decode, names):
+            assert done.returncode == 0, f"crit cannot decode {name}: {done.stderr.decode()}"
+            assert json.loads(done.stdout)["entries"], f"crit found no entries in {name}"
 
 
 def checkpoint_and_restore(w: harness.Workload, images, *, force_vdso_trampolines=False) -> int:

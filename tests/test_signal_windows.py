@@ -17,6 +17,8 @@ import harness
 import pytest
 
 import torpor
+from torpor.errors import UnsupportedError
+from torpor.parts import files as files_part
 from torpor.parts import memory as memory_part
 from torpor.parts import task as task_part
 
@@ -39,6 +41,25 @@ def test_signal_during_dump(mode, start_workload, tmp_path, monkeypatch):
     monkeypatch.setattr(memory_part, "dump", dump_and_signal)
     torpor.dump(w.pid, str(images), leave_running=True)
     w.verdict().assert_passed()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_signal_during_refused_dump(mode, start_workload, tmp_path, monkeypatch):
+    """SIGUSR1 sent while a dump holds the task and then refuses it (its fds are checked once
+    the tree is frozen) wakes the task from its syscall once it is let go."""
+    w = start_workload("syscalls", mode)
+    w.wait_ready()
+    images = tmp_path / "images"
+    images.mkdir()
+
+    def signal_and_refuse(fds, shell_job):
+        os.kill(w.pid, signal.SIGUSR1)
+        raise UnsupportedError("refused for this test")
+
+    monkeypatch.setattr(files_part, "inspect", signal_and_refuse)
+    with pytest.raises(UnsupportedError):
+        torpor.dump(w.pid, str(images), leave_running=True)
+    w.verdict(timeout=10).assert_passed()
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -163,8 +163,6 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
         _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
     files.inspect(fds, shell_job)
-    for task in tree.tasks():
-        task.block_signals()
     images = ImageDir(path)
     table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
     memfds: list = []

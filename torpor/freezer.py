@@ -186,7 +186,7 @@ def _tasks(pid: int) -> list[int]:
 def _seize(tid: int) -> RemoteTask | None:
     """Seize one thread; None if it exited first."""
     try:
-        return RemoteTask.seize(tid)
+        task = RemoteTask.seize(tid)
     except PermissionError:
         if _exiting(tid):
             return None  # the kernel refuses to attach to a task that is exiting
@@ -195,6 +195,15 @@ def _seize(tid: int) -> RemoteTask | None:
         return None
     except OSError as e:
         raise TargetError(f"cannot trace process {tid}: {e.strerror}") from None
+    # From now on a signal stays pending until the task is let go, and letting it go steps it
+    # back into an interrupted call before its own mask returns: a signal sent meanwhile then
+    # interrupts that call instead of being handled just before the task sleeps in it again.
+    try:
+        task.block_signals()
+    except ProcessLookupError:
+        task.close()
+        return None
+    return task
 
 
 def _exiting(tid: int) -> bool:
