@@ -5,6 +5,7 @@ clear refusal that names the way out."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import harness
@@ -61,3 +62,23 @@ def test_kernel_without_time_namespaces(start_workload, tmp_path, monkeypatch):
         torpor.restore(str(images))
     monkeypatch.undo()
     assert not os.path.exists(f"/proc/{w.pid}")
+
+
+def test_threaded_caller_is_refused(start_workload, tmp_path):
+    """setns into a time namespace needs a single-threaded caller: a caller with threads gets
+    a clear refusal up front (and nothing is created), and can restore with timens=False."""
+    w, images = _dump(start_workload, tmp_path)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with pytest.raises(RestoreError, match="single-threaded.*--no-timens"):
+            torpor.restore(str(images))
+        assert not os.path.exists(f"/proc/{w.pid}")
+        pid = torpor.restore(str(images), timens=False)
+    finally:
+        stop.set()
+        thread.join()
+    w.adopt(pid)
+    w.signal()
+    w.verdict().assert_passed()

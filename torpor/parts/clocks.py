@@ -13,7 +13,7 @@ from pathlib import Path
 from torpor.errors import RestoreError
 from torpor.images import ImageDir, pb
 from torpor.kernel import libc
-from torpor.kernel.procfs import proc
+from torpor.kernel.procfs import proc, read_status
 
 CLONE_NEWTIME = 0x80
 NSEC = 1_000_000_000
@@ -73,6 +73,11 @@ def children_in_new_namespace(offsets: str | None):
     if offsets is None:
         yield
         return
+    if int(read_status(os.getpid())["Threads"]) > 1:  # setns to a time namespace needs that
+        raise RestoreError(
+            "a restore into a new time namespace must run in a single-threaded process: "
+            "restore with --no-timens or from a process without threads"
+        )
     own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY)
     try:
         try:
