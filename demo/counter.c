@@ -12,17 +12,25 @@
  *   mkdir images
  *   torpor dump --shell-job -t PID -D images     # the counter stops
  *   torpor restore --shell-job -D images         # ... and goes on counting
+ *
+ * Given a program as its argument, the counter first starts it as its child
+ * (counter-64 demo/build/counter-32 makes a mixed 64/32-bit process tree).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
     const int bits = (int)sizeof(void *) * 8;
     unsigned long tick = 0;
 
+    if (argc > 1 && fork() == 0) {
+        execl(argv[1], argv[1], (char *)NULL);
+        perror(argv[1]);
+        _exit(127);
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (;;) {
         struct timespec now;

@@ -10,19 +10,21 @@ work=$(mktemp -d)
 pids=()
 trap 'kill -9 "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start() {  # start a counter in its own session, output to a log file, no inherited fds
+start() {  # start LOG PROGRAM [ARGS]: in its own session, output to LOG, no inherited fds
+    local log=$1
+    shift
     (
         for fd in /proc/$BASHPID/fd/*; do
             fd=${fd##*/}
             ((fd > 2)) && eval "exec $fd>&-"
         done
-        exec setsid "demo/build/counter-$1" </dev/null >"$work/counter-$1.log" 2>&1
+        exec setsid "$@" </dev/null >"$work/$log" 2>&1
     ) &
     echo $!
 }
 
 for bits in 64 32; do
-    pid=$(start $bits)
+    pid=$(start "counter-$bits.log" "demo/build/counter-$bits")
     pids+=("$pid")
     echo "started the $bits-bit counter as PID $pid"
 done
@@ -54,4 +56,23 @@ for bits in 64 32; do
     tail -n 3 "$work/counter-$bits.log"
 done
 pids=("$(cat "$work/pid-64")" "$(cat "$work/pid-32")")
+
+echo "--- a mixed tree: a 64-bit counter whose child is a 32-bit counter, dumped as one"
+tree=$(start tree.log demo/build/counter-64 demo/build/counter-32)
+pids+=("$tree")
+sleep 1.5
+child=$(cat /proc/$tree/task/$tree/children)
+child=${child%% *}
+pids+=("$child")
+mkdir "$work/images-tree"
+$torpor dump -t "$tree" -D "$work/images-tree"
+echo "dumped the tree of PID $tree (parent $tree, child $child): both are gone"
+$torpor show -D "$work/images-tree" | grep '^PID'
+while kill -0 "$tree" "$child" 2>/dev/null; do sleep 0.1; done
+$torpor restore -d -D "$work/images-tree" --pidfile "$work/pid-tree"
+child_now=$(cat /proc/$tree/task/$tree/children)
+echo "restored the tree: PID $(cat "$work/pid-tree"), its child ${child_now%% *}"
+sleep 1.5
+echo "--- the tree, after the restore (both tick counts carry on):"
+tail -n 4 "$work/tree.log"
 echo "demo done"
