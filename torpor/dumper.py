@@ -18,7 +18,7 @@ from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import clocks, cpu, files, memory, regs, signals
+from torpor.parts import clocks, cpu, files, memory, regs, shmem, signals
 from torpor.parts import task as task_part
 from torpor.remote import RemoteError, RemoteTask
 
@@ -30,17 +30,6 @@ def _prepare_dir(path: Path) -> None:
         raise ImageError(f"images directory {path} does not exist")
     if any(path.iterdir()):
         raise ImageError(f"images directory {path} is not empty")
-
-
-def _check_target(pid: int) -> None:
-    if pid == os.getpid():
-        raise TargetError("torpor cannot dump itself")
-    try:
-        st = procfs.read_stat(pid)
-    except (FileNotFoundError, ProcessLookupError):
-        raise TargetError(f"no process with PID {pid}") from None
-    if st.state in ("Z", "X"):
-        raise TargetError(f"process {pid} is a zombie")
 
 
 NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
@@ -92,7 +81,6 @@ def dump(
     """
     path = Path(images_dir)
     _prepare_dir(path)
-    _check_target(pid)
     started = time.monotonic()
     tree = FrozenTree(pid)
     try:
@@ -166,7 +154,7 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
     images = ImageDir(path)
     table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
     memfds: list = []
-    reach: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
+    mapped: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
     pages = _TreeProgress(progress)
     entries = []
     for index, proc in enumerate(tree.processes.values(), start=1):
@@ -182,10 +170,9 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
         ctx.shmem_saved, ctx.memfds = shmem_saved, memfds
         _collect_process(proc, ctx, fds[proc.pid], tree_files)
         pages.finished(ctx.pages_bytes)
-        for vma in ctx.mm.vmas:
-            reach[vma.shmid] = max(reach.get(vma.shmid, 0), vma.pgoff + vma.end - vma.start)
+        shmem.reach(ctx.mm.vmas, mapped)
     for pid, fd, inode, size in memfds:
-        if size > reach.get(inode, 0):
+        if size > mapped.get(inode, 0):
             raise UnsupportedError(
                 f"fd {fd} of process {pid} is a memfd with contents beyond what the process "
                 "tree maps, not supported yet"

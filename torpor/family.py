@@ -167,7 +167,7 @@ def _with_pid_retries(pid: int, create):
         except FileExistsError:
             if not os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
                 continue
-            if time.monotonic() >= deadline or _is_live(pid):
+            if time.monotonic() >= deadline or not procfs.is_dead(pid):
                 raise RestoreError(f"PID {pid} is in use by another process") from None
             time.sleep(0.02)
         except PermissionError:
@@ -188,13 +188,6 @@ def _create_task_from(pid: int, stub: _Stub, timens_offsets: str | None) -> Remo
     except BaseException:
         kill_child(child)
         raise
-
-
-def _is_live(pid: int) -> bool:
-    try:
-        return procfs.read_stat(pid).state not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def kill_child(pid: int) -> None:

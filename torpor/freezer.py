@@ -72,6 +72,8 @@ class FrozenTree:
                 continue
             seen.add(pid)
             if pid == os.getpid():
+                if pid == self.root:
+                    raise TargetError("torpor cannot dump itself")
                 raise TargetError(f"the process tree of {self.root} holds torpor itself")
             try:
                 st = procfs.read_stat(pid)
@@ -153,14 +155,7 @@ class FrozenTree:
 
     def vanished(self) -> list[int]:
         """Tasks that have died since they were frozen."""
-        gone = []
-        for task in self.tasks():
-            try:
-                if procfs.read_stat(task.pid).state in ("Z", "X"):
-                    gone.append(task.pid)
-            except OSError:
-                gone.append(task.pid)
-        return gone
+        return [task.pid for task in self.tasks() if procfs.is_dead(task.pid)]
 
     def check_unchanged(self) -> None:
         """Refuse a tree that gained or lost tasks since it was frozen."""
@@ -188,7 +183,7 @@ def _seize(tid: int) -> RemoteTask | None:
     try:
         task = RemoteTask.seize(tid)
     except PermissionError:
-        if _exiting(tid):
+        if procfs.is_dead(tid):
             return None  # the kernel refuses to attach to a task that is exiting
         raise TargetError(f"cannot trace process {tid}: permission denied") from None
     except (ProcessLookupError, RemoteError):
@@ -204,10 +199,3 @@ def _seize(tid: int) -> RemoteTask | None:
         task.close()
         return None
     return task
-
-
-def _exiting(tid: int) -> bool:
-    try:
-        return procfs.read_stat(tid).state in ("Z", "X")
-    except OSError:
-        return True

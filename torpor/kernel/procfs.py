@@ -126,6 +126,14 @@ def read_stat(pid: int) -> Stat:
     )
 
 
+def is_dead(pid: int) -> bool:
+    """Whether task `pid` has exited: a zombie, or gone from /proc."""
+    try:
+        return read_stat(pid).state in ("Z", "X")
+    except OSError:
+        return True
+
+
 def read_status(pid: int) -> dict[str, str]:
     result = {}
     with open(proc(pid, "status")) as f:

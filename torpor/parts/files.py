@@ -219,11 +219,7 @@ def restore(ctx: RestoreContext) -> None:
             raise ImageError(f"fdinfo: fd {e.fd} refers to unknown file id {e.id}")
         cloexec = bool(e.flags & FD_CLOEXEC)
         if e.id in shared.files:
-            owner, fd = shared.files[e.id]
-            if owner == ctx.image_pid:
-                ctx.task.call(X86_64, "dup3", fd, e.fd, os.O_CLOEXEC if cloexec else 0)
-            else:
-                _place(ctx, _take(ctx, owner, fd), e.fd, cloexec, always_set_flag=True)
+            _copy(ctx, *shared.files[e.id], e.fd, cloexec)
             continue
         if f.HasField("reg"):
             name = f.reg.name
@@ -263,14 +259,19 @@ def close_parked(ctx: RestoreContext) -> None:
         ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
 
 
-def _take(ctx: RestoreContext, owner: int, fd: int) -> int:
-    """A copy, in this task, of fd `fd` of process `owner` (the same open file description)."""
+def _copy(ctx: RestoreContext, owner: int, fd: int, target: int, cloexec: bool) -> None:
+    """Make fd `target` of this task a copy of fd `fd` of process `owner` (maybe this one):
+    the same open file description, with the saved close-on-exec flag."""
     task = ctx.task
+    if owner == ctx.image_pid:
+        task.call(X86_64, "dup3", fd, target, os.O_CLOEXEC if cloexec else 0)
+        return
     pidfd = task.call(X86_64, "pidfd_open", owner, 0)
     try:
-        return task.call(X86_64, "pidfd_getfd", pidfd, fd, 0)
+        got = task.call(X86_64, "pidfd_getfd", pidfd, fd, 0)
     finally:
         task.call(X86_64, "close", pidfd)
+    _place(ctx, got, target, cloexec, always_set_flag=True)
 
 
 def _make_pipe(ctx: RestoreContext, pipe_id: int, park_at: int) -> None:
@@ -290,10 +291,7 @@ def _restore_pipe_end(ctx, entry, fd: int, cloexec: bool) -> None:
     task = ctx.task
     owner, read_end, write_end = ctx.shared_files.pipes[entry.pipe_id]
     source = write_end if entry.flags & O_ACCMODE == os.O_WRONLY else read_end
-    if owner == ctx.image_pid:
-        task.call(X86_64, "dup3", source, fd, os.O_CLOEXEC if cloexec else 0)
-    else:
-        _place(ctx, _take(ctx, owner, source), fd, cloexec, always_set_flag=True)
+    _copy(ctx, owner, source, fd, cloexec)
     if entry.flags & os.O_NONBLOCK:
         task.call(X86_64, "fcntl", fd, 4, entry.flags & ~O_ACCMODE)  # F_SETFL
 

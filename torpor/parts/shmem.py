@@ -13,17 +13,26 @@ from torpor.images import constants as C
 from torpor.kernel.procfs import PAGE_SIZE
 
 
+def shared_vmas(vmas):
+    """The mappings of shared memory objects among `vmas`."""
+    return [v for v in vmas if v.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD)]
+
+
+def reach(vmas, into: dict[int, int]) -> None:
+    """Record in `into` how far into each shared memory object (by shmid) `vmas` map it."""
+    for vma in shared_vmas(vmas):
+        into[vma.shmid] = max(into.get(vma.shmid, 0), vma.pgoff + vma.end - vma.start)
+
+
 class SharedMemory:
     def __init__(self, mms):
         self._sizes: dict[int, int] = {}
         self._names: dict[int, str | None] = {}
         for mm in mms:
-            for vma in mm.vmas:
-                if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
-                    reach = vma.pgoff + vma.end - vma.start
-                    self._sizes[vma.shmid] = max(self._sizes.get(vma.shmid, 0), reach)
-                    memfd = vma.status & C.VMA_AREA_MEMFD
-                    self._names[vma.shmid] = vma.torpor_memfd_name if memfd else None
+            reach(mm.vmas, self._sizes)
+            for vma in shared_vmas(mm.vmas):
+                memfd = vma.status & C.VMA_AREA_MEMFD
+                self._names[vma.shmid] = vma.torpor_memfd_name if memfd else None
         self._paths: dict[int, str] = {}
         self._keep: list = []
 
