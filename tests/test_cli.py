@@ -14,57 +14,18 @@ waitpid like that of any other child.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import harness
 import pytest
+from command import CLI_TIMEOUT, TORPOR, assert_ok, child_subreaper, cli_env, torpor
 
 from torpor.images import ImageDir
-
-REPO = Path(__file__).resolve().parents[1]
-PR_SET_CHILD_SUBREAPER = 36
-CLI_TIMEOUT = 60
-
-
-def torpor_exe() -> str:
-    """The torpor command installed next to the running Python (the venv), else the repo's."""
-    for candidate in (Path(sys.executable).parent / "torpor", REPO / ".venv" / "bin" / "torpor"):
-        if candidate.exists():
-            return str(candidate)
-    raise AssertionError("no torpor command next to the Python interpreter or in .venv/bin")
-
-
-TORPOR = torpor_exe()
-
-
-def cli_env() -> dict[str, str]:
-    """The environment for the command: wide, plain output so lines are never wrapped."""
-    env = dict(os.environ)
-    env.update(COLUMNS="300", TERM="dumb", NO_COLOR="1")
-    return env
-
-
-def torpor(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``torpor ARGS`` to completion, capturing text output unless told otherwise."""
-    if "stdout" not in kwargs:
-        kwargs["capture_output"] = True
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(
-        [TORPOR, *args], text=True, env=cli_env(), timeout=CLI_TIMEOUT, check=False, **kwargs
-    )
-
-
-def assert_ok(res: subprocess.CompletedProcess) -> None:
-    """Exit status 0 and no error on stderr."""
-    assert res.returncode == 0, f"{res.args} exited {res.returncode}:\n{res.stdout}{res.stderr}"
-    assert "torpor: error" not in (res.stderr or ""), res.stderr
 
 
 def assert_one_error_line(res: subprocess.CompletedProcess, *words: str) -> str:
@@ -106,12 +67,9 @@ def _need_root():
 
 @pytest.fixture
 def subreaper():
-    """Make this process a child subreaper for the test, so that a process restored by
-    ``torpor restore -d`` (whose parent exits) is reparented here and can be waited for."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    """This process as a child subreaper for the test (see command.child_subreaper)."""
+    with child_subreaper():
+        yield
 
 
 @pytest.fixture

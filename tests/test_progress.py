@@ -8,12 +8,12 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from command import TORPOR
+
 REPO = Path(__file__).resolve().parent.parent
-TORPOR = Path(sys.executable).with_name("torpor")
 MEMHOG = REPO / "bench" / "workloads" / "build" / "memhog-64"
 
 

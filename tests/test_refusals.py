@@ -297,7 +297,7 @@ def test_child_in_other_namespace(images, tmp_path):
     try:
         child = None
         for _ in range(500):
-            kids = _descendants(parent.pid)
+            kids = harness.tree_pids(parent.pid) - {parent.pid}
             for pid in kids:
                 if os.readlink(f"/proc/{pid}/ns/uts") != os.readlink(f"/proc/{parent.pid}/ns/uts"):
                     child = pid
@@ -311,23 +311,11 @@ def test_child_in_other_namespace(images, tmp_path):
         assert_one_line(message)
         assert str(child) in message and "uts namespace" in message, message
         assert listing(images) == []
-        for pid in [parent.pid, *_descendants(parent.pid)]:
+        for pid in harness.tree_pids(parent.pid):
             assert harness.tracer_pid(pid) == 0, f"{pid} is still traced"
         assert parent.poll() is None, "the dumped tree's root died"
     finally:
-        for pid in _descendants(parent.pid):
+        for pid in harness.tree_pids(parent.pid) - {parent.pid}:
             os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait()
-
-
-def _descendants(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        parent = queue.pop()
-        for tid in os.listdir(f"/proc/{parent}/task"):
-            with open(f"/proc/{parent}/task/{tid}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-            found += kids
-            queue += kids
-    return found

@@ -24,27 +24,22 @@ exited with 3).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+import command
 import harness
 import pytest
+from command import assert_ok, child_subreaper
 
 import torpor
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.images import ImageDir
-
-REPO = Path(__file__).resolve().parents[1]
-PR_SET_CHILD_SUBREAPER = 36
-CLI_TIMEOUT = 60
 
 
 @pytest.fixture(autouse=True)
@@ -176,43 +171,10 @@ def assert_restored_as_child(w: harness.Workload, pid: int, images: Path) -> Non
     assert state[1] == os.getpid(), f"restored pid {restored} has parent {state[1]}, not us"
 
 
-def torpor_exe() -> str:
-    """The torpor command installed next to the running Python (the venv), else the repo's."""
-    for candidate in (Path(sys.executable).parent / "torpor", REPO / ".venv" / "bin" / "torpor"):
-        if candidate.exists():
-            return str(candidate)
-    raise AssertionError("no torpor command next to the Python interpreter or in .venv/bin")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """Run ``torpor ARGS`` to completion with captured text output."""
-    return subprocess.run(
-        [torpor_exe(), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, COLUMNS="300", TERM="dumb", NO_COLOR="1"),
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
-
-
-def assert_cli_ok(res: subprocess.CompletedProcess) -> None:
+def assert_quietly_ok(res: subprocess.CompletedProcess) -> None:
     """Exit status 0 and nothing on stderr."""
-    assert res.returncode == 0, f"{res.args} exited {res.returncode}:\n{res.stdout}{res.stderr}"
+    assert_ok(res)
     assert res.stderr == "", f"{res.args} wrote to stderr:\n{res.stderr}"
-
-
-@contextlib.contextmanager
-def child_subreaper() -> Iterator[None]:
-    """Within the block this process is a child subreaper: a process restored by
-    ``torpor restore -d`` (whose parent exits) is reparented here and can be waited for."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def nspids(pid: int, tid: int | None = None) -> list[int]:
@@ -550,7 +512,7 @@ def test_cli_tree(start_workload, tmp_path):
     w.wait_ready()
     pid = w.pid
     images = new_dir(tmp_path / "images")
-    assert_cli_ok(run_cli("dump", "-t", str(pid), "-D", str(images)))
+    assert_quietly_ok(command.torpor("dump", "-t", str(pid), "-D", str(images)))
     assert (images / "inventory.img").exists(), "the dump wrote no inventory.img"
     status = w.reap_original()
     assert status < 0, f"the dumped original exited by itself with {status}:\n{w.log()}"
@@ -560,8 +522,8 @@ def test_cli_tree(start_workload, tmp_path):
 
     pidfile = tmp_path / "restored.pid"
     with child_subreaper():
-        res = run_cli("restore", "-D", str(images), "-d", "--pidfile", str(pidfile))
-        assert_cli_ok(res)
+        res = command.torpor("restore", "-D", str(images), "-d", "--pidfile", str(pidfile))
+        assert_quietly_ok(res)
         assert pidfile.read_text() == f"{pid}\n"
         state = harness.proc_state(pid)
         assert state is not None, f"the restored pid {pid} is gone after restore -d:\n{w.log()}"
