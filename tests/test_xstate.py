@@ -67,7 +67,7 @@ def _fpregs(buf: bytes, fields: dict, used: int):
 def test_component_this_cpu_lacks_refuses(own_buffer):
     features = xstate.enabled_features(own_buffer)
     absent = next(i for i in (5, 6, 7, 3) if not features >> i & 1)
-    name, size, fmt, label = xstate.COMPONENTS[absent]
+    name, size, fmt, label, _ = xstate.COMPONENTS[absent]
     count = size // struct.calcsize(fmt)
     fp = _fpregs(own_buffer, {name: [1] * count}, xstate.X87_SSE | 1 << absent)
     with pytest.raises(RestoreError, match=label):
@@ -77,7 +77,7 @@ def test_component_this_cpu_lacks_refuses(own_buffer):
 def test_component_in_initial_state_is_ignored(own_buffer):
     features = xstate.enabled_features(own_buffer)
     absent = next(i for i in (3, 4, 5) if not features >> i & 1)
-    name, size, fmt, _ = xstate.COMPONENTS[absent]
+    name, size, fmt, *_ = xstate.COMPONENTS[absent]
     fp = _fpregs(
         own_buffer, {name: [0] * (size // struct.calcsize(fmt))}, xstate.X87_SSE | 1 << absent
     )

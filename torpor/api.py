@@ -4,8 +4,15 @@ from torpor.dumper import dump
 from torpor.restorer import restore
 
 
-def check() -> list[tuple[str, bool, str]]:
-    """What this kernel offers torpor: (feature, available, explanation) per feature."""
+def check(images_dir=None, **options):
+    """Without `images_dir`: what this kernel offers torpor, as (feature, available,
+    explanation) per feature. With it: whether this host can restore those images, as a
+    list of torpor.preflight.Finding; `options` are restore's strict_cpu_check, timens and
+    pidns."""
+    if images_dir is not None:
+        from torpor.restorer import check as check_images
+
+        return check_images(images_dir, **options)
     from torpor.checks import run_checks
 
     return run_checks()

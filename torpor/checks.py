@@ -1,14 +1,12 @@
 """`torpor check`: what this kernel and machine offer torpor, feature by feature."""
 
-import contextlib
 import ctypes
 import errno
 import os
-import signal
 
-from torpor.arch import ABIS, X86_64
+from torpor.arch import ABIS
 from torpor.kernel import libc, procfs, ptrace
-from torpor.remote import RemoteTask
+from torpor.remote import scratch_child
 
 CAP_CHECKPOINT_RESTORE = 40
 CAP_SYS_ADMIN = 21
@@ -34,54 +32,26 @@ def _pagemap_scan() -> tuple[bool, str]:
         scanner.close()
 
 
-@contextlib.contextmanager
-def _scratch_child():
-    """A seized child of torpor that only waits: a task to try things on. Killed after."""
-    pid = os.fork()
-    if pid == 0:
-        while True:
-            signal.pause()
-    try:
-        rt = RemoteTask.seize(pid)
-        yield pid, rt
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-
-
-def _is_special(m) -> bool:
-    return m.name == "[vdso]" or m.name.startswith("[vvar")
-
-
 def _vdso_layouts() -> list[tuple[str, bool, str]]:
     """Map each ABI's vDSO into a scratch child and describe it."""
     from torpor import vdso as vdsolib
+    from torpor.parts.vdso import kernel_vdso
 
     results = []
     for abi in ABIS:
         try:
-            with _scratch_child() as (pid, rt):
-                rt.map_scratch()
-                for m in procfs.read_maps(pid, with_flags=False):
-                    if _is_special(m):
-                        rt.call(X86_64, "munmap", m.start, m.size)
-                got = rt.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
-                if got < 0:
-                    why = f"ARCH_MAP_VDSO failed ({os.strerror(-got)})"
-                    results.append((f"vDSO {abi.name}", False, why))
-                    continue
-                maps = [m for m in procfs.read_maps(pid, with_flags=False) if _is_special(m)]
-                vdso = next(m for m in maps if m.name == "[vdso]")
-                image = vdsolib.VdsoImage.from_bytes(rt.read(vdso.start, vdso.size), abi.bits)
-            layout = ", ".join(f"{m.name} {m.size // 4096}p" for m in maps)
-            symbols = " ".join(f"{n}@{image.symbols[n].offset:#x}" for n in sorted(image.symbols))
-            results.append((f"vDSO {abi.name}", True, f"{layout}; {image.size} bytes; {symbols}"))
+            blob, layout = kernel_vdso(abi, own_names=True)
+            image = vdsolib.VdsoImage.from_bytes(blob, abi.bits)
         except Exception as e:  # noqa: BLE001 - a check reports, never fails
             results.append((f"vDSO {abi.name}", False, str(e)))
+            continue
+        regions = ", ".join(f"{r.name} {r.size // 4096}p" for r in layout.regions)
+        symbols = " ".join(f"{n}@{image.symbols[n].offset:#x}" for n in sorted(image.symbols))
+        results.append((f"vDSO {abi.name}", True, f"{regions}; {image.size} bytes; {symbols}"))
     return results
 
 
-def _clone3() -> tuple[bool, str]:
+def clone3() -> tuple[bool, str]:
     """clone3 exists (an empty argument struct gets EINVAL, not ENOSYS) and may set PIDs."""
     try:
         libc.syscall(libc.SYS_CLONE3, 0, 0)
@@ -96,7 +66,7 @@ def _clone3() -> tuple[bool, str]:
 def _rseq() -> tuple[bool, str]:
     """PTRACE_GET_RSEQ_CONFIGURATION reads a task's rseq registration (Linux 5.13)."""
     try:
-        with _scratch_child() as (pid, rt):
+        with scratch_child() as (pid, rt):
             try:
                 conf = ptrace.get_rseq_configuration(pid)
             finally:
@@ -109,7 +79,7 @@ def _rseq() -> tuple[bool, str]:
 
 def run_checks() -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
-    results.append(("clone3 set_tid", *_clone3()))
+    results.append(("clone3 set_tid", *clone3()))
     results.append(
         (
             "ptrace",
@@ -143,3 +113,15 @@ def print_report() -> int:
         console.print(f"{feature:<18} {mark}  {escape(why)}", soft_wrap=True)
         ok &= available or feature in ("time namespaces", "userfaultfd", "PAGEMAP_SCAN")
     return 0 if ok else 1
+
+
+def print_findings(findings) -> int:
+    """Print `torpor check -D`'s findings, one line each; 1 if the restore would be refused."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    marks = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "refuse": "[red]no[/]  "}
+    for f in findings:
+        console.print(f"{f.topic:<18} {marks[f.level]}  {escape(f.message)}", soft_wrap=True)
+    return 1 if any(f.refused for f in findings) else 0

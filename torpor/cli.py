@@ -162,11 +162,32 @@ def restore(
 
 
 @main.command()
-def check() -> None:
-    """Show what this kernel supports, one line per feature."""
-    from torpor.checks import print_report
+@click.option(
+    "-D", "--images-dir", type=click.Path(), help="Say whether this host can restore DIR."
+)
+@click.option(
+    "--cpu-check",
+    type=click.Choice(["warn", "strict"]),
+    default="warn",
+    help="As for restore: whether missing CPU features refuse.",
+)
+@click.option("--no-timens", is_flag=True, help="As for restore: keep the host's clocks.")
+@click.option("--pidns", is_flag=True, help="As for restore: into a new PID namespace.")
+def check(images_dir, cpu_check, no_timens, pidns) -> None:
+    """Show what this kernel supports, one line per feature; with -D, whether this host can
+    restore an image directory, one line per finding (exit 1 if it would be refused)."""
+    from torpor.checks import print_findings, print_report
 
-    sys.exit(_run(print_report))
+    if images_dir is None:
+        sys.exit(_run(print_report))
+    from torpor.api import check as api_check
+
+    findings = _run(
+        lambda: api_check(
+            images_dir, strict_cpu_check=cpu_check == "strict", timens=not no_timens, pidns=pidns
+        )
+    )
+    sys.exit(print_findings(findings))
 
 
 @main.command()

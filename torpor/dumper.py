@@ -18,7 +18,7 @@ from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import clocks, cpu, files, memory, regs, shmem, signals
+from torpor.parts import clocks, cpu, files, memory, pkeys, regs, shmem, signals
 from torpor.parts import task as task_part
 from torpor.remote import RemoteError, RemoteTask
 
@@ -249,6 +249,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
         ("task", task_part.dump),
         ("files", lambda c: files.dump(c, fds, tree_files)),
         ("memory", memory.dump),
+        ("protection keys", pkeys.dump),
     ):
         log.debug("dump stage: %s", name)
         stage(ctx)

@@ -8,6 +8,7 @@ executable memory and stop at syscall exit; they map a scratch page holding
 Calls of either ABI are issued from 64-bit mode: `int $0x80` there enters the compat table.
 """
 
+import contextlib
 import os
 import signal
 import struct
@@ -343,3 +344,18 @@ class RemoteTask:
 
     def read_word(self, abi: Abi, addr: int) -> int:
         return struct.unpack(abi.word_format, self.read(addr, abi.word))[0]
+
+
+@contextlib.contextmanager
+def scratch_child():
+    """A seized child of torpor that only waits: a task to try things on (which vDSO this
+    kernel maps, what ptrace shows). Killed when the block ends."""
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            signal.pause()
+    try:
+        yield pid, RemoteTask.seize(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from torpor import preflight
 from torpor.arch import abi_for_cs
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
 from torpor.family import Family, kill_child, start_pid_namespace
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import clocks, cpu, files, memory, regs, shmem, signals, task
+from torpor.parts import clocks, files, memory, pkeys, regs, shmem, signals, task
 from torpor.parts import vdso as vdso_part
 
 # --- images ----------------------------------------------------------------------------------
@@ -88,6 +89,26 @@ def _abi_of(core, tid: int):
 # --- restore ---------------------------------------------------------------------------------
 
 
+def _open(images_dir) -> tuple[ImageDir, list[ProcessImage]]:
+    path = Path(images_dir)
+    if not path.is_dir():
+        raise ImageError(f"images directory {path} does not exist")
+    images = ImageDir(path)
+    return images, _load(images)
+
+
+def check(
+    images_dir, *, strict_cpu_check: bool = False, timens: bool = True, pidns: bool = False
+) -> list[preflight.Finding]:
+    """Whether this host can restore `images_dir`, found without creating anything: the
+    checks a restore with the same options makes first, and those it makes as it goes."""
+    images, procs = _open(images_dir)
+    return preflight.run(
+        images, procs, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
+        whole_host=True,
+    )  # fmt: skip
+
+
 def restore(
     images_dir,
     *,
@@ -105,18 +126,12 @@ def restore(
     The restored root is a child of the calling process; the whole tree is running when this
     returns, and no task of it ran before every task was complete.
     """
-    path = Path(images_dir)
-    if not path.is_dir():
-        raise ImageError(f"images directory {path} does not exist")
-    images = ImageDir(path)
-    procs = _load(images)
+    images, procs = _open(images_dir)
     file_entries = {f.id: f for f in images.read("files.img")}
     started = time.monotonic()
-    cpu_notes = cpu.check(images, strict_cpu_check)
-    for proc in procs:
-        if not proc.zombie:
-            for core in [proc.core, *proc.thread_cores.values()]:
-                task.check_creds(core)
+    warnings = preflight.enforce(
+        preflight.run(images, procs, strict_cpu_check=strict_cpu_check, timens=timens)
+    )
     init = start_pid_namespace() if pidns else None
     family = Family(
         procs,
@@ -171,7 +186,7 @@ def restore(
     finally:
         shared_memory.close()
         family.close()
-    for note in cpu_notes + notes:
+    for note in warnings + notes:
         log.warning("%s", note)
     if pidfile:
         Path(pidfile).write_text(f"{root}\n")
@@ -195,6 +210,7 @@ def _rebuild(ctx: RestoreContext) -> None:
         ("memory", lambda c: memory.restore(c, state["vdso"].kernel_vmas)),
         ("vdso trampolines", lambda c: vdso_part.patch_old_copy(c, state["vdso"])),
         ("memory protection", lambda c: memory.finish(c, state["vdso"].kernel_vmas)),
+        ("protection keys", pkeys.restore),
         ("files", files.restore),
         ("fs", files.restore_fs),
     ]

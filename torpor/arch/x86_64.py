@@ -58,6 +58,9 @@ X86_64 = Abi(
         "memfd_create": 319,
         "pidfd_open": 434,
         "pidfd_getfd": 438,
+        "pkey_mprotect": 329,
+        "pkey_alloc": 330,
+        "pkey_free": 331,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

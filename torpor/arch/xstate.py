@@ -16,15 +16,23 @@ HEADER_AT = 512
 HEADER_SIZE = 64
 X87_SSE = 0b11
 
-# component number -> (CRIU UserX86XsaveEntry field, size in bytes, element format, name)
+PKRU = 9
+# Linux's initial PKRU for every process: keys 1-15 access-disabled, key 0 open. It is not the
+# xsave init state (0), so PKRU is always "in use"; this value means no key was ever set up.
+DEFAULT_PKRU = 0x55555554
+
+_AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+
+# component number -> (CRIU UserX86XsaveEntry field, size in bytes, element format, name,
+# the CPU features (Linux names) through which programs come to use the component)
 COMPONENTS = {
-    2: ("ymmh_space", 256, "I", "AVX registers"),
-    3: ("bndreg_state", 64, "Q", "MPX bound registers"),
-    4: ("bndcsr_state", 64, "Q", "MPX configuration"),
-    5: ("opmask_reg", 64, "Q", "AVX-512 opmask registers"),
-    6: ("zmm_upper", 512, "Q", "AVX-512 upper halves of zmm0-15"),
-    7: ("hi16_zmm", 1024, "Q", "AVX-512 registers zmm16-31"),
-    9: ("pkru", 8, "I", "protection keys (PKRU)"),
+    2: ("ymmh_space", 256, "I", "AVX registers", ("avx", "avx2", "fma", *_AVX512)),
+    3: ("bndreg_state", 64, "Q", "MPX bound registers", ()),
+    4: ("bndcsr_state", 64, "Q", "MPX configuration", ()),
+    5: ("opmask_reg", 64, "Q", "AVX-512 opmask registers", _AVX512),
+    6: ("zmm_upper", 512, "Q", "AVX-512 upper halves of zmm0-15", _AVX512),
+    7: ("hi16_zmm", 1024, "Q", "AVX-512 registers zmm16-31", _AVX512),
+    PKRU: ("pkru", 8, "I", "protection keys (PKRU)", ()),
 }
 
 
@@ -48,7 +56,7 @@ def split(buf: bytes) -> dict[str, list[int]]:
     fields: dict[str, list[int]] = {}
     in_use = xstate_bv(buf)
     for i, at in offsets(enabled_features(buf)).items():
-        name, size, fmt, _ = COMPONENTS[i]
+        name, size, fmt, *_ = COMPONENTS[i]
         if in_use >> i & 1 and at + size <= len(buf):
             fields[name] = list(
                 struct.unpack_from(f"<{size // struct.calcsize(fmt)}{fmt}", buf, at)
@@ -65,21 +73,43 @@ def in_use(used: int, fields: dict[str, list[int]]) -> int:
     return used
 
 
-def missing_components(used: int, target: bytes) -> list[str]:
-    """Names of components in `used` that the CPU which produced `target` cannot hold."""
-    lacking = used & ~enabled_features(target) & ~X87_SSE
-    return [COMPONENTS[i][3] if i in COMPONENTS else f"component {i}" for i in range(64)
-            if lacking >> i & 1]  # fmt: skip
+def lacking(used: int, available: int) -> list[int]:
+    """The components in `used` beyond the legacy area that `available` (a feature mask) lacks."""
+    missing = used & ~available & ~X87_SSE
+    return [i for i in range(64) if missing >> i & 1]
+
+
+def describe(component: int) -> str:
+    return COMPONENTS[component][3] if component in COMPONENTS else f"xsave component {component}"
+
+
+def features_behind(components) -> list[str]:
+    """The CPU features through which programs come to use `components`."""
+    names: list[str] = []
+    for i in components:
+        names += [n for n in (COMPONENTS[i][4] if i in COMPONENTS else ()) if n not in names]
+    return names
+
+
+def pkru(fields: dict[str, list[int]]) -> int | None:
+    """The saved PKRU value, if the buffer held one."""
+    values = fields.get("pkru")
+    return values[0] if values else None
 
 
 def compose(target: bytes, legacy: bytes, used: int, fields: dict[str, list[int]]) -> bytes:
     """An xsave buffer for the CPU that produced `target` (a buffer read from the new task),
-    holding the saved legacy area and components."""
+    holding the saved legacy area and components. Components the image does not hold are
+    left in their initial state, but for PKRU, which keeps the new task's value: the
+    kernel's default, not the xsave init state."""
     out = bytearray(target)
     out[:SW_BYTES_AT] = legacy[:SW_BYTES_AT]  # the software bytes stay the target kernel's
-    struct.pack_into("<QQ", out, HEADER_AT, used & enabled_features(target), 0)
+    bv = used & enabled_features(target)
+    if not used >> PKRU & 1:
+        bv |= xstate_bv(target) & 1 << PKRU
+    struct.pack_into("<QQ", out, HEADER_AT, bv, 0)
     for i, at in offsets(enabled_features(target)).items():
-        name, size, fmt, _ = COMPONENTS[i]
+        name, size, fmt, *_ = COMPONENTS[i]
         values = fields.get(name)
         if used >> i & 1 and values:
             struct.pack_into(f"<{size // struct.calcsize(fmt)}{fmt}", out, at, *values)

@@ -29,3 +29,27 @@ def cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
     out = (ctypes.c_uint32 * 4)()
     func(leaf, subleaf, ctypes.addressof(out))
     return tuple(out)
+
+
+ARCH_GET_XCOMP_SUPP = 0x1021
+
+
+def protection_keys() -> bool:
+    """Whether this CPU has protection keys and the kernel enabled them (CPUID.7.0:ECX PKU
+    and OSPKE)."""
+    return cpuid(0)[0] >= 7 and cpuid(7)[2] >> 3 & 0b11 == 0b11
+
+
+def xfeatures() -> int:
+    """The xsave components the kernel gives user space on this machine (the mask a stopped
+    task's NT_X86_XSTATE buffer carries as XCR0): ARCH_GET_XCOMP_SUPP, or where the kernel
+    is older than 5.16, the user components CPUID offers."""
+    from torpor.kernel import libc
+
+    mask = ctypes.c_uint64()
+    try:
+        libc.syscall(libc.SYS_ARCH_PRCTL, ARCH_GET_XCOMP_SUPP, ctypes.addressof(mask))
+        return mask.value
+    except OSError:
+        eax, _, _, edx = cpuid(0xD, 0)
+        return eax | edx << 32

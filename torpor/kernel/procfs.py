@@ -23,7 +23,8 @@ def proc(pid: int, *parts: str) -> Path:
 
 @dataclass
 class Mapping:
-    """One line of /proc/PID/maps, with the VmFlags of the matching smaps entry."""
+    """One line of /proc/PID/maps, with the VmFlags and protection key of the matching smaps
+    entry."""
 
     start: int
     end: int
@@ -33,6 +34,7 @@ class Mapping:
     inode: int
     name: str
     vm_flags: set[str] = field(default_factory=set)
+    pkey: int = 0
 
     @property
     def size(self) -> int:
@@ -61,7 +63,8 @@ def _parse_maps_line(line: str) -> Mapping:
 
 
 def read_maps(pid: int, with_flags: bool = True) -> list[Mapping]:
-    """The task's mappings in address order; with_flags adds smaps' VmFlags (slower)."""
+    """The task's mappings in address order; with_flags adds smaps' VmFlags and ProtectionKey
+    (slower)."""
     if not with_flags:
         with open(proc(pid, "maps")) as f:
             return [_parse_maps_line(line) for line in f]
@@ -71,6 +74,8 @@ def read_maps(pid: int, with_flags: bool = True) -> list[Mapping]:
             head = line.split(None, 1)[0]
             if head == "VmFlags:":
                 mappings[-1].vm_flags = set(line.split()[1:])
+            elif head == "ProtectionKey:":
+                mappings[-1].pkey = int(line.split()[1])
             elif "-" in head and not head.endswith(":"):
                 mappings.append(_parse_maps_line(line))
     return mappings

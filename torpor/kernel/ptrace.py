@@ -148,8 +148,12 @@ def set_regs(pid: int, regs: UserRegs) -> None:
     ptrace(PTRACE_SETREGS, pid, 0, regs)
 
 
-def get_regset(pid: int, note: int, size: int = 4096) -> bytes:
-    """Read register set `note`; the kernel trims the iovec to the set's real size."""
+REGSET_ROOM = 1 << 16  # more than any register set: xstate with AMX tiles is 11 KiB
+
+
+def get_regset(pid: int, note: int, size: int = REGSET_ROOM) -> bytes:
+    """Read register set `note`; the kernel trims the iovec to the set's real size (which for
+    the xstate depends on the CPU: read it whole, a set written back must be complete)."""
     buf = bytearray(size)
     iov = _Iovec(address_of(buf), size)
     ptrace(PTRACE_GETREGSET, pid, note, iov)

@@ -65,6 +65,28 @@ def offsets_for(images: ImageDir) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def namespace_problem() -> str | None:
+    """Why torpor cannot restore into a new time namespace from here; None if it can."""
+    if not os.path.exists("/proc/self/ns/time"):
+        return "this kernel has no time namespaces (Linux 5.6 or later): restore with --no-timens"
+    if int(read_status(os.getpid())["Threads"]) > 1:  # setns to a time namespace needs that
+        return (
+            "a restore into a new time namespace must run in a single-threaded process: "
+            "restore with --no-timens or from a process without threads"
+        )
+    return None
+
+
+def check(images: ImageDir, timens: bool) -> tuple[str | None, str]:
+    """(refusal or None, what a restore here would do with the clocks)."""
+    if not images.has("timens-1.img"):
+        return None, "the images hold no clocks: the host's are kept"
+    if not timens:
+        return None, "--no-timens: the host's monotonic and boot-time clocks are kept"
+    problem = namespace_problem()
+    return problem, "the monotonic and boot-time clocks carry on from their dumped values"
+
+
 @contextlib.contextmanager
 def children_in_new_namespace(offsets: str | None):
     """Within this block, children torpor creates are born in a new time namespace with
@@ -73,11 +95,9 @@ def children_in_new_namespace(offsets: str | None):
     if offsets is None:
         yield
         return
-    if int(read_status(os.getpid())["Threads"]) > 1:  # setns to a time namespace needs that
-        raise RestoreError(
-            "a restore into a new time namespace must run in a single-threaded process: "
-            "restore with --no-timens or from a process without threads"
-        )
+    problem = namespace_problem()
+    if problem:
+        raise RestoreError(problem)
     own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY)
     try:
         try:

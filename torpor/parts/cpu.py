@@ -33,6 +33,32 @@ FEATURES = {
 }  # fmt: skip
 
 
+# Features glibc picks at start-up and lets a program be started without, through
+# GLIBC_TUNABLES=glibc.cpu.hwcaps=-NAME,... : Linux name -> glibc's name (each checked to
+# change what glibc uses, with ld.so --list-diagnostics).
+GLIBC_HWCAPS = {
+    "ssse3": "SSSE3", "fma": "FMA", "sse4_1": "SSE4_1", "sse4_2": "SSE4_2", "movbe": "MOVBE",
+    "popcnt": "POPCNT", "xsave": "XSAVE", "avx": "AVX", "lzcnt": "LZCNT", "bmi1": "BMI1",
+    "avx2": "AVX2", "bmi2": "BMI2", "erms": "ERMS", "avx512f": "AVX512F",
+    "avx512dq": "AVX512DQ", "avx512cd": "AVX512CD", "avx512bw": "AVX512BW",
+    "avx512vl": "AVX512VL", "xsavec": "XSAVEC",
+}  # fmt: skip
+
+
+def glibc_tunables(features) -> str | None:
+    """The GLIBC_TUNABLES value that keeps glibc off `features` (Linux names), if it can."""
+    names = [GLIBC_HWCAPS[f] for f in features if f in GLIBC_HWCAPS]
+    return "glibc.cpu.hwcaps=" + ",".join(f"-{n}" for n in names) if names else None
+
+
+def portable_start(features) -> str | None:
+    """Advice for starting a program that will not use `features`, for a message."""
+    tunables = glibc_tunables(features)
+    if tunables is None:
+        return None
+    return f"start the program with GLIBC_TUNABLES={tunables} so that it cannot pick them"
+
+
 def capability_words() -> list[int]:
     """This CPU's feature words, at the indices Linux (and CRIU's cpuinfo.img) uses."""
     highest = cpuid(0)[0]
@@ -88,6 +114,8 @@ def check(images: ImageDir, strict: bool) -> list[str]:
     if not missing:
         return []
     what = "this CPU lacks " + ", ".join(missing) + ", which the dumping CPU had"
+    advice = portable_start(missing)
+    hint = f"; {advice}" if advice else ""
     if strict:
-        raise RestoreError(f"{what} (restore without --cpu-check=strict to try anyway)")
-    return [f"{what}: code that chose them at start-up will fault"]
+        raise RestoreError(f"{what} (restore without --cpu-check=strict to try anyway){hint}")
+    return [f"{what}: code that chose them at start-up will fault{hint}"]

@@ -116,6 +116,8 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.flags |= MAP_NORESERVE
     if "ac" in m.vm_flags and not m.shared:
         vma.torpor_accounted = True
+    if m.pkey:
+        vma.torpor_pkey = m.pkey
     if m.name == "[vsyscall]":
         return None
     if m.name == "[vdso]":

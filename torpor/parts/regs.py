@@ -10,10 +10,11 @@ import struct
 from torpor.arch import IA32, Abi
 from torpor.arch import xstate as xsave
 from torpor.arch.abi import ERESTART_RESTARTBLOCK
-from torpor.context import DumpContext, RestoreContext
+from torpor.context import DumpContext, RestoreContext, log
 from torpor.errors import ImageError, RestoreError
 from torpor.images import pb
 from torpor.kernel import ptrace
+from torpor.parts import cpu
 from torpor.remote import signed
 
 # CRIU's UserX86RegsEntry field name for each user_regs_struct member.
@@ -105,19 +106,50 @@ def _legacy_area(fp) -> bytes:
     )
 
 
+def _saved_components(fp) -> tuple[int, dict[str, list[int]]]:
+    fields = {name: list(getattr(fp.xsave, name)) for name, *_ in xsave.COMPONENTS.values()}
+    used = fp.xsave.xstate_bv if fp.HasField("xsave") else xsave.X87_SSE
+    return xsave.in_use(used, fields), fields
+
+
+def loadable_components(fp, available: int) -> int:
+    """The xsave components of the saved state (`fp`) to load on a CPU whose kernel offers
+    the components in `available`; RestoreError if the state does not fit.
+
+    Every Linux process holds PKRU, at the kernel's default until it sets up protection
+    keys: that default is dropped on a CPU without them (the process never used a key;
+    the keys of its mappings are checked by parts.pkeys). A component in use that this CPU
+    lacks refuses the restore, saying how to start a program that does not pick it.
+    """
+    used, fields = _saved_components(fp)
+    if used >> xsave.PKRU & 1 and not available >> xsave.PKRU & 1:
+        value = xsave.pkru(fields)
+        if value != xsave.DEFAULT_PKRU:
+            raise RestoreError(
+                f"this CPU has no protection keys, and the saved PKRU is {value:#x}, not the "
+                f"default {xsave.DEFAULT_PKRU:#x}: the process set up protection keys"
+            )
+        log.debug("PKRU at its default dropped: this CPU has no protection keys")
+        used &= ~(1 << xsave.PKRU)
+    missing = xsave.lacking(used, available)
+    if missing:
+        lacks = ", ".join(xsave.describe(i) for i in missing)
+        advice = cpu.portable_start(xsave.features_behind(missing))
+        raise RestoreError(
+            f"this CPU cannot hold the saved register state: it lacks {lacks}"
+            + (f"; {advice}" if advice else "")
+        )
+    return used
+
+
 def xstate_for_this_cpu(fp, target: bytes) -> bytes:
     """The saved FPU/vector state laid out for this CPU (`target`: the new task's own buffer).
 
     The buffer saved at dump is used as is when this CPU lays out the same features the same
-    way; otherwise it is rebuilt from the image's components. A component the process uses
-    that this CPU lacks refuses the restore.
+    way; otherwise it is rebuilt from the image's components (loadable_components says which).
     """
-    fields = {name: list(getattr(fp.xsave, name)) for name, *_ in xsave.COMPONENTS.values()}
-    used = fp.xsave.xstate_bv if fp.HasField("xsave") else xsave.X87_SSE
-    missing = xsave.missing_components(xsave.in_use(used, fields), target)
-    if missing:
-        lacks = ", ".join(missing)
-        raise RestoreError(f"this CPU cannot hold the saved register state: it lacks {lacks}")
+    used = loadable_components(fp, xsave.enabled_features(target))
+    _, fields = _saved_components(fp)
     raw = fp.torpor_xstate
     same_layout = xsave.enabled_features(raw or target) == xsave.enabled_features(target)
     if raw and len(raw) == len(target) and same_layout:

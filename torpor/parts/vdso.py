@@ -7,6 +7,7 @@ to the same symbol of the new one; symbols the new one lacks trap. AT_SYSINFO_EH
 saved auxv then names the kernel's copy, so a later dump tells the two apart.
 """
 
+import os
 from dataclasses import dataclass
 
 from torpor import vdso as vdsolib
@@ -16,6 +17,7 @@ from torpor.errors import RestoreError
 from torpor.images import constants as C
 from torpor.kernel.procfs import PAGE_SIZE, read_maps
 from torpor.parts import memory
+from torpor.remote import scratch_child
 
 AT_SYSINFO_EHDR = 33
 
@@ -42,10 +44,14 @@ def _dumped_layout(ctx: RestoreContext):
     return vdsolib.VdsoLayout.from_maps(entries, ehdr) if ehdr else None
 
 
-def _running_layout(ctx: RestoreContext):
+def _layout_of(pid: int, own_names: bool = False):
+    """The vDSO layout of task `pid`; its vvar mappings all named [vvar], as in an image
+    (which keeps no names), unless `own_names`."""
     entries = [
-        vdsolib.MapsEntry(m.start, m.end, "[vvar]" if m.name.startswith("[vvar") else m.name)
-        for m in read_maps(ctx.pid, with_flags=False)
+        vdsolib.MapsEntry(
+            m.start, m.end, "[vvar]" if m.name.startswith("[vvar") and not own_names else m.name
+        )
+        for m in read_maps(pid, with_flags=False)
         if m.name == "[vdso]" or m.name.startswith("[vvar")
     ]
     vdso = next((e for e in entries if e.name == "[vdso]"), None)
@@ -58,7 +64,7 @@ def _map_kernel_vdso(ctx: RestoreContext, at: int):
     got = ctx.task.syscall(X86_64, "arch_prctl", ctx.abi.map_vdso_code, at)
     if got < 0:
         raise RestoreError(f"arch_prctl(ARCH_MAP_VDSO) failed: error {-got}")
-    layout = _running_layout(ctx)
+    layout = _layout_of(ctx.pid)
     return ctx.task.read(layout.vdso_start, layout.vdso_size), layout
 
 
@@ -76,6 +82,53 @@ def _free_span(ctx: RestoreContext, size: int) -> int:
     )
 
 
+def _verdict(old: tuple[bytes, object], new: tuple[bytes, object], bits: int):
+    """Whether the dumped vDSO (bytes, layout) is the kernel's (bytes, layout)."""
+    (old_blob, dumped), (new_blob, running) = old, new
+    if old_blob == new_blob and dumped.vvar_placements() == running.vvar_placements():
+        return vdsolib.Verdict(True)  # the same bytes are the same vDSO: no symbol by symbol
+    return vdsolib.same_vdso(
+        (vdsolib.VdsoImage.from_bytes(old_blob, bits), dumped),
+        (vdsolib.VdsoImage.from_bytes(new_blob, bits), running),
+    )
+
+
+def kernel_vdso(abi, own_names: bool = False) -> tuple[bytes, vdsolib.VdsoLayout]:
+    """The vDSO (bytes and layout) this kernel maps for `abi`, seen in a scratch child."""
+    with scratch_child() as (pid, task):
+        task.map_scratch()
+        for m in read_maps(pid, with_flags=False):
+            if m.name == "[vdso]" or m.name.startswith("[vvar"):
+                task.call(X86_64, "munmap", m.start, m.size)
+        got = task.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
+        if got < 0:
+            raise RestoreError(f"ARCH_MAP_VDSO failed ({os.strerror(-got)})")
+        layout = _layout_of(pid, own_names)
+        return task.read(layout.vdso_start, layout.vdso_size), layout
+
+
+def preview(ctx: RestoreContext, kernel: tuple[bytes, vdsolib.VdsoLayout]):
+    """What a restore here would do with the process's vDSO, given this kernel's (bytes,
+    layout) for its ABI: one line for `torpor check -D`, and the functions that would trap."""
+    dumped = _dumped_layout(ctx)
+    if dumped is None:
+        return "the process had no vDSO", ()
+    old_blob = memory.saved_bytes(ctx, dumped.vdso_start, dumped.vdso_size)
+    verdict = _verdict((old_blob, dumped), kernel, ctx.abi.bits)
+    if verdict:
+        return "the same as this kernel's: mapped back in place", ()
+    plan = vdsolib.trampolines(
+        vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits),
+        vdsolib.VdsoImage.from_bytes(kernel[0], ctx.abi.bits),
+        kernel[1].vdso_start,
+        ctx.abi.bits,
+    )
+    line = f"differs from this kernel's ({'; '.join(verdict.reasons)}): calls jump to it"
+    if plan.missing:
+        line += "; " + ", ".join(plan.missing) + " would trap (this kernel lacks them)"
+    return line, plan.missing
+
+
 def restore(ctx: RestoreContext) -> VdsoPlan:
     dumped = _dumped_layout(ctx)
     plan = VdsoPlan(kernel_vmas=set())
@@ -85,14 +138,7 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
     old_blob = memory.saved_bytes(ctx, dumped.vdso_start, dumped.vdso_size)
     new_blob, running = _map_kernel_vdso(ctx, dumped.span_start)
     in_place = running.vdso_start == dumped.vdso_start
-    identical = old_blob == new_blob and dumped.vvar_placements() == running.vvar_placements()
-    if identical:  # the same bytes are the same vDSO: skip comparing symbols one by one
-        verdict = vdsolib.Verdict(True)
-    else:
-        verdict = vdsolib.same_vdso(
-            (vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits), dumped),
-            (vdsolib.VdsoImage.from_bytes(new_blob, ctx.abi.bits), running),
-        )
+    verdict = _verdict((old_blob, dumped), (new_blob, running), ctx.abi.bits)
     if verdict and in_place and not ctx.force_vdso_trampolines:
         plan.kernel_vmas = {(r.start, r.end) for r in dumped.regions}
         log.info("vdso: kernel's vDSO matches, mapped at %#x", running.vdso_start)

@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VmaEntry(_message.Message):
-    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags", "torpor_accounted", "torpor_memfd_name")
+    __slots__ = ("start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd", "madv", "fdflags", "torpor_accounted", "torpor_memfd_name", "torpor_pkey")
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     PGOFF_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class VmaEntry(_message.Message):
     FDFLAGS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_ACCOUNTED_FIELD_NUMBER: _ClassVar[int]
     TORPOR_MEMFD_NAME_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_PKEY_FIELD_NUMBER: _ClassVar[int]
     start: int
     end: int
     pgoff: int
@@ -30,4 +31,5 @@ class VmaEntry(_message.Message):
     fdflags: int
     torpor_accounted: bool
     torpor_memfd_name: str
-    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ..., torpor_accounted: bool = ..., torpor_memfd_name: _Optional[str] = ...) -> None: ...
+    torpor_pkey: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., pgoff: _Optional[int] = ..., shmid: _Optional[int] = ..., prot: _Optional[int] = ..., flags: _Optional[int] = ..., status: _Optional[int] = ..., fd: _Optional[int] = ..., madv: _Optional[int] = ..., fdflags: _Optional[int] = ..., torpor_accounted: bool = ..., torpor_memfd_name: _Optional[str] = ..., torpor_pkey: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,157 @@
+"""What a restore needs of this machine, checked before anything is created.
+
+One list of checks serves both `torpor restore`, which refuses on the first finding that
+would make the restore fail (and logs the warnings), and `torpor check -D DIR`, which prints
+every finding and creates nothing. Each check asks the part that owns the state (parts.cpu,
+parts.regs, parts.pkeys, parts.task, parts.clocks, parts.vdso): the decisions are theirs,
+made by the same functions the restore itself runs.
+"""
+
+import os
+from dataclasses import dataclass
+
+from torpor.arch import xstate
+from torpor.context import RestoreContext
+from torpor.errors import RestoreError, TorporError
+from torpor.kernel import cpuid, procfs
+from torpor.parts import clocks, cpu, pkeys, regs, task
+from torpor.parts import vdso as vdso_part
+
+OK, WARN, REFUSE = "ok", "warn", "refuse"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing checked: its topic, OK / WARN / REFUSE, and what was found."""
+
+    topic: str
+    level: str
+    message: str
+
+    @property
+    def refused(self) -> bool:
+        return self.level == REFUSE
+
+
+def run(
+    images,
+    procs,
+    *,
+    strict_cpu_check: bool = False,
+    timens: bool = True,
+    pidns: bool = False,
+    whole_host: bool = False,
+) -> list[Finding]:
+    """The findings for restoring `procs` (restorer.ProcessImage, from `images`) here.
+
+    `whole_host` adds what a restore finds out only while creating tasks (free PIDs, clone3,
+    the vDSO), for `torpor check -D`; a restore meets those checks in their own stages.
+    """
+    findings = [_cpu(images, strict_cpu_check)]
+    live = [p for p in procs if not p.zombie]
+    available = cpuid.xfeatures()
+    for proc in live:
+        findings.append(_register_state(proc, available))
+        findings.append(_protection_keys(proc))
+        findings.append(_credentials(proc))
+    problem, clocks_plan = clocks.check(images, timens)
+    findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
+    if whole_host:
+        findings.append(_pids(procs, pidns))
+        findings.append(_clone3())
+        findings.extend(_vdso(images, live))
+    return findings
+
+
+def enforce(findings: list[Finding]) -> list[str]:
+    """Raise RestoreError for the first refusal; return the warnings to show."""
+    for f in findings:
+        if f.refused:
+            raise RestoreError(f.message)
+    return [f.message for f in findings if f.level == WARN]
+
+
+def _process_finding(topic: str, proc, problem: str | None, fine: str) -> Finding:
+    if problem:
+        return Finding(topic, REFUSE, f"process {proc.pid}: {problem}")
+    return Finding(topic, OK, f"process {proc.pid}: {fine}")
+
+
+def _cpu(images, strict: bool) -> Finding:
+    try:
+        warnings = cpu.check(images, strict)
+    except RestoreError as e:
+        return Finding("CPU features", REFUSE, str(e))
+    if warnings:
+        return Finding("CPU features", WARN, "; ".join(warnings))
+    return Finding("CPU features", OK, "this CPU has every feature the dumping CPU had")
+
+
+def _register_state(proc, available: int) -> Finding:
+    used = 0
+    for tid, core in [(proc.pid, proc.core), *proc.thread_cores.items()]:
+        try:
+            used |= regs.loadable_components(core.thread_info.fpregs, available)
+        except RestoreError as e:
+            return _process_finding("register state", proc, f"thread {tid}: {e}", "")
+    names = [xstate.describe(i) for i in range(2, 64) if used >> i & 1]
+    fine = "fits this CPU" + (f" ({', '.join(names)} in use)" if names else "")
+    return _process_finding("register state", proc, None, fine)
+
+
+def _protection_keys(proc) -> Finding:
+    problem = pkeys.check(proc.mm)
+    what = pkeys.in_use(proc.mm)
+    return _process_finding(
+        "protection keys", proc, problem, f"{what}, restored" if what else "none in use"
+    )
+
+
+def _credentials(proc) -> Finding:
+    try:
+        for core in [proc.core, *proc.thread_cores.values()]:
+            task.check_creds(core)
+    except RestoreError as e:
+        return _process_finding("credentials", proc, str(e), "")
+    return _process_finding("credentials", proc, None, "this side can grant them")
+
+
+def _pids(procs, pidns: bool) -> Finding:
+    if pidns:
+        return Finding("PIDs", OK, "restored in a new PID namespace, where every PID is free")
+    busy = [t for p in procs for t in p.entry.threads if os.path.exists(f"/proc/{t}")]
+    if not busy:
+        return Finding("PIDs", OK, "every PID and TID of the images is free")
+    exiting = [t for t in busy if procfs.is_dead(t)]
+    message = "PIDs in use here: " + ", ".join(map(str, busy[:10]))
+    message += " and more" if len(busy) > 10 else ""
+    if len(exiting) == len(busy):
+        return Finding("PIDs", WARN, message + " (by exiting tasks: a restore waits for them)")
+    return Finding("PIDs", REFUSE, message + ": free them or restore with --pidns")
+
+
+def _clone3() -> Finding:
+    from torpor.checks import clone3
+
+    ok, why = clone3()
+    return Finding("clone3 set_tid", OK if ok else REFUSE, why)
+
+
+def _vdso(images, live) -> list[Finding]:
+    findings = []
+    kernel = {}
+    for proc in live:
+        try:
+            if proc.abi.name not in kernel:
+                kernel[proc.abi.name] = vdso_part.kernel_vdso(proc.abi)
+            ctx = RestoreContext(
+                pid=proc.pid, task=None, abi=proc.abi, images=images, core=proc.core,
+                mm=proc.mm, files={}, pages_id=proc.index,
+            )  # fmt: skip
+            line, trapping = vdso_part.preview(ctx, kernel[proc.abi.name])
+        except TorporError as e:
+            findings.append(Finding("vDSO", REFUSE, f"process {proc.pid}: {e}"))
+            continue
+        level = WARN if trapping else OK
+        findings.append(Finding("vDSO", level, f"process {proc.pid}: {line}"))
+    return findings
