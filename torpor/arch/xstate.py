@@ -46,16 +46,20 @@ def xstate_bv(buf: bytes) -> int:
     return struct.unpack_from("<Q", buf, HEADER_AT)[0] if len(buf) > HEADER_AT else X87_SSE
 
 
-def offsets(features: int) -> dict[int, int]:
-    """Where this CPU keeps each enabled component in the standard format."""
-    return {i: cpuid(0xD, i)[1] for i in COMPONENTS if features >> i & 1}
+def offsets(features: int, layout: dict[int, int] | None = None) -> dict[int, int]:
+    """Where the CPU keeps each enabled component in the standard format: `layout`
+    (component -> offset, as CPUID leaf 0xD gives it) or this CPU's own."""
+    if layout is None:
+        return {i: cpuid(0xD, i)[1] for i in COMPONENTS if features >> i & 1}
+    return {i: layout[i] for i in COMPONENTS if features >> i & 1}
 
 
-def split(buf: bytes) -> dict[str, list[int]]:
-    """The non-legacy components in use, as CRIU field name -> values."""
+def split(buf: bytes, layout: dict[int, int] | None = None) -> dict[str, list[int]]:
+    """The non-legacy components in use, as CRIU field name -> values (`layout`: the
+    component offsets of the CPU that produced `buf`, if not this one)."""
     fields: dict[str, list[int]] = {}
     in_use = xstate_bv(buf)
-    for i, at in offsets(enabled_features(buf)).items():
+    for i, at in offsets(enabled_features(buf), layout).items():
         name, size, fmt, *_ = COMPONENTS[i]
         if in_use >> i & 1 and at + size <= len(buf):
             fields[name] = list(
@@ -97,18 +101,25 @@ def pkru(fields: dict[str, list[int]]) -> int | None:
     return values[0] if values else None
 
 
-def compose(target: bytes, legacy: bytes, used: int, fields: dict[str, list[int]]) -> bytes:
-    """An xsave buffer for the CPU that produced `target` (a buffer read from the new task),
-    holding the saved legacy area and components. Components the image does not hold are
-    left in their initial state, but for PKRU, which keeps the new task's value: the
-    kernel's default, not the xsave init state."""
+def compose(
+    target: bytes,
+    legacy: bytes,
+    used: int,
+    fields: dict[str, list[int]],
+    layout: dict[int, int] | None = None,
+) -> bytes:
+    """An xsave buffer for the CPU that produced `target` (a buffer read from the new task;
+    `layout`: that CPU's component offsets, if not this one's), holding the saved legacy
+    area and components. Components the image does not hold are left in their initial
+    state, but for PKRU, which keeps the new task's value: the kernel's default, not the
+    xsave init state."""
     out = bytearray(target)
     out[:SW_BYTES_AT] = legacy[:SW_BYTES_AT]  # the software bytes stay the target kernel's
     bv = used & enabled_features(target)
     if not used >> PKRU & 1:
         bv |= xstate_bv(target) & 1 << PKRU
     struct.pack_into("<QQ", out, HEADER_AT, bv, 0)
-    for i, at in offsets(enabled_features(target)).items():
+    for i, at in offsets(enabled_features(target), layout).items():
         name, size, fmt, *_ = COMPONENTS[i]
         values = fields.get(name)
         if used >> i & 1 and values:

@@ -65,7 +65,9 @@ def _regs_from_entry(entry, abi: Abi) -> ptrace.UserRegs:
     return regs
 
 
-def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
+def _fpregs(xstate: bytes, layout=None) -> pb.core_x86_pb2.UserX86FpregsEntry:
+    """The image's FPU entry for an xsave buffer (`layout`: the component offsets of the CPU
+    that produced it, if not this one)."""
     cwd, swd, twd, fop, rip, rdp, mxcsr, mxcsr_mask = struct.unpack_from("<HHHHQQII", xstate)
     words = struct.unpack_from("<128I", xstate, 32)
     fp = pb.core_x86_pb2.UserX86FpregsEntry(
@@ -79,11 +81,11 @@ def _fpregs(xstate: bytes) -> pb.core_x86_pb2.UserX86FpregsEntry:
         mxcsr_mask=mxcsr_mask,
         st_space=words[0:32],
         xmm_space=words[32:96],
-        padding=words[104:128],
+        padding=words[96:120],  # bytes 416-511 of the legacy area
     )
     if len(xstate) > xsave.HEADER_AT:
         fp.xsave.xstate_bv = xsave.xstate_bv(xstate)
-        for name, values in xsave.split(xstate).items():
+        for name, values in xsave.split(xstate, layout).items():
             getattr(fp.xsave, name).extend(values)
     fp.torpor_xstate = xstate
     return fp
@@ -142,8 +144,9 @@ def loadable_components(fp, available: int) -> int:
     return used
 
 
-def xstate_for_this_cpu(fp, target: bytes) -> bytes:
-    """The saved FPU/vector state laid out for this CPU (`target`: the new task's own buffer).
+def xstate_for_this_cpu(fp, target: bytes, layout=None) -> bytes:
+    """The saved FPU/vector state laid out for this CPU (`target`: the new task's own buffer;
+    `layout`: the CPU's component offsets, when it is not the one this runs on).
 
     The buffer saved at dump is used as is when this CPU lays out the same features the same
     way; otherwise it is rebuilt from the image's components (loadable_components says which).
@@ -154,7 +157,7 @@ def xstate_for_this_cpu(fp, target: bytes) -> bytes:
     same_layout = xsave.enabled_features(raw or target) == xsave.enabled_features(target)
     if raw and len(raw) == len(target) and same_layout:
         return raw
-    return xsave.compose(target, _legacy_area(fp), used, fields)
+    return xsave.compose(target, _legacy_area(fp), used, fields, layout)
 
 
 def _tls_entry(desc: ptrace.UserDesc) -> pb.core_x86_pb2.UserDescT:
