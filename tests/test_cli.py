@@ -336,6 +336,42 @@ def ptys():
         p.close()
 
 
+CHECK_TOPICS = (
+    "CPU features", "register state", "protection keys", "credentials", "clocks", "PIDs",
+    "clone3 set_tid", "vDSO",
+)  # fmt: skip
+
+
+def test_check_images(start_workload, images):
+    """check -D says, creating nothing, whether this host can restore the images: one line
+    per finding, exit 0 when it would go ahead; a PID still taken makes it 1 and points at
+    --pidns, with which it would go ahead again."""
+    w = start_workload("counter")
+    w.wait_ready()
+    assert_ok(torpor("dump", "-t", str(w.pid), "-D", str(images), "--leave-running"))
+    kids = harness.child_pids(os.getpid())
+    busy = torpor("check", "-D", str(images))
+    assert busy.returncode == 1, busy.stdout + busy.stderr
+    assert f"PIDs in use here: {w.pid}: free them or restore with --pidns" in busy.stdout
+    assert harness.child_pids(os.getpid()) == kids, "check -D created a process"
+    with_pidns = torpor("check", "-D", str(images), "--pidns")
+    assert_ok(with_pidns)
+    lines = with_pidns.stdout.splitlines()
+    assert [line.split("  ")[0].strip() for line in lines] == list(CHECK_TOPICS), lines
+    assert all(" ok " in line for line in lines), lines
+    w.kill()
+    assert harness.wait_gone(w.pid, 5)
+    free = torpor("check", "-D", str(images))
+    assert_ok(free)
+    assert "every PID and TID of the images is free" in free.stdout
+    assert "the same as this kernel's: mapped back in place" in free.stdout
+
+
+def test_check_images_errors(images, tmp_path):
+    assert_one_error_line(torpor("check", "-D", str(tmp_path / "nowhere")), "does not exist")
+    assert_one_error_line(torpor("check", "-D", str(images)), "inventory")
+
+
 def test_shell_job(subreaper, built_workloads, flavour, tmp_path, ptys, images):
     """A process whose fds 0-2 are on a terminal is dumped with --shell-job and restored
     with --shell-job -d under another terminal: its fds 0-2 then point at that terminal and

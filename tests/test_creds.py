@@ -12,6 +12,7 @@ import pytest
 import torpor
 from torpor.errors import RestoreError
 from torpor.kernel import caps
+from torpor.restorer import check
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -81,6 +82,9 @@ def test_capability_this_side_lacks_refuses(start_workload, tmp_path, monkeypatc
         return sets
 
     monkeypatch.setattr(caps, "own_sets", poorer)
-    with pytest.raises(RestoreError, match="cap_sys_time"):
+    refused = [f for f in check(str(images)) if f.refused]
+    assert [f.topic for f in refused] == ["credentials"], refused
+    with pytest.raises(RestoreError, match="cap_sys_time") as e:
         torpor.restore(str(images))
+    assert str(e.value) == refused[0].message, "check -D and restore disagree"
     assert not os.path.exists(f"/proc/{pid}")

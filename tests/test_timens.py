@@ -14,6 +14,7 @@ import pytest
 import torpor
 from torpor.errors import RestoreError
 from torpor.kernel import libc
+from torpor.restorer import check
 
 
 def _dump(start_workload, tmp_path):
@@ -72,6 +73,9 @@ def test_threaded_caller_is_refused(start_workload, tmp_path):
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
+        refused = [f for f in check(str(images)) if f.refused]
+        assert [f.topic for f in refused] == ["clocks"], refused
+        assert not [f for f in check(str(images), timens=False) if f.refused]
         with pytest.raises(RestoreError, match="single-threaded.*--no-timens"):
             torpor.restore(str(images))
         assert not os.path.exists(f"/proc/{w.pid}")

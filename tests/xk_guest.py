@@ -1,12 +1,15 @@
 """The guest half of the cross-kernel tests, run under another kernel through the xk rig.
 
-    xk_guest.py dump BINARY PID WORKDIR IMAGES   start BINARY with that PID, dump it
-    xk_guest.py restore IMAGES WORKDIR RESULT    restore, signal, write the verdict to RESULT
+    xk_guest.py dump BINARY MODE PID WORKDIR IMAGES [TUNABLES]
+        start BINARY (argv[1] MODE, "-" for none) with that PID, dump it
+    xk_guest.py restore IMAGES WORKDIR RESULT
+        check the images (torpor check -D), restore, signal, write the verdict to RESULT
 
 Workloads run with LD_BIND_NOW=1: glibc's lazy-binding trampoline is chosen at start-up from
-the CPU's features (xsavec here, which the emulated CPU of the rig lacks), so a process that
-binds symbols lazily after moving to a CPU without that feature faults. Binding everything at
-start-up keeps that out of what these tests measure (torpor warns about it at restore).
+the CPU's features (xsavec where the CPU has it, which the emulated CPU of the rig lacks), so a
+process that binds symbols lazily after moving to a CPU without that feature faults. TUNABLES,
+when given, is the GLIBC_TUNABLES value that keeps glibc off the features the other side's
+CPU lacks (AVX-512 on some hosts): the portable start torpor's README describes.
 """
 
 from __future__ import annotations
@@ -23,20 +26,23 @@ import time
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LD_BIND_NOW": "1"}
 
 
-def start(binary: str, pid: int | None, workdir: str) -> subprocess.Popen:
+def start(
+    binary: str, mode: str | None, pid: int | None, workdir: str, tunables: str | None = None
+) -> subprocess.Popen:
     """Start the workload (with PID `pid`, set through ns_last_pid) and wait for READY."""
     log = open(os.path.join(workdir, "log"), "ab")
     if pid is not None:
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(pid - 1))
-    argv = ["setpriv", "--bounding-set", "-sys_resource", binary, "trampolines"]
+    argv = ["setpriv", "--bounding-set", "-sys_resource", binary, *([mode] if mode else [])]
+    env = dict(ENV, **({"GLIBC_TUNABLES": tunables} if tunables not in (None, "-") else {}))
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=workdir,
-        env=ENV,
+        env=env,
         close_fds=True,
         start_new_session=True,
     )
@@ -48,10 +54,12 @@ def start(binary: str, pid: int | None, workdir: str) -> subprocess.Popen:
     return proc
 
 
-def dump(binary: str, pid: str, workdir: str, images: str) -> None:
+def dump(
+    binary: str, mode: str, pid: str, workdir: str, images: str, tunables: str | None = None
+) -> None:
     import torpor
 
-    proc = start(binary, int(pid), workdir)
+    proc = start(binary, None if mode == "-" else mode, int(pid), workdir, tunables)
     if proc.pid != int(pid):
         proc.kill()
         raise SystemExit(f"the workload got PID {proc.pid}, not {pid}")
@@ -69,13 +77,16 @@ class _Warnings(logging.Handler):
 
 
 def restore(images: str, workdir: str, result: str) -> None:
-    """Restore, tell the workload which vDSO functions now trap, signal it, record its end."""
+    """Check, restore, tell the workload which vDSO functions now trap, signal it, record its
+    end."""
     import torpor
+    from torpor.restorer import check
 
     warnings = _Warnings()
     logging.getLogger("torpor").addHandler(warnings)
     out = {"warnings": warnings.messages}
     try:
+        out["findings"] = [(f.topic, f.level, f.message) for f in check(images)]
         pid = torpor.restore(images)
     except torpor.TorporError as e:
         out["error"] = str(e)
