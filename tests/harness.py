@@ -69,6 +69,7 @@ WORKLOADS = (
     Spec("tree", "family"),
     Spec("tree", "wide", args=("50",)),
     Spec("tree", "mixed"),
+    Spec("attrs"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -337,7 +337,8 @@ def ptys():
 
 
 CHECK_TOPICS = (
-    "CPU features", "register state", "protection keys", "credentials", "clocks", "PIDs",
+    "CPU features", "register state", "protection keys", "credentials", "resource limits",
+    "clocks", "PIDs",
     "clone3 set_tid", "vDSO",
 )  # fmt: skip
 

@@ -18,7 +18,19 @@ from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import clocks, cpu, files, memory, pkeys, regs, shmem, signals
+from torpor.parts import (
+    clocks,
+    cpu,
+    files,
+    flags,
+    memory,
+    pkeys,
+    regs,
+    rlimits,
+    sched,
+    shmem,
+    signals,
+)
 from torpor.parts import task as task_part
 from torpor.remote import RemoteError, RemoteTask
 
@@ -247,6 +259,8 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
     for name, stage in (
         ("signals", signals.dump),
         ("task", task_part.dump),
+        ("resource limits", rlimits.dump),
+        ("process flags", flags.dump),
         ("files", lambda c: files.dump(c, fds, tree_files)),
         ("memory", memory.dump),
         ("protection keys", pkeys.dump),
@@ -257,5 +271,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
         regs.dump(tctx)
         signals.dump_thread(tctx)
         task_part.dump_thread(tctx)
+        sched.dump_thread(tctx)
+        flags.dump_thread(tctx)
         ctx.images.write(f"core-{tctx.pid}.img", [tctx.core])
     ctx.images.write(f"mm-{proc.pid}.img", [ctx.mm])

@@ -14,7 +14,7 @@ from torpor.arch import xstate
 from torpor.context import RestoreContext
 from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
-from torpor.parts import clocks, cpu, pkeys, regs, task
+from torpor.parts import clocks, cpu, pkeys, regs, rlimits, task
 from torpor.parts import vdso as vdso_part
 
 OK, WARN, REFUSE = "ok", "warn", "refuse"
@@ -54,6 +54,7 @@ def run(
         findings.append(_register_state(proc, available))
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
+        findings.append(_resource_limits(proc))
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
     if whole_host:
@@ -114,6 +115,11 @@ def _credentials(proc) -> Finding:
     except RestoreError as e:
         return _process_finding("credentials", proc, str(e), "")
     return _process_finding("credentials", proc, None, "this side can grant them")
+
+
+def _resource_limits(proc) -> Finding:
+    problem = rlimits.check(proc.core)
+    return _process_finding("resource limits", proc, problem, "this side can set them")
 
 
 def _pids(procs, pidns: bool) -> Finding:

@@ -18,7 +18,19 @@ from torpor.errors import ImageError, RestoreError, TorporError
 from torpor.family import Family, kill_child, start_pid_namespace
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
-from torpor.parts import clocks, files, memory, pkeys, regs, shmem, signals, task
+from torpor.parts import (
+    clocks,
+    files,
+    flags,
+    memory,
+    pkeys,
+    regs,
+    rlimits,
+    sched,
+    shmem,
+    signals,
+    task,
+)
 from torpor.parts import vdso as vdso_part
 
 # --- images ----------------------------------------------------------------------------------
@@ -225,6 +237,7 @@ def _finish(ctx: RestoreContext, family) -> None:
     signals.forget_child_exits(ctx)
     signals.restore_pending(ctx)
     task.restore(ctx)
+    flags.restore(ctx)
     threads = [ctx]
     for tid, core in ctx.thread_cores.items():
         new = family.start_thread(ctx.image_pid, tid)
@@ -233,8 +246,12 @@ def _finish(ctx: RestoreContext, family) -> None:
         signals.restore_thread(tctx)
         task.restore_thread(tctx)
         signals.restore_thread_pending(tctx, ctx.image_pid)
+        sched.restore_thread(tctx)
+    rlimits.restore(ctx)  # once its threads exist: a low RLIMIT_NPROC cannot stop them
     for tctx in reversed(threads):  # the main thread last: it may lose torpor's privileges
         task.restore_creds(tctx)
+    for tctx in threads:
+        flags.restore_thread(tctx)
     ctx.task.unmap_scratch()
     for tctx in threads:
         regs.restore(tctx)

@@ -61,6 +61,9 @@ X86_64 = Abi(
         "pkey_mprotect": 329,
         "pkey_alloc": 330,
         "pkey_free": 331,
+        "seccomp": 317,
+        "write": 1,
+        "membarrier": 324,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

@@ -1,0 +1,98 @@
+"""How each thread is scheduled: policy and real-time priority, nice value, the CPUs it may
+run on, its I/O priority and its timer slack.
+
+Policy, priority and nice go in CRIU's thread-core fields; affinity, I/O priority and timer
+slack in torpor's own. All of it is read and set by torpor itself through calls on another
+task (sched_*, setpriority, ioprio_*, /proc/TID/timerslack_ns), which root may make on any
+thread. A thread allowed on CPUs this host does not have is restricted to those it has, and
+the restore says so; none of them at all leaves it on every CPU here, said too.
+"""
+
+import os
+
+from torpor.context import DumpContext, RestoreContext
+from torpor.errors import ImageError, RestoreError, UnsupportedError
+from torpor.kernel import libc
+
+SCHED_DEADLINE = 6
+SCHED_RESET_ON_FORK = 0x40000000
+IOPRIO_WHO_PROCESS = 1
+POLICIES = {
+    os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR",
+    os.SCHED_BATCH: "SCHED_BATCH", os.SCHED_IDLE: "SCHED_IDLE",
+}  # fmt: skip
+
+
+def _slack_path(tid: int) -> str:
+    return f"/proc/{tid}/timerslack_ns"
+
+
+def _slack(tid: int) -> int:
+    with open(_slack_path(tid)) as f:
+        return int(f.read())
+
+
+def dump_thread(ctx: DumpContext) -> None:
+    tid, thread = ctx.pid, ctx.core.thread_core
+    policy = os.sched_getscheduler(tid)  # with SCHED_RESET_ON_FORK or-ed in
+    if policy & ~SCHED_RESET_ON_FORK == SCHED_DEADLINE:
+        raise UnsupportedError(f"thread {tid} runs under SCHED_DEADLINE, not supported yet")
+    thread.sched_policy = policy
+    thread.sched_prio = os.sched_getparam(tid).sched_priority
+    thread.sched_nice = os.getpriority(os.PRIO_PROCESS, tid)
+    thread.torpor_cpus.extend(sorted(os.sched_getaffinity(tid)))
+    thread.torpor_ioprio = libc.syscall(libc.SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, tid)
+    thread.torpor_timer_slack_ns = _slack(tid)
+
+
+def restore_thread(ctx: RestoreContext) -> None:
+    """Give the restored thread its scheduling back; a note when its CPUs are missing here."""
+    tid, thread = ctx.pid, ctx.core.thread_core
+    if thread.HasField("sched_policy"):
+        policy = thread.sched_policy
+        if policy & ~SCHED_RESET_ON_FORK not in POLICIES:
+            raise ImageError(f"core-{ctx.image_pid}.img: scheduling policy {policy}")
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(thread.sched_prio))
+        except OSError as e:
+            raise RestoreError(
+                f"cannot give thread {ctx.image_pid} {POLICIES[policy & ~SCHED_RESET_ON_FORK]} "
+                f"priority {thread.sched_prio}: {e.strerror}"
+            ) from None
+    if thread.HasField("sched_nice"):
+        if not -20 <= thread.sched_nice <= 19:
+            raise ImageError(f"core-{ctx.image_pid}.img: nice value {thread.sched_nice}")
+        os.setpriority(os.PRIO_PROCESS, tid, thread.sched_nice)
+    if thread.torpor_cpus:
+        _restore_affinity(ctx, set(thread.torpor_cpus))
+    # Both only where they differ from what the thread inherited: an I/O priority never set
+    # follows the nice value, one set explicitly no longer does.
+    ioprio = libc.syscall(libc.SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, tid)
+    if thread.HasField("torpor_ioprio") and thread.torpor_ioprio != ioprio:
+        libc.syscall(libc.SYS_IOPRIO_SET, IOPRIO_WHO_PROCESS, tid, thread.torpor_ioprio)
+    if thread.torpor_timer_slack_ns and _slack(tid) != thread.torpor_timer_slack_ns:
+        with open(_slack_path(tid), "w") as f:
+            f.write(str(thread.torpor_timer_slack_ns))
+
+
+def _restore_affinity(ctx: RestoreContext, saved: set[int]) -> None:
+    here = os.sched_getaffinity(0) | _online_cpus()
+    usable = saved & here
+    if usable != saved:
+        missing = ", ".join(map(str, sorted(saved - here)))
+        where = "its other CPUs" if usable else "every CPU of this host"
+        ctx.notes.append(
+            f"thread {ctx.image_pid} was bound to CPUs this host lacks ({missing}): "
+            f"it runs on {where}"
+        )
+    os.sched_setaffinity(ctx.pid, usable or here)
+
+
+def _online_cpus() -> set[int]:
+    """The CPUs online on this host (from sysfs: torpor itself may be bound to fewer)."""
+    cpus: set[int] = set()
+    with open("/sys/devices/system/cpu/online") as f:
+        for part in f.read().strip().split(","):
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
