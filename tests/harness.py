@@ -70,6 +70,7 @@ WORKLOADS = (
     Spec("tree", "wide", args=("50",)),
     Spec("tree", "mixed"),
     Spec("attrs"),
+    Spec("fdattrs"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

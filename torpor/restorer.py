@@ -181,7 +181,7 @@ def restore(
         for ctx in contexts:
             _rebuild(ctx)
         for ctx in contexts:
-            files.close_parked(ctx)
+            files.finish_tree(ctx)
         for ctx in contexts:
             _finish(ctx, family)
         root = contexts[0].pid

@@ -1,0 +1,112 @@
+"""The interface every kind of file descriptor implements, and the few calls kinds share to
+put a descriptor in place in a restored task.
+
+A kind (one module beside this one) recognises its fds from what procfs shows of them,
+refuses what it cannot save before anything in the tree changes, writes CRIU's entry for
+one open file description (the FileEntry member `field`, fdinfo type `fd_type`), and in a
+restored task makes a new description and puts it at its fd number. Kinds named in `after`
+are restored first (an eventpoll after the files it watches).
+"""
+
+from __future__ import annotations
+
+import os
+
+from torpor.arch import X86_64
+from torpor.context import DumpContext, RestoreContext
+from torpor.errors import RestoreError
+from torpor.kernel.files import FdDescription
+
+AT_FDCWD = -100
+F_SETFD, FD_CLOEXEC = 2, 1
+F_DUPFD_CLOEXEC = 1030
+O_ACCMODE = 3
+# Flags open(2) must not be given again: they act at open time only, or (O_ASYNC) take
+# effect only when set with F_SETFL, which parts.files does once the owner is in place.
+OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC | os.O_ASYNC
+
+
+class FdKind:
+    """One kind of file descriptor. Subclasses set the attributes and override what they
+    need; the defaults refuse nothing and keep no tree-wide state."""
+
+    name = "a file"  # how a message names one fd of the kind
+    fd_type = 0  # FdTypes of fdinfo.proto
+    field = ""  # the FileEntry member holding the kind's entry
+    after: tuple[str, ...] = ()  # fields of the kinds to restore before this one
+
+    def recognise(self, d: FdDescription) -> bool:
+        raise NotImplementedError
+
+    def inspect(self, found: list[tuple[int, FdDescription]], shell_job: bool) -> None:
+        """Refuse, for the whole tree (`found`: (pid, fd) of every fd of the kind), what
+        cannot be saved; called before any process of the tree is touched."""
+
+    def dump(self, ctx: DumpContext, d: FdDescription, state: dict, fown):
+        """The kind's image entry (its id is set by the caller) for the open file behind
+        `d`; `state` is the kind's own, for the whole tree; `fown` its owner entry."""
+        raise NotImplementedError
+
+    def write(self, images, state: dict) -> None:
+        """Write the kind's tree-wide images, once every process was dumped."""
+
+    def restore(self, ctx: RestoreContext, entry, fd: int, cloexec: bool, state: dict) -> None:
+        """Make a new open file from `entry` in the task and put it at `fd`."""
+        raise NotImplementedError
+
+    def finish(self, ctx: RestoreContext, state: dict) -> None:
+        """After every fd of one process is in place."""
+
+    def finish_tree(self, ctx: RestoreContext, state: dict) -> None:
+        """After every process of the tree has all its fds (for each process)."""
+
+
+def open_in_task(ctx: RestoreContext, path: str, flags: int) -> int:
+    """Open `path` in the task through its own ABI, so that flags such as O_LARGEFILE come
+    out as they were; the new fd's number."""
+    try:
+        return ctx.task.call(
+            ctx.abi,
+            "openat",
+            AT_FDCWD,
+            ctx.task.put(path.encode() + b"\0"),
+            flags & ~OPEN_ONLY_FLAGS,
+            0,
+        )
+    except OSError as e:
+        raise RestoreError(f"cannot reopen {path}: {os.strerror(e.errno)}") from None
+
+
+def place(
+    ctx: RestoreContext, got: int, fd: int, cloexec: bool, always_set_flag: bool = False
+) -> None:
+    """Move the descriptor `got` to number `fd` with the saved close-on-exec flag (set or
+    cleared when `always_set_flag`, else only set: a fresh open has it clear)."""
+    task = ctx.task
+    if got != fd:
+        task.call(X86_64, "dup3", got, fd, os.O_CLOEXEC if cloexec else 0)
+        task.call(X86_64, "close", got)
+    elif cloexec or always_set_flag:
+        task.call(X86_64, "fcntl", fd, F_SETFD, FD_CLOEXEC if cloexec else 0)
+
+
+def take(ctx: RestoreContext, owner: int, fd: int) -> int:
+    """A new fd in this task for the open file description behind fd `fd` of process
+    `owner` of the tree (its saved PID; maybe this process itself)."""
+    task = ctx.task
+    if owner == ctx.image_pid:
+        return task.call(X86_64, "fcntl", fd, F_DUPFD_CLOEXEC, 0)
+    pidfd = task.call(X86_64, "pidfd_open", owner, 0)
+    try:
+        return task.call(X86_64, "pidfd_getfd", pidfd, fd, 0)
+    finally:
+        task.call(X86_64, "close", pidfd)
+
+
+def copy(ctx: RestoreContext, owner: int, fd: int, target: int, cloexec: bool) -> None:
+    """Make fd `target` of this task a copy of fd `fd` of process `owner` (maybe this one):
+    the same open file description, with the saved close-on-exec flag."""
+    if owner == ctx.image_pid:
+        ctx.task.call(X86_64, "dup3", fd, target, os.O_CLOEXEC if cloexec else 0)
+        return
+    place(ctx, take(ctx, owner, fd), target, cloexec, always_set_flag=True)

@@ -1,0 +1,129 @@
+"""Pipes whose ends are anywhere in the tree, with their unread data and buffer size.
+CRIU's PIPE kind (pipes-data.img holds the data and size of each pipe).
+
+At dump, the unread bytes are copied out with tee(2), leaving them in place, and the size
+read with F_GETPIPE_SZ, both through torpor's own opens of the pipe. At restore, the first
+process that needs a pipe creates it, keeping both ends parked above all its fds until the
+whole tree has taken its ends; each saved open file description of the pipe is a new open
+of the pipe through /proc/self/fd (a description of its own, with its own flags: one end's
+O_NONBLOCK is not another's).
+"""
+
+import fcntl
+import os
+
+from torpor.arch import X86_64
+from torpor.errors import UnsupportedError
+from torpor.images import pb
+from torpor.kernel.files import peek_pipe
+from torpor.kernel.procfs import proc
+from torpor.parts.fds.base import F_DUPFD_CLOEXEC, O_ACCMODE, FdKind, open_in_task, place, take
+
+
+class Pipe(FdKind):
+    name = "a pipe"
+    fd_type = pb.fdinfo_pb2.PIPE
+    field = "pipe"
+
+    def recognise(self, d) -> bool:
+        return d.kind == "pipe"
+
+    def inspect(self, found, shell_job) -> None:
+        ends: dict[int, set[int]] = {}
+        for _, d in found:
+            ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
+        for pid, d in found:
+            if ends[d.inode] != {os.O_RDONLY, os.O_WRONLY}:
+                raise UnsupportedError(
+                    f"fd {d.fd} of process {pid} is a pipe ({d.target}) whose other end is "
+                    "outside the process tree, not supported yet"
+                )
+
+    def dump(self, ctx, d, state, fown):
+        pipes = state.setdefault("pipes", {})  # pipe inode -> (PipeDataEntry, bytes)
+        if d.inode not in pipes and d.flags & O_ACCMODE == os.O_RDONLY:
+            data = peek_pipe(ctx.pid, d.fd)
+            entry = pb.pipe_data_pb2.PipeDataEntry(
+                pipe_id=d.inode, bytes=len(data), size=_pipe_size(ctx.pid, d.fd)
+            )
+            pipes[d.inode] = (entry, data)
+        return pb.pipe_pb2.PipeEntry(pipe_id=d.inode, flags=d.flags & ~os.O_CLOEXEC, fown=fown)
+
+    def write(self, images, state) -> None:
+        if state.get("pipes"):
+            images.write("pipes-data.img", list(state["pipes"].values()))
+
+    def restore(self, ctx, entry, fd, cloexec, state) -> None:
+        pipes = state.setdefault("pipes", {})  # pipe id -> (saved PID, parked read, write end)
+        if entry.pipe_id not in pipes:
+            _make_pipe(ctx, entry.pipe_id, state)
+        owner, read_end, write_end = pipes[entry.pipe_id]
+        end = take(ctx, owner, write_end if entry.flags & O_ACCMODE == os.O_WRONLY else read_end)
+        try:
+            got = open_in_task(ctx, f"/proc/self/fd/{end}", entry.flags)
+        finally:
+            ctx.task.call(X86_64, "close", end)
+        place(ctx, got, fd, cloexec)
+
+    def finish(self, ctx, state) -> None:
+        """Fill the pipes this process made with their data, at their size."""
+        made = state.get("made", {}).get(ctx.image_pid)
+        if not made:
+            return
+        saved = {}
+        if ctx.images.has("pipes-data.img"):
+            saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads("pipes-data.img")}
+        for pipe_id in made:
+            if pipe_id in saved:
+                _refill(ctx, state["pipes"][pipe_id][2], *saved[pipe_id])
+
+    def finish_tree(self, ctx, state) -> None:
+        """Close the parked ends, once every process of the tree has opened its own."""
+        park_at = state.get("parked_from", {}).get(ctx.image_pid)
+        if park_at is not None:
+            ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
+
+
+def _pipe_size(pid: int, fd: int) -> int:
+    own = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return fcntl.fcntl(own, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(own)
+
+
+def _park_at(ctx, state) -> int:
+    """Above every fd the process will have: parked ends never collide with one."""
+    parked_from = state.setdefault("parked_from", {})
+    if ctx.image_pid not in parked_from:
+        entries = ctx.images.read(f"fdinfo-{ctx.core.ids.files_id}.img")
+        parked_from[ctx.image_pid] = max((e.fd for e in entries), default=0) + 1
+    return parked_from[ctx.image_pid]
+
+
+def _make_pipe(ctx, pipe_id: int, state) -> None:
+    task = ctx.task
+    out = task.reserve(8)
+    task.call(X86_64, "pipe2", out, 0)
+    raw = task.read(out, 8)
+    parked = []
+    for end in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")):
+        parked.append(task.call(X86_64, "fcntl", end, F_DUPFD_CLOEXEC, _park_at(ctx, state)))
+        task.call(X86_64, "close", end)
+    state["pipes"][pipe_id] = (ctx.image_pid, *parked)
+    state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(pipe_id)
+
+
+def _refill(ctx, write_fd: int, entry, data: bytes) -> None:
+    fd = os.open(proc(ctx.pid, "fd", str(write_fd)), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        if entry.HasField("size") and entry.size != fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, entry.size)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+KIND = Pipe()
