@@ -71,6 +71,7 @@ WORKLOADS = (
     Spec("tree", "mixed"),
     Spec("attrs"),
     Spec("fdattrs"),
+    Spec("anonfds"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

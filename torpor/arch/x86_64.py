@@ -64,6 +64,13 @@ X86_64 = Abi(
         "seccomp": 317,
         "write": 1,
         "membarrier": 324,
+        "ioctl": 16,
+        "epoll_ctl": 233,
+        "timerfd_create": 283,
+        "timerfd_settime": 286,
+        "signalfd4": 289,
+        "eventfd2": 290,
+        "epoll_create1": 291,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

@@ -1,5 +1,6 @@
 """What kind of file an fd of another process is, and whether two fds share one open file."""
 
+import ctypes
 import fcntl
 import os
 import stat
@@ -10,6 +11,7 @@ from torpor.kernel.procfs import proc, read_fdinfo
 
 SYS_KCMP = 312
 KCMP_FILE = 0
+KCMP_EPOLL_TFD = 7
 SYS_TEE = 276
 SPLICE_F_NONBLOCK = 2
 
@@ -61,6 +63,16 @@ def describe_fd(pid: int, fd: int) -> FdDescription:
 def same_open_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     """Whether two fds refer to one open file description (kcmp(2))."""
     return syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+def epoll_watches(pid: int, epfd: int, tfd: int) -> bool:
+    """Whether fd `tfd` of `pid` is the file that eventpoll `epfd` of `pid` watches under
+    that number (kcmp(2) KCMP_EPOLL_TFD)."""
+    slot = (ctypes.c_uint32 * 3)(epfd, tfd, 0)  # struct kcmp_epoll_slot: efd, tfd, toff
+    try:
+        return syscall(SYS_KCMP, pid, pid, KCMP_EPOLL_TFD, tfd, ctypes.addressof(slot)) == 0
+    except OSError:
+        return False  # tfd is not open, or the eventpoll watches no such file
 
 
 def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:

@@ -157,8 +157,8 @@ def restore(ctx: RestoreContext) -> None:
         kind = kinds.kind_of_entry(f)
         if kind is None or f.type != kind.fd_type or e.type != kind.fd_type:
             raise ImageError(f"fdinfo: fd {e.fd} has a file kind torpor cannot restore")
-        placed.append((kinds.RESTORE_ORDER[kind.field], e.fd, e, kind, getattr(f, kind.field)))
-    for _, fd, e, kind, entry in sorted(placed, key=lambda p: p[:2]):
+        placed.append((e.fd, e, kind, getattr(f, kind.field)))
+    for fd, e, kind, entry in sorted(placed, key=lambda p: p[0]):
         cloexec = bool(e.flags & FD_CLOEXEC)
         if e.id in shared.files:
             copy(ctx, *shared.files[e.id], fd, cloexec)

@@ -9,6 +9,8 @@ from torpor.images.pb import core_pb2
 from torpor.images.pb import core_x86_pb2
 from torpor.images.pb import cpuinfo_pb2
 from torpor.images.pb import creds_pb2
+from torpor.images.pb import eventfd_pb2
+from torpor.images.pb import eventpoll_pb2
 from torpor.images.pb import fdinfo_pb2
 from torpor.images.pb import fown_pb2
 from torpor.images.pb import fs_pb2
@@ -23,8 +25,10 @@ from torpor.images.pb import rlimit_pb2
 from torpor.images.pb import rseq_pb2
 from torpor.images.pb import sa_pb2
 from torpor.images.pb import siginfo_pb2
+from torpor.images.pb import signalfd_pb2
 from torpor.images.pb import timens_pb2
 from torpor.images.pb import timer_pb2
+from torpor.images.pb import timerfd_pb2
 from torpor.images.pb import tty_pb2
 from torpor.images.pb import vma_pb2
 
@@ -33,6 +37,8 @@ _MODULES = (
     core_x86_pb2,
     cpuinfo_pb2,
     creds_pb2,
+    eventfd_pb2,
+    eventpoll_pb2,
     fdinfo_pb2,
     fown_pb2,
     fs_pb2,
@@ -47,8 +53,10 @@ _MODULES = (
     rseq_pb2,
     sa_pb2,
     siginfo_pb2,
+    signalfd_pb2,
     timens_pb2,
     timer_pb2,
+    timerfd_pb2,
     tty_pb2,
     vma_pb2,
 )

@@ -1,15 +1,18 @@
 """The kinds of file descriptor torpor saves, one module each (see base.FdKind): KINDS is
-the only list of them, in the order they are restored (a kind after those it names in
-`after`)."""
+the only list of them."""
 
-from torpor.parts.fds import pipe, regular, tty
+from torpor.parts.fds import eventfd, eventpoll, pipe, regular, signalfd, timerfd, tty
 from torpor.parts.fds.base import FdKind
 
-KINDS: tuple[FdKind, ...] = (regular.KIND, pipe.KIND, tty.KIND)
-BY_FIELD = {k.field: k for k in KINDS}
-RESTORE_ORDER = {k.field: i for i, k in enumerate(KINDS)}
-
-assert all(RESTORE_ORDER[a] < RESTORE_ORDER[k.field] for k in KINDS for a in k.after)
+KINDS: tuple[FdKind, ...] = (
+    regular.KIND,
+    pipe.KIND,
+    tty.KIND,
+    eventfd.KIND,
+    signalfd.KIND,
+    timerfd.KIND,
+    eventpoll.KIND,
+)
 
 
 def kind_of(d) -> FdKind | None:

@@ -4,8 +4,8 @@ put a descriptor in place in a restored task.
 A kind (one module beside this one) recognises its fds from what procfs shows of them,
 refuses what it cannot save before anything in the tree changes, writes CRIU's entry for
 one open file description (the FileEntry member `field`, fdinfo type `fd_type`), and in a
-restored task makes a new description and puts it at its fd number. Kinds named in `after`
-are restored first (an eventpoll after the files it watches).
+restored task makes a new description and puts it at its fd number; what needs the other
+fds of the process in place (an eventpoll's watched files) waits for `finish`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ class FdKind:
     name = "a file"  # how a message names one fd of the kind
     fd_type = 0  # FdTypes of fdinfo.proto
     field = ""  # the FileEntry member holding the kind's entry
-    after: tuple[str, ...] = ()  # fields of the kinds to restore before this one
 
     def recognise(self, d: FdDescription) -> bool:
         raise NotImplementedError

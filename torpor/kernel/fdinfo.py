@@ -1,0 +1,97 @@
+"""What /proc/PID/fdinfo/FD shows of the anonymous-inode files (eventfd, eventpoll, signalfd,
+timerfd), parsed into plain values. Formats as the kernel prints them (fs/eventfd.c,
+fs/eventpoll.c, fs/signalfd.c, fs/timerfd.c); a field the running kernel does not print is
+None, and the caller decides whether it can do without."""
+
+import re
+from dataclasses import dataclass
+
+from torpor.kernel.procfs import proc
+
+
+def _text(pid: int, fd: int) -> str:
+    with open(proc(pid, "fdinfo", str(fd))) as f:
+        return f.read()
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+@dataclass(frozen=True)
+class Eventfd:
+    count: int
+    semaphore: bool | None  # None: the kernel does not say (before Linux 6.6)
+
+
+def eventfd(pid: int, fd: int) -> Eventfd:
+    fields = _fields(_text(pid, fd))
+    semaphore = fields.get("eventfd-semaphore")
+    return Eventfd(
+        int(fields["eventfd-count"], 16), None if semaphore is None else semaphore == "1"
+    )
+
+
+@dataclass(frozen=True)
+class EpollTarget:
+    tfd: int
+    events: int
+    data: int
+    pos: int
+    inode: int
+    dev: int
+
+
+def epoll_targets(pid: int, fd: int) -> list[EpollTarget]:
+    """Every file the eventpoll watches: "tfd: N events: HEX data: HEX pos:N ino:HEX sdev:HEX"."""
+    targets = []
+    for line in _text(pid, fd).splitlines():
+        if not line.startswith("tfd:"):
+            continue
+        values = dict(re.findall(r"(\w+):\s*([0-9a-fA-F]+)", line))
+        targets.append(
+            EpollTarget(
+                tfd=int(values["tfd"]),
+                events=int(values["events"], 16),
+                data=int(values["data"], 16),
+                pos=int(values.get("pos", "0")),
+                inode=int(values.get("ino", "0"), 16),
+                dev=int(values.get("sdev", "0"), 16),
+            )
+        )
+    return targets
+
+
+def signalfd_mask(pid: int, fd: int) -> int:
+    """The signals a signalfd reads: bit N-1 for signal N."""
+    return int(_fields(_text(pid, fd))["sigmask"], 16)
+
+
+@dataclass(frozen=True)
+class Timerfd:
+    clockid: int
+    ticks: int  # expirations not read yet
+    settime_flags: int
+    value: tuple[int, int]  # time left (seconds, nanoseconds); (0, 0): disarmed
+    interval: tuple[int, int]
+
+
+def _pair(text: str) -> tuple[int, int]:
+    sec, nsec = text.strip("()").split(",")
+    return int(sec), int(nsec)
+
+
+def timerfd(pid: int, fd: int) -> Timerfd:
+    fields = _fields(_text(pid, fd))
+    return Timerfd(
+        clockid=int(fields["clockid"]),
+        ticks=int(fields["ticks"]),
+        settime_flags=int(fields["settime flags"], 8),
+        value=_pair(fields["it_value"]),
+        interval=_pair(fields["it_interval"]),
+    )
