@@ -72,6 +72,7 @@ WORKLOADS = (
     Spec("attrs"),
     Spec("fdattrs"),
     Spec("anonfds"),
+    Spec("locks"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

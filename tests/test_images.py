@@ -330,6 +330,10 @@ def samples() -> dict[str, list]:
         f"sigacts-{PID}.img": [
             pb.SaEntry(sigaction=1, flags=0, restorer=0, mask=0) for _ in range(64)
         ],
+        "file-locks.img": [
+            pb.FileLockEntry(flag=1, type=1, pid=PID, fd=3, start=0, len=10),
+            pb.FileLockEntry(flag=2, type=0, pid=PID + 7, fd=5, start=0, len=0),
+        ],
         "timens-1.img": [
             pb.TimensEntry(
                 monotonic=pb.Timespec(tv_sec=4602, tv_nsec=411308122),

@@ -71,6 +71,7 @@ X86_64 = Abi(
         "signalfd4": 289,
         "eventfd2": 290,
         "epoll_create1": 291,
+        "flock": 73,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

@@ -29,6 +29,7 @@ PIPES_DATA_MAGIC = 0x56453709
 SIGACT_MAGIC = 0x55344201
 CPUINFO_MAGIC = 0x61404013
 TIMENS_MAGIC = 0x43114433
+FILE_LOCKS_MAGIC = 0x54323616
 
 # --- VmaEntry.status bits --------------------------------------------------------------------
 VMA_AREA_NONE = 0

@@ -62,6 +62,7 @@ KINDS: dict[str, ImageKind] = {
         _common("sigacts", "SIGACT", c.SIGACT_MAGIC, pb.SaEntry),
         _common("cpuinfo", "CPUINFO", c.CPUINFO_MAGIC, pb.CpuinfoEntry),
         _common("timens", "TIMENS", c.TIMENS_MAGIC, pb.TimensEntry),
+        _common("file-locks", "FILE_LOCKS", c.FILE_LOCKS_MAGIC, pb.FileLockEntry),
     )
 }
 

@@ -95,3 +95,31 @@ def timerfd(pid: int, fd: int) -> Timerfd:
         value=_pair(fields["it_value"]),
         interval=_pair(fields["it_interval"]),
     )
+
+
+@dataclass(frozen=True)
+class Lock:
+    """One "lock:" line: "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF"."""
+
+    kind: str  # POSIX, FLOCK, OFDLCK, LEASE, DELEG ...
+    mode: str  # ADVISORY, MANDATORY, ACTIVE, BREAKING ...
+    access: str  # READ, WRITE, UNLCK, NONE
+    pid: int
+    start: int
+    end: int | None  # None: to the end of the file
+
+
+def locks(pid: int, fd: int) -> list[Lock]:
+    """The locks held through fd `fd` of `pid` (waiters, shown with "->", left out)."""
+    held = []
+    for line in _text(pid, fd).splitlines():
+        if not line.startswith("lock:"):
+            continue
+        words = line.split(":", 2)[2].split()
+        if words[0] == "->":
+            continue
+        kind, mode, access, owner, _inode, start, end = words[:7]
+        held.append(
+            Lock(kind, mode, access, int(owner), int(start), None if end == "EOF" else int(end))
+        )
+    return held

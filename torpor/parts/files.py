@@ -4,7 +4,8 @@ The fd-table loop here knows no kind of file by name: each fd's kind (torpor.par
 module per kind) refuses what it cannot save, writes its image entry and restores it. What
 every kind shares is done here: an open file description several fds share (in any process
 of the tree, found with kcmp) is saved once and restored once, the others take copies of it;
-close-on-exec; and the owner that receives SIGIO/SIGURG (F_SETOWN_EX, F_SETSIG).
+close-on-exec; the owner that receives SIGIO/SIGURG (F_SETOWN_EX, F_SETSIG); and the file
+locks held through each fd (parts.locks).
 An fd of no known kind refuses the dump, naming it.
 """
 
@@ -18,6 +19,7 @@ from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, same_open_file
 from torpor.kernel.procfs import list_fds, proc, read_status
 from torpor.parts import fds as kinds
+from torpor.parts import locks
 from torpor.parts.fds.base import FD_CLOEXEC, copy
 
 F_SETFL = 4
@@ -57,6 +59,7 @@ class TreeFiles:
     def __init__(self):
         self.seen: dict[str, list[tuple[int, int, int]]] = {}  # target -> (pid, fd, file id)
         self.states: dict[str, dict] = {k.field: {} for k in kinds.KINDS}
+        self.locks = locks.TreeLocks()
 
     def known_id(self, pid: int, d: FdDescription) -> int | None:
         for other_pid, other_fd, file_id in self.seen.get(d.target, ()):
@@ -67,6 +70,7 @@ class TreeFiles:
     def write(self, images) -> None:
         for kind in kinds.KINDS:
             kind.write(images, self.states[kind.field])
+        self.locks.write(images)
 
 
 def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
@@ -77,6 +81,7 @@ def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
         if file_id is None:
             file_id = _add_file(ctx, kind, d, tree)
             tree.seen.setdefault(d.target, []).append((ctx.pid, d.fd, file_id))
+        tree.locks.dump_fd(ctx, d.fd, file_id)
         entries.append(
             pb.fdinfo_pb2.FdinfoEntry(
                 id=file_id,
@@ -188,9 +193,11 @@ def _restore_owner(ctx: RestoreContext, fd: int, fown) -> None:
 
 
 def finish_tree(ctx: RestoreContext) -> None:
-    """What the kinds do once every process of the tree has all its fds."""
+    """What the kinds do once every process of the tree has all its fds; then the process
+    takes back its file locks."""
     for kind in kinds.KINDS:
         kind.finish_tree(ctx, ctx.shared_files.states[kind.field])
+    locks.restore(ctx)
 
 
 def restore_fs(ctx: RestoreContext) -> None:

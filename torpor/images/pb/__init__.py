@@ -12,6 +12,7 @@ from torpor.images.pb import creds_pb2
 from torpor.images.pb import eventfd_pb2
 from torpor.images.pb import eventpoll_pb2
 from torpor.images.pb import fdinfo_pb2
+from torpor.images.pb import file_lock_pb2
 from torpor.images.pb import fown_pb2
 from torpor.images.pb import fs_pb2
 from torpor.images.pb import inventory_pb2
@@ -40,6 +41,7 @@ _MODULES = (
     eventfd_pb2,
     eventpoll_pb2,
     fdinfo_pb2,
+    file_lock_pb2,
     fown_pb2,
     fs_pb2,
     inventory_pb2,
