@@ -73,6 +73,7 @@ WORKLOADS = (
     Spec("fdattrs"),
     Spec("anonfds"),
     Spec("locks"),
+    Spec("inotify"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -72,6 +72,10 @@ X86_64 = Abi(
         "eventfd2": 290,
         "epoll_create1": 291,
         "flock": 73,
+        "read": 0,
+        "inotify_init1": 294,
+        "inotify_add_watch": 254,
+        "inotify_rm_watch": 255,
     },
     sigaction_format="<QQQQ",  # handler, flags, restorer, mask
     stack_t_format="<QixxxxQ",  # ss_sp, ss_flags, ss_size

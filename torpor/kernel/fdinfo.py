@@ -123,3 +123,34 @@ def locks(pid: int, fd: int) -> list[Lock]:
             Lock(kind, mode, access, int(owner), int(start), None if end == "EOF" else int(end))
         )
     return held
+
+
+@dataclass(frozen=True)
+class InotifyWatch:
+    """One "inotify wd:N ino:HEX sdev:HEX mask:HEX ignored_mask:HEX fhandle-bytes:HEX
+    fhandle-type:HEX f_handle:HEX" line."""
+
+    wd: int
+    inode: int
+    sdev: int  # the kernel's dev_t: major << 20 | minor
+    mask: int
+    ignored_mask: int
+    handle_type: int
+    handle: bytes
+
+
+def inotify_watches(pid: int, fd: int) -> list[InotifyWatch]:
+    watches = []
+    for line in _text(pid, fd).splitlines():
+        if not line.startswith("inotify "):
+            continue
+        v = dict(re.findall(r"([\w-]+):([0-9a-fA-F]+)", line))
+        size = int(v["fhandle-bytes"], 16)
+        watches.append(
+            InotifyWatch(
+                wd=int(v["wd"], 16), inode=int(v["ino"], 16), sdev=int(v["sdev"], 16),
+                mask=int(v["mask"], 16), ignored_mask=int(v["ignored_mask"], 16),
+                handle_type=int(v["fhandle-type"], 16), handle=bytes.fromhex(v["f_handle"])[:size],
+            )
+        )  # fmt: skip
+    return watches

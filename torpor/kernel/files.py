@@ -4,6 +4,7 @@ import ctypes
 import fcntl
 import os
 import stat
+import struct
 from dataclasses import dataclass
 
 from torpor.kernel.libc import syscall
@@ -73,6 +74,36 @@ def epoll_watches(pid: int, epfd: int, tfd: int) -> bool:
         return syscall(SYS_KCMP, pid, pid, KCMP_EPOLL_TFD, tfd, ctypes.addressof(slot)) == 0
     except OSError:
         return False  # tfd is not open, or the eventpoll watches no such file
+
+
+SYS_OPEN_BY_HANDLE_AT = 304
+
+
+def path_of_handle(sdev: int, handle_type: int, handle: bytes) -> str | None:
+    """The path of the file a file handle names on the filesystem with kernel device number
+    `sdev` (major << 20 | minor), found through a mount of it (open_by_handle_at(2), which
+    needs CAP_DAC_READ_SEARCH); None where no mount of it is seen or it is gone."""
+    wanted = f"{sdev >> 20}:{sdev & 0xFFFFF}"
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        if fields[2] != wanted or fields[3] != "/":
+            continue
+        mount_fd = os.open(fields[4], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            buf = ctypes.create_string_buffer(struct.pack("<Ii", len(handle), handle_type) + handle)
+            try:
+                fd = syscall(SYS_OPEN_BY_HANDLE_AT, mount_fd, ctypes.addressof(buf), os.O_PATH)
+            except OSError:
+                return None
+            try:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            return None if path.endswith(" (deleted)") else path
+        finally:
+            os.close(mount_fd)
+    return None
 
 
 def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:

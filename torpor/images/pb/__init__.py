@@ -12,8 +12,10 @@ from torpor.images.pb import creds_pb2
 from torpor.images.pb import eventfd_pb2
 from torpor.images.pb import eventpoll_pb2
 from torpor.images.pb import fdinfo_pb2
+from torpor.images.pb import fh_pb2
 from torpor.images.pb import file_lock_pb2
 from torpor.images.pb import fown_pb2
+from torpor.images.pb import fsnotify_pb2
 from torpor.images.pb import fs_pb2
 from torpor.images.pb import inventory_pb2
 from torpor.images.pb import mm_pb2
@@ -41,8 +43,10 @@ _MODULES = (
     eventfd_pb2,
     eventpoll_pb2,
     fdinfo_pb2,
+    fh_pb2,
     file_lock_pb2,
     fown_pb2,
+    fsnotify_pb2,
     fs_pb2,
     inventory_pb2,
     mm_pb2,

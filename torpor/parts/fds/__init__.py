@@ -1,7 +1,7 @@
 """The kinds of file descriptor torpor saves, one module each (see base.FdKind): KINDS is
 the only list of them."""
 
-from torpor.parts.fds import eventfd, eventpoll, pipe, regular, signalfd, timerfd, tty
+from torpor.parts.fds import eventfd, eventpoll, inotify, pipe, regular, signalfd, timerfd, tty
 from torpor.parts.fds.base import FdKind
 
 KINDS: tuple[FdKind, ...] = (
@@ -11,6 +11,7 @@ KINDS: tuple[FdKind, ...] = (
     eventfd.KIND,
     signalfd.KIND,
     timerfd.KIND,
+    inotify.KIND,
     eventpoll.KIND,
 )
 

@@ -1,0 +1,73 @@
+"""Real programs from Debian, checkpointed and restored the way a user would, and used after
+the restore: each must carry on with its own state (files, watches, timers) intact."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import harness
+import pytest
+
+import torpor
+
+
+def _wait_for(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _fd_targets(pid: int) -> list[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    return [os.readlink(fds / fd) for fd in os.listdir(fds)]
+
+
+@pytest.fixture
+def started(tmp_path):
+    procs: list[subprocess.Popen] = []
+
+    def start(argv, stdout) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}, start_new_session=True,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        harness.kill_tree(proc.pid, proc.pid)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_tail_follows_its_file_after_restore(started, tmp_path):
+    """`tail -f` watches its file with inotify: restored, it prints what is appended."""
+    assert shutil.which("tail"), "coreutils tail is missing"
+    followed = tmp_path / "followed.log"
+    followed.write_text("before 1\nbefore 2\n")
+    out = tmp_path / "tail.out"
+    with open(out, "wb") as sink:
+        tail = started(["tail", "-n", "+1", "-f", str(followed)], sink)
+    _wait_for(lambda: "before 2" in out.read_text(), "tail to print the file")
+    _wait_for(lambda: "anon_inode:inotify" in _fd_targets(tail.pid), "tail's inotify watch")
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(tail.pid, str(images))
+    tail.wait()
+    assert harness.wait_gone(tail.pid, 5)
+    restored = torpor.restore(str(images))
+    try:
+        with open(followed, "a") as f:
+            f.write("after restore\n")
+        _wait_for(lambda: "after restore" in out.read_text(), "the restored tail to follow")
+        assert out.read_text() == "before 1\nbefore 2\nafter restore\n"
+    finally:
+        os.kill(restored, 9)
+        os.waitpid(restored, 0)
