@@ -8,6 +8,7 @@ ERESTARTSYS = 512
 ERESTARTNOINTR = 513
 ERESTARTNOHAND = 514
 ERESTART_RESTARTBLOCK = 516
+TIMER_ABSTIME = 1
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Abi:
     map_vdso_code: int  # arch_prctl code that maps the vDSO of this ABI
     criu_mode: str  # UserX86RegsEntry.mode
     task_size: int  # the kernel's TASK_SIZE for a task of this ABI: end of its address space
+    # relative sleeps: syscall number -> argument numbers of (request, remainder, flags or None)
+    sleeps: dict[int, tuple[int, int, int | None]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -95,3 +98,16 @@ class Abi:
         if -ret in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK):
             return orig, -len(self.syscall_insn)
         return None
+
+    def time_left_request(self, ret: int, orig: int, args: list[int]) -> tuple[int, int] | None:
+        """For a relative sleep (nanosleep, clock_nanosleep without TIMER_ABSTIME) stopped
+        with ERESTART_RESTARTBLOCK and given a remainder buffer, into which the kernel then
+        wrote the time left: (argument number of the request, address of that buffer), so
+        that the sleep is re-issued for the time left rather than the whole of it."""
+        spec = self.sleeps.get(orig)
+        if spec is None or -ret != ERESTART_RESTARTBLOCK:
+            return None
+        request, remainder, flags = spec
+        if not args[remainder] or (flags is not None and args[flags] & TIMER_ABSTIME):
+            return None
+        return request, args[remainder]

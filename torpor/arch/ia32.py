@@ -35,4 +35,5 @@ IA32 = Abi(
     map_vdso_code=0x2002,  # ARCH_MAP_VDSO_32
     task_size=0xFFFFE000,
     criu_mode="COMPAT",
+    sleeps={162: (0, 1, None), 267: (2, 3, 1), 407: (2, 3, 1)},  # nanosleep, clock_nanosleep(64)
 )

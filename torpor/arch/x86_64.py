@@ -83,4 +83,5 @@ X86_64 = Abi(
     map_vdso_code=0x2003,  # ARCH_MAP_VDSO_64
     task_size=(1 << 47) - 4096,
     criu_mode="NATIVE",
+    sleeps={35: (0, 1, None), 230: (2, 3, 1)},  # nanosleep, clock_nanosleep
 )

@@ -46,6 +46,21 @@ def restart_adjusted(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
     return out
 
 
+def time_left_adjusted(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
+    """The registers of a task stopped in a relative sleep, turned into a sleep for the
+    time it had left (which the kernel wrote into the caller's remainder buffer) instead of
+    the whole time again; the kernel's own restart would do the same. Only the request
+    argument changes, which the sleep's caller does not read back."""
+    mask = (1 << abi.bits) - 1
+    args = [getattr(regs, r) & mask for r in abi.arg_regs]
+    found = abi.time_left_request(signed(regs.rax), signed(regs.orig_rax), args)
+    if found is None:
+        return regs
+    out = regs.copy()
+    setattr(out, abi.arg_regs[found[0]], found[1])
+    return out
+
+
 def _gpregs(regs: ptrace.UserRegs, abi: Abi) -> pb.core_x86_pb2.UserX86RegsEntry:
     entry = pb.core_x86_pb2.UserX86RegsEntry()
     mask = (1 << abi.bits) - 1
@@ -191,7 +206,7 @@ def _tls_desc(entry: pb.core_x86_pb2.UserDescT) -> ptrace.UserDesc:
 
 def dump(ctx: DumpContext) -> None:
     info = ctx.core.thread_info
-    regs = restart_adjusted(ctx.task.regs, ctx.abi)
+    regs = restart_adjusted(time_left_adjusted(ctx.task.regs, ctx.abi), ctx.abi)
     info.gpregs.CopyFrom(_gpregs(regs, ctx.abi))
     info.fpregs.CopyFrom(_fpregs(ptrace.get_regset(ctx.pid, ptrace.NT_X86_XSTATE)))
     if ctx.abi is IA32:
