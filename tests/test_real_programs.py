@@ -71,3 +71,26 @@ def test_tail_follows_its_file_after_restore(started, tmp_path):
     finally:
         os.kill(restored, 9)
         os.waitpid(restored, 0)
+
+
+def test_reader_of_a_pipe_whose_writer_is_gone(started, tmp_path):
+    """`sh -c 'sleep 1; cat; echo done'` reading a pipe whose writer wrote and exited: the
+    restored cat reads what was left, then end of file (the writer stays gone)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    r, w = os.pipe()
+    os.write(w, b"left in the pipe\n")
+    os.close(w)
+    out = tmp_path / "out"
+    with open(out, "wb") as sink, open(r, "rb", closefd=True) as reader:
+        shell = subprocess.Popen(
+            ["sh", "-c", "sleep 1; cat; echo done"], stdin=reader, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    _wait_for(lambda: len(harness.tree_pids(shell.pid)) == 2, "sh to start sleep")
+    torpor.dump(shell.pid, str(images))
+    shell.wait()
+    assert harness.wait_gone(shell.pid, 5)
+    restored = torpor.restore(str(images))
+    _, status = os.waitpid(restored, 0)
+    assert status == 0 and out.read_text() == "left in the pipe\ndone\n", out.read_text()

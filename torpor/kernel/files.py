@@ -3,6 +3,7 @@
 import ctypes
 import fcntl
 import os
+import select
 import stat
 import struct
 from dataclasses import dataclass
@@ -104,6 +105,29 @@ def path_of_handle(sdev: int, handle_type: int, handle: bytes) -> str | None:
         finally:
             os.close(mount_fd)
     return None
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438
+
+
+def pipe_has_other_end(pid: int, fd: int, reading: bool) -> bool:
+    """Whether the pipe behind fd `fd` of `pid` still has writers (for a read end) or
+    readers (for a write end) anywhere. Asked through a copy of that very fd (pidfd_getfd):
+    a pipe reports POLLHUP to a reader, POLLERR to a writer, once the other side is gone
+    (a new open of the pipe would not see the hang-up)."""
+    pidfd = syscall(SYS_PIDFD_OPEN, pid, 0)
+    try:
+        own = syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    try:
+        poller = select.poll()
+        poller.register(own, select.POLLIN if reading else select.POLLOUT)
+        events = poller.poll(0)
+        gone = select.POLLHUP if reading else select.POLLERR
+        return not (events and events[0][1] & gone)
+    finally:
+        os.close(own)
 
 
 def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:

@@ -1,4 +1,5 @@
-"""Pipes whose ends are anywhere in the tree, with their unread data and buffer size.
+"""Pipes whose ends are anywhere in the tree (or one side of which is closed everywhere),
+with their unread data and buffer size.
 CRIU's PIPE kind (pipes-data.img holds the data and size of each pipe).
 
 At dump, the unread bytes are copied out with tee(2), leaving them in place, and the size
@@ -15,7 +16,7 @@ import os
 from torpor.arch import X86_64
 from torpor.errors import UnsupportedError
 from torpor.images import pb
-from torpor.kernel.files import peek_pipe
+from torpor.kernel.files import peek_pipe, pipe_has_other_end
 from torpor.kernel.procfs import proc
 from torpor.parts.fds.base import F_DUPFD_CLOEXEC, O_ACCMODE, FdKind, open_in_task, place, take
 
@@ -29,11 +30,17 @@ class Pipe(FdKind):
         return d.kind == "pipe"
 
     def inspect(self, found, shell_job) -> None:
+        """Refuse a pipe of which the tree holds one side while the other side is open
+        outside it; one whose other side is closed everywhere is restored so (its parked
+        other end is closed once the tree holds its ends)."""
         ends: dict[int, set[int]] = {}
         for _, d in found:
             ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
         for pid, d in found:
-            if ends[d.inode] != {os.O_RDONLY, os.O_WRONLY}:
+            sides = ends[d.inode]
+            if sides == {os.O_RDONLY, os.O_WRONLY}:
+                continue
+            if pipe_has_other_end(pid, d.fd, reading=os.O_RDONLY in sides):
                 raise UnsupportedError(
                     f"fd {d.fd} of process {pid} is a pipe ({d.target}) whose other end is "
                     "outside the process tree, not supported yet"
