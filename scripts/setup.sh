@@ -1,6 +1,7 @@
 #!/bin/bash
 # Install what torpor, its demo and its tests need on Debian 12 (run as root), idempotently:
-# gcc-multilib (32-bit workloads), criu (for its `crit` image decoder), a virtualenv with torpor.
+# gcc-multilib (32-bit workloads), criu (for its `crit` image decoder), tmux (terminal tests),
+# a virtualenv with torpor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ need=()
 dpkg -s gcc-multilib >/dev/null 2>&1 || need+=(gcc-multilib)
 dpkg -s criu >/dev/null 2>&1 || need+=(criu)
 dpkg -s make >/dev/null 2>&1 || need+=(make)
+dpkg -s tmux >/dev/null 2>&1 || need+=(tmux)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

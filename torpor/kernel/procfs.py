@@ -90,6 +90,7 @@ class Stat:
     ppid: int
     pgid: int
     sid: int
+    tpgid: int  # foreground process group of the controlling terminal, -1 if none
     num_threads: int
     start_code: int
     end_code: int
@@ -116,6 +117,7 @@ def read_stat(pid: int) -> Stat:
         ppid=n(4),
         pgid=n(5),
         sid=n(6),
+        tpgid=n(8),
         num_threads=n(20),
         start_code=n(26),
         end_code=n(27),
