@@ -74,6 +74,8 @@ WORKLOADS = (
     Spec("anonfds"),
     Spec("locks"),
     Spec("inotify"),
+    Spec("ghosts"),
+    Spec("timers"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

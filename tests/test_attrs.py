@@ -1,5 +1,5 @@
-"""Process and thread settings (the attrs workload, restored in test_end_to_end): a dump that
-leaves the process running changes none of them; what this side cannot give back refuses
+"""Process and thread settings (the attrs workload, restored and left running in
+test_end_to_end): what this side cannot give back refuses
 the restore by name (a hard limit above the restorer's, an oom_score_adj it may not lower
 to), and CPUs this host lacks are dropped from an affinity with a warning."""
 
@@ -13,20 +13,9 @@ import harness
 import pytest
 from command import TORPOR, cli_env
 
-import torpor
 from torpor.errors import RestoreError
 from torpor.kernel import caps
 from torpor.parts import flags, rlimits, sched
-
-
-def test_leave_running_changes_nothing(start_workload, tmp_path):
-    w = start_workload("attrs")
-    w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
-    torpor.dump(w.pid, str(images), leave_running=True)
-    w.signal()
-    w.verdict().assert_passed()
 
 
 def test_hard_limit_above_the_restorers_refuses(start_workload, tmp_path):

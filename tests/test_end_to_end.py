@@ -21,8 +21,15 @@ import pytest
 import torpor
 
 # Workloads for the leave_running variant: a dump must disturb nothing in them (registers,
-# memory, signal state are what the dump touches most).
-LEAVE_RUNNING = (harness.Spec("regs"), harness.Spec("memory"), harness.Spec("signals"))
+# memory, signal state are what the dump touches most; timers, seccomp filters and process
+# settings are read with calls injected into the process).
+LEAVE_RUNNING = tuple(
+    harness.Spec(*names)
+    for names in (
+        ("regs",), ("memory",), ("signals",), ("attrs",), ("timers",), ("seccomp", "shared"),
+        ("fdattrs",), ("locks",),
+    )
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -330,6 +330,22 @@ def samples() -> dict[str, list]:
         f"sigacts-{PID}.img": [
             pb.SaEntry(sigaction=1, flags=0, restorer=0, mask=0) for _ in range(64)
         ],
+        "remap-fpath.img": [pb.RemapFilePathEntry(orig_id=5, remap_id=1, remap_type=pb.GHOST)],
+        "ghost-file-1.img": [
+            (
+                pb.GhostFileEntry(
+                    uid=0,
+                    gid=0,
+                    mode=0o100600,
+                    dev=2049,
+                    ino=77,
+                    size=6,
+                    atim=pb.Timeval(tv_sec=1, tv_usec=2),
+                    mtim=pb.Timeval(tv_sec=3, tv_usec=4),
+                ),
+                b"ghost\n",
+            )
+        ],
         "file-locks.img": [
             pb.FileLockEntry(flag=1, type=1, pid=PID, fd=3, start=0, len=10),
             pb.FileLockEntry(flag=2, type=0, pid=PID + 7, fd=5, start=0, len=0),
@@ -338,6 +354,14 @@ def samples() -> dict[str, list]:
             pb.TimensEntry(
                 monotonic=pb.Timespec(tv_sec=4602, tv_nsec=411308122),
                 boottime=pb.Timespec(tv_sec=4602, tv_nsec=411309000),
+            )
+        ],
+        "seccomp.img": [
+            pb.SeccompEntry(
+                seccomp_filters=[
+                    pb.SeccompFilter(filter=bytes.fromhex("0600000000ff7f00"), flags=4),
+                    pb.SeccompFilter(filter=bytes.fromhex("0600000005000500"), prev=0, flags=6),
+                ]
             )
         ],
         "cpuinfo.img": [
@@ -435,7 +459,7 @@ def test_round_trip(imgdir, name):
     if kind_of(name).payload_field:
         assert imgdir.read_with_payloads(name) == entries
     if len(entries) == 1:
-        assert imgdir.read_one(name) == entries[0]
+        assert imgdir.read_one(name) == message_of(entries[0])
     # a second directory object knows no digests: the structure alone is checked
     assert ImageDir(imgdir.path).read(name) == [message_of(e) for e in entries]
 

@@ -94,3 +94,35 @@ def test_reader_of_a_pipe_whose_writer_is_gone(started, tmp_path):
     restored = torpor.restore(str(images))
     _, status = os.waitpid(restored, 0)
     assert status == 0 and out.read_text() == "left in the pipe\ndone\n", out.read_text()
+
+
+POOL = """
+import multiprocessing, sys, time
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as pool:
+        print("READY", flush=True)
+        time.sleep(1.5)
+        print(sum(pool.map(square, range(100))), flush=True)
+"""
+
+
+def test_python_multiprocessing_pool(started, tmp_path):
+    """A `multiprocessing.Pool` (worker processes, pipes, threads, semaphores in deleted
+    files of /dev/shm) restored mid-life finishes its work."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    out = tmp_path / "pool.out"
+    with open(out, "wb") as sink:
+        proc = started(["/usr/bin/python3", str(script)], sink)
+    _wait_for(lambda: "READY" in out.read_text(), "the pool to start")
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    assert any(p.name.startswith("ghost-file-") for p in images.iterdir()), "no semaphore saved"
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    _, status = os.waitpid(restored, 0)
+    assert status == 0 and out.read_text() == "READY\n328350\n", out.read_text()

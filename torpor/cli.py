@@ -87,7 +87,14 @@ def main(verbose: int) -> None:
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Empty directory.")
 @click.option("--leave-running", is_flag=True, help="Let the tree run on after the dump.")
 @click.option("--shell-job", is_flag=True, help="Allow fds on the caller's terminal.")
-def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> None:
+@click.option(
+    "--ghost-limit",
+    type=click.IntRange(min=0),
+    default=1 << 20,
+    show_default=True,
+    help="Largest deleted file (bytes) whose contents are saved.",
+)
+def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool, ghost_limit: int) -> None:
     """Checkpoint process PID, its descendants and all their threads into DIR; the tree is
     killed unless --leave-running."""
     from torpor.api import dump as api_dump
@@ -96,8 +103,13 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool) -> Non
     try:
         _run(
             lambda: api_dump(
-                pid, images_dir, leave_running=leave_running, shell_job=shell_job, progress=progress
-            )
+                pid,
+                images_dir,
+                leave_running=leave_running,
+                shell_job=shell_job,
+                ghost_limit=ghost_limit,
+                progress=progress,
+            )  # fmt: skip
         )
     finally:
         progress.close()

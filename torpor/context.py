@@ -67,6 +67,7 @@ class DumpContext:
     pages_bytes: int = 0  # how much of it was written
     shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
     memfds: list = field(default_factory=list)  # (pid, fd, inode, size) of memfd fds (tree)
+    ghosts: object = None  # parts.ghosts.TreeGhosts: deleted files the tree holds
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from torpor.arch import X86_64, abi_for_cs
+from torpor.arch import abi_for_cs
 from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
@@ -28,11 +28,14 @@ from torpor.parts import (
     regs,
     rlimits,
     sched,
+    seccomp,
     shmem,
     signals,
+    timers,
 )
+from torpor.parts import ghosts as ghost_files
 from torpor.parts import task as task_part
-from torpor.remote import RemoteError, RemoteTask
+from torpor.remote import RemoteError
 
 ELF_CLASS32 = 1
 
@@ -66,24 +69,16 @@ def _check_process(pid: int, root_namespaces: dict[str, int]) -> None:
         raise TargetError(f"cannot read the executable of process {pid}: {e.strerror}") from None
     if header[4] == ELF_CLASS32 and int.from_bytes(header[18:20], "little") == 62:
         raise UnsupportedError(f"process {pid} is an x32 program; x32 is not supported")
-    _check_unsaved_state(pid)
-
-
-def _check_unsaved_state(pid: int) -> None:
-    """Refuse state that torpor does not save yet rather than lose it silently."""
-    status = procfs.read_status(pid)
-    if status.get("Seccomp", "0") != "0":
-        raise UnsupportedError(f"process {pid} runs under seccomp; seccomp is not supported yet")
-    try:
-        timers = procfs.proc(pid, "timers").read_text().strip()
-    except FileNotFoundError:
-        timers = ""
-    if timers:
-        raise UnsupportedError(f"process {pid} has POSIX timers; timers are not supported yet")
 
 
 def dump(
-    pid: int, images_dir, *, leave_running: bool = False, shell_job: bool = False, progress=None
+    pid: int,
+    images_dir,
+    *,
+    leave_running: bool = False,
+    shell_job: bool = False,
+    ghost_limit: int = ghost_files.DEFAULT_LIMIT,
+    progress=None,
 ) -> None:
     """Checkpoint process `pid` and all its descendants into `images_dir` (existing, empty).
 
@@ -97,7 +92,7 @@ def dump(
     tree = FrozenTree(pid)
     try:
         tree.freeze()
-        _collect(tree, path, shell_job, progress)
+        _collect(tree, path, shell_job, ghost_limit, progress)
         tree.check_unchanged()
     except BaseException as e:
         gone = tree.vanished()
@@ -119,15 +114,6 @@ def dump(
         sum(len(p.threads) for p in tree.processes.values()),
         time.monotonic() - started,
     )
-
-
-def _check_interval_timers(pid: int, rt: RemoteTask) -> None:
-    """Refuse a task with an armed interval timer (setitimer, alarm): not saved yet."""
-    out = rt.reserve(32)
-    for which, name in ((0, "ITIMER_REAL (or alarm)"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")):
-        rt.call(X86_64, "getitimer", which, out)
-        if any(rt.read(out, 32)):
-            raise UnsupportedError(f"process {pid} has {name} armed; timers are not supported yet")
 
 
 def _empty_dir(path: Path) -> None:
@@ -155,7 +141,7 @@ class _TreeProgress:
         self.before += total
 
 
-def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
+def _collect(tree: FrozenTree, path: Path, shell_job: bool, ghost_limit: int, progress) -> None:
     live = tree.live()
     fds = {}
     root_namespaces = _namespaces(tree.root)
@@ -165,7 +151,9 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
     files.inspect(fds, shell_job)
     images = ImageDir(path)
     table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
+    seccomp_filters = seccomp.TreeFilters()
     memfds: list = []
+    ghosts = ghost_files.TreeGhosts(ghost_limit)
     mapped: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
     pages = _TreeProgress(progress)
     entries = []
@@ -179,8 +167,8 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
             images.write(f"core-{proc.pid}.img", [_zombie_core(proc)])
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
-        ctx.shmem_saved, ctx.memfds = shmem_saved, memfds
-        _collect_process(proc, ctx, fds[proc.pid], tree_files)
+        ctx.shmem_saved, ctx.memfds, ctx.ghosts = shmem_saved, memfds, ghosts
+        _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters)
         pages.finished(ctx.pages_bytes)
         shmem.reach(ctx.mm.vmas, mapped)
     for pid, fd, inode, size in memfds:
@@ -192,6 +180,8 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, progress) -> None:
     images.write("pstree.img", entries)
     images.write("files.img", table.entries)
     tree_files.write(images)
+    ghosts.write(images)
+    seccomp_filters.write(images)
     cpu.dump(images)
     clocks.dump(tree.root, images)
     root_ids = _ids(1)
@@ -243,10 +233,9 @@ def _process_context(proc, index, images, table, shell_job, progress) -> DumpCon
     )
 
 
-def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
+def _collect_process(proc, ctx: DumpContext, fds, tree_files, seccomp_filters) -> None:
     leader = ctx.task
     leader.map_scratch()
-    _check_interval_timers(proc.pid, leader)
     log.info("dumping %d (%s, %d threads)", proc.pid, ctx.abi.name, len(proc.threads))
     threads = [ctx]
     for tid in proc.tids[1:]:
@@ -257,6 +246,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
         core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
         threads.append(replace(ctx, pid=tid, task=task, core=core))
     for name, stage in (
+        ("timers", timers.dump),  # first: the time left is read as close to the freeze as can be
         ("signals", signals.dump),
         ("task", task_part.dump),
         ("resource limits", rlimits.dump),
@@ -271,6 +261,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files) -> None:
         regs.dump(tctx)
         signals.dump_thread(tctx)
         task_part.dump_thread(tctx)
+        seccomp_filters.dump_thread(tctx, proc.pid)
         sched.dump_thread(tctx)
         flags.dump_thread(tctx)
         ctx.images.write(f"core-{tctx.pid}.img", [tctx.core])

@@ -27,10 +27,13 @@ from torpor.parts import (
     regs,
     rlimits,
     sched,
+    seccomp,
     shmem,
     signals,
     task,
+    timers,
 )
+from torpor.parts import ghosts as ghost_files
 from torpor.parts import vdso as vdso_part
 
 # --- images ----------------------------------------------------------------------------------
@@ -152,9 +155,11 @@ def restore(
         scratch_at=_scratch_address,
     )
     shared_memory = shmem.SharedMemory(p.mm for p in procs if not p.zombie)
+    ghosts = ghost_files.Ghosts(images, file_entries)
     notes: list[str] = []
     shared_fds = files.SharedFds()
     try:
+        ghosts.create()
         family.create()
         contexts = [
             RestoreContext(
@@ -196,6 +201,7 @@ def restore(
             raise RestoreError(f"restore of {procs[0].pid} failed: {e}") from e
         raise
     finally:
+        ghosts.remove()  # the tree holds them now, or is gone
         shared_memory.close()
         family.close()
     for note in warnings + notes:
@@ -232,7 +238,8 @@ def _rebuild(ctx: RestoreContext) -> None:
 
 
 def _finish(ctx: RestoreContext, family) -> None:
-    """Signals, registrations, threads, credentials and registers: the process complete."""
+    """Signals, registrations, threads, timers, credentials and registers: the process
+    complete."""
     signals.restore(ctx)
     signals.forget_child_exits(ctx)
     signals.restore_pending(ctx)
@@ -247,7 +254,9 @@ def _finish(ctx: RestoreContext, family) -> None:
         task.restore_thread(tctx)
         signals.restore_thread_pending(tctx, ctx.image_pid)
         sched.restore_thread(tctx)
+    timers.restore(ctx)  # once its threads exist: a timer may signal one of them
     rlimits.restore(ctx)  # once its threads exist: a low RLIMIT_NPROC cannot stop them
+    seccomp.restore(threads)  # last but the credentials, which it may need to install filters
     for tctx in reversed(threads):  # the main thread last: it may lose torpor's privileges
         task.restore_creds(tctx)
     for tctx in threads:

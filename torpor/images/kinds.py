@@ -63,6 +63,11 @@ KINDS: dict[str, ImageKind] = {
         _common("cpuinfo", "CPUINFO", c.CPUINFO_MAGIC, pb.CpuinfoEntry),
         _common("timens", "TIMENS", c.TIMENS_MAGIC, pb.TimensEntry),
         _common("file-locks", "FILE_LOCKS", c.FILE_LOCKS_MAGIC, pb.FileLockEntry),
+        _common("remap-fpath", "REMAP_FPATH", c.REMAP_FPATH_MAGIC, pb.RemapFilePathEntry),
+        _common(
+            "ghost-file", "GHOST_FILE", c.GHOST_FILE_MAGIC, pb.GhostFileEntry, payload_field="size"
+        ),
+        _common("seccomp", "SECCOMP", c.SECCOMP_MAGIC, pb.SeccompEntry),
     )
 }
 

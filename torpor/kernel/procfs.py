@@ -216,3 +216,47 @@ def read_pagemap(pid: int, start: int, end: int, fd: int | None = None) -> memor
         if own:
             os.close(fd)
     return memoryview(data).cast("Q")
+
+
+SIGEV_THREAD_ID = 4
+_SIGEV_NAMES = {"signal": 0, "none": 1, "thread": 2}  # as fs/proc/base.c names them
+
+
+@dataclass(frozen=True)
+class PosixTimer:
+    """One entry of /proc/PID/timers: a POSIX timer of the process, as the kernel shows it."""
+
+    id: int
+    signo: int
+    sival: int  # sigev_value as a pointer-sized number
+    notify: int  # sigev_notify, SIGEV_THREAD_ID included
+    target: int  # the PID (or, with SIGEV_THREAD_ID, TID) signalled; 0 if it is gone
+    clock: int  # the clockid_t, negative for CPU-time clocks of a given task
+
+
+def read_posix_timers(pid: int) -> list[PosixTimer]:
+    """Every POSIX timer of process `pid` (none where the kernel lacks CONFIG_POSIX_TIMERS)."""
+    try:
+        text = proc(pid, "timers").read_text()
+    except FileNotFoundError:
+        return []
+    timers, fields = [], {}
+    for line in text.splitlines() + ["ID: end"]:
+        key, _, value = line.partition(":")
+        if key == "ID" and fields:
+            signo, _, sival = fields["signal"].partition("/")
+            kind, _, whom = fields["notify"].partition("/")
+            directed, _, target = whom.partition(".")
+            timers.append(
+                PosixTimer(
+                    id=int(fields["ID"]),
+                    signo=int(signo),
+                    sival=0 if sival.strip("()") == "null" else int(sival, 16),
+                    notify=_SIGEV_NAMES[kind] | (SIGEV_THREAD_ID if directed == "tid" else 0),
+                    target=int(target),
+                    clock=int(fields["ClockID"]),
+                )
+            )
+            fields = {}
+        fields[key] = value.strip()
+    return timers

@@ -33,6 +33,8 @@ PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_SYSCALL_INFO = 0x420E
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_SECCOMP_GET_METADATA = 0x420D
 
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACEFORK = 0x2
@@ -210,6 +212,28 @@ def get_rseq_configuration(pid: int) -> RseqConfiguration:
     conf = RseqConfiguration()
     ptrace(PTRACE_GET_RSEQ_CONFIGURATION, pid, ctypes.sizeof(conf), conf)
     return conf
+
+
+SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+def seccomp_filter(pid: int, index: int) -> bytes:
+    """The classic BPF program of the task's seccomp filter `index`, as struct sock_filter[].
+    Index 0 is the oldest filter (the kernel counts back from the newest by the number of
+    filters less the index). OSError ENOENT past the newest, EINVAL when the task is not in
+    filter mode."""
+    count = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, 0)
+    buf = bytearray(count * SOCK_FILTER_SIZE)
+    count = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, buf)
+    return bytes(buf[: count * SOCK_FILTER_SIZE])
+
+
+def seccomp_filter_flags(pid: int, index: int) -> int:
+    """The SECCOMP_FILTER_FLAG_* the kernel shows for filter `index` of the task
+    (PTRACE_SECCOMP_GET_METADATA: only SECCOMP_FILTER_FLAG_LOG)."""
+    metadata = (ctypes.c_uint64 * 2)(index, 0)  # struct seccomp_metadata: filter_off, flags
+    ptrace(PTRACE_SECCOMP_GET_METADATA, pid, ctypes.sizeof(metadata), metadata)
+    return metadata[1]
 
 
 def syscall_arch(pid: int) -> int:

@@ -17,7 +17,8 @@ from torpor.images import constants as C
 from torpor.images import pb
 from torpor.kernel import memio
 from torpor.kernel.pagescan import PageScanner
-from torpor.kernel.procfs import PAGE_SIZE, Mapping, read_maps
+from torpor.kernel.procfs import PAGE_SIZE, Mapping, proc, read_maps
+from torpor.parts.ghosts import is_ghost
 from torpor.remote import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -79,8 +80,11 @@ def _prot(perms: str) -> int:
 
 def _add_file(ctx: DumpContext, m: Mapping) -> int:
     path = m.name
-    if path.endswith(" (deleted)"):
-        raise UnsupportedError(f"mapping {m.start:#x}-{m.end:#x} is of a deleted file: {path}")
+    if is_ghost(path):
+        source = str(proc(ctx.pid, "map_files", f"{m.start:x}-{m.end:x}"))
+        flags = os.O_RDWR if m.shared and "w" in m.perms else os.O_RDONLY
+        what = f"mapping {m.start:#x}-{m.end:#x} of process {ctx.pid}"
+        return ctx.ghosts.file_id(ctx, path, source, flags, what)
     try:
         st = os.stat(path)
     except OSError as e:

@@ -15,8 +15,9 @@ from torpor.images.pb import fdinfo_pb2
 from torpor.images.pb import fh_pb2
 from torpor.images.pb import file_lock_pb2
 from torpor.images.pb import fown_pb2
-from torpor.images.pb import fsnotify_pb2
 from torpor.images.pb import fs_pb2
+from torpor.images.pb import fsnotify_pb2
+from torpor.images.pb import ghost_file_pb2
 from torpor.images.pb import inventory_pb2
 from torpor.images.pb import mm_pb2
 from torpor.images.pb import pagemap_pb2
@@ -24,9 +25,11 @@ from torpor.images.pb import pipe_data_pb2
 from torpor.images.pb import pipe_pb2
 from torpor.images.pb import pstree_pb2
 from torpor.images.pb import regfile_pb2
+from torpor.images.pb import remap_file_path_pb2
 from torpor.images.pb import rlimit_pb2
 from torpor.images.pb import rseq_pb2
 from torpor.images.pb import sa_pb2
+from torpor.images.pb import seccomp_pb2
 from torpor.images.pb import siginfo_pb2
 from torpor.images.pb import signalfd_pb2
 from torpor.images.pb import timens_pb2
@@ -46,8 +49,9 @@ _MODULES = (
     fh_pb2,
     file_lock_pb2,
     fown_pb2,
-    fsnotify_pb2,
     fs_pb2,
+    fsnotify_pb2,
+    ghost_file_pb2,
     inventory_pb2,
     mm_pb2,
     pagemap_pb2,
@@ -55,9 +59,11 @@ _MODULES = (
     pipe_pb2,
     pstree_pb2,
     regfile_pb2,
+    remap_file_path_pb2,
     rlimit_pb2,
     rseq_pb2,
     sa_pb2,
+    seccomp_pb2,
     siginfo_pb2,
     signalfd_pb2,
     timens_pb2,

@@ -1,6 +1,7 @@
 """Regular files, directories and the memory character devices (/dev/null, /dev/zero,
 /dev/urandom ...), reopened by path with their flags and offset; memfds, reopened from the
-memory object the restore recreated for the tree (parts.shmem). CRIU's REG kind."""
+memory object the restore recreated for the tree (parts.shmem); files deleted while open,
+reopened from their ghost (parts.ghosts). CRIU's REG kind."""
 
 import os
 
@@ -9,6 +10,7 @@ from torpor.errors import UnsupportedError
 from torpor.images import pb
 from torpor.kernel.procfs import proc
 from torpor.parts.fds.base import FdKind, open_in_task, place
+from torpor.parts.ghosts import is_ghost
 
 MEMFD_PREFIX = "/memfd:"
 SEEK_SET = 0
@@ -28,9 +30,10 @@ class Regular(FdKind):
 
     def inspect(self, found, shell_job) -> None:
         for pid, d in found:
-            if d.target.endswith(" (deleted)") and not is_memfd(d):
+            if is_ghost(d.target) and d.kind == "dir":
                 raise UnsupportedError(
-                    f"fd {d.fd} of process {pid} is a deleted file ({d.target}), not supported yet"
+                    f"fd {d.fd} of process {pid} is a deleted directory ({d.target}), "
+                    "not supported yet"
                 )
 
     def dump(self, ctx, d, state, fown):
@@ -41,6 +44,9 @@ class Regular(FdKind):
             reg.torpor_memfd = d.inode
             reg.size = os.stat(proc(ctx.pid, "fd", str(d.fd))).st_size
             ctx.memfds.append((ctx.pid, d.fd, d.inode, reg.size))
+        elif is_ghost(d.target):
+            what = f"fd {d.fd} of process {ctx.pid}"
+            ctx.ghosts.saved_for(reg, str(proc(ctx.pid, "fd", str(d.fd))), what)
         return reg
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
