@@ -50,7 +50,8 @@ def _prctl_get(task, option: int) -> int:
 def dump(ctx: DumpContext) -> None:
     tc, task = ctx.core.tc, ctx.task
     tc.oom_score_adj = _read_int(f"/proc/{ctx.pid}/oom_score_adj")
-    tc.loginuid = _read_int(f"/proc/{ctx.pid}/loginuid")
+    if os.path.exists(f"/proc/{ctx.pid}/loginuid"):  # a kernel without audit has none
+        tc.loginuid = _read_int(f"/proc/{ctx.pid}/loginuid")
     tc.child_subreaper = bool(_prctl_get(task, PR_GET_CHILD_SUBREAPER))
     ctx.mm.thp_disabled = bool(task.call(X86_64, "prctl", PR_GET_THP_DISABLE, 0, 0, 0, 0))
     ctx.mm.torpor_membarrier = _membarrier_registrations(ctx)
