@@ -319,3 +319,23 @@ def test_child_in_other_namespace(images, tmp_path):
             os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.parametrize(
+    "mode, what",
+    [("files", "fd table"), ("fs", "working directory, root and umask"), ("vm", "memory")],
+)
+def test_processes_sharing_kernel_objects(mode, what, start_workload, images):
+    """Processes that share (clone CLONE_FILES, CLONE_FS, CLONE_VM) are refused, naming both
+    and what they share; they run on, still sharing it."""
+    w = start_workload("sharing", mode)
+    w.wait_ready()
+    (child,) = harness.child_pids(w.pid)
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(w.pid, str(images))
+    message = str(exc.value)
+    assert_one_line(message)
+    assert f"processes {w.pid} and {child} share their {what}" in message, message
+    assert listing(images) == []
+    w.signal()
+    w.verdict().assert_passed()

@@ -18,6 +18,7 @@ from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
+from torpor.kernel.files import KCMP_FILES, KCMP_FS, KCMP_VM, shared_with
 from torpor.parts import (
     clocks,
     cpu,
@@ -52,6 +53,26 @@ NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
 
 def _namespaces(pid: int) -> dict[str, int]:
     return {ns: os.stat(procfs.proc(pid, "ns", ns)).st_ino for ns in NAMESPACES}
+
+
+# What processes (not threads) may share through clone flags, and the kcmp type that shows it.
+SHARED_OBJECTS = (
+    (KCMP_VM, "memory (clone CLONE_VM, or a vfork child that has not exec'd yet)"),
+    (KCMP_FILES, "fd table (clone CLONE_FILES)"),
+    (KCMP_FS, "working directory, root and umask (clone CLONE_FS)"),
+)
+
+
+def _check_sharing(pids: list[int]) -> None:
+    """Refuse processes that share their memory, fd table or fs with another: each would
+    come back with its own copy."""
+    for i, pid in enumerate(pids):
+        for other in pids[i + 1 :]:
+            for what, name in SHARED_OBJECTS:
+                if shared_with(pid, other, what):
+                    raise UnsupportedError(
+                        f"processes {pid} and {other} share their {name}, not supported yet"
+                    )
 
 
 def _check_process(pid: int, root_namespaces: dict[str, int]) -> None:
@@ -148,6 +169,7 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, ghost_limit: int, pr
     for proc in live:
         _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
+    _check_sharing([proc.pid for proc in live])
     files.inspect(fds, shell_job)
     images = ImageDir(path)
     table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()

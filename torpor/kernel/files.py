@@ -12,7 +12,7 @@ from torpor.kernel.libc import syscall
 from torpor.kernel.procfs import proc, read_fdinfo
 
 SYS_KCMP = 312
-KCMP_FILE = 0
+KCMP_FILE, KCMP_VM, KCMP_FILES, KCMP_FS = 0, 1, 2, 3
 KCMP_EPOLL_TFD = 7
 SYS_TEE = 276
 SPLICE_F_NONBLOCK = 2
@@ -60,6 +60,11 @@ def describe_fd(pid: int, fd: int) -> FdDescription:
     st = os.stat(link)
     info = read_fdinfo(pid, fd)
     return FdDescription(fd, target, st.st_mode, st.st_rdev, st.st_ino, info.pos, info.flags)
+
+
+def shared_with(pid1: int, pid2: int, what: int) -> bool:
+    """Whether two processes share one kernel object (kcmp(2): KCMP_VM, KCMP_FILES, KCMP_FS)."""
+    return syscall(SYS_KCMP, pid1, pid2, what, 0, 0) == 0
 
 
 def same_open_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
