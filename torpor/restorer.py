@@ -154,7 +154,9 @@ def restore(
         pid_ns=f"/proc/{init}/ns/pid" if init else None,
         scratch_at=_scratch_address,
     )
-    shared_memory = shmem.SharedMemory(p.mm for p in procs if not p.zombie)
+    shared_memory = shmem.SharedMemory(
+        (p.mm for p in procs if not p.zombie), files.memory_objects(file_entries)
+    )
     ghosts = ghost_files.Ghosts(images, file_entries)
     notes: list[str] = []
     shared_fds = files.SharedFds()
@@ -185,6 +187,7 @@ def restore(
         ]
         for ctx in contexts:
             _rebuild(ctx)
+        shared_memory.seal()  # every page is in: memfd seals may forbid writing
         for ctx in contexts:
             files.finish_tree(ctx)
         for ctx in contexts:

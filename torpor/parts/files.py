@@ -137,6 +137,17 @@ def _dump_fs(ctx: DumpContext) -> None:
 # --- restore ---------------------------------------------------------------------------------
 
 
+def memory_objects(files: dict) -> dict[int, tuple[str, int, int]]:
+    """The memory objects (memfds) the tree's open files are: id -> (name, size, seals)."""
+    found = {}
+    for f in files.values():
+        kind = kinds.kind_of_entry(f)
+        got = kind.memory_object(getattr(f, kind.field)) if kind else None
+        if got:
+            found[got[0]] = got[1:]
+    return found
+
+
 def close_inherited(ctx: RestoreContext) -> None:
     ctx.task.call(X86_64, "close_range", 0, 0xFFFFFFFF, 0)
 

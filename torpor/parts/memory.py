@@ -31,6 +31,7 @@ from torpor.remote import (
     PROT_WRITE,
 )
 
+O_ACCMODE = 3
 CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the kernel busy
 
 # smaps VmFlags that come from madvise(2), and the advice that sets each.
@@ -120,6 +121,8 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.flags |= MAP_NORESERVE
     if "ac" in m.vm_flags and not m.shared:
         vma.torpor_accounted = True
+    if m.shared:  # opened for writing or not: what mprotect and memfd seals allow later
+        vma.fdflags = os.O_RDWR if "mw" in m.vm_flags else os.O_RDONLY
     if m.pkey:
         vma.torpor_pkey = m.pkey
     if m.name == "[vsyscall]":
@@ -312,12 +315,14 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
             fd, offset = -1, 0
             if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
                 path = ctx.shared_memory.path(vma.shmid)
-                fd = _open_path(ctx, path, os.O_RDWR, opened, "shared memory")
+                fd = _open_path(ctx, path, _shared_open_flags(vma), opened, "shared memory")
                 flags &= ~MAP_ANONYMOUS
                 offset = vma.pgoff
             elif vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
-                shared_rw = vma.status & C.VMA_FILE_SHARED and prot & PROT_WRITE
-                fd = _open_in_task(ctx, vma.shmid, os.O_RDWR if shared_rw else os.O_RDONLY, opened)
+                writable = os.O_RDWR if prot & PROT_WRITE else os.O_RDONLY
+                shared = vma.status & C.VMA_FILE_SHARED
+                mode = _shared_open_flags(vma, writable) if shared else os.O_RDONLY
+                fd = _open_in_task(ctx, vma.shmid, mode, opened)
                 offset = vma.pgoff
             if _charged_while_filling(vma):
                 prot |= PROT_WRITE | PROT_READ  # for the pages; finish() sets the real one
@@ -331,6 +336,12 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
         for fd in opened.values():
             task.syscall(X86_64, "close", fd)
     fill_pages(ctx, kernel_vmas)
+
+
+def _shared_open_flags(vma, default: int = os.O_RDWR) -> int:
+    """How to open the file behind a shared mapping: as the dumped one was (VmaEntry.fdflags,
+    from smaps "mw": whether it may become writable), else `default`."""
+    return vma.fdflags & O_ACCMODE if vma.HasField("fdflags") else default
 
 
 def _charged_while_filling(vma) -> bool:
@@ -373,15 +384,19 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     return head.pages_id, runs
 
 
-def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
-    """Write a batch run by run: leave out runs inside the kernel's own mappings, and write
-    through /proc/PID/mem (which reaches read-only pages) into VMAs not writable now."""
+def _write_by_run(ctx, view: memoryview, batch, targets: Ranges, objects: Ranges) -> None:
+    """Write a batch run by run: leave out runs inside the kernel's own mappings, write
+    through /proc/PID/mem (which reaches read-only pages) into private VMAs not writable now,
+    and into the memory object itself for shared ones (/proc/PID/mem cannot write those)."""
     at = 0
     for addr, length in batch:
         chunk = view[at : at + length]
         how = targets.label(addr)
         if how == "forced":
             ctx.task.write(addr, chunk)
+        elif how == "object":
+            vma = objects.label(addr)
+            ctx.shared_memory.write(vma.shmid, vma.pgoff + addr - vma.start, chunk)
         elif how == "direct":
             memio.write_from(ctx.pid, chunk, [(addr, length)])
         at += length
@@ -410,6 +425,7 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     copy, no buffer, and never more of the file mapped than one window."""
     pages_id, runs = read_pagemap(ctx)
     targets = Ranges((v.start, v.end, _fill_method(v, kernel_vmas)) for v in ctx.mm.vmas)
+    objects = Ranges((v.start, v.end, v) for v in ctx.mm.vmas)
     total = sum(length for _, length in runs)
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
@@ -417,12 +433,18 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     done = 0
     with open(path, "rb") as f:
         for batch, size in memio.batches(runs, CHUNK):
+            failure = None
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
                 with memoryview(window) as chunk:
-                    if all(targets.label(a) == "direct" for a, _ in batch):
-                        memio.write_from(ctx.pid, chunk, batch)
-                    else:
-                        _write_by_run(ctx, chunk, batch, targets)
+                    try:
+                        if all(targets.label(a) == "direct" for a, _ in batch):
+                            memio.write_from(ctx.pid, chunk, batch)
+                        else:
+                            _write_by_run(ctx, chunk, batch, targets, objects)
+                    except OSError as e:  # raised below, once no view of the window is left
+                        failure = f"cannot write the saved pages at {batch[0][0]:#x}: {e.strerror}"
+            if failure:
+                raise RestoreError(f"process {ctx.image_pid}: {failure}")
             done += size
             if ctx.progress:
                 ctx.progress(done, total)
@@ -430,9 +452,10 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
 
 def _fill_method(vma, kernel_vmas: set) -> str:
     """How saved pages reach a VMA: "skip" (the kernel's own), "forced" (/proc/PID/mem, the
-    VMA is not writable now) or "direct" (process_vm_writev)."""
+    VMA is not writable now), "object" (a shared memory object not writable through this
+    VMA: written into the object) or "direct" (process_vm_writev)."""
     if (vma.start, vma.end) in kernel_vmas:
         return "skip"
     if not vma.prot & PROT_WRITE and not _charged_while_filling(vma):
-        return "forced"
+        return "object" if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD) else "forced"
     return "direct"

@@ -6,11 +6,16 @@ processes share it again. Its saved pages are written through the mappings like 
 """
 
 import ctypes
+import fcntl
 import mmap
 import os
 
+from torpor.errors import ImageError, RestoreError
 from torpor.images import constants as C
 from torpor.kernel.procfs import PAGE_SIZE
+
+F_ADD_SEALS = 1033
+F_SEAL_SEAL = 1
 
 
 def shared_vmas(vmas):
@@ -25,7 +30,11 @@ def reach(vmas, into: dict[int, int]) -> None:
 
 
 class SharedMemory:
-    def __init__(self, mms):
+    """The shared memory objects of a restore: those the tree's mappings reach (`mms`) and
+    the memfds its fds hold (`memfds`: inode -> (name, size, seals) from their file entries,
+    whose size is the memfd's own, mapped or not). Seals go on once every page is in."""
+
+    def __init__(self, mms, memfds: dict[int, tuple[str, int, int]]):
         self._sizes: dict[int, int] = {}
         self._names: dict[int, str | None] = {}
         for mm in mms:
@@ -33,13 +42,26 @@ class SharedMemory:
             for vma in shared_vmas(mm.vmas):
                 memfd = vma.status & C.VMA_AREA_MEMFD
                 self._names[vma.shmid] = vma.torpor_memfd_name if memfd else None
+        self._exact: set[int] = set()
+        self._seals: dict[int, int] = {}
+        for inode, (name, size, seals) in memfds.items():
+            self._names[inode] = name
+            self._sizes[inode] = size
+            self._exact.add(inode)
+            if seals != F_SEAL_SEAL:  # made with MFD_ALLOW_SEALING: seals come back as saved
+                self._seals[inode] = seals
+        self._fds: dict[int, int] = {}
         self._paths: dict[int, str] = {}
         self._keep: list = []
 
     def path(self, shmid: int) -> str:
         """A path under /proc that opens object `shmid`, created on first use."""
+        if shmid not in self._names:
+            raise ImageError(f"no memory object {shmid} is mapped or open in the images")
         if shmid not in self._paths:
-            size = -(-self._sizes[shmid] // PAGE_SIZE) * PAGE_SIZE
+            size = self._sizes[shmid]
+            if shmid not in self._exact:
+                size = -(-size // PAGE_SIZE) * PAGE_SIZE
             name = self._names[shmid]
             if name is None:
                 area = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
@@ -49,11 +71,36 @@ class SharedMemory:
                 self._keep.append(area)
                 self._paths[shmid] = f"/proc/{os.getpid()}/map_files/{start:x}-{start + size:x}"
             else:
-                fd = os.memfd_create(name, os.MFD_CLOEXEC)
+                sealing = os.MFD_ALLOW_SEALING if shmid in self._seals else 0
+                fd = os.memfd_create(name, os.MFD_CLOEXEC | sealing)
                 os.ftruncate(fd, size)
                 self._keep.append(fd)
+                self._fds[shmid] = fd
                 self._paths[shmid] = f"/proc/{os.getpid()}/fd/{fd}"
         return self._paths[shmid]
+
+    def write(self, shmid: int, offset: int, data) -> None:
+        """Write `data` into object `shmid` at `offset`, through torpor's own hold on it; a
+        page that runs past the end of a memfd is written up to its end only."""
+        fd = os.open(self.path(shmid), os.O_RDWR)
+        try:
+            view = memoryview(data)
+            if shmid in self._exact:
+                view = view[: max(0, self._sizes[shmid] - offset)]
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        finally:
+            os.close(fd)
+
+    def seal(self) -> None:
+        """Put back the seals of every memfd (once all its pages are written)."""
+        for shmid, seals in self._seals.items():
+            if shmid in self._fds and seals:
+                try:
+                    fcntl.fcntl(self._fds[shmid], F_ADD_SEALS, seals)
+                except OSError as e:
+                    raise RestoreError(f"cannot seal memfd {shmid} again: {e.strerror}") from None
 
     def close(self) -> None:
         """Drop torpor's own hold on every object (the restored mappings keep them)."""

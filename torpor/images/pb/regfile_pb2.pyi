@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegFileEntry(_message.Message):
-    __slots__ = ("id", "flags", "pos", "fown", "name", "mnt_id", "size", "ext", "mode", "build_id", "checksum", "checksum_config", "checksum_parameter", "torpor_memfd")
+    __slots__ = ("id", "flags", "pos", "fown", "name", "mnt_id", "size", "ext", "mode", "build_id", "checksum", "checksum_config", "checksum_parameter", "torpor_memfd", "torpor_memfd_seals")
     ID_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     POS_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class RegFileEntry(_message.Message):
     CHECKSUM_CONFIG_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_PARAMETER_FIELD_NUMBER: _ClassVar[int]
     TORPOR_MEMFD_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MEMFD_SEALS_FIELD_NUMBER: _ClassVar[int]
     id: int
     flags: int
     pos: int
@@ -36,4 +37,5 @@ class RegFileEntry(_message.Message):
     checksum_config: int
     checksum_parameter: int
     torpor_memfd: int
-    def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., pos: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., name: _Optional[str] = ..., mnt_id: _Optional[int] = ..., size: _Optional[int] = ..., ext: bool = ..., mode: _Optional[int] = ..., build_id: _Optional[_Iterable[int]] = ..., checksum: _Optional[int] = ..., checksum_config: _Optional[int] = ..., checksum_parameter: _Optional[int] = ..., torpor_memfd: _Optional[int] = ...) -> None: ...
+    torpor_memfd_seals: int
+    def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., pos: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., name: _Optional[str] = ..., mnt_id: _Optional[int] = ..., size: _Optional[int] = ..., ext: bool = ..., mode: _Optional[int] = ..., build_id: _Optional[_Iterable[int]] = ..., checksum: _Optional[int] = ..., checksum_config: _Optional[int] = ..., checksum_parameter: _Optional[int] = ..., torpor_memfd: _Optional[int] = ..., torpor_memfd_seals: _Optional[int] = ...) -> None: ...

@@ -46,6 +46,11 @@ class FdKind:
         `d`; `state` is the kind's own, for the whole tree; `fown` its owner entry."""
         raise NotImplementedError
 
+    def memory_object(self, entry) -> tuple[int, str, int, int] | None:
+        """(id, name, size, seals) of the memory object the open file is (a memfd), which
+        the restore creates before anything maps or opens it; None for other files."""
+        return None
+
     def write(self, images, state: dict) -> None:
         """Write the kind's tree-wide images, once every process was dumped."""
 

@@ -1,0 +1,95 @@
+"""memfds held through fds (mapped or not): their size, contents and seals come back; a
+read-only shared mapping of a sealed memfd keeps it sealable; an fd on a namespace file
+refuses the dump."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import harness
+import pytest
+
+import torpor
+from torpor.errors import UnsupportedError
+
+PROGRAM = r"""
+import ctypes, fcntl, os, signal
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+SEAL_SEAL, SEAL_SHRINK, SEAL_GROW, SEAL_WRITE = 1, 2, 4, 8
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+sealed = os.memfd_create("sealed", os.MFD_ALLOW_SEALING)
+os.write(sealed, b"hello")
+fcntl.fcntl(sealed, F_ADD_SEALS, SEAL_SEAL | SEAL_SHRINK | SEAL_WRITE)
+sealable = os.memfd_create("sealable", os.MFD_ALLOW_SEALING)
+os.write(sealable, b"abc")
+plain = os.memfd_create("plain")
+os.write(plain, b"x" * 10)
+for fd in (sealed, sealable, plain):
+    libc.mmap(None, 4096, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED, past the end of each
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+got = [fcntl.fcntl(sealed, F_GET_SEALS), os.pread(sealed, 5, 0), os.fstat(sealed).st_size]
+try:
+    os.write(sealed, b"!")
+    got.append("written")
+except PermissionError:
+    got.append("refused")
+fcntl.fcntl(sealable, F_ADD_SEALS, SEAL_GROW)
+got += [fcntl.fcntl(sealable, F_GET_SEALS), os.fstat(sealable).st_size]
+got += [fcntl.fcntl(plain, F_GET_SEALS), os.fstat(plain).st_size, os.pread(plain, 10, 0)]
+print(got, flush=True)
+"""
+
+
+def _start(tmp_path, code: str):
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while "READY" not in out.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.02)
+    return proc, out
+
+
+def test_memfd_size_contents_and_seals(tmp_path):
+    proc, out = _start(tmp_path, PROGRAM)
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        torpor.dump(proc.pid, str(images))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    time.sleep(0.1)
+    os.kill(restored, signal.SIGUSR1)
+    _, status = os.waitpid(restored, 0)
+    assert status == 0, out.read_text()
+    expected = [11, b"hello", 5, "refused", 4, 3, 1, 10, b"x" * 10]
+    assert out.read_text().splitlines()[-1] == str(expected), out.read_text()
+
+
+def test_namespace_file_refused(tmp_path):
+    code = "import os, time\nns = os.open('/proc/self/ns/net', os.O_RDONLY)\n"
+    code += "print('READY', flush=True)\ntime.sleep(60)\n"
+    proc, _ = _start(tmp_path, code)
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        with pytest.raises(UnsupportedError, match=r"namespace or other pseudo file \(net:\["):
+            torpor.dump(proc.pid, str(images))
+        assert proc.poll() is None and not os.listdir(images)
+    finally:
+        proc.kill()
+        proc.wait()
