@@ -75,14 +75,30 @@ def _run(call):
         _fail("interrupted")
 
 
+def main() -> None:
+    """The torpor command: one line on stderr and exit 1 for any failure or interruption."""
+    from torpor.shield import stop_on_signals
+
+    stop_on_signals()
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _fail("interrupted")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log each step (-vv for more).")
-def main(verbose: int) -> None:
+def cli(verbose: int) -> None:
     """Checkpoint a running process tree to a directory of images and restore it later."""
     _setup_logging(verbose)
 
 
-@main.command()
+@cli.command()
 @click.option("-t", "--tree", "pid", type=int, required=True, help="Root of the tree to dump.")
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Empty directory.")
 @click.option("--leave-running", is_flag=True, help="Let the tree run on after the dump.")
@@ -115,7 +131,7 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool, ghost_
         progress.close()
 
 
-@main.command()
+@cli.command()
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
 @click.option("-d", "--detach", is_flag=True, help="Return once the tree runs again.")
 @click.option("--pidfile", type=click.Path(), help="Write the restored PID to this file.")
@@ -173,7 +189,7 @@ def restore(
     sys.exit(os.WEXITSTATUS(status))
 
 
-@main.command()
+@cli.command()
 @click.option(
     "-D", "--images-dir", type=click.Path(), help="Say whether this host can restore DIR."
 )
@@ -202,7 +218,7 @@ def check(images_dir, cpu_check, no_timens, pidns) -> None:
     sys.exit(print_findings(findings))
 
 
-@main.command()
+@cli.command()
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
 def show(images_dir: str) -> None:
     """Show a readable summary of an image directory."""

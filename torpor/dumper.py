@@ -37,6 +37,7 @@ from torpor.parts import (
 from torpor.parts import ghosts as ghost_files
 from torpor.parts import task as task_part
 from torpor.remote import RemoteError
+from torpor.shield import shielded
 
 ELF_CLASS32 = 1
 
@@ -116,18 +117,20 @@ def dump(
         _collect(tree, path, shell_job, ghost_limit, progress)
         tree.check_unchanged()
     except BaseException as e:
-        gone = tree.vanished()
-        tree.release()
-        _empty_dir(path)
+        with shielded():
+            gone = tree.vanished()
+            tree.release()
+            _empty_dir(path)
         if gone and not isinstance(e, KeyboardInterrupt):
             raise TargetError(f"task {gone[0]} exited during the dump") from e
         if isinstance(e, RemoteError | OSError) and not isinstance(e, TorporError):
             raise TargetError(f"dump of {pid} failed: {e}") from e
         raise
-    if leave_running:
-        tree.release()
-    else:
-        tree.kill()
+    with shielded():  # the images are complete: nothing to put back any more
+        if leave_running:
+            tree.release()
+        else:
+            tree.kill()
     log.info(
         "dump of %d (%d processes, %d threads) done in %.3f s",
         pid,

@@ -35,6 +35,7 @@ from torpor.parts import (
 )
 from torpor.parts import ghosts as ghost_files
 from torpor.parts import vdso as vdso_part
+from torpor.shield import shielded
 
 # --- images ----------------------------------------------------------------------------------
 
@@ -195,9 +196,10 @@ def restore(
         root = contexts[0].pid
         family.let_go()
     except BaseException as e:
-        family.kill()
-        if init:
-            kill_child(init)
+        with shielded():
+            family.kill()
+            if init:
+                kill_child(init)
         if isinstance(e, TorporError):
             raise
         if isinstance(e, OSError):
