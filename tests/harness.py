@@ -75,6 +75,7 @@ WORKLOADS = (
     Spec("locks"),
     Spec("inotify"),
     Spec("ghosts"),
+    Spec("fifo"),
     Spec("timers"),
 )
 

@@ -32,6 +32,7 @@ TIMENS_MAGIC = 0x43114433
 FILE_LOCKS_MAGIC = 0x54323616
 REMAP_FPATH_MAGIC = 0x59133954
 GHOST_FILE_MAGIC = 0x52583605
+FIFO_DATA_MAGIC = 0x59333054
 SECCOMP_MAGIC = 0x64413049
 
 # --- VmaEntry.status bits --------------------------------------------------------------------

@@ -59,6 +59,9 @@ KINDS: dict[str, ImageKind] = {
         _common(
             "pipes-data", "PIPES_DATA", c.PIPES_DATA_MAGIC, pb.PipeDataEntry, payload_field="bytes"
         ),
+        _common(
+            "fifo-data", "FIFO_DATA", c.FIFO_DATA_MAGIC, pb.PipeDataEntry, payload_field="bytes"
+        ),
         _common("sigacts", "SIGACT", c.SIGACT_MAGIC, pb.SaEntry),
         _common("cpuinfo", "CPUINFO", c.CPUINFO_MAGIC, pb.CpuinfoEntry),
         _common("timens", "TIMENS", c.TIMENS_MAGIC, pb.TimensEntry),

@@ -180,9 +180,10 @@ def restore(ctx: RestoreContext) -> None:
             copy(ctx, *shared.files[e.id], fd, cloexec)
             continue
         kind.restore(ctx, entry, fd, cloexec, shared.states[kind.field])
-        _restore_owner(ctx, fd, entry.fown)
-        if entry.flags & os.O_ASYNC:  # signals start with F_SETFL, not with open(2)
-            ctx.task.call(X86_64, "fcntl", fd, F_SETFL, entry.flags & SETFL_FLAGS)
+        fown, flags = kind.owner_and_flags(ctx, entry)
+        _restore_owner(ctx, fd, fown)
+        if flags & os.O_ASYNC:  # signals start with F_SETFL, not with open(2)
+            ctx.task.call(X86_64, "fcntl", fd, F_SETFL, flags & SETFL_FLAGS)
         shared.files[e.id] = (ctx.image_pid, fd)
     for kind in kinds.KINDS:
         kind.finish(ctx, shared.states[kind.field])

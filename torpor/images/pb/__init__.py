@@ -13,6 +13,7 @@ from torpor.images.pb import eventfd_pb2
 from torpor.images.pb import eventpoll_pb2
 from torpor.images.pb import fdinfo_pb2
 from torpor.images.pb import fh_pb2
+from torpor.images.pb import fifo_pb2
 from torpor.images.pb import file_lock_pb2
 from torpor.images.pb import fown_pb2
 from torpor.images.pb import fs_pb2
@@ -47,6 +48,7 @@ _MODULES = (
     eventpoll_pb2,
     fdinfo_pb2,
     fh_pb2,
+    fifo_pb2,
     file_lock_pb2,
     fown_pb2,
     fs_pb2,

@@ -1,12 +1,23 @@
 """The kinds of file descriptor torpor saves, one module each (see base.FdKind): KINDS is
 the only list of them."""
 
-from torpor.parts.fds import eventfd, eventpoll, inotify, pipe, regular, signalfd, timerfd, tty
+from torpor.parts.fds import (
+    eventfd,
+    eventpoll,
+    fifo,
+    inotify,
+    pipe,
+    regular,
+    signalfd,
+    timerfd,
+    tty,
+)
 from torpor.parts.fds.base import FdKind
 
 KINDS: tuple[FdKind, ...] = (
     regular.KIND,
     pipe.KIND,
+    fifo.KIND,
     tty.KIND,
     eventfd.KIND,
     signalfd.KIND,

@@ -46,6 +46,10 @@ class FdKind:
         `d`; `state` is the kind's own, for the whole tree; `fown` its owner entry."""
         raise NotImplementedError
 
+    def owner_and_flags(self, ctx: RestoreContext, entry):
+        """The FownEntry and open flags of the open file `entry` describes."""
+        return entry.fown, entry.flags
+
     def memory_object(self, entry) -> tuple[int, str, int, int] | None:
         """(id, name, size, seals) of the memory object the open file is (a memfd), which
         the restore creates before anything maps or opens it; None for other files."""

@@ -51,7 +51,7 @@ class Pipe(FdKind):
         if d.inode not in pipes and d.flags & O_ACCMODE == os.O_RDONLY:
             data = peek_pipe(ctx.pid, d.fd)
             entry = pb.pipe_data_pb2.PipeDataEntry(
-                pipe_id=d.inode, bytes=len(data), size=_pipe_size(ctx.pid, d.fd)
+                pipe_id=d.inode, bytes=len(data), size=pipe_size(ctx.pid, d.fd)
             )
             pipes[d.inode] = (entry, data)
         return pb.pipe_pb2.PipeEntry(pipe_id=d.inode, flags=d.flags & ~os.O_CLOEXEC, fown=fown)
@@ -82,7 +82,7 @@ class Pipe(FdKind):
             saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads("pipes-data.img")}
         for pipe_id in made:
             if pipe_id in saved:
-                _refill(ctx, state["pipes"][pipe_id][2], *saved[pipe_id])
+                refill(ctx, state["pipes"][pipe_id][2], *saved[pipe_id])
 
     def finish_tree(self, ctx, state) -> None:
         """Close the parked ends, once every process of the tree has opened its own."""
@@ -91,7 +91,8 @@ class Pipe(FdKind):
             ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
 
 
-def _pipe_size(pid: int, fd: int) -> int:
+def pipe_size(pid: int, fd: int) -> int:
+    """The buffer size of the pipe (or FIFO) behind fd `fd` of `pid`."""
     own = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY | os.O_NONBLOCK)
     try:
         return fcntl.fcntl(own, fcntl.F_GETPIPE_SZ)
@@ -99,7 +100,7 @@ def _pipe_size(pid: int, fd: int) -> int:
         os.close(own)
 
 
-def _park_at(ctx, state) -> int:
+def park_at(ctx, state) -> int:
     """Above every fd the process will have: parked ends never collide with one."""
     parked_from = state.setdefault("parked_from", {})
     if ctx.image_pid not in parked_from:
@@ -115,13 +116,14 @@ def _make_pipe(ctx, pipe_id: int, state) -> None:
     raw = task.read(out, 8)
     parked = []
     for end in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")):
-        parked.append(task.call(X86_64, "fcntl", end, F_DUPFD_CLOEXEC, _park_at(ctx, state)))
+        parked.append(task.call(X86_64, "fcntl", end, F_DUPFD_CLOEXEC, park_at(ctx, state)))
         task.call(X86_64, "close", end)
     state["pipes"][pipe_id] = (ctx.image_pid, *parked)
     state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(pipe_id)
 
 
-def _refill(ctx, write_fd: int, entry, data: bytes) -> None:
+def refill(ctx, write_fd: int, entry, data: bytes) -> None:
+    """Give the pipe (or FIFO) behind the task's fd `write_fd` its saved size and data."""
     fd = os.open(proc(ctx.pid, "fd", str(write_fd)), os.O_WRONLY | os.O_NONBLOCK)
     try:
         if entry.HasField("size") and entry.size != fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
