@@ -338,7 +338,7 @@ def ptys():
 
 CHECK_TOPICS = (
     "CPU features", "register state", "protection keys", "credentials", "resource limits",
-    "clocks", "PIDs",
+    "open files", "clocks", "PIDs",
     "clone3 set_tid", "vDSO",
 )  # fmt: skip
 
@@ -399,6 +399,8 @@ def test_shell_job(subreaper, built_workloads, flavour, tmp_path, ptys, images):
         assert harness.wait_gone(pid, 5)
 
         kids = harness.child_pids(os.getpid())
+        checked = torpor("check", "-D", str(images))
+        assert checked.returncode == 1 and "restore with --shell-job" in checked.stdout
         refused = torpor("restore", "-D", str(images), "-d")
         assert_one_error_line(refused, "terminal", "--shell-job")
         assert not harness.pid_alive(pid) and harness.child_pids(os.getpid()) == kids

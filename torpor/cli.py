@@ -201,7 +201,8 @@ def restore(
 )
 @click.option("--no-timens", is_flag=True, help="As for restore: keep the host's clocks.")
 @click.option("--pidns", is_flag=True, help="As for restore: into a new PID namespace.")
-def check(images_dir, cpu_check, no_timens, pidns) -> None:
+@click.option("--shell-job", is_flag=True, help="As for restore: onto this terminal.")
+def check(images_dir, cpu_check, no_timens, pidns, shell_job) -> None:
     """Show what this kernel supports, one line per feature; with -D, whether this host can
     restore an image directory, one line per finding (exit 1 if it would be refused)."""
     from torpor.checks import print_findings, print_report
@@ -212,8 +213,12 @@ def check(images_dir, cpu_check, no_timens, pidns) -> None:
 
     findings = _run(
         lambda: api_check(
-            images_dir, strict_cpu_check=cpu_check == "strict", timens=not no_timens, pidns=pidns
-        )
+            images_dir,
+            strict_cpu_check=cpu_check == "strict",
+            timens=not no_timens,
+            pidns=pidns,
+            shell_job=shell_job,
+        )  # fmt: skip
     )
     sys.exit(print_findings(findings))
 

@@ -14,7 +14,7 @@ from torpor.arch import xstate
 from torpor.context import RestoreContext
 from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
-from torpor.parts import clocks, cpu, pkeys, regs, rlimits, task
+from torpor.parts import clocks, cpu, files, pkeys, regs, rlimits, task
 from torpor.parts import vdso as vdso_part
 
 OK, WARN, REFUSE = "ok", "warn", "refuse"
@@ -40,6 +40,7 @@ def run(
     strict_cpu_check: bool = False,
     timens: bool = True,
     pidns: bool = False,
+    shell_job: bool = False,
     whole_host: bool = False,
 ) -> list[Finding]:
     """The findings for restoring `procs` (restorer.ProcessImage, from `images`) here.
@@ -55,6 +56,12 @@ def run(
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
+    files_problems = files.restore_problems({f.id: f for f in images.read("files.img")}, shell_job)
+    findings.append(
+        Finding("open files", REFUSE, "; ".join(files_problems))
+        if files_problems
+        else Finding("open files", OK, "every kind of open file can be reopened")
+    )
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
     if whole_host:

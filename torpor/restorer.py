@@ -114,14 +114,19 @@ def _open(images_dir) -> tuple[ImageDir, list[ProcessImage]]:
 
 
 def check(
-    images_dir, *, strict_cpu_check: bool = False, timens: bool = True, pidns: bool = False
+    images_dir,
+    *,
+    strict_cpu_check: bool = False,
+    timens: bool = True,
+    pidns: bool = False,
+    shell_job: bool = False,
 ) -> list[preflight.Finding]:
     """Whether this host can restore `images_dir`, found without creating anything: the
     checks a restore with the same options makes first, and those it makes as it goes."""
     images, procs = _open(images_dir)
     return preflight.run(
         images, procs, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
-        whole_host=True,
+        shell_job=shell_job, whole_host=True,
     )  # fmt: skip
 
 
@@ -146,7 +151,9 @@ def restore(
     file_entries = {f.id: f for f in images.read("files.img")}
     started = time.monotonic()
     warnings = preflight.enforce(
-        preflight.run(images, procs, strict_cpu_check=strict_cpu_check, timens=timens)
+        preflight.run(
+            images, procs, strict_cpu_check=strict_cpu_check, timens=timens, shell_job=shell_job
+        )
     )
     init = start_pid_namespace() if pidns else None
     family = Family(

@@ -137,6 +137,18 @@ def _dump_fs(ctx: DumpContext) -> None:
 # --- restore ---------------------------------------------------------------------------------
 
 
+def restore_problems(files: dict, shell_job: bool) -> list[str]:
+    """Why the open files of the images cannot be reopened with these options (each kind
+    says), found before anything is created."""
+    problems = []
+    for f in files.values():
+        kind = kinds.kind_of_entry(f)
+        problem = kind.restore_problem(getattr(f, kind.field), shell_job) if kind else None
+        if problem and problem not in problems:
+            problems.append(problem)
+    return problems
+
+
 def memory_objects(files: dict) -> dict[int, tuple[str, int, int]]:
     """The memory objects (memfds) the tree's open files are: id -> (name, size, seals)."""
     found = {}

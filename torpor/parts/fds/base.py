@@ -46,6 +46,11 @@ class FdKind:
         `d`; `state` is the kind's own, for the whole tree; `fown` its owner entry."""
         raise NotImplementedError
 
+    def restore_problem(self, entry, shell_job: bool) -> str | None:
+        """Why a restore with these options cannot reopen `entry`, found before anything is
+        created; None if it can."""
+        return None
+
     def owner_and_flags(self, ctx: RestoreContext, entry):
         """The FownEntry and open flags of the open file `entry` describes."""
         return entry.fown, entry.flags

@@ -53,6 +53,9 @@ class Terminal(FdKind):
         if "info" in state:
             images.write("tty-info.img", [state["info"]])
 
+    def restore_problem(self, entry, shell_job) -> str | None:
+        return None if shell_job else "the tree had fds on a terminal: restore with --shell-job"
+
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         if not ctx.shell_job:
             raise RestoreError(f"fd {fd} was a terminal: restore with --shell-job")
