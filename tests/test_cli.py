@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -428,3 +429,22 @@ def test_shell_job(subreaper, built_workloads, flavour, tmp_path, ptys, images):
         assert "torpor: error" not in output, output
     finally:
         w.kill()
+
+
+def test_internal_error_is_one_line(tmp_path):
+    """A bug of torpor's (here a KeyError planted in the dump) still ends in one error line
+    naming it, not a traceback; -vv shows where it happened."""
+    code = (
+        "import sys, torpor.dumper as d\n"
+        "def broken(*a, **k):\n"
+        "    raise KeyError('planted')\n"
+        "d.dump = broken\n"
+        "sys.argv = ['torpor', 'dump', '-t', '1', '-D', sys.argv[1]]\n"
+        "import torpor.cli\n"
+        "torpor.cli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    line = assert_one_error_line(done, "internal error (KeyError: 'planted')", "please report")
+    assert line.startswith("torpor: error:")

@@ -73,6 +73,10 @@ def _run(call):
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Exception as e:  # a bug of torpor's: still one line, and what to report
+        logging.getLogger("torpor").debug("internal error", exc_info=True)
+        detail = " ".join(str(e).split())
+        _fail(f"internal error ({type(e).__name__}: {detail}); please report it (-vv shows where)")
 
 
 def main() -> None:
