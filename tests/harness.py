@@ -461,3 +461,23 @@ def dump_killed(w: Workload, tmp_path: Path) -> Path:
     w.reap_original()
     assert wait_gone(w.pid, 5), f"pid {w.pid} still exists after the dump"
     return images
+
+
+def start_python(code: str, out: Path, timeout: float = 30.0) -> subprocess.Popen:
+    """Run Python `code` in its own session, stdout and stderr into `out`, and wait until it
+    prints READY; the caller kills it."""
+    import sys
+
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while "READY" not in out.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise WorkloadError(f"the program did not get ready:\n{out.read_text()}")
+        time.sleep(0.02)
+    return proc

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
+import harness
 import pytest
 from command import TORPOR, cli_env
 
@@ -35,16 +35,8 @@ def _status(pid: int) -> dict[str, str]:
 )
 def test_interrupted_dump_leaves_the_process_as_it_was(sig, tmp_path):
     out = tmp_path / "holder.out"
-    with open(out, "wb") as sink:
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER], stdin=subprocess.DEVNULL, stdout=sink,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    holder = harness.start_python(HOLDER, out)
     try:
-        deadline = time.monotonic() + 30
-        while "READY" not in out.read_text():
-            assert holder.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.02)
         before = _status(holder.pid)
         images = tmp_path / "images"
         images.mkdir()

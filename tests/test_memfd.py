@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import harness
@@ -49,16 +47,7 @@ print(got, flush=True)
 
 def _start(tmp_path, code: str):
     out = tmp_path / "out"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=sink,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 15
-    while "READY" not in out.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
-        time.sleep(0.02)
-    return proc, out
+    return harness.start_python(code, out), out
 
 
 def test_memfd_size_contents_and_seals(tmp_path):
