@@ -19,17 +19,17 @@ from torpor.parts import flags, rlimits, sched
 
 
 def test_hard_limit_above_the_restorers_refuses(start_workload, tmp_path):
-    """Restored by a torpor whose hard RLIMIT_NOFILE is below the saved 177 (and which cannot
-    raise it): check -D and restore both refuse, naming the limit and both values."""
-    if caps.own_sets()["CapEff"] >> rlimits.CAP_SYS_RESOURCE & 1:
-        pytest.skip("this restorer may raise hard limits: nothing to refuse")
+    """Restored by a torpor whose hard RLIMIT_NOFILE is below the saved 177 and which cannot
+    raise it (started without CAP_SYS_RESOURCE, whatever this root may): check -D and restore
+    both refuse, naming the limit and both values."""
     w = start_workload("attrs")
     w.wait_ready()
     pid = w.pid
     images = harness.dump_killed(w, tmp_path)
     for command in ("check", "restore"):
         done = subprocess.run(
-            ["prlimit", "--nofile=100:100", TORPOR, command, "-D", str(images)],
+            ["setpriv", "--bounding-set", "-sys_resource", "prlimit", "--nofile=100:100",
+             TORPOR, command, "-D", str(images)],
             capture_output=True, text=True, env=cli_env(), timeout=60, check=False,
         )  # fmt: skip
         out = done.stdout + done.stderr
