@@ -14,9 +14,14 @@ import os
 from torpor.arch import X86_64
 from torpor.errors import ImageError, UnsupportedError
 from torpor.images import pb
-from torpor.kernel.files import peek_pipe, pipe_has_other_end
-from torpor.parts.fds.base import F_DUPFD_CLOEXEC, O_ACCMODE, FdKind, open_in_task, place
-from torpor.parts.fds.pipe import park_at, pipe_size, refill
+from torpor.parts.fds.base import F_DUPFD_CLOEXEC, FdKind, open_in_task, place
+from torpor.parts.fds.pipe import (
+    park_at,
+    refill_made,
+    refuse_one_sided,
+    save_contents,
+    write_contents,
+)
 
 
 class Fifo(FdKind):
@@ -28,29 +33,16 @@ class Fifo(FdKind):
         return d.kind == "fifo"
 
     def inspect(self, found, shell_job) -> None:
-        ends: dict[int, set[int]] = {}
-        for _, d in found:
-            ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
         for pid, d in found:
-            what = f"fd {d.fd} of process {pid} is a FIFO ({d.target})"
             if not d.target.startswith("/") or d.target.endswith(" (deleted)"):
-                raise UnsupportedError(f"{what} no longer reachable by its path, not supported yet")
-            sides = ends[d.inode]
-            if os.O_RDWR in sides or sides == {os.O_RDONLY, os.O_WRONLY}:
-                continue
-            if pipe_has_other_end(pid, d.fd, reading=os.O_RDONLY in sides):
                 raise UnsupportedError(
-                    f"{what} whose other end is outside the process tree, not supported yet"
+                    f"fd {d.fd} of process {pid} is a FIFO ({d.target}) no longer reachable "
+                    "by its path, not supported yet"
                 )
+        refuse_one_sided(found, "a FIFO", read_write=True)
 
     def dump(self, ctx, d, state, fown):
-        fifos = state.setdefault("fifos", {})  # inode -> (PipeDataEntry, bytes)
-        if d.inode not in fifos and d.flags & O_ACCMODE != os.O_WRONLY:
-            data = peek_pipe(ctx.pid, d.fd)
-            entry = pb.pipe_data_pb2.PipeDataEntry(
-                pipe_id=d.inode, bytes=len(data), size=pipe_size(ctx.pid, d.fd)
-            )
-            fifos[d.inode] = (entry, data)
+        save_contents(ctx, d, state, read_write=True)
         flags = d.flags & ~os.O_CLOEXEC
 
         def make(file_id):
@@ -63,8 +55,7 @@ class Fifo(FdKind):
         return pb.FifoEntry(pipe_id=d.inode, regf_id=regf_id)
 
     def write(self, images, state) -> None:
-        if state.get("fifos"):
-            images.write("fifo-data.img", list(state["fifos"].values()))
+        write_contents(images, "fifo-data.img", state)
 
     def owner_and_flags(self, ctx, entry):
         reg = _path_entry(ctx, entry)
@@ -72,28 +63,22 @@ class Fifo(FdKind):
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         path = _path_entry(ctx, entry)
-        keepers = state.setdefault("keepers", {})  # pipe id -> (saved PID, fd, made now)
+        keepers = state.setdefault("keepers", {})  # pipe id -> its keeper's fd in its maker
         if entry.pipe_id not in keepers:
             keeper = open_in_task(ctx, path.name, os.O_RDWR | os.O_NONBLOCK)
             parked = ctx.task.call(X86_64, "fcntl", keeper, F_DUPFD_CLOEXEC, park_at(ctx, state))
             ctx.task.call(X86_64, "close", keeper)
-            keepers[entry.pipe_id] = (ctx.image_pid, parked)
+            keepers[entry.pipe_id] = parked
             state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(entry.pipe_id)
         place(ctx, open_in_task(ctx, path.name, path.flags), fd, cloexec)
 
     def finish(self, ctx, state) -> None:
-        made = state.get("made", {}).get(ctx.image_pid)
-        if not made or not ctx.images.has("fifo-data.img"):
-            return
-        saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads("fifo-data.img")}
-        for pipe_id in made:
-            if pipe_id in saved:
-                refill(ctx, state["keepers"][pipe_id][1], *saved[pipe_id])
+        refill_made(ctx, "fifo-data.img", state, state.get("keepers", {}))
 
     def finish_tree(self, ctx, state) -> None:
         """Close the keepers (maybe closed already with the parked pipe ends above them)."""
         for pipe_id in state.get("made", {}).get(ctx.image_pid, ()):
-            ctx.task.syscall(X86_64, "close", state["keepers"][pipe_id][1])
+            ctx.task.syscall(X86_64, "close", state["keepers"][pipe_id])
 
 
 def _path_entry(ctx, entry):

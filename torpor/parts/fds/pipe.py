@@ -30,35 +30,14 @@ class Pipe(FdKind):
         return d.kind == "pipe"
 
     def inspect(self, found, shell_job) -> None:
-        """Refuse a pipe of which the tree holds one side while the other side is open
-        outside it; one whose other side is closed everywhere is restored so (its parked
-        other end is closed once the tree holds its ends)."""
-        ends: dict[int, set[int]] = {}
-        for _, d in found:
-            ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
-        for pid, d in found:
-            sides = ends[d.inode]
-            if sides == {os.O_RDONLY, os.O_WRONLY}:
-                continue
-            if pipe_has_other_end(pid, d.fd, reading=os.O_RDONLY in sides):
-                raise UnsupportedError(
-                    f"fd {d.fd} of process {pid} is a pipe ({d.target}) whose other end is "
-                    "outside the process tree, not supported yet"
-                )
+        refuse_one_sided(found, "a pipe")
 
     def dump(self, ctx, d, state, fown):
-        pipes = state.setdefault("pipes", {})  # pipe inode -> (PipeDataEntry, bytes)
-        if d.inode not in pipes and d.flags & O_ACCMODE == os.O_RDONLY:
-            data = peek_pipe(ctx.pid, d.fd)
-            entry = pb.pipe_data_pb2.PipeDataEntry(
-                pipe_id=d.inode, bytes=len(data), size=pipe_size(ctx.pid, d.fd)
-            )
-            pipes[d.inode] = (entry, data)
+        save_contents(ctx, d, state)
         return pb.pipe_pb2.PipeEntry(pipe_id=d.inode, flags=d.flags & ~os.O_CLOEXEC, fown=fown)
 
     def write(self, images, state) -> None:
-        if state.get("pipes"):
-            images.write("pipes-data.img", list(state["pipes"].values()))
+        write_contents(images, "pipes-data.img", state)
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         pipes = state.setdefault("pipes", {})  # pipe id -> (saved PID, parked read, write end)
@@ -74,21 +53,64 @@ class Pipe(FdKind):
 
     def finish(self, ctx, state) -> None:
         """Fill the pipes this process made with their data, at their size."""
-        made = state.get("made", {}).get(ctx.image_pid)
-        if not made:
-            return
-        saved = {}
-        if ctx.images.has("pipes-data.img"):
-            saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads("pipes-data.img")}
-        for pipe_id in made:
-            if pipe_id in saved:
-                refill(ctx, state["pipes"][pipe_id][2], *saved[pipe_id])
+        write_ends = {pipe_id: ends[2] for pipe_id, ends in state.get("pipes", {}).items()}
+        refill_made(ctx, "pipes-data.img", state, write_ends)
 
     def finish_tree(self, ctx, state) -> None:
         """Close the parked ends, once every process of the tree has opened its own."""
         park_at = state.get("parked_from", {}).get(ctx.image_pid)
         if park_at is not None:
             ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
+
+
+def refuse_one_sided(found, kind: str, read_write: bool = False) -> None:
+    """Refuse a pipe or FIFO (`kind`) of which the tree holds one side while the other side
+    is open outside it; one whose other side is closed everywhere is restored so (the parked
+    other end is closed once the tree holds its ends). With `read_write` (FIFOs), an end
+    open for both holds both sides."""
+    ends: dict[int, set[int]] = {}
+    for _, d in found:
+        ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
+    for pid, d in found:
+        sides = ends[d.inode]
+        if (read_write and os.O_RDWR in sides) or sides == {os.O_RDONLY, os.O_WRONLY}:
+            continue
+        if pipe_has_other_end(pid, d.fd, reading=os.O_RDONLY in sides):
+            raise UnsupportedError(
+                f"fd {d.fd} of process {pid} is {kind} ({d.target}) whose other end is "
+                "outside the process tree, not supported yet"
+            )
+
+
+def save_contents(ctx, d, state, read_write: bool = False) -> None:
+    """Keep, once per pipe, its unread data (left in place) and size, read through a read
+    end (with `read_write`, FIFOs, also one open for both) (`state["saved"]`: inode ->
+    (PipeDataEntry, bytes))."""
+    saved = state.setdefault("saved", {})
+    readers = (os.O_RDONLY, os.O_RDWR) if read_write else (os.O_RDONLY,)
+    if d.inode not in saved and d.flags & O_ACCMODE in readers:
+        data = peek_pipe(ctx.pid, d.fd)
+        entry = pb.pipe_data_pb2.PipeDataEntry(
+            pipe_id=d.inode, bytes=len(data), size=pipe_size(ctx.pid, d.fd)
+        )
+        saved[d.inode] = (entry, data)
+
+
+def write_contents(images, name: str, state) -> None:
+    if state.get("saved"):
+        images.write(name, list(state["saved"].values()))
+
+
+def refill_made(ctx, name: str, state, write_fds: dict[int, int]) -> None:
+    """Fill the pipes this process made (`state["made"]`) with the data and size saved in
+    image `name`, through the task's fds `write_fds` (pipe id -> fd)."""
+    made = state.get("made", {}).get(ctx.image_pid)
+    if not made or not ctx.images.has(name):
+        return
+    saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads(name)}
+    for pipe_id in made:
+        if pipe_id in saved:
+            refill(ctx, write_fds[pipe_id], *saved[pipe_id])
 
 
 def pipe_size(pid: int, fd: int) -> int:
