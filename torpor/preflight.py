@@ -36,6 +36,7 @@ class Finding:
 def run(
     images,
     procs,
+    files_by_id: dict,
     *,
     strict_cpu_check: bool = False,
     timens: bool = True,
@@ -43,7 +44,8 @@ def run(
     shell_job: bool = False,
     whole_host: bool = False,
 ) -> list[Finding]:
-    """The findings for restoring `procs` (restorer.ProcessImage, from `images`) here.
+    """The findings for restoring `procs` (restorer.ProcessImage, from `images`, whose
+    files.img entries are `files_by_id`) here.
 
     `whole_host` adds what a restore finds out only while creating tasks (free PIDs, clone3,
     the vDSO), for `torpor check -D`; a restore meets those checks in their own stages.
@@ -56,7 +58,7 @@ def run(
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
-    files_problems = files.restore_problems({f.id: f for f in images.read("files.img")}, shell_job)
+    files_problems = files.restore_problems(files_by_id, shell_job)
     findings.append(
         Finding("open files", REFUSE, "; ".join(files_problems))
         if files_problems

@@ -105,12 +105,14 @@ def _abi_of(core, tid: int):
 # --- restore ---------------------------------------------------------------------------------
 
 
-def _open(images_dir) -> tuple[ImageDir, list[ProcessImage]]:
+def _open(images_dir) -> tuple[ImageDir, list[ProcessImage], dict]:
+    """The images, their processes and their files.img entries by id."""
     path = Path(images_dir)
     if not path.is_dir():
         raise ImageError(f"images directory {path} does not exist")
     images = ImageDir(path)
-    return images, _load(images)
+    procs = _load(images)
+    return images, procs, {f.id: f for f in images.read("files.img")}
 
 
 def check(
@@ -123,9 +125,9 @@ def check(
 ) -> list[preflight.Finding]:
     """Whether this host can restore `images_dir`, found without creating anything: the
     checks a restore with the same options makes first, and those it makes as it goes."""
-    images, procs = _open(images_dir)
+    images, procs, file_entries = _open(images_dir)
     return preflight.run(
-        images, procs, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
+        images, procs, file_entries, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
         shell_job=shell_job, whole_host=True,
     )  # fmt: skip
 
@@ -147,13 +149,17 @@ def restore(
     The restored root is a child of the calling process; the whole tree is running when this
     returns, and no task of it ran before every task was complete.
     """
-    images, procs = _open(images_dir)
-    file_entries = {f.id: f for f in images.read("files.img")}
+    images, procs, file_entries = _open(images_dir)
     started = time.monotonic()
     warnings = preflight.enforce(
         preflight.run(
-            images, procs, strict_cpu_check=strict_cpu_check, timens=timens, shell_job=shell_job
-        )
+            images,
+            procs,
+            file_entries,
+            strict_cpu_check=strict_cpu_check,
+            timens=timens,
+            shell_job=shell_job,
+        )  # fmt: skip
     )
     init = start_pid_namespace() if pidns else None
     family = Family(

@@ -8,7 +8,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from torpor.kernel.libc import syscall
+from torpor.kernel.libc import SYS_PIDFD_GETFD, syscall
 from torpor.kernel.procfs import proc, read_fdinfo
 
 SYS_KCMP = 312
@@ -112,15 +112,12 @@ def path_of_handle(sdev: int, handle_type: int, handle: bytes) -> str | None:
     return None
 
 
-SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438
-
-
 def pipe_has_other_end(pid: int, fd: int, reading: bool) -> bool:
     """Whether the pipe behind fd `fd` of `pid` still has writers (for a read end) or
     readers (for a write end) anywhere. Asked through a copy of that very fd (pidfd_getfd):
     a pipe reports POLLHUP to a reader, POLLERR to a writer, once the other side is gone
     (a new open of the pipe would not see the hang-up)."""
-    pidfd = syscall(SYS_PIDFD_OPEN, pid, 0)
+    pidfd = os.pidfd_open(pid)
     try:
         own = syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
     finally:

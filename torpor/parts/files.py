@@ -75,11 +75,12 @@ class TreeFiles:
 
 def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
     entries = []
+    uid, euid = (int(x) for x in read_status(ctx.pid)["Uid"].split()[:2])
     for d in fds:
         kind = kinds.kind_of(d)
         file_id = tree.known_id(ctx.pid, d)
         if file_id is None:
-            file_id = _add_file(ctx, kind, d, tree)
+            file_id = _add_file(ctx, kind, d, tree, _owner(ctx, d.fd, uid, euid))
             tree.seen.setdefault(d.target, []).append((ctx.pid, d.fd, file_id))
         tree.locks.dump_fd(ctx, d.fd, file_id)
         entries.append(
@@ -94,8 +95,8 @@ def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
     _dump_fs(ctx)
 
 
-def _add_file(ctx: DumpContext, kind, d: FdDescription, tree: TreeFiles) -> int:
-    entry = kind.dump(ctx, d, tree.states[kind.field], _owner(ctx, d.fd))
+def _add_file(ctx: DumpContext, kind, d: FdDescription, tree: TreeFiles, fown) -> int:
+    entry = kind.dump(ctx, d, tree.states[kind.field], fown)
 
     def make(file_id):
         entry.id = file_id
@@ -104,15 +105,14 @@ def _add_file(ctx: DumpContext, kind, d: FdDescription, tree: TreeFiles) -> int:
     return ctx.files.add(("fd", ctx.pid, d.fd), make)
 
 
-def _owner(ctx: DumpContext, fd: int) -> "pb.fown_pb2.FownEntry":
-    """Who gets the fd's SIGIO (F_GETOWN_EX) and which signal (F_GETSIG), asked in the task."""
+def _owner(ctx: DumpContext, fd: int, uid: int, euid: int) -> "pb.fown_pb2.FownEntry":
+    """Who gets the fd's SIGIO (F_GETOWN_EX) and which signal (F_GETSIG), asked in the task;
+    `uid` and `euid` are the process's."""
     task = ctx.task
     out = task.reserve(8)
     task.call(X86_64, "fcntl", fd, F_GETOWN_EX, out)
     owner_type, owner = struct.unpack("<ii", task.read(out, 8))
     signum = task.call(X86_64, "fcntl", fd, F_GETSIG)
-    status = read_status(ctx.pid)
-    uid, euid = (int(x) for x in status["Uid"].split()[:2])
     return pb.fown_pb2.FownEntry(
         uid=uid, euid=euid, signum=signum, pid_type=owner_type if owner else 0, pid=owner
     )

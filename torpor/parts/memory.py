@@ -384,18 +384,17 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     return head.pages_id, runs
 
 
-def _write_by_run(ctx, view: memoryview, batch, targets: Ranges, objects: Ranges) -> None:
+def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
     """Write a batch run by run: leave out runs inside the kernel's own mappings, write
     through /proc/PID/mem (which reaches read-only pages) into private VMAs not writable now,
     and into the memory object itself for shared ones (/proc/PID/mem cannot write those)."""
     at = 0
     for addr, length in batch:
         chunk = view[at : at + length]
-        how = targets.label(addr)
+        how, vma = targets.label(addr)
         if how == "forced":
             ctx.task.write(addr, chunk)
         elif how == "object":
-            vma = objects.label(addr)
             ctx.shared_memory.write(vma.shmid, vma.pgoff + addr - vma.start, chunk)
         elif how == "direct":
             memio.write_from(ctx.pid, chunk, [(addr, length)])
@@ -424,8 +423,7 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     """Copy the saved pages into the task, window by window from the mapped pages file: one
     copy, no buffer, and never more of the file mapped than one window."""
     pages_id, runs = read_pagemap(ctx)
-    targets = Ranges((v.start, v.end, _fill_method(v, kernel_vmas)) for v in ctx.mm.vmas)
-    objects = Ranges((v.start, v.end, v) for v in ctx.mm.vmas)
+    targets = Ranges((v.start, v.end, (_fill_method(v, kernel_vmas), v)) for v in ctx.mm.vmas)
     total = sum(length for _, length in runs)
     path = ctx.images.pages_path(pages_id)
     if os.path.getsize(path) != total:
@@ -437,10 +435,10 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
                 with memoryview(window) as chunk:
                     try:
-                        if all(targets.label(a) == "direct" for a, _ in batch):
+                        if all(targets.label(a)[0] == "direct" for a, _ in batch):
                             memio.write_from(ctx.pid, chunk, batch)
                         else:
-                            _write_by_run(ctx, chunk, batch, targets, objects)
+                            _write_by_run(ctx, chunk, batch, targets)
                     except OSError as e:  # raised below, once no view of the window is left
                         failure = f"cannot write the saved pages at {batch[0][0]:#x}: {e.strerror}"
             if failure:

@@ -138,6 +138,11 @@ def loadable_components(fp, available: int) -> int:
     the keys of its mappings are checked by parts.pkeys). A component in use that this CPU
     lacks refuses the restore, saying how to start a program that does not pick it.
     """
+    return _fitted(fp, available)[0]
+
+
+def _fitted(fp, available: int) -> tuple[int, dict[str, list[int]]]:
+    """loadable_components, with the saved component values."""
     used, fields = _saved_components(fp)
     if used >> xsave.PKRU & 1 and not available >> xsave.PKRU & 1:
         value = xsave.pkru(fields)
@@ -156,7 +161,7 @@ def loadable_components(fp, available: int) -> int:
             f"this CPU cannot hold the saved register state: it lacks {lacks}"
             + (f"; {advice}" if advice else "")
         )
-    return used
+    return used, fields
 
 
 def xstate_for_this_cpu(fp, target: bytes, layout=None) -> bytes:
@@ -166,8 +171,7 @@ def xstate_for_this_cpu(fp, target: bytes, layout=None) -> bytes:
     The buffer saved at dump is used as is when this CPU lays out the same features the same
     way; otherwise it is rebuilt from the image's components (loadable_components says which).
     """
-    used = loadable_components(fp, xsave.enabled_features(target))
-    _, fields = _saved_components(fp)
+    used, fields = _fitted(fp, xsave.enabled_features(target))
     raw = fp.torpor_xstate
     same_layout = xsave.enabled_features(raw or target) == xsave.enabled_features(target)
     if raw and len(raw) == len(target) and same_layout:

@@ -50,7 +50,8 @@ class SharedMemory:
             self._exact.add(inode)
             if seals != F_SEAL_SEAL:  # made with MFD_ALLOW_SEALING: seals come back as saved
                 self._seals[inode] = seals
-        self._fds: dict[int, int] = {}
+        self._fds: dict[int, int] = {}  # memfds torpor made, by id
+        self._writers: dict[int, int] = {}  # torpor's read-write fd on an object, by id
         self._paths: dict[int, str] = {}
         self._keep: list = []
 
@@ -82,16 +83,16 @@ class SharedMemory:
     def write(self, shmid: int, offset: int, data) -> None:
         """Write `data` into object `shmid` at `offset`, through torpor's own hold on it; a
         page that runs past the end of a memfd is written up to its end only."""
-        fd = os.open(self.path(shmid), os.O_RDWR)
-        try:
-            view = memoryview(data)
-            if shmid in self._exact:
-                view = view[: max(0, self._sizes[shmid] - offset)]
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
-        finally:
-            os.close(fd)
+        if shmid not in self._writers:
+            self._writers[shmid] = os.open(self.path(shmid), os.O_RDWR | os.O_CLOEXEC)
+            self._keep.append(self._writers[shmid])
+        fd = self._writers[shmid]
+        view = memoryview(data)
+        if shmid in self._exact:
+            view = view[: max(0, self._sizes[shmid] - offset)]
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
 
     def seal(self) -> None:
         """Put back the seals of every memfd (once all its pages are written)."""
