@@ -45,11 +45,12 @@ class TreeGhosts:
                 f"{self.limit}: dump with --ghost-limit {size} or more to save it"
             )
 
-    def saved_for(self, reg, source: str, what: str) -> None:
-        """Save the deleted file `reg` (a RegFileEntry, still named with " (deleted)")
-        names, reading it through `source` (a /proc link to it) if its inode is new; the
-        entry is then named by its old path and sent to the ghost by remap-fpath.img."""
-        st = os.stat(source)
+    def saved_for(self, reg, source: str, what: str, st=None) -> None:
+        """Save the deleted file that `reg` (a RegFileEntry, still named with " (deleted)")
+        opens, reading it through `source` (a /proc link to it; `st` its stat if known) if
+        its inode is new; the entry is then named by its old path and sent to the ghost by
+        remap-fpath.img."""
+        st = st or os.stat(source)
         key = (st.st_dev, st.st_ino)
         if key not in self.number:
             self.number[key] = self._save(st, source, what)
@@ -65,7 +66,7 @@ class TreeGhosts:
             reg = pb.regfile_pb2.RegFileEntry(
                 id=file_id, flags=flags, pos=0, name=path, mode=st.st_mode, fown=no_owner()
             )
-            self.saved_for(reg, source, what)
+            self.saved_for(reg, source, what, st)
             return pb.fdinfo_pb2.FileEntry(type=pb.fdinfo_pb2.REG, id=file_id, reg=reg)
 
         return ctx.files.add(("ghost", st.st_dev, st.st_ino, flags), make)
