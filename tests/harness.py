@@ -77,6 +77,7 @@ WORKLOADS = (
     Spec("ghosts"),
     Spec("fifo"),
     Spec("timers"),
+    Spec("unixsk"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -324,6 +324,10 @@ def samples() -> dict[str, list]:
         ],
         "tty-data.img": [pb.TtyDataEntry(tty_id=8, data=b"typed ahead\n")],
         "fifo-data.img": [(pb.PipeDataEntry(pipe_id=77, bytes=4, size=65536), b"fifo")],
+        "sk-queues.img": [
+            (pb.SkPacketEntry(id_for=12, length=5), b"queue"),
+            (pb.SkPacketEntry(id_for=12, length=2, addr=b"\0name"), b"\x00\x01"),
+        ],
         "pipes-data.img": [
             (pb.PipeDataEntry(pipe_id=991, bytes=11, size=65536), b"hello pipe\n"),
             (pb.PipeDataEntry(pipe_id=992, bytes=3, size=4096), b"\x00\xff\x01"),

@@ -140,7 +140,8 @@ def _socket_fds(pid: int) -> list[int]:
 
 
 def test_unsupported_target(start_workload, images):
-    """A socket is refused with an UnsupportedError that names the fd and its kind."""
+    """A socket connected outside the tree is refused with an UnsupportedError that names
+    the fd, its kind and why."""
     w = start_workload("socket")
     w.wait_ready()
     socks = _socket_fds(w.pid)
@@ -149,7 +150,7 @@ def test_unsupported_target(start_workload, images):
         torpor.dump(w.pid, str(images))
     message = str(exc.value)
     assert_one_line(message)
-    for word in (f"fd {socks[0]} ", "socket"):
+    for word in (f"fd {socks[0]} ", "Unix stream socket", "outside the process tree"):
         assert word in message, f"{word!r} not in {message!r}"
     assert listing(images) == []
     assert_untouched_and_passes(w)

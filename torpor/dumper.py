@@ -173,9 +173,9 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, ghost_limit: int, pr
         _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
     _check_sharing([proc.pid for proc in live])
-    files.inspect(fds, shell_job)
+    tree_files = files.inspect(fds, shell_job)
     images = ImageDir(path)
-    table, tree_files, shmem_saved = FileTable(), files.TreeFiles(), set()
+    table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
     memfds: list = []
     ghosts = ghost_files.TreeGhosts(ghost_limit)

@@ -202,8 +202,7 @@ def restore(
         for ctx in contexts:
             _rebuild(ctx)
         shared_memory.seal()  # every page is in: memfd seals may forbid writing
-        for ctx in contexts:
-            files.finish_tree(ctx)
+        files.finish_tree(contexts)
         for ctx in contexts:
             _finish(ctx, family)
         root = contexts[0].pid

@@ -19,12 +19,17 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Set by the SIGUSR1 handler: the harness asks the workload to check itself. */
@@ -158,5 +163,48 @@ static inline uint32_t pattern32(uint32_t seed, uint32_t i)
 }
 
 #define PAGE 4096UL
+
+/*
+ * A Unix stream socket whose peer is held by a process outside this process's tree (a
+ * grandchild let go, so it is reparented): it echoes every byte sent to it and exits
+ * at end of file.  Returns this side's fd, or -1.
+ */
+static inline int outside_peer_socket(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        return -1;
+    pid_t middle = fork();
+    if (middle == 0) {
+        if (fork() == 0) {
+            char c;
+            int devnull = open("/dev/null", O_RDWR);
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+            dup2(sv[1], 3);
+            syscall(SYS_close_range, 4, ~0U, 0);
+            while (read(3, &c, 1) == 1)
+                if (write(3, &c, 1) != 1)
+                    break;
+            _exit(0);
+        }
+        _exit(0);
+    }
+    waitpid(middle, NULL, 0);
+    close(sv[1]);
+    return sv[0];
+}
+
+/* One byte to the outside peer and back, within 10 s; 1 when it came back. */
+static inline int outside_peer_echoes(int fd)
+{
+    char c = 'S';
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (send(fd, &c, 1, 0) != 1 || poll(&p, 1, 10000) != 1)
+        return 0;
+    c = 0;
+    return recv(fd, &c, 1, 0) == 1 && c == 'S';
+}
 
 #endif

@@ -34,6 +34,7 @@ REMAP_FPATH_MAGIC = 0x59133954
 GHOST_FILE_MAGIC = 0x52583605
 FIFO_DATA_MAGIC = 0x59333054
 SECCOMP_MAGIC = 0x64413049
+SK_QUEUES_MAGIC = 0x56264026
 
 # --- VmaEntry.status bits --------------------------------------------------------------------
 VMA_AREA_NONE = 0

@@ -1,5 +1,6 @@
 """What kind of file an fd of another process is, and whether two fds share one open file."""
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -7,6 +8,7 @@ import select
 import stat
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 from torpor.kernel.libc import SYS_PIDFD_GETFD, syscall
 from torpor.kernel.procfs import proc, read_fdinfo
@@ -30,6 +32,7 @@ class FdDescription:
     inode: int
     pos: int
     flags: int  # open flags from fdinfo, O_CLOEXEC included
+    link: str = ""  # /proc/PID/fd/N
 
     @property
     def kind(self) -> str:
@@ -53,13 +56,40 @@ class FdDescription:
             return self.target.removeprefix("anon_inode:").strip("[]")
         return "unknown"
 
+    @cached_property
+    def protocol(self) -> str:
+        """A socket's protocol as the kernel names it ("UNIX-STREAM", "TCP", "UDPv6",
+        "NETLINK", ...; xattr system.sockprotoname); empty for other files."""
+        if not stat.S_ISSOCK(self.mode):
+            return ""
+        try:
+            name = os.getxattr(self.link, "system.sockprotoname")
+        except OSError:
+            return ""
+        return name.rstrip(b"\0").decode(errors="replace")
+
 
 def describe_fd(pid: int, fd: int) -> FdDescription:
     link = str(proc(pid, "fd", str(fd)))
     target = os.readlink(link)
     st = os.stat(link)
     info = read_fdinfo(pid, fd)
-    return FdDescription(fd, target, st.st_mode, st.st_rdev, st.st_ino, info.pos, info.flags)
+    return FdDescription(fd, target, st.st_mode, st.st_rdev, st.st_ino, info.pos, info.flags, link)
+
+
+@contextlib.contextmanager
+def borrowed(pid: int, fd: int):
+    """A copy, in torpor, of fd `fd` of process `pid` (pidfd_getfd(2)): the same open
+    file, closed again when the block ends."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        own = syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    try:
+        yield own
+    finally:
+        os.close(own)
 
 
 def shared_with(pid1: int, pid2: int, what: int) -> bool:
@@ -117,19 +147,12 @@ def pipe_has_other_end(pid: int, fd: int, reading: bool) -> bool:
     readers (for a write end) anywhere. Asked through a copy of that very fd (pidfd_getfd):
     a pipe reports POLLHUP to a reader, POLLERR to a writer, once the other side is gone
     (a new open of the pipe would not see the hang-up)."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        own = syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-    finally:
-        os.close(pidfd)
-    try:
+    with borrowed(pid, fd) as own:
         poller = select.poll()
         poller.register(own, select.POLLIN if reading else select.POLLOUT)
         events = poller.poll(0)
         gone = select.POLLHUP if reading else select.POLLERR
         return not (events and events[0][1] & gone)
-    finally:
-        os.close(own)
 
 
 def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:

@@ -32,8 +32,9 @@ def _a(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
 
-def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> None:
-    """Refuse unsupported fds of any process of the tree before anything about it changes."""
+def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> "TreeFiles":
+    """Refuse unsupported fds of any process of the tree before anything about it changes;
+    the tree's open files, each kind's state started with what it found."""
     found: dict[str, list] = {k.field: [] for k in kinds.KINDS}
     for pid, fds in fds_by_pid.items():
         for d in fds:
@@ -43,8 +44,10 @@ def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> None
                     f"fd {d.fd} of process {pid} is {_a(d.kind)} ({d.target}), not supported yet"
                 )
             found[kind.field].append((pid, d))
+    tree = TreeFiles()
     for kind in kinds.KINDS:
-        kind.inspect(found[kind.field], shell_job)
+        kind.inspect(found[kind.field], shell_job, tree.states[kind.field])
+    return tree
 
 
 def describe_all(pid: int) -> list[FdDescription]:
@@ -171,6 +174,7 @@ class SharedFds:
 
     def __init__(self):
         self.files: dict[int, tuple[int, int]] = {}  # file id -> (saved PID, fd)
+        self.parked_from: dict[int, int] = {}  # saved PID -> its first parked fd (base.park_at)
         self.states: dict[str, dict] = {k.field: {} for k in kinds.KINDS}
 
 
@@ -216,12 +220,17 @@ def _restore_owner(ctx: RestoreContext, fd: int, fown) -> None:
         task.call(X86_64, "fcntl", fd, F_SETSIG, fown.signum)
 
 
-def finish_tree(ctx: RestoreContext) -> None:
-    """What the kinds do once every process of the tree has all its fds; then the process
+def finish_tree(contexts: list[RestoreContext]) -> None:
+    """What the kinds do once every process of the tree has all its fds; then each process
     takes back its file locks."""
+    shared: SharedFds = contexts[0].shared_files
     for kind in kinds.KINDS:
-        kind.finish_tree(ctx, ctx.shared_files.states[kind.field])
-    locks.restore(ctx)
+        kind.finish_tree(contexts, shared.states[kind.field])
+    for ctx in contexts:
+        at = shared.parked_from.get(ctx.image_pid)
+        if at is not None:  # what the kinds kept for the tree to take
+            ctx.task.call(X86_64, "close_range", at, 0xFFFFFFFF, 0)
+        locks.restore(ctx)
 
 
 def restore_fs(ctx: RestoreContext) -> None:

@@ -33,6 +33,9 @@ from torpor.images.pb import sa_pb2
 from torpor.images.pb import seccomp_pb2
 from torpor.images.pb import siginfo_pb2
 from torpor.images.pb import signalfd_pb2
+from torpor.images.pb import sk_opts_pb2
+from torpor.images.pb import sk_packet_pb2
+from torpor.images.pb import sk_unix_pb2
 from torpor.images.pb import timens_pb2
 from torpor.images.pb import timer_pb2
 from torpor.images.pb import timerfd_pb2
@@ -68,6 +71,9 @@ _MODULES = (
     seccomp_pb2,
     siginfo_pb2,
     signalfd_pb2,
+    sk_opts_pb2,
+    sk_packet_pb2,
+    sk_unix_pb2,
     timens_pb2,
     timer_pb2,
     timerfd_pb2,

@@ -28,19 +28,20 @@ from torpor.images.pb import signalfd_pb2 as torpor_dot_images_dot_pb_dot_signal
 from torpor.images.pb import timerfd_pb2 as torpor_dot_images_dot_pb_dot_timerfd__pb2
 from torpor.images.pb import fsnotify_pb2 as torpor_dot_images_dot_pb_dot_fsnotify__pb2
 from torpor.images.pb import fifo_pb2 as torpor_dot_images_dot_pb_dot_fifo__pb2
+from torpor.images.pb import sk_unix_pb2 as torpor_dot_images_dot_pb_dot_sk__unix__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtorpor/images/pb/fdinfo.proto\x12\x06torpor\x1a\x1etorpor/images/pb/regfile.proto\x1a\x1btorpor/images/pb/pipe.proto\x1a\x1atorpor/images/pb/tty.proto\x1a\x1etorpor/images/pb/eventfd.proto\x1a torpor/images/pb/eventpoll.proto\x1a\x1ftorpor/images/pb/signalfd.proto\x1a\x1etorpor/images/pb/timerfd.proto\x1a\x1ftorpor/images/pb/fsnotify.proto\x1a\x1btorpor/images/pb/fifo.proto\"s\n\x0b\x46\x64infoEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x1d\n\x04type\x18\x03 \x02(\x0e\x32\x0f.torpor.FdTypes\x12\n\n\x02\x66\x64\x18\x04 \x02(\r\x12\x1e\n\x16xattr_security_selinux\x18\x05 \x01(\t\"\xfe\x02\n\tFileEntry\x12\x1d\n\x04type\x18\x01 \x02(\x0e\x32\x0f.torpor.FdTypes\x12\n\n\x02id\x18\x02 \x02(\r\x12!\n\x03reg\x18\x03 \x01(\x0b\x32\x14.torpor.RegFileEntry\x12%\n\x03\x65\x66\x64\x18\x08 \x01(\x0b\x32\x18.torpor.EventfdFileEntry\x12(\n\x04\x65pfd\x18\t \x01(\x0b\x32\x1a.torpor.EventpollFileEntry\x12#\n\x04sgfd\x18\n \x01(\x0b\x32\x15.torpor.SignalfdEntry\x12!\n\x03tfd\x18\x0c \x01(\x0b\x32\x14.torpor.TimerfdEntry\x12%\n\x03ify\x18\r \x01(\x0b\x32\x18.torpor.InotifyFileEntry\x12\x1f\n\x04\x66ifo\x18\x11 \x01(\x0b\x32\x11.torpor.FifoEntry\x12\x1f\n\x04pipe\x18\x12 \x01(\x0b\x32\x11.torpor.PipeEntry\x12!\n\x03tty\x18\x13 \x01(\x0b\x32\x14.torpor.TtyFileEntry*\x93\x02\n\x07\x46\x64Types\x12\x07\n\x03UND\x10\x00\x12\x07\n\x03REG\x10\x01\x12\x08\n\x04PIPE\x10\x02\x12\x08\n\x04\x46IFO\x10\x03\x12\n\n\x06INETSK\x10\x04\x12\n\n\x06UNIXSK\x10\x05\x12\x0b\n\x07\x45VENTFD\x10\x06\x12\r\n\tEVENTPOLL\x10\x07\x12\x0b\n\x07INOTIFY\x10\x08\x12\x0c\n\x08SIGNALFD\x10\t\x12\x0c\n\x08PACKETSK\x10\n\x12\x07\n\x03TTY\x10\x0b\x12\x0c\n\x08\x46\x41NOTIFY\x10\x0c\x12\r\n\tNETLINKSK\x10\r\x12\x06\n\x02NS\x10\x0e\x12\x08\n\x04TUNF\x10\x0f\x12\x07\n\x03\x45XT\x10\x10\x12\x0b\n\x07TIMERFD\x10\x11\x12\t\n\x05MEMFD\x10\x12\x12\n\n\x06\x42PFMAP\x10\x13\x12\r\n\x07\x43TL_TTY\x10\xfe\xff\x03\x12\x11\n\x0b\x41UTOFS_PIPE\x10\xff\xff\x03')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtorpor/images/pb/fdinfo.proto\x12\x06torpor\x1a\x1etorpor/images/pb/regfile.proto\x1a\x1btorpor/images/pb/pipe.proto\x1a\x1atorpor/images/pb/tty.proto\x1a\x1etorpor/images/pb/eventfd.proto\x1a torpor/images/pb/eventpoll.proto\x1a\x1ftorpor/images/pb/signalfd.proto\x1a\x1etorpor/images/pb/timerfd.proto\x1a\x1ftorpor/images/pb/fsnotify.proto\x1a\x1btorpor/images/pb/fifo.proto\x1a\x1etorpor/images/pb/sk_unix.proto\"s\n\x0b\x46\x64infoEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x1d\n\x04type\x18\x03 \x02(\x0e\x32\x0f.torpor.FdTypes\x12\n\n\x02\x66\x64\x18\x04 \x02(\r\x12\x1e\n\x16xattr_security_selinux\x18\x05 \x01(\t\"\xa0\x03\n\tFileEntry\x12\x1d\n\x04type\x18\x01 \x02(\x0e\x32\x0f.torpor.FdTypes\x12\n\n\x02id\x18\x02 \x02(\r\x12!\n\x03reg\x18\x03 \x01(\x0b\x32\x14.torpor.RegFileEntry\x12%\n\x03\x65\x66\x64\x18\x08 \x01(\x0b\x32\x18.torpor.EventfdFileEntry\x12(\n\x04\x65pfd\x18\t \x01(\x0b\x32\x1a.torpor.EventpollFileEntry\x12#\n\x04sgfd\x18\n \x01(\x0b\x32\x15.torpor.SignalfdEntry\x12!\n\x03tfd\x18\x0c \x01(\x0b\x32\x14.torpor.TimerfdEntry\x12%\n\x03ify\x18\r \x01(\x0b\x32\x18.torpor.InotifyFileEntry\x12 \n\x03usk\x18\x10 \x01(\x0b\x32\x13.torpor.UnixSkEntry\x12\x1f\n\x04\x66ifo\x18\x11 \x01(\x0b\x32\x11.torpor.FifoEntry\x12\x1f\n\x04pipe\x18\x12 \x01(\x0b\x32\x11.torpor.PipeEntry\x12!\n\x03tty\x18\x13 \x01(\x0b\x32\x14.torpor.TtyFileEntry*\x93\x02\n\x07\x46\x64Types\x12\x07\n\x03UND\x10\x00\x12\x07\n\x03REG\x10\x01\x12\x08\n\x04PIPE\x10\x02\x12\x08\n\x04\x46IFO\x10\x03\x12\n\n\x06INETSK\x10\x04\x12\n\n\x06UNIXSK\x10\x05\x12\x0b\n\x07\x45VENTFD\x10\x06\x12\r\n\tEVENTPOLL\x10\x07\x12\x0b\n\x07INOTIFY\x10\x08\x12\x0c\n\x08SIGNALFD\x10\t\x12\x0c\n\x08PACKETSK\x10\n\x12\x07\n\x03TTY\x10\x0b\x12\x0c\n\x08\x46\x41NOTIFY\x10\x0c\x12\r\n\tNETLINKSK\x10\r\x12\x06\n\x02NS\x10\x0e\x12\x08\n\x04TUNF\x10\x0f\x12\x07\n\x03\x45XT\x10\x10\x12\x0b\n\x07TIMERFD\x10\x11\x12\t\n\x05MEMFD\x10\x12\x12\n\n\x06\x42PFMAP\x10\x13\x12\r\n\x07\x43TL_TTY\x10\xfe\xff\x03\x12\x11\n\x0b\x41UTOFS_PIPE\x10\xff\xff\x03')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.fdinfo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FDTYPES']._serialized_start=826
-  _globals['_FDTYPES']._serialized_end=1101
-  _globals['_FDINFOENTRY']._serialized_start=323
-  _globals['_FDINFOENTRY']._serialized_end=438
-  _globals['_FILEENTRY']._serialized_start=441
-  _globals['_FILEENTRY']._serialized_end=823
+  _globals['_FDTYPES']._serialized_start=892
+  _globals['_FDTYPES']._serialized_end=1167
+  _globals['_FDINFOENTRY']._serialized_start=355
+  _globals['_FDINFOENTRY']._serialized_end=470
+  _globals['_FILEENTRY']._serialized_start=473
+  _globals['_FILEENTRY']._serialized_end=889
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from torpor.images.pb import signalfd_pb2 as _signalfd_pb2
 from torpor.images.pb import timerfd_pb2 as _timerfd_pb2
 from torpor.images.pb import fsnotify_pb2 as _fsnotify_pb2
 from torpor.images.pb import fifo_pb2 as _fifo_pb2
+from torpor.images.pb import sk_unix_pb2 as _sk_unix_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -76,7 +77,7 @@ class FdinfoEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[_Union[FdTypes, str]] = ..., fd: _Optional[int] = ..., xattr_security_selinux: _Optional[str] = ...) -> None: ...
 
 class FileEntry(_message.Message):
-    __slots__ = ("type", "id", "reg", "efd", "epfd", "sgfd", "tfd", "ify", "fifo", "pipe", "tty")
+    __slots__ = ("type", "id", "reg", "efd", "epfd", "sgfd", "tfd", "ify", "usk", "fifo", "pipe", "tty")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REG_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +86,7 @@ class FileEntry(_message.Message):
     SGFD_FIELD_NUMBER: _ClassVar[int]
     TFD_FIELD_NUMBER: _ClassVar[int]
     IFY_FIELD_NUMBER: _ClassVar[int]
+    USK_FIELD_NUMBER: _ClassVar[int]
     FIFO_FIELD_NUMBER: _ClassVar[int]
     PIPE_FIELD_NUMBER: _ClassVar[int]
     TTY_FIELD_NUMBER: _ClassVar[int]
@@ -96,7 +98,8 @@ class FileEntry(_message.Message):
     sgfd: _signalfd_pb2.SignalfdEntry
     tfd: _timerfd_pb2.TimerfdEntry
     ify: _fsnotify_pb2.InotifyFileEntry
+    usk: _sk_unix_pb2.UnixSkEntry
     fifo: _fifo_pb2.FifoEntry
     pipe: _pipe_pb2.PipeEntry
     tty: _tty_pb2.TtyFileEntry
-    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...

@@ -13,6 +13,7 @@ from torpor.parts.fds import (
     tty,
 )
 from torpor.parts.fds.base import FdKind
+from torpor.parts.sockets import unix
 
 KINDS: tuple[FdKind, ...] = (
     regular.KIND,
@@ -24,6 +25,7 @@ KINDS: tuple[FdKind, ...] = (
     timerfd.KIND,
     inotify.KIND,
     eventpoll.KIND,
+    unix.KIND,
 )
 
 

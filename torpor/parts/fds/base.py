@@ -37,9 +37,10 @@ class FdKind:
     def recognise(self, d: FdDescription) -> bool:
         raise NotImplementedError
 
-    def inspect(self, found: list[tuple[int, FdDescription]], shell_job: bool) -> None:
+    def inspect(self, found: list[tuple[int, FdDescription]], shell_job: bool, state: dict) -> None:
         """Refuse, for the whole tree (`found`: (pid, fd) of every fd of the kind), what
-        cannot be saved; called before any process of the tree is touched."""
+        cannot be saved; called before any process of the tree is touched. What it learns
+        may be kept in `state`, the kind's own for the whole dump."""
 
     def dump(self, ctx: DumpContext, d: FdDescription, state: dict, fown):
         """The kind's image entry (its id is set by the caller) for the open file behind
@@ -70,8 +71,26 @@ class FdKind:
     def finish(self, ctx: RestoreContext, state: dict) -> None:
         """After every fd of one process is in place."""
 
-    def finish_tree(self, ctx: RestoreContext, state: dict) -> None:
-        """After every process of the tree has all its fds (for each process)."""
+    def finish_tree(self, contexts: list[RestoreContext], state: dict) -> None:
+        """Once every process of the tree (`contexts`, the root's first) has all its fds."""
+
+
+def park_at(ctx: RestoreContext) -> int:
+    """The lowest fd number above every fd the process will have, where kinds keep what
+    other processes of the tree take; parts.files closes all of it once every kind's
+    finish_tree is done."""
+    parked_from = ctx.shared_files.parked_from
+    if ctx.image_pid not in parked_from:
+        entries = ctx.images.read(f"fdinfo-{ctx.core.ids.files_id}.img")
+        parked_from[ctx.image_pid] = max((e.fd for e in entries), default=0) + 1
+    return parked_from[ctx.image_pid]
+
+
+def park(ctx: RestoreContext, fd: int) -> int:
+    """Move the task's fd `fd` above all its fds (park_at); the new number."""
+    parked = ctx.task.call(X86_64, "fcntl", fd, F_DUPFD_CLOEXEC, park_at(ctx))
+    ctx.task.call(X86_64, "close", fd)
+    return parked
 
 
 def open_in_task(ctx: RestoreContext, path: str, flags: int) -> int:

@@ -11,12 +11,10 @@ outside the tree.
 
 import os
 
-from torpor.arch import X86_64
 from torpor.errors import ImageError, UnsupportedError
 from torpor.images import pb
-from torpor.parts.fds.base import F_DUPFD_CLOEXEC, FdKind, open_in_task, place
+from torpor.parts.fds.base import FdKind, open_in_task, park, place
 from torpor.parts.fds.pipe import (
-    park_at,
     refill_made,
     refuse_one_sided,
     save_contents,
@@ -32,7 +30,7 @@ class Fifo(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "fifo"
 
-    def inspect(self, found, shell_job) -> None:
+    def inspect(self, found, shell_job, state) -> None:
         for pid, d in found:
             if not d.target.startswith("/") or d.target.endswith(" (deleted)"):
                 raise UnsupportedError(
@@ -66,19 +64,12 @@ class Fifo(FdKind):
         keepers = state.setdefault("keepers", {})  # pipe id -> its keeper's fd in its maker
         if entry.pipe_id not in keepers:
             keeper = open_in_task(ctx, path.name, os.O_RDWR | os.O_NONBLOCK)
-            parked = ctx.task.call(X86_64, "fcntl", keeper, F_DUPFD_CLOEXEC, park_at(ctx, state))
-            ctx.task.call(X86_64, "close", keeper)
-            keepers[entry.pipe_id] = parked
+            keepers[entry.pipe_id] = park(ctx, keeper)
             state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(entry.pipe_id)
         place(ctx, open_in_task(ctx, path.name, path.flags), fd, cloexec)
 
     def finish(self, ctx, state) -> None:
         refill_made(ctx, "fifo-data.img", state, state.get("keepers", {}))
-
-    def finish_tree(self, ctx, state) -> None:
-        """Close the keepers (maybe closed already with the parked pipe ends above them)."""
-        for pipe_id in state.get("made", {}).get(ctx.image_pid, ()):
-            ctx.task.syscall(X86_64, "close", state["keepers"][pipe_id])
 
 
 def _path_entry(ctx, entry):

@@ -4,8 +4,8 @@ CRIU's PIPE kind (pipes-data.img holds the data and size of each pipe).
 
 At dump, the unread bytes are copied out with tee(2), leaving them in place, and the size
 read with F_GETPIPE_SZ, both through torpor's own opens of the pipe. At restore, the first
-process that needs a pipe creates it, keeping both ends parked above all its fds until the
-whole tree has taken its ends; each saved open file description of the pipe is a new open
+process that needs a pipe creates it, keeping both ends parked above all its fds (base.park) until
+the whole tree has taken its ends; each saved open file description of the pipe is a new open
 of the pipe through /proc/self/fd (a description of its own, with its own flags: one end's
 O_NONBLOCK is not another's).
 """
@@ -18,7 +18,14 @@ from torpor.errors import UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import peek_pipe, pipe_has_other_end
 from torpor.kernel.procfs import proc
-from torpor.parts.fds.base import F_DUPFD_CLOEXEC, O_ACCMODE, FdKind, open_in_task, place, take
+from torpor.parts.fds.base import (
+    O_ACCMODE,
+    FdKind,
+    open_in_task,
+    park,
+    place,
+    take,
+)
 
 
 class Pipe(FdKind):
@@ -29,7 +36,7 @@ class Pipe(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "pipe"
 
-    def inspect(self, found, shell_job) -> None:
+    def inspect(self, found, shell_job, state) -> None:
         refuse_one_sided(found, "a pipe")
 
     def dump(self, ctx, d, state, fown):
@@ -55,12 +62,6 @@ class Pipe(FdKind):
         """Fill the pipes this process made with their data, at their size."""
         write_ends = {pipe_id: ends[2] for pipe_id, ends in state.get("pipes", {}).items()}
         refill_made(ctx, "pipes-data.img", state, write_ends)
-
-    def finish_tree(self, ctx, state) -> None:
-        """Close the parked ends, once every process of the tree has opened its own."""
-        park_at = state.get("parked_from", {}).get(ctx.image_pid)
-        if park_at is not None:
-            ctx.task.call(X86_64, "close_range", park_at, 0xFFFFFFFF, 0)
 
 
 def refuse_one_sided(found, kind: str, read_write: bool = False) -> None:
@@ -122,24 +123,12 @@ def pipe_size(pid: int, fd: int) -> int:
         os.close(own)
 
 
-def park_at(ctx, state) -> int:
-    """Above every fd the process will have: parked ends never collide with one."""
-    parked_from = state.setdefault("parked_from", {})
-    if ctx.image_pid not in parked_from:
-        entries = ctx.images.read(f"fdinfo-{ctx.core.ids.files_id}.img")
-        parked_from[ctx.image_pid] = max((e.fd for e in entries), default=0) + 1
-    return parked_from[ctx.image_pid]
-
-
 def _make_pipe(ctx, pipe_id: int, state) -> None:
     task = ctx.task
     out = task.reserve(8)
     task.call(X86_64, "pipe2", out, 0)
     raw = task.read(out, 8)
-    parked = []
-    for end in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")):
-        parked.append(task.call(X86_64, "fcntl", end, F_DUPFD_CLOEXEC, park_at(ctx, state)))
-        task.call(X86_64, "close", end)
+    parked = [park(ctx, int.from_bytes(raw[i : i + 4], "little")) for i in (0, 4)]
     state["pipes"][pipe_id] = (ctx.image_pid, *parked)
     state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(pipe_id)
 

@@ -35,7 +35,7 @@ class Terminal(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "tty"
 
-    def inspect(self, found, shell_job) -> None:
+    def inspect(self, found, shell_job, state) -> None:
         if found and not shell_job:
             pid, d = found[0]
             raise UnsupportedError(
@@ -63,19 +63,19 @@ class Terminal(FdKind):
             state["terminal"] = _own_terminal()
         place(ctx, open_in_task(ctx, state["terminal"], entry.flags), fd, cloexec)
 
-    def finish_tree(self, ctx, state) -> None:
-        """Put the saved settings on the terminal (once), and give it to the saved foreground
-        group when this process leads it."""
-        if "terminal" not in state or not ctx.images.has("tty-info.img"):
+    def finish_tree(self, contexts, state) -> None:
+        """Put the saved settings on the terminal, and give it to the saved foreground
+        group when a process of the tree leads it."""
+        if "terminal" not in state or not contexts[0].images.has("tty-info.img"):
             return
-        info = state.setdefault("info", ctx.images.read_one("tty-info.img"))
+        info = contexts[0].images.read_one("tty-info.img")
         fd = os.open(state["terminal"], os.O_RDWR | os.O_NOCTTY)
         try:
-            if not state.get("settings applied") and info.HasField("termios"):
+            if info.HasField("termios"):
                 termios.tcsetattr(fd, termios.TCSANOW, _attributes(info.termios))
-                state["settings applied"] = True
-            if info.pgrp == ctx.image_pid and os.getsid(ctx.pid) == os.getsid(0):
-                _give_terminal(fd, os.getpgid(ctx.pid))
+            for ctx in contexts:
+                if info.pgrp == ctx.image_pid and os.getsid(ctx.pid) == os.getsid(0):
+                    _give_terminal(fd, os.getpgid(ctx.pid))
         except (OSError, termios.error) as e:
             raise RestoreError(f"cannot set up the terminal {state['terminal']}: {e}") from None
         finally:

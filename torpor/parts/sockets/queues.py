@@ -1,0 +1,101 @@
+"""The unread messages of a socket's receive queue (sk-queues.img, CRIU's SkPacketEntry
+followed by the message's bytes), read at dump without taking them and sent again at
+restore.
+
+Reading leaves the queue as it was: the messages are peeked (MSG_PEEK) one after another
+from a copy of the socket torpor holds, the socket's peek offset (SO_PEEK_OFF) walking the
+queue and then put back. Each message keeps its sender's address (datagrams) and, when the
+socket asked for them with SO_PASSCRED, the sender's credentials. Messages carrying file
+descriptors (SCM_RIGHTS) refuse the dump.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from torpor.errors import RestoreError, UnsupportedError
+from torpor.images import pb
+from torpor.parts.sockets import options
+
+LARGEST = 1 << 20  # the largest single queued message torpor saves
+_CONTROL = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)
+
+
+def peek(sock: socket.socket, what: str, passcred: bool) -> list[tuple[pb.SkPacketEntry, bytes]]:
+    """The messages queued on `sock` (`what` names it in refusals), oldest first; their
+    id_for is left for the caller."""
+    stream = sock.type == socket.SOCK_STREAM
+    buf = bytearray(LARGEST)
+    found = []
+    was = options.peek_offset(sock)
+    options.set_peek_offset(sock, 0)
+    try:
+        while True:
+            try:
+                n, control, flags, address = sock.recvmsg_into(
+                    [buf], _CONTROL, socket.MSG_PEEK | socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                break
+            if n == 0 and stream:
+                break
+            _refuse_passed_fds(control, flags, what)
+            if flags & socket.MSG_TRUNC:
+                raise UnsupportedError(
+                    f"{what} holds a queued message larger than {LARGEST >> 20} MiB, "
+                    "not supported yet"
+                )
+            entry = pb.SkPacketEntry(id_for=0, length=n)
+            if not stream and address:
+                entry.addr = os.fsencode(address) if isinstance(address, str) else address
+            creds = _credentials(control)
+            if passcred and creds:
+                entry.ucred.pid, entry.ucred.uid, entry.ucred.gid = creds
+            found.append((entry, bytes(buf[:n])))
+    finally:
+        options.set_peek_offset(sock, was)
+    return found
+
+
+def _refuse_passed_fds(control, flags: int, what: str) -> None:
+    passed = [
+        fd
+        for level, kind, data in control
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+        for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
+    ]
+    for fd in passed:  # the peek gave torpor copies of them
+        os.close(fd)
+    if passed or flags & socket.MSG_CTRUNC:
+        raise UnsupportedError(
+            f"{what} holds queued file descriptors (SCM_RIGHTS), not supported yet"
+        )
+
+
+def _credentials(control) -> tuple[int, int, int] | None:
+    for level, kind, data in control:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            return struct.unpack("iII", data[:12])
+    return None
+
+
+def send(sender: socket.socket, entry, data: bytes, to: bytes | None, what: str) -> None:
+    """Queue one saved message again, sent from `sender` (to address `to`, or to its peer),
+    with the saved credentials if there are any."""
+    control = []
+    if entry.HasField("ucred"):
+        creds = struct.pack("iII", entry.ucred.pid, entry.ucred.uid, entry.ucred.gid)
+        control.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds))
+    try:
+        if sender.type == socket.SOCK_STREAM and not control:
+            view = memoryview(data)
+            while view:
+                view = view[sender.send(view, socket.MSG_DONTWAIT) :]
+        elif to is None:
+            sender.sendmsg([data], control, socket.MSG_DONTWAIT)
+        else:
+            sender.sendmsg([data], control, socket.MSG_DONTWAIT, to)
+    except OSError as e:
+        raise RestoreError(f"cannot queue the saved data of {what} again: {e.strerror}") from None
