@@ -5,7 +5,8 @@
  *   pair    stream socketpair, P's end and C's end; 1000 bytes queued towards C, 700 towards P
  *   seq     seqpacket socketpair in P: three messages of 10, 200 and 3000 bytes queued
  *   dg      datagram socketpair in P, one end non-blocking: two datagrams queued
- *   srv     stream listener on the relative path "srv.sock" (backlog 5):
+ *   srv     stream listener on the relative path "srv.sock" (backlog 5, mode 0640, owner
+ *           1234:4321):
  *             an accepted connection, P's accepted end and C's client end, data both ways;
  *             a connection from P not yet accepted
  *   ab      seqpacket listener on an abstract name, with an accepted connection (both in P)
@@ -170,7 +171,8 @@ int main(void)
 
     int srv = socket(AF_UNIX, SOCK_STREAM, 0);
     len = address(&a, "srv.sock", 0);
-    if (bind(srv, (struct sockaddr *)&a, len) || listen(srv, 5))
+    if (bind(srv, (struct sockaddr *)&a, len) || listen(srv, 5) || chmod("srv.sock", 0640) ||
+        chown("srv.sock", 1234, 4321))
         FAIL_ERRNO("srv");
     int client = socket(AF_UNIX, SOCK_STREAM, 0);
     if (connect(client, (struct sockaddr *)&a, len))
@@ -269,6 +271,12 @@ int main(void)
     exchange(dg[0], dg[1], "dg");
 
     check_name(srv, 0, "srv.sock", 0, "srv");
+    struct stat sst;
+    if (stat("srv.sock", &sst) != 0 || !S_ISSOCK(sst.st_mode))
+        fail("srv.sock is not a socket file");
+    CHECK_EQ("srv.sock mode", sst.st_mode & 07777, 0640);
+    CHECK_EQ("srv.sock owner", sst.st_uid, 1234);
+    CHECK_EQ("srv.sock group", sst.st_gid, 4321);
     int later = accept(srv, NULL, NULL);
     if (later < 0)
         fail("the connection not yet accepted is gone: %s", strerror(errno));

@@ -58,7 +58,7 @@ def unix_sockets() -> dict[int, UnixSocket]:
         _, kind, state, _, ino, _ = UNIX_DIAG_MSG.unpack_from(payload)
         sk = UnixSocket(ino=ino, type=kind, state=state)
         for attr, value in _attributes(payload[UNIX_DIAG_MSG.size :]):
-            if attr == UNIX_DIAG_NAME:  # a path name ends at its NUL, an abstract one starts with it
+            if attr == UNIX_DIAG_NAME:  # a path ends at its NUL, an abstract name starts with one
                 sk.name = value if value[:1] == b"\0" else value.split(b"\0", 1)[0]
             elif attr == UNIX_DIAG_VFS:
                 sk.vfs_ino, sk.vfs_dev = struct.unpack_from("=II", value)

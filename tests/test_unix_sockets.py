@@ -1,0 +1,206 @@
+"""Unix sockets beyond the unixsk workload: what the dump refuses (and leaves working), a
+restore that finds a name taken, and a real asyncio server on a Unix socket.
+
+The unixsk workload (tests/workloads/unixsk.c, run by test_end_to_end for both bitnesses,
+also with leave_running) covers every shape that is saved; here are the edges.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import harness
+import pytest
+
+import torpor
+from torpor.errors import RestoreError, UnsupportedError
+
+
+@pytest.fixture
+def programs(tmp_path):
+    """Start Python programs (harness.start_python); kill them, and any restored PID the test
+    adds to the list, at the end."""
+    started: list[int] = []
+
+    def start(code: str, name: str = "out"):
+        proc = harness.start_python(code, tmp_path / name)
+        started.append(proc.pid)
+        return proc
+
+    start.pids = started
+    yield start
+    for pid in started:
+        harness.kill_tree(pid, pid)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _one_line(message: str) -> None:
+    assert "\n" not in message and "Traceback" not in message, message
+
+
+def _refused(pid: int, images, *words: str) -> None:
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(pid, str(images))
+    message = str(exc.value)
+    _one_line(message)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert list(images.iterdir()) == [], "the refused dump left files behind"
+
+
+def _finishes_with(proc, out, text: str) -> None:
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=10) == 0, out.read_text()
+    assert text in out.read_text(), out.read_text()
+
+
+WAIT = """
+import os, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
+"""
+
+
+def test_pending_connection_with_data_is_refused(programs, tmp_path):
+    """A client that wrote on a connection its listener has not accepted yet: the data is
+    in a socket no fd reaches, so the dump refuses; the server then accepts it intact."""
+    code = WAIT + """
+l = socket.socket(socket.AF_UNIX); l.bind("\\0torpor-pending-%d" % os.getpid()); l.listen()
+c = socket.socket(socket.AF_UNIX); c.connect(l.getsockname()); c.send(b"early")
+print("READY", flush=True)
+signal.pause()
+a, _ = l.accept()
+print("OK" if a.recv(5) == b"early" else "LOST", flush=True)
+"""
+    proc = programs(code)
+    images = tmp_path / "images"
+    images.mkdir()
+    _refused(proc.pid, images, "sent data on a connection not yet accepted", "Unix stream")
+    _finishes_with(proc, tmp_path / "out", "OK")
+
+
+def test_datagram_from_outside_sender_is_refused(programs, tmp_path):
+    """A datagram queued from a socket outside the tree cannot be sent again from its
+    address: refused by name; the program then receives it with that sender."""
+    code = WAIT + """
+rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+rx.bind("\\0torpor-rx-%d" % os.getpid())
+print("READY", flush=True)
+signal.pause()
+data, sender = rx.recvfrom(100)
+print("OK" if (data, sender) == (b"from outside", b"\\0torpor-outsider") else "LOST", flush=True)
+"""
+    proc = programs(code)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as outsider:
+        outsider.bind(b"\0torpor-outsider")
+        outsider.sendto(b"from outside", f"\0torpor-rx-{proc.pid}".encode())
+        images = tmp_path / "images"
+        images.mkdir()
+        _refused(proc.pid, images, "a datagram from @torpor-outsider", "no socket of the tree")
+        _finishes_with(proc, tmp_path / "out", "OK")
+
+
+def test_file_descriptors_in_flight_are_refused(programs, tmp_path):
+    """A message carrying a file descriptor (SCM_RIGHTS) refuses the dump; the message is
+    still there afterwards, with a working descriptor."""
+    (tmp_path / "passed").write_bytes(b"through the socket")
+    code = WAIT + f"""
+a, b = socket.socketpair()
+f = os.open({str(tmp_path / "passed")!r}, os.O_RDONLY)
+socket.send_fds(a, [b"x"], [f])
+os.close(f)
+print("READY", flush=True)
+signal.pause()
+msg, fds, _, _ = socket.recv_fds(b, 1, 1)
+print("OK" if os.read(fds[0], 18) == b"through the socket" else "LOST", flush=True)
+"""
+    proc = programs(code)
+    images = tmp_path / "images"
+    images.mkdir()
+    _refused(proc.pid, images, "queued file descriptors (SCM_RIGHTS)")
+    _finishes_with(proc, tmp_path / "out", "OK")
+
+
+def test_restore_refused_while_the_name_is_taken(programs, tmp_path):
+    """Restoring (in a new PID namespace) while the dumped program still holds its socket
+    path fails with one line naming the path, leaves nothing behind, and the program keeps
+    its socket."""
+    path = tmp_path / "held.sock"
+    code = WAIT + f"""
+l = socket.socket(socket.AF_UNIX); l.bind({str(path)!r}); l.listen()
+print("READY", flush=True)
+signal.pause()
+c = socket.socket(socket.AF_UNIX); c.connect({str(path)!r})
+a, _ = l.accept(); c.send(b"still mine")
+print("OK" if a.recv(10) == b"still mine" else "LOST", flush=True)
+"""
+    proc = programs(code)
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images), leave_running=True)
+    before = sorted(p.name for p in images.iterdir())
+    with pytest.raises(RestoreError) as exc:
+        torpor.restore(str(images), pidns=True)
+    _one_line(str(exc.value))
+    assert str(path) in str(exc.value) and "in use" in str(exc.value), str(exc.value)
+    assert sorted(p.name for p in images.iterdir()) == before
+    assert harness.child_pids(os.getpid()) == {proc.pid}, "the failed restore left processes"
+    _finishes_with(proc, tmp_path / "out", "OK")
+
+
+ASYNCIO_SERVER = """
+import asyncio, signal, sys
+PATH = sys.argv[1] if len(sys.argv) > 1 else {path!r}
+async def echo(reader, writer):
+    while line := await reader.readline():
+        writer.write(b"echo " + line)
+        await writer.drain()
+    writer.close()
+async def main():
+    await asyncio.start_unix_server(echo, PATH)
+    reader, writer = await asyncio.open_unix_connection(PATH)
+    n = 0
+    while True:
+        n += 1
+        writer.write(b"tick %d\\n" % n)
+        await writer.drain()
+        line = await reader.readline()
+        print(line.decode().strip(), flush=True)
+        if n == 3:
+            print("READY", flush=True)
+        await asyncio.sleep(0.05)
+asyncio.run(main())
+"""
+
+
+def test_asyncio_unix_server_goes_on_serving(programs, tmp_path):
+    """An asyncio program (an epoll loop, its self-pipe socketpair, a listening Unix
+    socket and a client of its own) restored mid-life goes on talking to itself and
+    answers a new client."""
+    path = tmp_path / "echo.sock"
+    out = tmp_path / "out"
+    proc = programs(ASYNCIO_SERVER.format(path=str(path)))
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    ticks_at_dump = out.read_text().count("echo tick")
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    deadline = time.monotonic() + 10
+    while out.read_text().count("echo tick") < ticks_at_dump + 5:
+        assert time.monotonic() < deadline, f"no ticks after the restore:\n{out.read_text()}"
+        time.sleep(0.05)
+    lines = [line for line in out.read_text().splitlines() if line.startswith("echo tick")]
+    assert lines == [f"echo tick {n}" for n in range(1, len(lines) + 1)], lines
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"hello\n")
+        assert client.recv(100) == b"echo hello\n"
