@@ -69,7 +69,9 @@ signal.signal(signal.SIGUSR1, lambda *a: None)
 def test_pending_connection_with_data_is_refused(programs, tmp_path):
     """A client that wrote on a connection its listener has not accepted yet: the data is
     in a socket no fd reaches, so the dump refuses; the server then accepts it intact."""
-    code = WAIT + """
+    code = (
+        WAIT
+        + """
 l = socket.socket(socket.AF_UNIX); l.bind("\\0torpor-pending-%d" % os.getpid()); l.listen()
 c = socket.socket(socket.AF_UNIX); c.connect(l.getsockname()); c.send(b"early")
 print("READY", flush=True)
@@ -77,6 +79,7 @@ signal.pause()
 a, _ = l.accept()
 print("OK" if a.recv(5) == b"early" else "LOST", flush=True)
 """
+    )
     proc = programs(code)
     images = tmp_path / "images"
     images.mkdir()
@@ -87,7 +90,9 @@ print("OK" if a.recv(5) == b"early" else "LOST", flush=True)
 def test_datagram_from_outside_sender_is_refused(programs, tmp_path):
     """A datagram queued from a socket outside the tree cannot be sent again from its
     address: refused by name; the program then receives it with that sender."""
-    code = WAIT + """
+    code = (
+        WAIT
+        + """
 rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 rx.bind("\\0torpor-rx-%d" % os.getpid())
 print("READY", flush=True)
@@ -95,6 +100,7 @@ signal.pause()
 data, sender = rx.recvfrom(100)
 print("OK" if (data, sender) == (b"from outside", b"\\0torpor-outsider") else "LOST", flush=True)
 """
+    )
     proc = programs(code)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as outsider:
         outsider.bind(b"\0torpor-outsider")
@@ -109,7 +115,9 @@ def test_file_descriptors_in_flight_are_refused(programs, tmp_path):
     """A message carrying a file descriptor (SCM_RIGHTS) refuses the dump; the message is
     still there afterwards, with a working descriptor."""
     (tmp_path / "passed").write_bytes(b"through the socket")
-    code = WAIT + f"""
+    code = (
+        WAIT
+        + f"""
 a, b = socket.socketpair()
 f = os.open({str(tmp_path / "passed")!r}, os.O_RDONLY)
 socket.send_fds(a, [b"x"], [f])
@@ -119,6 +127,7 @@ signal.pause()
 msg, fds, _, _ = socket.recv_fds(b, 1, 1)
 print("OK" if os.read(fds[0], 18) == b"through the socket" else "LOST", flush=True)
 """
+    )
     proc = programs(code)
     images = tmp_path / "images"
     images.mkdir()
@@ -131,7 +140,9 @@ def test_restore_refused_while_the_name_is_taken(programs, tmp_path):
     path fails with one line naming the path, leaves nothing behind, and the program keeps
     its socket."""
     path = tmp_path / "held.sock"
-    code = WAIT + f"""
+    code = (
+        WAIT
+        + f"""
 l = socket.socket(socket.AF_UNIX); l.bind({str(path)!r}); l.listen()
 print("READY", flush=True)
 signal.pause()
@@ -139,6 +150,7 @@ c = socket.socket(socket.AF_UNIX); c.connect({str(path)!r})
 a, _ = l.accept(); c.send(b"still mine")
 print("OK" if a.recv(10) == b"still mine" else "LOST", flush=True)
 """
+    )
     proc = programs(code)
     images = tmp_path / "images"
     images.mkdir()
