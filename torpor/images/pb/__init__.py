@@ -21,6 +21,7 @@ from torpor.images.pb import fsnotify_pb2
 from torpor.images.pb import ghost_file_pb2
 from torpor.images.pb import inventory_pb2
 from torpor.images.pb import mm_pb2
+from torpor.images.pb import packet_sock_pb2
 from torpor.images.pb import pagemap_pb2
 from torpor.images.pb import pipe_data_pb2
 from torpor.images.pb import pipe_pb2
@@ -33,6 +34,7 @@ from torpor.images.pb import sa_pb2
 from torpor.images.pb import seccomp_pb2
 from torpor.images.pb import siginfo_pb2
 from torpor.images.pb import signalfd_pb2
+from torpor.images.pb import sk_netlink_pb2
 from torpor.images.pb import sk_opts_pb2
 from torpor.images.pb import sk_packet_pb2
 from torpor.images.pb import sk_unix_pb2
@@ -59,6 +61,7 @@ _MODULES = (
     ghost_file_pb2,
     inventory_pb2,
     mm_pb2,
+    packet_sock_pb2,
     pagemap_pb2,
     pipe_data_pb2,
     pipe_pb2,
@@ -71,6 +74,7 @@ _MODULES = (
     seccomp_pb2,
     siginfo_pb2,
     signalfd_pb2,
+    sk_netlink_pb2,
     sk_opts_pb2,
     sk_packet_pb2,
     sk_unix_pb2,
