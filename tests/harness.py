@@ -78,6 +78,7 @@ WORKLOADS = (
     Spec("fifo"),
     Spec("timers"),
     Spec("unixsk"),
+    Spec("netlinksk"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -76,7 +76,10 @@ def dump(sock: socket.socket, tcp: bool = False) -> pb.SkOptsEntry:
     if device:
         opts.so_bound_dev = device.decode()
     opts.so_filter.extend(_filter(sock))
-    peek_off = get(SOL_SOCKET, SO_PEEK_OFF)
+    try:
+        peek_off = get(SOL_SOCKET, SO_PEEK_OFF)
+    except OSError:  # a family without peek offsets
+        peek_off = -1
     if peek_off != -1:
         opts.torpor_peek_off = peek_off
     if tcp and opts.so_keepalive:
