@@ -79,6 +79,7 @@ WORKLOADS = (
     Spec("timers"),
     Spec("unixsk"),
     Spec("netlinksk"),
+    Spec("packetsk"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -1,6 +1,7 @@
-"""What the kernel says of sockets through NETLINK_SOCK_DIAG (sock_diag(7)): for Unix
-sockets, each one's type, state, name, socket file, peer, pending connections, queue
-lengths and shutdown state, known by inode number.
+"""What the kernel says of sockets through NETLINK_SOCK_DIAG (sock_diag(7)), known by
+inode number: for Unix sockets, each one's type, state, name, socket file, peer, pending
+connections, queue lengths and shutdown state; for packet sockets, the interface, options,
+multicast memberships, rings and fanout group.
 
 Only sockets of torpor's own network namespace are listed, which is the tree's.
 """
@@ -73,6 +74,68 @@ def unix_sockets() -> dict[int, UnixSocket]:
                 sk.shutdown = value[0]
             elif attr == UNIX_DIAG_UID:
                 (sk.uid,) = struct.unpack_from("=I", value)
+        found[ino] = sk
+    return found
+
+
+# struct packet_diag_req: family, protocol, pad, ino, show, cookie[2]
+PACKET_DIAG_REQ = struct.Struct("=BBHII8s")
+PACKET_SHOW_INFO, PACKET_SHOW_MCLIST, PACKET_SHOW_RING_CFG, PACKET_SHOW_FANOUT = 1, 2, 4, 8
+# struct packet_diag_msg: family, type, num (protocol), ino, cookie[2]
+PACKET_DIAG_MSG = struct.Struct("=BBHI8s")
+PACKET_DIAG_INFO, PACKET_DIAG_MCLIST, PACKET_DIAG_RX_RING, PACKET_DIAG_TX_RING = 0, 1, 2, 3
+PACKET_DIAG_FANOUT = 4
+PDI_RUNNING, PDI_AUXDATA, PDI_ORIGDEV, PDI_VNETHDR, PDI_LOSS = 1, 2, 4, 8, 0x10
+PACKET_DIAG_INFO_STRUCT = struct.Struct("=IIIIII")  # index, version, reserve, thresh, tstamp, flags
+PACKET_DIAG_MCLIST_STRUCT = struct.Struct("=IIHH32s")  # index, count, type, alen, addr
+PACKET_DIAG_RING = struct.Struct("=7I")
+
+
+@dataclass
+class PacketSocket:
+    ino: int
+    type: int
+    protocol: int  # the ethernet protocol it is bound to, host byte order
+    ifindex: int = 0
+    version: int = 0
+    reserve: int = 0
+    copy_thresh: int = 0
+    tstamp: int = 0
+    flags: int = 0  # PDI_*
+    mclist: list[tuple[int, int, int, bytes]] = field(
+        default_factory=list
+    )  # index, count, type, addr
+    rx_ring: tuple[int, ...] | None = None  # block_size, block_nr, frame_size, frame_nr, ...
+    tx_ring: tuple[int, ...] | None = None
+    fanout: int | None = None  # group id | type << 16
+
+
+def packet_sockets() -> dict[int, PacketSocket]:
+    """Every packet socket of this network namespace, by inode number."""
+    show = PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG | PACKET_SHOW_FANOUT
+    req = PACKET_DIAG_REQ.pack(socket.AF_PACKET, 0, 0, 0, show, b"\xff" * 8)
+    found = {}
+    for payload in _dump(req):
+        _, kind, num, ino, _ = PACKET_DIAG_MSG.unpack_from(payload)
+        sk = PacketSocket(ino=ino, type=kind, protocol=num)
+        for attr, value in _attributes(payload[PACKET_DIAG_MSG.size :]):
+            if attr == PACKET_DIAG_INFO:
+                (sk.ifindex, sk.version, sk.reserve, sk.copy_thresh, sk.tstamp, sk.flags) = (
+                    PACKET_DIAG_INFO_STRUCT.unpack_from(value)
+                )
+            elif attr == PACKET_DIAG_MCLIST:
+                size = PACKET_DIAG_MCLIST_STRUCT.size
+                for at in range(0, len(value) - size + 1, size):
+                    index, count, kind_, alen, addr = PACKET_DIAG_MCLIST_STRUCT.unpack_from(
+                        value, at
+                    )
+                    sk.mclist.append((index, count, kind_, addr[:alen]))
+            elif attr == PACKET_DIAG_RX_RING:
+                sk.rx_ring = PACKET_DIAG_RING.unpack_from(value)
+            elif attr == PACKET_DIAG_TX_RING:
+                sk.tx_ring = PACKET_DIAG_RING.unpack_from(value)
+            elif attr == PACKET_DIAG_FANOUT:
+                (sk.fanout,) = struct.unpack_from("=I", value)
         found[ino] = sk
     return found
 

@@ -36,7 +36,7 @@ class PacketRing(_message.Message):
     def __init__(self, block_size: _Optional[int] = ..., block_nr: _Optional[int] = ..., frame_size: _Optional[int] = ..., frame_nr: _Optional[int] = ..., retire_tmo: _Optional[int] = ..., sizeof_priv: _Optional[int] = ..., features: _Optional[int] = ...) -> None: ...
 
 class PacketSockEntry(_message.Message):
-    __slots__ = ("id", "type", "protocol", "flags", "ifindex", "fown", "opts", "version", "reserve", "aux_data", "orig_dev", "vnet_hdr", "loss", "timestamp", "copy_thresh", "mclist", "fanout", "rx_ring", "tx_ring", "ns_id", "torpor_ino")
+    __slots__ = ("id", "type", "protocol", "flags", "ifindex", "fown", "opts", "version", "reserve", "aux_data", "orig_dev", "vnet_hdr", "loss", "timestamp", "copy_thresh", "mclist", "fanout", "rx_ring", "tx_ring", "ns_id", "torpor_ino", "torpor_ifname")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class PacketSockEntry(_message.Message):
     TX_RING_FIELD_NUMBER: _ClassVar[int]
     NS_ID_FIELD_NUMBER: _ClassVar[int]
     TORPOR_INO_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_IFNAME_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: int
     protocol: int
@@ -79,4 +80,5 @@ class PacketSockEntry(_message.Message):
     tx_ring: PacketRing
     ns_id: int
     torpor_ino: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[int] = ..., protocol: _Optional[int] = ..., flags: _Optional[int] = ..., ifindex: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., opts: _Optional[_Union[_sk_opts_pb2.SkOptsEntry, _Mapping]] = ..., version: _Optional[int] = ..., reserve: _Optional[int] = ..., aux_data: bool = ..., orig_dev: bool = ..., vnet_hdr: bool = ..., loss: bool = ..., timestamp: _Optional[int] = ..., copy_thresh: _Optional[int] = ..., mclist: _Optional[_Iterable[_Union[PacketMclist, _Mapping]]] = ..., fanout: _Optional[int] = ..., rx_ring: _Optional[_Union[PacketRing, _Mapping]] = ..., tx_ring: _Optional[_Union[PacketRing, _Mapping]] = ..., ns_id: _Optional[int] = ..., torpor_ino: _Optional[int] = ...) -> None: ...
+    torpor_ifname: str
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[int] = ..., protocol: _Optional[int] = ..., flags: _Optional[int] = ..., ifindex: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., opts: _Optional[_Union[_sk_opts_pb2.SkOptsEntry, _Mapping]] = ..., version: _Optional[int] = ..., reserve: _Optional[int] = ..., aux_data: bool = ..., orig_dev: bool = ..., vnet_hdr: bool = ..., loss: bool = ..., timestamp: _Optional[int] = ..., copy_thresh: _Optional[int] = ..., mclist: _Optional[_Iterable[_Union[PacketMclist, _Mapping]]] = ..., fanout: _Optional[int] = ..., rx_ring: _Optional[_Union[PacketRing, _Mapping]] = ..., tx_ring: _Optional[_Union[PacketRing, _Mapping]] = ..., ns_id: _Optional[int] = ..., torpor_ino: _Optional[int] = ..., torpor_ifname: _Optional[str] = ...) -> None: ...

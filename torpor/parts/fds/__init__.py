@@ -13,7 +13,7 @@ from torpor.parts.fds import (
     tty,
 )
 from torpor.parts.fds.base import FdKind
-from torpor.parts.sockets import netlink, unix
+from torpor.parts.sockets import netlink, packet, unix
 
 KINDS: tuple[FdKind, ...] = (
     regular.KIND,
@@ -27,6 +27,7 @@ KINDS: tuple[FdKind, ...] = (
     eventpoll.KIND,
     unix.KIND,
     netlink.KIND,
+    packet.KIND,
 )
 
 

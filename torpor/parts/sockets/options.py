@@ -11,6 +11,7 @@ an unbound sender bind itself while refilling).
 from __future__ import annotations
 
 import ctypes
+import errno
 import socket
 import struct
 
@@ -66,9 +67,13 @@ def dump(sock: socket.socket, tcp: bool = False) -> pb.SkOptsEntry:
         so_rcv_tmo_usec=rcv[1],
     )
     for name, option in _FLAGS.items():
-        setattr(opts, name, bool(get(SOL_SOCKET, option)))
+        value = _get_if_any(sock, option)
+        if value is not None:
+            setattr(opts, name, bool(value))
     for name, option in _NUMBERS.items():
-        setattr(opts, name, get(SOL_SOCKET, option) & 0xFFFFFFFF)
+        value = _get_if_any(sock, option)
+        if value is not None:
+            setattr(opts, name, value & 0xFFFFFFFF)
     onoff, seconds = struct.unpack("ii", get(SOL_SOCKET, SO_LINGER, 8))
     if onoff:
         opts.so_linger = seconds
@@ -76,16 +81,23 @@ def dump(sock: socket.socket, tcp: bool = False) -> pb.SkOptsEntry:
     if device:
         opts.so_bound_dev = device.decode()
     opts.so_filter.extend(_filter(sock))
-    try:
-        peek_off = get(SOL_SOCKET, SO_PEEK_OFF)
-    except OSError:  # a family without peek offsets
-        peek_off = -1
-    if peek_off != -1:
+    peek_off = _get_if_any(sock, SO_PEEK_OFF)
+    if peek_off not in (None, -1):
         opts.torpor_peek_off = peek_off
     if tcp and opts.so_keepalive:
         for name, option in _KEEPALIVE.items():
             setattr(opts, name, get(socket.IPPROTO_TCP, option))
     return opts
+
+
+def _get_if_any(sock: socket.socket, option: int) -> int | None:
+    """SOL_SOCKET option `option`, or None where the socket's family has no such option."""
+    try:
+        return sock.getsockopt(SOL_SOCKET, option)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOPROTOOPT):
+            return None
+        raise
 
 
 def peek_offset(sock: socket.socket) -> int:
@@ -116,12 +128,14 @@ def restore_rest(sock: socket.socket, opts) -> None:
         )
         if get(SOL_SOCKET, option, 16) != value:
             _set(sock, SOL_SOCKET, option, value, "timeout")
-    for name, option in _FLAGS.items():
-        if opts.HasField(name) and bool(get(SOL_SOCKET, option)) != getattr(opts, name):
-            _set(sock, SOL_SOCKET, option, int(getattr(opts, name)), name)
-    for name, option in _NUMBERS.items():
-        if opts.HasField(name) and get(SOL_SOCKET, option) & 0xFFFFFFFF != getattr(opts, name):
-            _set(sock, SOL_SOCKET, option, getattr(opts, name), name)
+    for name, option in (*_FLAGS.items(), *_NUMBERS.items()):
+        if not opts.HasField(name):
+            continue
+        saved, now = int(getattr(opts, name)), _get_if_any(sock, option)
+        if now is None and saved:
+            raise RestoreError(f"this kernel has no socket option {name} for a saved socket")
+        if now is not None and (now & 0xFFFFFFFF if name in _NUMBERS else bool(now)) != saved:
+            _set(sock, SOL_SOCKET, option, saved, name)
     for name, option in _KEEPALIVE.items():
         if opts.HasField(name) and get(socket.IPPROTO_TCP, option) != getattr(opts, name):
             _set(sock, socket.IPPROTO_TCP, option, getattr(opts, name), name)
