@@ -236,6 +236,40 @@ def _fown() -> pb.FownEntry:
     return pb.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0)
 
 
+def _inet_socket(file_id: int) -> pb.InetSkEntry:
+    """A UDP socket on 127.0.0.1:5353 connected to [::ffff:127.0.0.1]:53 (IPv6)."""
+    entry = pb.InetSkEntry(
+        id=file_id,
+        ino=621554,
+        family=10,
+        type=2,
+        proto=17,
+        state=1,
+        src_port=5353,
+        dst_port=53,
+        flags=0o4000,
+        backlog=0,
+        src_addr=[0, 0, 0xFFFF0000, 0x0100007F],
+        dst_addr=[0, 0, 0xFFFF0000, 0x0100007F],
+        fown=_fown(),
+        opts=pb.SkOptsEntry(
+            so_sndbuf=212992,
+            so_rcvbuf=212992,
+            so_snd_tmo_sec=0,
+            so_snd_tmo_usec=0,
+            so_rcv_tmo_sec=0,
+            so_rcv_tmo_usec=0,
+            reuseaddr=True,
+        ),
+        v6only=False,
+    )
+    entry.ip_opts.freebind = True
+    entry.ip_opts.torpor_tos = 0x10
+    entry.torpor_ipv6_opts.unicast_hops = 7
+    entry.torpor_udp_opts.cork = 0
+    return entry
+
+
 def _termios() -> pb.TermiosEntry:
     return pb.TermiosEntry(
         c_iflag=0x500,
@@ -297,6 +331,7 @@ def samples() -> dict[str, list]:
                 id=7,
                 tty=pb.TtyFileEntry(id=7, tty_info_id=8, flags=2, fown=_fown(), regf_id=9),
             ),
+            pb.FileEntry(type=pb.INETSK, id=12, isk=_inet_socket(12)),
         ],
         "fdinfo-2.img": [
             pb.FdinfoEntry(id=7, flags=0, type=pb.TTY, fd=0),
@@ -327,6 +362,23 @@ def samples() -> dict[str, list]:
         "sk-queues.img": [
             (pb.SkPacketEntry(id_for=12, length=5), b"queue"),
             (pb.SkPacketEntry(id_for=12, length=2, addr=b"\0name"), b"\x00\x01"),
+        ],
+        "tcp-stream-97b2a.img": [
+            (
+                pb.TcpStreamEntry(
+                    inq_len=3,
+                    inq_seq=1000,
+                    outq_len=2,
+                    outq_seq=5000,
+                    opt_mask=7,
+                    snd_wscale=7,
+                    mss_clamp=65483,
+                    rcv_wscale=7,
+                    timestamp=123456,
+                    unsq_len=1,
+                ),
+                b"in" + b"!" + b"ou",
+            )
         ],
         "pipes-data.img": [
             (pb.PipeDataEntry(pipe_id=991, bytes=11, size=65536), b"hello pipe\n"),
@@ -437,6 +489,9 @@ def test_field_numbers_match_criu():
     assert pb.MmEntry.DESCRIPTOR.fields_by_name["vmas"].number == 14
     assert pb.FileEntry.DESCRIPTOR.fields_by_name["tty"].number == 19
     assert pb.FdTypes.Value("CTL_TTY") == 65534
+    assert pb.FileEntry.DESCRIPTOR.fields_by_name["isk"].number == 4
+    assert pb.InetSkEntry.DESCRIPTOR.fields_by_name["ip_opts"].number == 16
+    assert pb.TcpStreamEntry.DESCRIPTOR.fields_by_name["rcv_wup"].number == 17
     assert pb.InventoryEntry.DESCRIPTOR.fields_by_name["torpor_digests"].number == 1000
 
 
@@ -644,7 +699,10 @@ def test_crit_mm_pagemap_pstree_values(tmp_path):
 def test_crit_files_and_pipes(tmp_path):
     write_dump(tmp_path)
     files = crit_decode(tmp_path / "files.img")["entries"]
-    assert [f["type"] for f in files] == ["REG", "PIPE", "TTY"]
+    assert [f["type"] for f in files] == ["REG", "PIPE", "TTY", "INETSK"]
+    assert files[3]["isk"]["src_port"] == 5353 and files[3]["isk"]["proto"] == 17
+    stream = crit_decode(tmp_path / "tcp-stream-97b2a.img")["entries"][0]
+    assert stream["inq_seq"] == 1000 and base64.b64decode(stream["extra"]["outq"]) == b"ou"
     assert files[0]["reg"]["name"] == "/opt/workload-32"
     assert files[1]["pipe"]["pipe_id"] == 991
     fdinfo = crit_decode(tmp_path / "fdinfo-2.img")["entries"]

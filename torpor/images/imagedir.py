@@ -77,7 +77,7 @@ def encode_image(name: str, kind: ImageKind, entries) -> bytes:
             missing = ", ".join(item.FindInitializationErrors())
             raise ImageError(f"{name}: entry {index} ({expected.__name__}) lacks {missing}")
         if kind.payload_field is not None:
-            declared = getattr(item, kind.payload_field)
+            declared = kind.payload_size(item)
             if declared != len(payload):
                 raise ValueError(
                     f"{name}: entry {index}: {kind.payload_field}={declared} but "
@@ -140,7 +140,7 @@ def decode_image(name: str, kind: ImageKind, data) -> list[tuple[Message, bytes 
             )
         payload = None
         if kind.payload_field is not None:
-            count = getattr(msg, kind.payload_field)
+            count = kind.payload_size(msg)
             if count > size - pos:
                 raise ImageError(
                     f"{name}: data of entry {index} truncated: {count} bytes declared, "

@@ -21,7 +21,8 @@ class ImageKind:
     ``magics``: the 32-bit words the file starts with. ``entry``: the message class of every
     entry, except that a kind with a ``head`` has one ``head`` message first (pagemap).
     ``payload_field``: if set, each entry is followed by that many raw bytes, the count being
-    the value of this field of the entry (pipes-data).
+    the value of this field of the entry (pipes-data), or the sum of several fields' values
+    when it names them all in a tuple (tcp-stream: the receive queue, then the send queue).
     """
 
     prefix: str
@@ -29,13 +30,20 @@ class ImageKind:
     magics: tuple[int, ...]
     entry: type[Message]
     head: type[Message] | None = None
-    payload_field: str | None = None
+    payload_field: str | tuple[str, ...] | None = None
 
     def message_class(self, index: int) -> type[Message]:
         """The message class expected for the entry at ``index``."""
         if self.head is not None and index == 0:
             return self.head
         return self.entry
+
+    def payload_size(self, message: Message) -> int:
+        """How many bytes of data follow `message` (a kind with a payload)."""
+        fields = self.payload_field
+        if isinstance(fields, str):
+            return getattr(message, fields)
+        return sum(getattr(message, f) for f in fields)
 
 
 def _common(prefix, magic_name, magic, entry, **kw) -> ImageKind:
@@ -73,6 +81,13 @@ KINDS: dict[str, ImageKind] = {
         _common("seccomp", "SECCOMP", c.SECCOMP_MAGIC, pb.SeccompEntry),
         _common(
             "sk-queues", "SK_QUEUES", c.SK_QUEUES_MAGIC, pb.SkPacketEntry, payload_field="length"
+        ),
+        _common(
+            "tcp-stream",
+            "TCP_STREAM",
+            c.TCP_STREAM_MAGIC,
+            pb.TcpStreamEntry,
+            payload_field=("inq_len", "outq_len"),
         ),
     )
 }

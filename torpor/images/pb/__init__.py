@@ -34,10 +34,12 @@ from torpor.images.pb import sa_pb2
 from torpor.images.pb import seccomp_pb2
 from torpor.images.pb import siginfo_pb2
 from torpor.images.pb import signalfd_pb2
+from torpor.images.pb import sk_inet_pb2
 from torpor.images.pb import sk_netlink_pb2
 from torpor.images.pb import sk_opts_pb2
 from torpor.images.pb import sk_packet_pb2
 from torpor.images.pb import sk_unix_pb2
+from torpor.images.pb import tcp_stream_pb2
 from torpor.images.pb import timens_pb2
 from torpor.images.pb import timer_pb2
 from torpor.images.pb import timerfd_pb2
@@ -74,10 +76,12 @@ _MODULES = (
     seccomp_pb2,
     siginfo_pb2,
     signalfd_pb2,
+    sk_inet_pb2,
     sk_netlink_pb2,
     sk_opts_pb2,
     sk_packet_pb2,
     sk_unix_pb2,
+    tcp_stream_pb2,
     timens_pb2,
     timer_pb2,
     timerfd_pb2,

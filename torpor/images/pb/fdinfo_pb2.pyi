@@ -8,6 +8,7 @@ from torpor.images.pb import timerfd_pb2 as _timerfd_pb2
 from torpor.images.pb import fsnotify_pb2 as _fsnotify_pb2
 from torpor.images.pb import fifo_pb2 as _fifo_pb2
 from torpor.images.pb import sk_unix_pb2 as _sk_unix_pb2
+from torpor.images.pb import sk_inet_pb2 as _sk_inet_pb2
 from torpor.images.pb import sk_netlink_pb2 as _sk_netlink_pb2
 from torpor.images.pb import packet_sock_pb2 as _packet_sock_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -79,10 +80,11 @@ class FdinfoEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[_Union[FdTypes, str]] = ..., fd: _Optional[int] = ..., xattr_security_selinux: _Optional[str] = ...) -> None: ...
 
 class FileEntry(_message.Message):
-    __slots__ = ("type", "id", "reg", "psk", "nlsk", "efd", "epfd", "sgfd", "tfd", "ify", "usk", "fifo", "pipe", "tty")
+    __slots__ = ("type", "id", "reg", "isk", "psk", "nlsk", "efd", "epfd", "sgfd", "tfd", "ify", "usk", "fifo", "pipe", "tty")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REG_FIELD_NUMBER: _ClassVar[int]
+    ISK_FIELD_NUMBER: _ClassVar[int]
     PSK_FIELD_NUMBER: _ClassVar[int]
     NLSK_FIELD_NUMBER: _ClassVar[int]
     EFD_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +99,7 @@ class FileEntry(_message.Message):
     type: FdTypes
     id: int
     reg: _regfile_pb2.RegFileEntry
+    isk: _sk_inet_pb2.InetSkEntry
     psk: _packet_sock_pb2.PacketSockEntry
     nlsk: _sk_netlink_pb2.NetlinkSkEntry
     efd: _eventfd_pb2.EventfdFileEntry
@@ -108,4 +111,4 @@ class FileEntry(_message.Message):
     fifo: _fifo_pb2.FifoEntry
     pipe: _pipe_pb2.PipeEntry
     tty: _tty_pb2.TtyFileEntry
-    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., isk: _Optional[_Union[_sk_inet_pb2.InetSkEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...

@@ -13,7 +13,7 @@ from torpor.parts.fds import (
     tty,
 )
 from torpor.parts.fds.base import FdKind
-from torpor.parts.sockets import netlink, packet, unix
+from torpor.parts.sockets import inet, netlink, packet, unix
 
 KINDS: tuple[FdKind, ...] = (
     regular.KIND,
@@ -26,6 +26,7 @@ KINDS: tuple[FdKind, ...] = (
     inotify.KIND,
     eventpoll.KIND,
     unix.KIND,
+    inet.KIND,
     netlink.KIND,
     packet.KIND,
 )

@@ -1,11 +1,12 @@
 """The unread messages of a socket's receive queue (sk-queues.img, CRIU's SkPacketEntry
 followed by the message's bytes), read at dump without taking them and sent again at
-restore.
+restore; one image for the sockets of every family.
 
 Reading leaves the queue as it was: the messages are peeked (MSG_PEEK) one after another
 from a copy of the socket torpor holds, the socket's peek offset (SO_PEEK_OFF) walking the
-queue and then put back. Each message keeps its sender's address (datagrams) and, when the
-socket asked for them with SO_PASSCRED, the sender's credentials. Messages carrying file
+queue and then put back. Each message keeps its sender's address (datagrams: a Unix name,
+or an internet address as its struct sockaddr_in or sockaddr_in6) and, when the socket
+asked for them with SO_PASSCRED, the sender's credentials. Messages carrying file
 descriptors (SCM_RIGHTS) refuse the dump.
 """
 
@@ -49,7 +50,7 @@ def peek(sock: socket.socket, what: str, passcred: bool) -> list[tuple[pb.SkPack
                 )
             entry = pb.SkPacketEntry(id_for=0, length=n)
             if not stream and address:
-                entry.addr = os.fsencode(address) if isinstance(address, str) else address
+                entry.addr = address_bytes(sock.family, address)
             creds = _credentials(control)
             if passcred and creds:
                 entry.ucred.pid, entry.ucred.uid, entry.ucred.gid = creds
@@ -57,6 +58,32 @@ def peek(sock: socket.socket, what: str, passcred: bool) -> list[tuple[pb.SkPack
     finally:
         options.set_peek_offset(sock, was)
     return found
+
+
+def address_bytes(family: int, address) -> bytes:
+    """A sender's address as the kernel gave it: a Unix name as is, an internet address
+    (host, port[, flowinfo, scope id]) as its struct sockaddr_in or sockaddr_in6."""
+    if isinstance(address, str):
+        return os.fsencode(address)
+    if not isinstance(address, tuple):
+        return address
+    raw = socket.inet_pton(family, address[0])
+    if family == socket.AF_INET:
+        return struct.pack("=H", family) + struct.pack("!H", address[1]) + raw + bytes(8)
+    return (
+        struct.pack("=H", family)
+        + struct.pack("!HI", address[1], address[2])
+        + raw
+        + struct.pack("=I", address[3])
+    )
+
+
+def write(images, saved: list) -> None:
+    """Add (SkPacketEntry, data) pairs to sk-queues.img, one image for every family of
+    socket: after what another family wrote there first."""
+    if images.has("sk-queues.img"):
+        saved = [*images.read_with_payloads("sk-queues.img"), *saved]
+    images.write("sk-queues.img", saved)
 
 
 def _refuse_passed_fds(control, flags: int, what: str) -> None:

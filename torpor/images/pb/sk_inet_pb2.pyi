@@ -1,0 +1,274 @@
+from torpor.images.pb import fown_pb2 as _fown_pb2
+from torpor.images.pb import sk_opts_pb2 as _sk_opts_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IpOptsEntry(_message.Message):
+    __slots__ = ("freebind", "torpor_tos", "torpor_ttl", "torpor_recvopts", "torpor_retopts", "torpor_pktinfo", "torpor_mtu_discover", "torpor_recverr", "torpor_recvttl", "torpor_recvtos", "torpor_passsec", "torpor_transparent", "torpor_recvorigdstaddr", "torpor_minttl", "torpor_bind_address_no_port", "torpor_recvfragsize", "torpor_recverr_rfc4884", "torpor_multicast_if", "torpor_multicast_ttl", "torpor_multicast_loop", "torpor_multicast_all", "torpor_unicast_if", "torpor_local_port_range", "torpor_options")
+    FREEBIND_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_TOS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_TTL_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVOPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RETOPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_PKTINFO_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MTU_DISCOVER_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVERR_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVTTL_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVTOS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_PASSSEC_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_TRANSPARENT_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVORIGDSTADDR_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MINTTL_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_BIND_ADDRESS_NO_PORT_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVFRAGSIZE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_RECVERR_RFC4884_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MULTICAST_IF_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MULTICAST_TTL_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MULTICAST_LOOP_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MULTICAST_ALL_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_UNICAST_IF_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_LOCAL_PORT_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    freebind: bool
+    torpor_tos: int
+    torpor_ttl: int
+    torpor_recvopts: int
+    torpor_retopts: int
+    torpor_pktinfo: int
+    torpor_mtu_discover: int
+    torpor_recverr: int
+    torpor_recvttl: int
+    torpor_recvtos: int
+    torpor_passsec: int
+    torpor_transparent: int
+    torpor_recvorigdstaddr: int
+    torpor_minttl: int
+    torpor_bind_address_no_port: int
+    torpor_recvfragsize: int
+    torpor_recverr_rfc4884: int
+    torpor_multicast_if: int
+    torpor_multicast_ttl: int
+    torpor_multicast_loop: int
+    torpor_multicast_all: int
+    torpor_unicast_if: int
+    torpor_local_port_range: int
+    torpor_options: bytes
+    def __init__(self, freebind: bool = ..., torpor_tos: _Optional[int] = ..., torpor_ttl: _Optional[int] = ..., torpor_recvopts: _Optional[int] = ..., torpor_retopts: _Optional[int] = ..., torpor_pktinfo: _Optional[int] = ..., torpor_mtu_discover: _Optional[int] = ..., torpor_recverr: _Optional[int] = ..., torpor_recvttl: _Optional[int] = ..., torpor_recvtos: _Optional[int] = ..., torpor_passsec: _Optional[int] = ..., torpor_transparent: _Optional[int] = ..., torpor_recvorigdstaddr: _Optional[int] = ..., torpor_minttl: _Optional[int] = ..., torpor_bind_address_no_port: _Optional[int] = ..., torpor_recvfragsize: _Optional[int] = ..., torpor_recverr_rfc4884: _Optional[int] = ..., torpor_multicast_if: _Optional[int] = ..., torpor_multicast_ttl: _Optional[int] = ..., torpor_multicast_loop: _Optional[int] = ..., torpor_multicast_all: _Optional[int] = ..., torpor_unicast_if: _Optional[int] = ..., torpor_local_port_range: _Optional[int] = ..., torpor_options: _Optional[bytes] = ...) -> None: ...
+
+class Ipv6OptsEntry(_message.Message):
+    __slots__ = ("unicast_hops", "multicast_if", "multicast_hops", "multicast_loop", "mtu_discover", "recverr", "multicast_all", "recverr_rfc4884", "flowinfo", "flowinfo_send", "recvpktinfo", "recvhoplimit", "recvhopopts", "recvrthdr", "recvdstopts", "recvpathmtu", "dontfrag", "recvtclass", "tclass", "autoflowlabel", "addr_preferences", "minhopcount", "recvorigdstaddr", "transparent", "unicast_if", "recvfragsize")
+    UNICAST_HOPS_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_IF_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_HOPS_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_LOOP_FIELD_NUMBER: _ClassVar[int]
+    MTU_DISCOVER_FIELD_NUMBER: _ClassVar[int]
+    RECVERR_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_ALL_FIELD_NUMBER: _ClassVar[int]
+    RECVERR_RFC4884_FIELD_NUMBER: _ClassVar[int]
+    FLOWINFO_FIELD_NUMBER: _ClassVar[int]
+    FLOWINFO_SEND_FIELD_NUMBER: _ClassVar[int]
+    RECVPKTINFO_FIELD_NUMBER: _ClassVar[int]
+    RECVHOPLIMIT_FIELD_NUMBER: _ClassVar[int]
+    RECVHOPOPTS_FIELD_NUMBER: _ClassVar[int]
+    RECVRTHDR_FIELD_NUMBER: _ClassVar[int]
+    RECVDSTOPTS_FIELD_NUMBER: _ClassVar[int]
+    RECVPATHMTU_FIELD_NUMBER: _ClassVar[int]
+    DONTFRAG_FIELD_NUMBER: _ClassVar[int]
+    RECVTCLASS_FIELD_NUMBER: _ClassVar[int]
+    TCLASS_FIELD_NUMBER: _ClassVar[int]
+    AUTOFLOWLABEL_FIELD_NUMBER: _ClassVar[int]
+    ADDR_PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    MINHOPCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RECVORIGDSTADDR_FIELD_NUMBER: _ClassVar[int]
+    TRANSPARENT_FIELD_NUMBER: _ClassVar[int]
+    UNICAST_IF_FIELD_NUMBER: _ClassVar[int]
+    RECVFRAGSIZE_FIELD_NUMBER: _ClassVar[int]
+    unicast_hops: int
+    multicast_if: int
+    multicast_hops: int
+    multicast_loop: int
+    mtu_discover: int
+    recverr: int
+    multicast_all: int
+    recverr_rfc4884: int
+    flowinfo: int
+    flowinfo_send: int
+    recvpktinfo: int
+    recvhoplimit: int
+    recvhopopts: int
+    recvrthdr: int
+    recvdstopts: int
+    recvpathmtu: int
+    dontfrag: int
+    recvtclass: int
+    tclass: int
+    autoflowlabel: int
+    addr_preferences: int
+    minhopcount: int
+    recvorigdstaddr: int
+    transparent: int
+    unicast_if: int
+    recvfragsize: int
+    def __init__(self, unicast_hops: _Optional[int] = ..., multicast_if: _Optional[int] = ..., multicast_hops: _Optional[int] = ..., multicast_loop: _Optional[int] = ..., mtu_discover: _Optional[int] = ..., recverr: _Optional[int] = ..., multicast_all: _Optional[int] = ..., recverr_rfc4884: _Optional[int] = ..., flowinfo: _Optional[int] = ..., flowinfo_send: _Optional[int] = ..., recvpktinfo: _Optional[int] = ..., recvhoplimit: _Optional[int] = ..., recvhopopts: _Optional[int] = ..., recvrthdr: _Optional[int] = ..., recvdstopts: _Optional[int] = ..., recvpathmtu: _Optional[int] = ..., dontfrag: _Optional[int] = ..., recvtclass: _Optional[int] = ..., tclass: _Optional[int] = ..., autoflowlabel: _Optional[int] = ..., addr_preferences: _Optional[int] = ..., minhopcount: _Optional[int] = ..., recvorigdstaddr: _Optional[int] = ..., transparent: _Optional[int] = ..., unicast_if: _Optional[int] = ..., recvfragsize: _Optional[int] = ...) -> None: ...
+
+class TcpOptsEntry(_message.Message):
+    __slots__ = ("nodelay", "maxseg", "cork", "syncnt", "linger2", "defer_accept", "window_clamp", "thin_linear_timeouts", "user_timeout", "fastopen", "notsent_lowat", "save_syn", "fastopen_connect", "fastopen_no_cookie", "inq", "tx_delay", "rto_max_ms", "rto_min_us", "delack_max_us", "congestion")
+    NODELAY_FIELD_NUMBER: _ClassVar[int]
+    MAXSEG_FIELD_NUMBER: _ClassVar[int]
+    CORK_FIELD_NUMBER: _ClassVar[int]
+    SYNCNT_FIELD_NUMBER: _ClassVar[int]
+    LINGER2_FIELD_NUMBER: _ClassVar[int]
+    DEFER_ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CLAMP_FIELD_NUMBER: _ClassVar[int]
+    THIN_LINEAR_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    USER_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    FASTOPEN_FIELD_NUMBER: _ClassVar[int]
+    NOTSENT_LOWAT_FIELD_NUMBER: _ClassVar[int]
+    SAVE_SYN_FIELD_NUMBER: _ClassVar[int]
+    FASTOPEN_CONNECT_FIELD_NUMBER: _ClassVar[int]
+    FASTOPEN_NO_COOKIE_FIELD_NUMBER: _ClassVar[int]
+    INQ_FIELD_NUMBER: _ClassVar[int]
+    TX_DELAY_FIELD_NUMBER: _ClassVar[int]
+    RTO_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    RTO_MIN_US_FIELD_NUMBER: _ClassVar[int]
+    DELACK_MAX_US_FIELD_NUMBER: _ClassVar[int]
+    CONGESTION_FIELD_NUMBER: _ClassVar[int]
+    nodelay: int
+    maxseg: int
+    cork: int
+    syncnt: int
+    linger2: int
+    defer_accept: int
+    window_clamp: int
+    thin_linear_timeouts: int
+    user_timeout: int
+    fastopen: int
+    notsent_lowat: int
+    save_syn: int
+    fastopen_connect: int
+    fastopen_no_cookie: int
+    inq: int
+    tx_delay: int
+    rto_max_ms: int
+    rto_min_us: int
+    delack_max_us: int
+    congestion: str
+    def __init__(self, nodelay: _Optional[int] = ..., maxseg: _Optional[int] = ..., cork: _Optional[int] = ..., syncnt: _Optional[int] = ..., linger2: _Optional[int] = ..., defer_accept: _Optional[int] = ..., window_clamp: _Optional[int] = ..., thin_linear_timeouts: _Optional[int] = ..., user_timeout: _Optional[int] = ..., fastopen: _Optional[int] = ..., notsent_lowat: _Optional[int] = ..., save_syn: _Optional[int] = ..., fastopen_connect: _Optional[int] = ..., fastopen_no_cookie: _Optional[int] = ..., inq: _Optional[int] = ..., tx_delay: _Optional[int] = ..., rto_max_ms: _Optional[int] = ..., rto_min_us: _Optional[int] = ..., delack_max_us: _Optional[int] = ..., congestion: _Optional[str] = ...) -> None: ...
+
+class UdpOptsEntry(_message.Message):
+    __slots__ = ("cork", "encap", "no_check6_tx", "no_check6_rx", "segment", "gro", "send_cscov", "recv_cscov")
+    CORK_FIELD_NUMBER: _ClassVar[int]
+    ENCAP_FIELD_NUMBER: _ClassVar[int]
+    NO_CHECK6_TX_FIELD_NUMBER: _ClassVar[int]
+    NO_CHECK6_RX_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    GRO_FIELD_NUMBER: _ClassVar[int]
+    SEND_CSCOV_FIELD_NUMBER: _ClassVar[int]
+    RECV_CSCOV_FIELD_NUMBER: _ClassVar[int]
+    cork: int
+    encap: int
+    no_check6_tx: int
+    no_check6_rx: int
+    segment: int
+    gro: int
+    send_cscov: int
+    recv_cscov: int
+    def __init__(self, cork: _Optional[int] = ..., encap: _Optional[int] = ..., no_check6_tx: _Optional[int] = ..., no_check6_rx: _Optional[int] = ..., segment: _Optional[int] = ..., gro: _Optional[int] = ..., send_cscov: _Optional[int] = ..., recv_cscov: _Optional[int] = ...) -> None: ...
+
+class SoExtraOptsEntry(_message.Message):
+    __slots__ = ("timestamp", "timestampns", "timestamping", "timestamp_new", "timestampns_new", "timestamping_new", "rxq_ovfl", "wifi_status", "select_err_queue", "busy_poll", "max_pacing_rate", "incoming_cpu", "zerocopy", "prefer_busy_poll", "reserve_mem", "txrehash", "rcvmark", "rcvpriority")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPNS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPING_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_NEW_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPNS_NEW_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPING_NEW_FIELD_NUMBER: _ClassVar[int]
+    RXQ_OVFL_FIELD_NUMBER: _ClassVar[int]
+    WIFI_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SELECT_ERR_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BUSY_POLL_FIELD_NUMBER: _ClassVar[int]
+    MAX_PACING_RATE_FIELD_NUMBER: _ClassVar[int]
+    INCOMING_CPU_FIELD_NUMBER: _ClassVar[int]
+    ZEROCOPY_FIELD_NUMBER: _ClassVar[int]
+    PREFER_BUSY_POLL_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_MEM_FIELD_NUMBER: _ClassVar[int]
+    TXREHASH_FIELD_NUMBER: _ClassVar[int]
+    RCVMARK_FIELD_NUMBER: _ClassVar[int]
+    RCVPRIORITY_FIELD_NUMBER: _ClassVar[int]
+    timestamp: int
+    timestampns: int
+    timestamping: int
+    timestamp_new: int
+    timestampns_new: int
+    timestamping_new: int
+    rxq_ovfl: int
+    wifi_status: int
+    select_err_queue: int
+    busy_poll: int
+    max_pacing_rate: int
+    incoming_cpu: int
+    zerocopy: int
+    prefer_busy_poll: int
+    reserve_mem: int
+    txrehash: int
+    rcvmark: int
+    rcvpriority: int
+    def __init__(self, timestamp: _Optional[int] = ..., timestampns: _Optional[int] = ..., timestamping: _Optional[int] = ..., timestamp_new: _Optional[int] = ..., timestampns_new: _Optional[int] = ..., timestamping_new: _Optional[int] = ..., rxq_ovfl: _Optional[int] = ..., wifi_status: _Optional[int] = ..., select_err_queue: _Optional[int] = ..., busy_poll: _Optional[int] = ..., max_pacing_rate: _Optional[int] = ..., incoming_cpu: _Optional[int] = ..., zerocopy: _Optional[int] = ..., prefer_busy_poll: _Optional[int] = ..., reserve_mem: _Optional[int] = ..., txrehash: _Optional[int] = ..., rcvmark: _Optional[int] = ..., rcvpriority: _Optional[int] = ...) -> None: ...
+
+class InetSkEntry(_message.Message):
+    __slots__ = ("id", "ino", "family", "type", "proto", "state", "src_port", "dst_port", "flags", "backlog", "src_addr", "dst_addr", "fown", "opts", "v6only", "ip_opts", "ns_id", "shutdown", "torpor_src_scope_id", "torpor_dst_scope_id", "torpor_dst_flowinfo", "torpor_ipv6_opts", "torpor_tcp_opts", "torpor_udp_opts", "torpor_so_opts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INO_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROTO_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SRC_PORT_FIELD_NUMBER: _ClassVar[int]
+    DST_PORT_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    SRC_ADDR_FIELD_NUMBER: _ClassVar[int]
+    DST_ADDR_FIELD_NUMBER: _ClassVar[int]
+    FOWN_FIELD_NUMBER: _ClassVar[int]
+    OPTS_FIELD_NUMBER: _ClassVar[int]
+    V6ONLY_FIELD_NUMBER: _ClassVar[int]
+    IP_OPTS_FIELD_NUMBER: _ClassVar[int]
+    NS_ID_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_SRC_SCOPE_ID_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_DST_SCOPE_ID_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_DST_FLOWINFO_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_IPV6_OPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_TCP_OPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_UDP_OPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_SO_OPTS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ino: int
+    family: int
+    type: int
+    proto: int
+    state: int
+    src_port: int
+    dst_port: int
+    flags: int
+    backlog: int
+    src_addr: _containers.RepeatedScalarFieldContainer[int]
+    dst_addr: _containers.RepeatedScalarFieldContainer[int]
+    fown: _fown_pb2.FownEntry
+    opts: _sk_opts_pb2.SkOptsEntry
+    v6only: bool
+    ip_opts: IpOptsEntry
+    ns_id: int
+    shutdown: _sk_opts_pb2.SkShutdown
+    torpor_src_scope_id: int
+    torpor_dst_scope_id: int
+    torpor_dst_flowinfo: int
+    torpor_ipv6_opts: Ipv6OptsEntry
+    torpor_tcp_opts: TcpOptsEntry
+    torpor_udp_opts: UdpOptsEntry
+    torpor_so_opts: SoExtraOptsEntry
+    def __init__(self, id: _Optional[int] = ..., ino: _Optional[int] = ..., family: _Optional[int] = ..., type: _Optional[int] = ..., proto: _Optional[int] = ..., state: _Optional[int] = ..., src_port: _Optional[int] = ..., dst_port: _Optional[int] = ..., flags: _Optional[int] = ..., backlog: _Optional[int] = ..., src_addr: _Optional[_Iterable[int]] = ..., dst_addr: _Optional[_Iterable[int]] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., opts: _Optional[_Union[_sk_opts_pb2.SkOptsEntry, _Mapping]] = ..., v6only: bool = ..., ip_opts: _Optional[_Union[IpOptsEntry, _Mapping]] = ..., ns_id: _Optional[int] = ..., shutdown: _Optional[_Union[_sk_opts_pb2.SkShutdown, str]] = ..., torpor_src_scope_id: _Optional[int] = ..., torpor_dst_scope_id: _Optional[int] = ..., torpor_dst_flowinfo: _Optional[int] = ..., torpor_ipv6_opts: _Optional[_Union[Ipv6OptsEntry, _Mapping]] = ..., torpor_tcp_opts: _Optional[_Union[TcpOptsEntry, _Mapping]] = ..., torpor_udp_opts: _Optional[_Union[UdpOptsEntry, _Mapping]] = ..., torpor_so_opts: _Optional[_Union[SoExtraOptsEntry, _Mapping]] = ...) -> None: ...

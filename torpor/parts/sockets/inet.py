@@ -1,0 +1,606 @@
+"""Internet sockets: TCP and UDP (and UDP-lite) over IPv4 and IPv6. CRIU's INETSK kind
+(InetSkEntry in files.img; unread datagrams in sk-queues.img).
+
+Saved: a TCP socket listening (its address, backlog and options, which the connections it
+accepts inherit) or never connected (bound or not); a UDP socket bound or not, connected
+or not, with the datagrams waiting in its receive queue and each one's sender address.
+Every option getsockopt reads back is kept: the socket level ones (options), the IP, IPv6,
+TCP and UDP levels' (the tables below), IPV6_V6ONLY, SO_BINDTODEVICE. A TCP connection
+(any other TCP state) refuses the dump, naming its state and addresses, as does a listening
+socket with connections not yet accepted.
+
+At restore the socket is made in the process that holds it, with its file status flags; its
+options are set from torpor on a copy of it, before it is bound (SO_REUSEADDR, IP_FREEBIND,
+IPV6_V6ONLY and the like must come first; a TCP socket binds with SO_REUSEADDR on, put back
+as it was afterwards, so that connections the dumped one left in TIME_WAIT do not stop it);
+then it is bound and listens, in its process. Once the whole tree has its fds: buffer sizes,
+the saved datagrams, each sent again from its sender's address (by the socket of the tree
+bound to it, else by a socket torpor binds there with IP_TRANSPARENT and IP_FREEBIND, which
+take a foreign address too), then UDP sockets connect, and the other options are put back.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from torpor.arch import X86_64
+from torpor.errors import RestoreError, UnsupportedError
+from torpor.images import pb
+from torpor.parts.fds.base import FdKind, place
+from torpor.parts.sockets import borrowed_socket, options, queues
+
+PROTOCOLS = ("TCP", "TCPv6", "UDP", "UDPv6", "UDPLITE", "UDPLITEv6")
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
+SOL_IP, SOL_IPV6 = 0, 41
+IP_OPTIONS, IP_FREEBIND, IP_TRANSPARENT, IP_PKTINFO = 4, 15, 19, 8
+IPV6_V6ONLY, IPV6_PKTINFO, IPV6_TRANSPARENT, IPV6_FREEBIND = 26, 50, 75, 78
+TCP_INFO, TCP_CONGESTION, TCP_ULP = 11, 13, 31
+UDP_CORK = 1
+SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
+F_SETFL = 4
+
+TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+}  # fmt: skip
+
+# Integer options by level: (the entry's message holding them, level, {field: option}).
+# IP_FREEBIND is IpOptsEntry.freebind and IPV6_V6ONLY InetSkEntry.v6only (CRIU's fields).
+_IP = {
+    "torpor_tos": 1,
+    "torpor_ttl": 2,
+    "torpor_recvopts": 6,
+    "torpor_retopts": 7,
+    "torpor_pktinfo": 8,
+    "torpor_mtu_discover": 10,
+    "torpor_recverr": 11,
+    "torpor_recvttl": 12,
+    "torpor_recvtos": 13,
+    "torpor_passsec": 18,
+    "torpor_transparent": 19,
+    "torpor_recvorigdstaddr": 20,
+    "torpor_minttl": 21,
+    "torpor_bind_address_no_port": 24,
+    "torpor_recvfragsize": 25,
+    "torpor_recverr_rfc4884": 26,
+    "torpor_multicast_if": 32,
+    "torpor_multicast_ttl": 33,
+    "torpor_multicast_loop": 34,
+    "torpor_multicast_all": 49,
+    "torpor_unicast_if": 50,
+    "torpor_local_port_range": 51,
+}
+_IPV6 = {
+    "flowinfo": 11,
+    "unicast_hops": 16,
+    "multicast_if": 17,
+    "multicast_hops": 18,
+    "multicast_loop": 19,
+    "mtu_discover": 23,
+    "recverr": 25,
+    "multicast_all": 29,
+    "recverr_rfc4884": 31,
+    "flowinfo_send": 33,
+    "recvpktinfo": 49,
+    "recvhoplimit": 51,
+    "recvhopopts": 53,
+    "recvrthdr": 56,
+    "recvdstopts": 58,
+    "recvpathmtu": 60,
+    "dontfrag": 62,
+    "recvtclass": 66,
+    "tclass": 67,
+    "autoflowlabel": 70,
+    "addr_preferences": 72,
+    "minhopcount": 73,
+    "recvorigdstaddr": 74,
+    "transparent": 75,
+    "unicast_if": 76,
+    "recvfragsize": 77,
+}
+_TCP = {
+    "nodelay": 1,
+    "maxseg": 2,
+    "cork": 3,
+    "syncnt": 7,
+    "linger2": 8,
+    "defer_accept": 9,
+    "window_clamp": 10,
+    "thin_linear_timeouts": 16,
+    "user_timeout": 18,
+    "fastopen": 23,
+    "notsent_lowat": 25,
+    "save_syn": 27,
+    "fastopen_connect": 30,
+    "fastopen_no_cookie": 34,
+    "inq": 36,
+    "tx_delay": 37,
+    "rto_max_ms": 44,
+    "rto_min_us": 45,
+    "delack_max_us": 46,
+}
+_UDP = {
+    "cork": 1,
+    "encap": 100,
+    "no_check6_tx": 101,
+    "no_check6_rx": 102,
+    "segment": 103,
+    "gro": 104,
+}
+_UDPLITE = {"send_cscov": 10, "recv_cscov": 11}
+_SO = {
+    "timestamp": 29, "timestampns": 35, "timestamping": 37, "timestamp_new": 63,
+    "timestampns_new": 64, "timestamping_new": 65, "rxq_ovfl": 40, "wifi_status": 41,
+    "select_err_queue": 45, "busy_poll": 46, "max_pacing_rate": 47, "incoming_cpu": 49,
+    "zerocopy": 60, "prefer_busy_poll": 69, "reserve_mem": 73, "txrehash": 74, "rcvmark": 75,
+    "rcvpriority": 82,
+}  # fmt: skip
+# errors of getsockopt for an option the socket's family or protocol does not have
+_NOT_HERE = (errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def _tables(entry):
+    """(message, level, {field: option}) for every option table that applies to `entry`."""
+    found = [(entry.ip_opts, SOL_IP, _IP), (entry.torpor_so_opts, socket.SOL_SOCKET, _SO)]
+    if entry.family == socket.AF_INET6:
+        found.append((entry.torpor_ipv6_opts, SOL_IPV6, _IPV6))
+    if entry.proto == IPPROTO_TCP:
+        found.append((entry.torpor_tcp_opts, IPPROTO_TCP, _TCP))
+    else:
+        found.append((entry.torpor_udp_opts, IPPROTO_UDP, _UDP))
+    if entry.proto == IPPROTO_UDPLITE:
+        found.append((entry.torpor_udp_opts, IPPROTO_UDPLITE, _UDPLITE))
+    return found
+
+
+@dataclass
+class _Facts:
+    """What inspect found of one socket, for dump."""
+
+    family: int
+    type: int
+    proto: int
+    state: int
+    local: tuple
+    peer: tuple | None
+    backlog: int = 0
+
+
+class InetSocket(FdKind):
+    name = "an internet socket"
+    fd_type = pb.fdinfo_pb2.INETSK
+    field = "isk"
+
+    def recognise(self, d) -> bool:
+        return d.kind == "socket" and d.protocol in PROTOCOLS
+
+    # --- dump ------------------------------------------------------------------------------
+
+    def inspect(self, found, shell_job, state) -> None:
+        facts = {}
+        for pid, d in found:
+            with borrowed_socket(pid, d.fd) as sock:
+                facts[d.inode] = _inspect_one(sock, f"fd {d.fd} of process {pid}")
+        state["facts"] = facts
+
+    def dump(self, ctx, d, state, fown):
+        facts: _Facts = state["facts"][d.inode]
+        what = f"fd {d.fd} of process {ctx.pid} ({_describe(facts)})"
+        entry = pb.InetSkEntry(
+            id=0,
+            ino=d.inode,
+            family=facts.family,
+            type=facts.type,
+            proto=facts.proto,
+            state=facts.state,
+            src_port=facts.local[1],
+            dst_port=facts.peer[1] if facts.peer else 0,
+            flags=d.flags & ~os.O_CLOEXEC,
+            backlog=facts.backlog,
+            fown=fown,
+        )
+        entry.src_addr.extend(_words(facts.family, facts.local[0]))
+        if facts.family == socket.AF_INET6 and facts.local[3]:
+            entry.torpor_src_scope_id = facts.local[3]
+        if facts.peer:
+            entry.dst_addr.extend(_words(facts.family, facts.peer[0]))
+            if facts.family == socket.AF_INET6:
+                if facts.peer[2]:
+                    entry.torpor_dst_flowinfo = facts.peer[2]
+                if facts.peer[3]:
+                    entry.torpor_dst_scope_id = facts.peer[3]
+        with borrowed_socket(ctx.pid, d.fd) as sock:
+            entry.opts.CopyFrom(options.dump(sock, tcp=facts.proto == IPPROTO_TCP))
+            _dump_options(sock, entry, what)
+            if facts.type == socket.SOCK_DGRAM:
+                messages = queues.peek(sock, what, passcred=False)
+                if messages:
+                    state.setdefault("queued", []).append((entry, messages))
+        return entry
+
+    def write(self, images, state) -> None:
+        saved = []
+        for entry, messages in state.get("queued", ()):
+            for message, data in messages:
+                message.id_for = entry.id
+                saved.append((message, data))
+        if saved:
+            queues.write(images, saved)
+
+    # --- restore ---------------------------------------------------------------------------
+
+    def restore_problem(self, entry, shell_job) -> str | None:
+        if entry.family not in (socket.AF_INET, socket.AF_INET6):
+            return f"an internet socket has an unknown family {entry.family}"
+        if (entry.type, entry.proto) not in (
+            (socket.SOCK_STREAM, IPPROTO_TCP),
+            (socket.SOCK_DGRAM, IPPROTO_UDP),
+            (socket.SOCK_DGRAM, IPPROTO_UDPLITE),
+        ):
+            return f"an internet socket has an unknown type {entry.type} or protocol {entry.proto}"
+        if entry.proto == IPPROTO_TCP and entry.state not in (TCP_LISTEN, TCP_CLOSE):
+            state = TCP_STATES.get(entry.state, entry.state)
+            return f"a TCP socket in state {state} cannot be made again"
+        words = 1 if entry.family == socket.AF_INET else 4
+        if len(entry.src_addr) != words or (entry.dst_addr and len(entry.dst_addr) != words):
+            return "an internet socket's address has the wrong length"
+        return None
+
+    def restore(self, ctx, entry, fd, cloexec, state) -> None:
+        task = ctx.task
+        got = task.call(X86_64, "socket", entry.family, entry.type, entry.proto)
+        if entry.flags & SETFL_FLAGS:
+            task.call(X86_64, "fcntl", got, F_SETFL, entry.flags & SETFL_FLAGS)
+        local = _address(entry.family, entry.src_addr, entry.src_port, entry.torpor_src_scope_id)
+        with borrowed_socket(ctx.pid, got) as sock:
+            _restore_options(sock, entry)
+            if entry.proto == IPPROTO_TCP and local[1]:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see the docstring
+        if local[1] or not _is_any(local[0]):
+            address = queues.address_bytes(entry.family, local)
+            bound = task.syscall(X86_64, "bind", got, task.put(address), len(address))
+            if bound < 0:
+                raise RestoreError(
+                    f"cannot bind {_protocol(entry)} socket to {_shown(local)} again: "
+                    f"{os.strerror(-bound)}"
+                )
+        if entry.state == TCP_LISTEN:
+            task.call(X86_64, "listen", got, entry.backlog)
+        place(ctx, got, fd, cloexec, always_set_flag=True)
+        state.setdefault("placed", []).append((ctx, fd, entry))
+
+    def finish_tree(self, contexts, state) -> None:
+        placed = state.get("placed")
+        if not placed:
+            return
+        with ExitStack() as stack:
+            socks = [
+                (ctx, fd, entry, stack.enter_context(borrowed_socket(ctx.pid, fd)))
+                for ctx, fd, entry in placed
+            ]
+            for _, _, entry, sock in socks:
+                options.restore_buffers(sock, entry.opts)
+            _refill(contexts[0].images, socks)
+            for ctx, fd, entry, _ in socks:
+                if entry.type == socket.SOCK_DGRAM and entry.state == TCP_ESTABLISHED:
+                    _connect(ctx, fd, entry)
+            for _, _, entry, sock in socks:
+                options.restore_rest(sock, entry.opts)
+
+
+# --- dump helpers ----------------------------------------------------------------------------
+
+
+def _inspect_one(sock: socket.socket, fd_what: str) -> _Facts:
+    """The facts of one socket; refuse what cannot be saved (`fd_what` names the fd)."""
+    get = sock.getsockopt
+    family = get(socket.SOL_SOCKET, socket.SO_DOMAIN)
+    kind = get(socket.SOL_SOCKET, socket.SO_TYPE)
+    proto = get(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    local = sock.getsockname()
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = None
+    facts = _Facts(family, kind, proto, TCP_CLOSE, local, peer)
+    if proto == IPPROTO_TCP:
+        info = get(IPPROTO_TCP, TCP_INFO, 32)
+        facts.state = info[0]
+        if facts.state == TCP_LISTEN:
+            pending, facts.backlog = struct.unpack_from("=II", info, 24)
+            if pending:
+                raise UnsupportedError(
+                    f"{fd_what} is a TCP socket listening on {_shown(local)} with {pending} "
+                    "connection(s) not yet accepted, not supported yet"
+                )
+        elif facts.state != TCP_CLOSE:
+            ends = f"{_shown(local)} -> {_shown(peer)}" if peer else _shown(local)
+            raise UnsupportedError(
+                f"{fd_what} is a TCP connection ({TCP_STATES.get(facts.state, facts.state)} "
+                f"{ends}), not supported yet"
+            )
+        elif _queued(sock, SIOCINQ) or _queued(sock, SIOCOUTQ):
+            raise UnsupportedError(
+                f"{fd_what} is a closed TCP connection with data left in its queues, "
+                "not supported yet"
+            )
+    else:
+        facts.state = TCP_ESTABLISHED if peer else TCP_CLOSE
+        if get(IPPROTO_UDP, UDP_CORK) and _queued(sock, SIOCOUTQ):
+            raise UnsupportedError(
+                f"{fd_what} is a UDP socket holding corked data not yet sent, not supported yet"
+            )
+    ulp = get(IPPROTO_TCP, TCP_ULP, 16).rstrip(b"\0") if proto == IPPROTO_TCP else b""
+    if ulp:
+        raise UnsupportedError(
+            f"{fd_what} is a TCP socket with the upper layer protocol {ulp.decode()} "
+            "(TCP_ULP), not supported yet"
+        )
+    return facts
+
+
+def _queued(sock: socket.socket, request: int) -> int:
+    out = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
+    return struct.unpack("=i", out)[0]
+
+
+def _dump_options(sock: socket.socket, entry, what: str) -> None:
+    """The IP, IPv6, TCP, UDP and further socket-level options of `sock` into `entry`."""
+    get = sock.getsockopt
+    entry.ip_opts.freebind = bool(get(SOL_IP, IP_FREEBIND))
+    if entry.family == socket.AF_INET6:
+        entry.v6only = bool(get(SOL_IPV6, IPV6_V6ONLY))
+    for message, level, table in _tables(entry):
+        for field, option in table.items():
+            try:
+                setattr(message, field, get(level, option))
+            except OSError as e:
+                if e.errno not in _NOT_HERE:
+                    raise
+    ip_options = get(SOL_IP, IP_OPTIONS, 40)
+    if ip_options:
+        entry.ip_opts.torpor_options = ip_options
+    if entry.proto == IPPROTO_TCP:
+        congestion = get(IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0")
+        entry.torpor_tcp_opts.congestion = congestion.decode()
+
+
+def _describe(facts: _Facts) -> str:
+    name = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_UDPLITE: "UDP-lite"}[facts.proto]
+    v6 = "v6" if facts.family == socket.AF_INET6 else ""
+    if facts.peer:
+        return f"a {name}{v6} socket {_shown(facts.local)} -> {_shown(facts.peer)}"
+    return f"a {name}{v6} socket {_shown(facts.local)}"
+
+
+def _protocol(entry) -> str:
+    name = {IPPROTO_TCP: "a TCP", IPPROTO_UDP: "a UDP", IPPROTO_UDPLITE: "a UDP-lite"}
+    return name.get(entry.proto, "an internet") + ("v6" if entry.family == socket.AF_INET6 else "")
+
+
+def _shown(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+
+def _words(family: int, host: str) -> list[int]:
+    """An address as CRIU keeps it: its bytes, four at a time, as little-endian words."""
+    raw = socket.inet_pton(family, host)
+    return list(struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def _address(family: int, words, port: int, scope_id: int = 0, flowinfo: int = 0) -> tuple:
+    """The Python address tuple of saved words and port."""
+    host = socket.inet_ntop(family, struct.pack(f"<{len(words)}I", *words))
+    if family == socket.AF_INET6:
+        return (host, port, flowinfo, scope_id)
+    return (host, port)
+
+
+def _is_any(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
+
+
+def _from_sockaddr(raw: bytes) -> tuple[int, tuple]:
+    """(family, Python address tuple) of a saved struct sockaddr_in or sockaddr_in6."""
+    (family,) = struct.unpack_from("=H", raw)
+    if family == socket.AF_INET and len(raw) >= 8:
+        (port,) = struct.unpack_from("!H", raw, 2)
+        return family, (socket.inet_ntop(family, raw[4:8]), port)
+    if family == socket.AF_INET6 and len(raw) >= 28:
+        port, flowinfo = struct.unpack_from("!HI", raw, 2)
+        (scope_id,) = struct.unpack_from("=I", raw, 24)
+        return family, (socket.inet_ntop(family, raw[8:24]), port, flowinfo, scope_id)
+    raise RestoreError("a saved datagram has a sender address of an unknown family")
+
+
+def _as_ipv4(family: int, address: tuple) -> tuple[int, tuple]:
+    """An IPv4-mapped IPv6 address as the IPv4 one it stands for; others unchanged."""
+    if family == socket.AF_INET6 and address[0].startswith("::ffff:") and "." in address[0]:
+        return socket.AF_INET, (address[0].removeprefix("::ffff:"), address[1])
+    return family, address
+
+
+# --- restore helpers -------------------------------------------------------------------------
+
+
+def _restore_options(sock: socket.socket, entry) -> None:
+    """Every option but the SkOptsEntry ones (and SO_REUSEADDR, SO_REUSEPORT and
+    SO_BINDTODEVICE of those, which bind needs) that differs from the new socket's."""
+    opts = entry.opts
+    for name, option in (("reuseaddr", socket.SO_REUSEADDR), ("so_reuseport", 15)):
+        if opts.HasField(name) and getattr(opts, name):
+            _set(sock, socket.SOL_SOCKET, option, 1, name)
+    if opts.so_bound_dev:
+        _set(sock, socket.SOL_SOCKET, 25, opts.so_bound_dev.encode(), "SO_BINDTODEVICE")
+    if entry.family == socket.AF_INET6 and entry.HasField("v6only"):
+        if bool(sock.getsockopt(SOL_IPV6, IPV6_V6ONLY)) != entry.v6only:
+            _set(sock, SOL_IPV6, IPV6_V6ONLY, int(entry.v6only), "IPV6_V6ONLY")
+    if entry.ip_opts.freebind:
+        _set(sock, SOL_IP, IP_FREEBIND, 1, "IP_FREEBIND")
+    for message, level, table in _tables(entry):
+        for field, option in table.items():
+            if message.HasField(field) and _get(sock, level, option, field) != getattr(
+                message, field
+            ):
+                _set(sock, level, option, getattr(message, field), field.removeprefix("torpor_"))
+    if entry.ip_opts.torpor_options:
+        _set(sock, SOL_IP, IP_OPTIONS, entry.ip_opts.torpor_options, "IP_OPTIONS")
+    congestion = entry.torpor_tcp_opts.congestion
+    if congestion:
+        now = sock.getsockopt(IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0").decode()
+        if now != congestion:
+            _set(sock, IPPROTO_TCP, TCP_CONGESTION, congestion.encode(), "TCP_CONGESTION")
+
+
+def _get(sock: socket.socket, level: int, option: int, what: str) -> int:
+    try:
+        return sock.getsockopt(level, option)
+    except OSError as e:
+        raise RestoreError(
+            f"cannot set the socket option {what.removeprefix('torpor_')}: {e.strerror}"
+        ) from None
+
+
+def _set(sock: socket.socket, level: int, option: int, value, what: str) -> None:
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError as e:
+        raise RestoreError(f"cannot set the socket option {what}: {e.strerror}") from None
+
+
+def _connect(ctx, fd: int, entry) -> None:
+    peer = _address(
+        entry.family,
+        entry.dst_addr,
+        entry.dst_port,
+        entry.torpor_dst_scope_id,
+        entry.torpor_dst_flowinfo,
+    )
+    task = ctx.task
+    address = queues.address_bytes(entry.family, peer)
+    got = task.syscall(X86_64, "connect", fd, task.put(address), len(address))
+    if got < 0:
+        raise RestoreError(
+            f"cannot connect {_protocol(entry)} socket to {_shown(peer)} again: {os.strerror(-got)}"
+        )
+
+
+def _refill(images, socks) -> None:
+    """Send every saved datagram again to the socket that held it, from its sender's
+    address."""
+    if not images.has("sk-queues.img"):
+        return
+    by_id = {entry.id: (entry, sock) for _, _, entry, sock in socks}
+    for message, data in images.read_with_payloads("sk-queues.img"):
+        if message.id_for not in by_id:
+            continue  # another family's
+        entry, sock = by_id[message.id_for]
+        local = _address(entry.family, entry.src_addr, entry.src_port, entry.torpor_src_scope_id)
+        what = f"{_protocol(entry)} socket {_shown(local)}"
+        if not message.addr:
+            raise RestoreError(f"a datagram saved for {what} has no sender address")
+        family, sender = _as_ipv4(*_from_sockaddr(message.addr))
+        to = _destination(entry, local, family)
+        with ExitStack() as stack:
+            own = _tree_sender(socks, entry.proto, family, sender)
+            if own is not None:
+                _send_from_tree(own, sender, to, data, what)
+            else:
+                out = stack.enter_context(socket.socket(family, socket.SOCK_DGRAM, entry.proto))
+                _bind_anywhere(out, family, sender, what)
+                queues.send(out, message, data, to, what)
+
+
+def _destination(entry, local: tuple, family: int) -> tuple:
+    """Where a datagram from a sender of `family` is sent to reach the socket `entry`:
+    its own address, or the loopback one where it is bound to any address."""
+    if family == socket.AF_INET:
+        if entry.family == socket.AF_INET6:
+            mapped = local[0].removeprefix("::ffff:")
+            return ("127.0.0.1" if _is_any(local[0]) else mapped, local[1])
+        return ("127.0.0.1" if _is_any(local[0]) else local[0], local[1])
+    return ("::1" if _is_any(local[0]) else local[0], local[1], 0, local[3])
+
+
+def _tree_sender(socks, proto: int, family: int, sender: tuple):
+    """A restored socket of the tree bound to `sender` (or to any address on its port),
+    which sends it: (socket, its entry); None if there is none."""
+    for _, _, entry, sock in socks:
+        if entry.type != socket.SOCK_DGRAM or entry.proto != proto:
+            continue
+        local = _address(entry.family, entry.src_addr, entry.src_port)
+        lfamily, local = _as_ipv4(entry.family, local)
+        if local[1] != sender[1]:
+            continue
+        if local[0] == sender[0] or (
+            _is_any(local[0])
+            and (lfamily == family or (entry.family == socket.AF_INET6 and not entry.v6only))
+            and _is_local(family, sender[0])
+        ):
+            return sock, entry
+    return None
+
+
+def _is_local(family: int, host: str) -> bool:
+    """Whether `host` is an address of this host (a socket can be bound to it)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
+def _send_from_tree(own, sender: tuple, to: tuple, data: bytes, what: str) -> None:
+    """Send from a socket of the tree, choosing the saved source address (IP_PKTINFO)
+    where the socket is bound to any address."""
+    sock, entry = own
+    control = []
+    if entry.family == socket.AF_INET6:
+        if len(to) == 2:  # an IPv4 sender's datagram, from a dual-stack socket
+            to = ("::ffff:" + to[0], to[1], 0, 0)
+        source = sender[0] if ":" in sender[0] else "::ffff:" + sender[0]
+        control.append(
+            (SOL_IPV6, IPV6_PKTINFO, socket.inet_pton(socket.AF_INET6, source) + bytes(4))
+        )
+    else:
+        spec = socket.inet_pton(socket.AF_INET, sender[0])
+        control.append((SOL_IP, IP_PKTINFO, bytes(4) + spec + bytes(4)))
+    try:
+        sock.sendmsg([data], control, socket.MSG_DONTWAIT, to)
+    except OSError as e:
+        raise RestoreError(f"cannot queue a saved datagram of {what} again: {e.strerror}") from None
+
+
+def _bind_anywhere(sock: socket.socket, family: int, sender: tuple, what: str) -> None:
+    """Bind a sending socket to a sender's address, local or not."""
+    for level, option in ((socket.SOL_SOCKET, socket.SO_REUSEADDR), (socket.SOL_SOCKET, 15)):
+        sock.setsockopt(level, option, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
+        sock.setsockopt(SOL_IPV6, IPV6_FREEBIND, 1)
+    else:
+        sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
+        sock.setsockopt(SOL_IP, IP_FREEBIND, 1)
+    try:
+        sock.bind(sender)
+    except OSError as e:
+        raise RestoreError(
+            f"cannot send a saved datagram of {what} again from {_shown(sender)}, its "
+            f"sender's address: {e.strerror}"
+        ) from None
+
+
+KIND = InetSocket()
