@@ -80,6 +80,7 @@ WORKLOADS = (
     Spec("unixsk"),
     Spec("netlinksk"),
     Spec("packetsk"),
+    Spec("inetsk"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -35,7 +35,7 @@ from torpor.images import pb
 from torpor.parts.fds.base import FdKind, place
 from torpor.parts.sockets import borrowed_socket, options, queues
 
-PROTOCOLS = ("TCP", "TCPv6", "UDP", "UDPv6", "UDPLITE", "UDPLITEv6")
+PROTOCOLS = ("TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6")  # system.sockprotoname
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
 SOL_IP, SOL_IPV6 = 0, 41
 IP_OPTIONS, IP_FREEBIND, IP_TRANSPARENT, IP_PKTINFO = 4, 15, 19, 8
