@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import harness
@@ -126,3 +128,47 @@ def test_python_multiprocessing_pool(started, tmp_path):
     restored = torpor.restore(str(images))
     _, status = os.waitpid(restored, 0)
     assert status == 0 and out.read_text() == "READY\n328350\n", out.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/served.txt", timeout=10) as answer:
+        assert answer.read() == b"served\n"
+        return answer.status
+
+
+def test_python_http_server_serves_after_restore(started, tmp_path):
+    """`python3 -m http.server` (a TCP listener) restored answers a new request with 200."""
+    (tmp_path / "served.txt").write_text("served\n")
+    port = _free_port()
+    out = tmp_path / "http.out"
+    with open(out, "wb") as sink:
+        proc = started(
+            ["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", str(port)], sink
+        )
+
+    def serving() -> bool:
+        try:
+            return _get(port) == 200
+        except OSError:
+            return False
+
+    _wait_for(serving, "the server to answer")
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    with pytest.raises(OSError):
+        _get(port)  # nothing listens while it is checkpointed
+    restored = torpor.restore(str(images))
+    try:
+        assert _get(port) == 200
+    finally:
+        os.kill(restored, 9)
+        os.waitpid(restored, 0)
