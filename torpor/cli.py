@@ -114,7 +114,15 @@ def cli(verbose: int) -> None:
     show_default=True,
     help="Largest deleted file (bytes) whose contents are saved.",
 )
-def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool, ghost_limit: int) -> None:
+@click.option("--tcp-established", is_flag=True, help="Save TCP connections (through TCP_REPAIR).")
+def dump(
+    pid: int,
+    images_dir: str,
+    leave_running: bool,
+    shell_job: bool,
+    ghost_limit: int,
+    tcp_established: bool,
+) -> None:
     """Checkpoint process PID, its descendants and all their threads into DIR; the tree is
     killed unless --leave-running."""
     from torpor.api import dump as api_dump
@@ -128,6 +136,7 @@ def dump(pid: int, images_dir: str, leave_running: bool, shell_job: bool, ghost_
                 leave_running=leave_running,
                 shell_job=shell_job,
                 ghost_limit=ghost_limit,
+                tcp_established=tcp_established,
                 progress=progress,
             )  # fmt: skip
         )

@@ -180,7 +180,7 @@ class UdpOptsEntry(_message.Message):
     def __init__(self, cork: _Optional[int] = ..., encap: _Optional[int] = ..., no_check6_tx: _Optional[int] = ..., no_check6_rx: _Optional[int] = ..., segment: _Optional[int] = ..., gro: _Optional[int] = ..., send_cscov: _Optional[int] = ..., recv_cscov: _Optional[int] = ...) -> None: ...
 
 class SoExtraOptsEntry(_message.Message):
-    __slots__ = ("timestamp", "timestampns", "timestamping", "timestamp_new", "timestampns_new", "timestamping_new", "rxq_ovfl", "wifi_status", "select_err_queue", "busy_poll", "max_pacing_rate", "incoming_cpu", "zerocopy", "prefer_busy_poll", "reserve_mem", "txrehash", "rcvmark", "rcvpriority")
+    __slots__ = ("timestamp", "timestampns", "timestamping", "timestamp_new", "timestampns_new", "timestamping_new", "rxq_ovfl", "wifi_status", "select_err_queue", "busy_poll", "max_pacing_rate", "zerocopy", "prefer_busy_poll", "reserve_mem", "txrehash", "rcvmark", "rcvpriority")
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPNS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPING_FIELD_NUMBER: _ClassVar[int]
@@ -192,7 +192,6 @@ class SoExtraOptsEntry(_message.Message):
     SELECT_ERR_QUEUE_FIELD_NUMBER: _ClassVar[int]
     BUSY_POLL_FIELD_NUMBER: _ClassVar[int]
     MAX_PACING_RATE_FIELD_NUMBER: _ClassVar[int]
-    INCOMING_CPU_FIELD_NUMBER: _ClassVar[int]
     ZEROCOPY_FIELD_NUMBER: _ClassVar[int]
     PREFER_BUSY_POLL_FIELD_NUMBER: _ClassVar[int]
     RESERVE_MEM_FIELD_NUMBER: _ClassVar[int]
@@ -210,14 +209,13 @@ class SoExtraOptsEntry(_message.Message):
     select_err_queue: int
     busy_poll: int
     max_pacing_rate: int
-    incoming_cpu: int
     zerocopy: int
     prefer_busy_poll: int
     reserve_mem: int
     txrehash: int
     rcvmark: int
     rcvpriority: int
-    def __init__(self, timestamp: _Optional[int] = ..., timestampns: _Optional[int] = ..., timestamping: _Optional[int] = ..., timestamp_new: _Optional[int] = ..., timestampns_new: _Optional[int] = ..., timestamping_new: _Optional[int] = ..., rxq_ovfl: _Optional[int] = ..., wifi_status: _Optional[int] = ..., select_err_queue: _Optional[int] = ..., busy_poll: _Optional[int] = ..., max_pacing_rate: _Optional[int] = ..., incoming_cpu: _Optional[int] = ..., zerocopy: _Optional[int] = ..., prefer_busy_poll: _Optional[int] = ..., reserve_mem: _Optional[int] = ..., txrehash: _Optional[int] = ..., rcvmark: _Optional[int] = ..., rcvpriority: _Optional[int] = ...) -> None: ...
+    def __init__(self, timestamp: _Optional[int] = ..., timestampns: _Optional[int] = ..., timestamping: _Optional[int] = ..., timestamp_new: _Optional[int] = ..., timestampns_new: _Optional[int] = ..., timestamping_new: _Optional[int] = ..., rxq_ovfl: _Optional[int] = ..., wifi_status: _Optional[int] = ..., select_err_queue: _Optional[int] = ..., busy_poll: _Optional[int] = ..., max_pacing_rate: _Optional[int] = ..., zerocopy: _Optional[int] = ..., prefer_busy_poll: _Optional[int] = ..., reserve_mem: _Optional[int] = ..., txrehash: _Optional[int] = ..., rcvmark: _Optional[int] = ..., rcvpriority: _Optional[int] = ...) -> None: ...
 
 class InetSkEntry(_message.Message):
     __slots__ = ("id", "ino", "family", "type", "proto", "state", "src_port", "dst_port", "flags", "backlog", "src_addr", "dst_addr", "fown", "opts", "v6only", "ip_opts", "ns_id", "shutdown", "torpor_src_scope_id", "torpor_dst_scope_id", "torpor_dst_flowinfo", "torpor_ipv6_opts", "torpor_tcp_opts", "torpor_udp_opts", "torpor_so_opts")

@@ -1,26 +1,39 @@
 """Internet sockets: TCP and UDP (and UDP-lite) over IPv4 and IPv6. CRIU's INETSK kind
-(InetSkEntry in files.img; unread datagrams in sk-queues.img).
+(InetSkEntry in files.img; unread datagrams in sk-queues.img; with --tcp-established, each
+TCP connection's state and queues in tcp-stream-INO.img).
 
 Saved: a TCP socket listening (its address, backlog and options, which the connections it
 accepts inherit) or never connected (bound or not); a UDP socket bound or not, connected
-or not, with the datagrams waiting in its receive queue and each one's sender address.
-Every option getsockopt reads back is kept: the socket level ones (options), the IP, IPv6,
-TCP and UDP levels' (the tables below), IPV6_V6ONLY, SO_BINDTODEVICE. A TCP connection
-(any other TCP state) refuses the dump, naming its state and addresses, as does a listening
-socket with connections not yet accepted.
+or not, with the datagrams waiting in its receive queue and each one's sender address;
+with --tcp-established, an established TCP connection, read in repair mode (TCP_REPAIR):
+its sequence numbers, the data received and not read, the data sent and not acknowledged
+or not sent yet, MSS, window scaling, SACK, timestamps and windows. Every option
+getsockopt reads back is kept: the socket level ones (options), the IP, IPv6, TCP and UDP
+levels' (the tables below), IPV6_V6ONLY, SO_BINDTODEVICE. A TCP connection without
+--tcp-established, or in a state other than ESTABLISHED, refuses the dump, naming its state
+and addresses, as does a listening socket with connections not yet accepted. A dumped
+connection is put in repair mode again just before the tree is killed, so that closing it
+sends nothing (no FIN, no RST); left running, it leaves repair mode without a window probe.
+Nothing stops a peer outside the tree from sending meanwhile: what it sends after the dump
+is lost, and what reaches the host while no socket has its address is answered with a RST.
 
 At restore the socket is made in the process that holds it, with its file status flags; its
 options are set from torpor on a copy of it, before it is bound (SO_REUSEADDR, IP_FREEBIND,
 IPV6_V6ONLY and the like must come first; a TCP socket binds with SO_REUSEADDR on, put back
 as it was afterwards, so that connections the dumped one left in TIME_WAIT do not stop it);
-then it is bound and listens, in its process. Once the whole tree has its fds: buffer sizes,
-the saved datagrams, each sent again from its sender's address (by the socket of the tree
-bound to it, else by a socket torpor binds there with IP_TRANSPARENT and IP_FREEBIND, which
-take a foreign address too), then UDP sockets connect, and the other options are put back.
+then it is bound and listens, in its process. A connection is made in repair mode (which
+also lets it share its port with a listener): sequence numbers, a connect that sends
+nothing, the negotiated options, its queues and windows. Once the whole tree has its fds:
+buffer sizes, the saved datagrams, each sent again from its sender's address (by the socket
+of the tree bound to it, else by a socket torpor binds there with IP_TRANSPARENT and
+IP_FREEBIND, which take a foreign address too), then UDP sockets connect, connections leave
+repair mode (every peer of the tree exists by then) and send what was not sent yet, and the
+other options are put back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -40,9 +53,16 @@ IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
 SOL_IP, SOL_IPV6 = 0, 41
 IP_OPTIONS, IP_FREEBIND, IP_TRANSPARENT, IP_PKTINFO = 4, 15, 19, 8
 IPV6_V6ONLY, IPV6_PKTINFO, IPV6_TRANSPARENT, IPV6_FREEBIND = 26, 50, 75, 78
-TCP_INFO, TCP_CONGESTION, TCP_ULP = 11, 13, 31
+TCP_NODELAY, TCP_MAXSEG, TCP_CORK, TCP_INFO, TCP_CONGESTION, TCP_ULP = 1, 2, 3, 11, 13, 31
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
+TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
+TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+REPAIR_WINDOW = struct.Struct("=5I")  # struct tcp_repair_window
 UDP_CORK = 1
-SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
 SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
 F_SETFL = 4
 
@@ -139,20 +159,31 @@ _UDPLITE = {"send_cscov": 10, "recv_cscov": 11}
 _SO = {
     "timestamp": 29, "timestampns": 35, "timestamping": 37, "timestamp_new": 63,
     "timestampns_new": 64, "timestamping_new": 65, "rxq_ovfl": 40, "wifi_status": 41,
-    "select_err_queue": 45, "busy_poll": 46, "max_pacing_rate": 47, "incoming_cpu": 49,
+    "select_err_queue": 45, "busy_poll": 46, "max_pacing_rate": 47,
     "zerocopy": 60, "prefer_busy_poll": 69, "reserve_mem": 73, "txrehash": 74, "rcvmark": 75,
     "rcvpriority": 82,
 }  # fmt: skip
+# multicast options, which a TCP socket shows but cannot be given
+_DATAGRAM_ONLY = (
+    "torpor_multicast_if", "torpor_multicast_ttl", "torpor_multicast_loop",
+    "multicast_if", "multicast_hops", "multicast_loop",
+)  # fmt: skip
+# what a connection's TCP_MAXSEG and TCP_WINDOW_CLAMP show was negotiated, not chosen:
+# TcpStreamEntry's mss_clamp and windows hold it
+_NEGOTIATED = ("maxseg", "window_clamp")
 # errors of getsockopt for an option the socket's family or protocol does not have
 _NOT_HERE = (errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def _tables(entry):
     """(message, level, {field: option}) for every option table that applies to `entry`."""
-    found = [(entry.ip_opts, SOL_IP, _IP), (entry.torpor_so_opts, socket.SOL_SOCKET, _SO)]
+    tcp = entry.proto == IPPROTO_TCP
+    ip = {k: v for k, v in _IP.items() if not (tcp and k in _DATAGRAM_ONLY)}
+    found = [(entry.ip_opts, SOL_IP, ip), (entry.torpor_so_opts, socket.SOL_SOCKET, _SO)]
     if entry.family == socket.AF_INET6:
-        found.append((entry.torpor_ipv6_opts, SOL_IPV6, _IPV6))
-    if entry.proto == IPPROTO_TCP:
+        ipv6 = {k: v for k, v in _IPV6.items() if not (tcp and k in _DATAGRAM_ONLY)}
+        found.append((entry.torpor_ipv6_opts, SOL_IPV6, ipv6))
+    if tcp:
         found.append((entry.torpor_tcp_opts, IPPROTO_TCP, _TCP))
     else:
         found.append((entry.torpor_udp_opts, IPPROTO_UDP, _UDP))
@@ -174,6 +205,19 @@ class _Facts:
     backlog: int = 0
 
 
+class _Session:
+    """One dump's part in TCP connections: whether it saves them (--tcp-established), and
+    a copy of each one saved, kept until the tree is let go or killed."""
+
+    def __init__(self, tcp_established: bool = False, leave_running: bool = False):
+        self.tcp_established = tcp_established
+        self.leave_running = leave_running
+        self.copies: list[tuple[socket.socket, int]] = []  # (copy, its SO_REUSEADDR)
+
+
+_session = _Session()
+
+
 class InetSocket(FdKind):
     name = "an internet socket"
     fd_type = pb.fdinfo_pb2.INETSK
@@ -184,11 +228,33 @@ class InetSocket(FdKind):
 
     # --- dump ------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def dump_session(self, dump_options: dict, leave_running: bool):
+        """Around a whole dump: with the option tcp_established, TCP connections are saved.
+        Each stays in repair mode when the tree is killed, so that closing it sends nothing
+        to its peer; it leaves repair mode when the tree is let go (--leave-running, or a
+        dump that failed)."""
+        global _session
+        _session = _Session(bool(dump_options.get("tcp_established")), leave_running)
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            for copy, reuseaddr in _session.copies:
+                if not done or leave_running:
+                    with contextlib.suppress(OSError):
+                        _leave_repair(copy, reuseaddr)
+                copy.close()
+            _session = _Session()
+
     def inspect(self, found, shell_job, state) -> None:
         facts = {}
         for pid, d in found:
             with borrowed_socket(pid, d.fd) as sock:
-                facts[d.inode] = _inspect_one(sock, f"fd {d.fd} of process {pid}")
+                facts[d.inode] = _inspect_one(
+                    sock, f"fd {d.fd} of process {pid}", _session.tcp_established
+                )
         state["facts"] = facts
 
     def dump(self, ctx, d, state, fown):
@@ -224,6 +290,9 @@ class InetSocket(FdKind):
                 messages = queues.peek(sock, what, passcred=False)
                 if messages:
                     state.setdefault("queued", []).append((entry, messages))
+            elif facts.state == TCP_ESTABLISHED:
+                state.setdefault("streams", []).append((entry.ino, *_dump_stream(sock)))
+                _session.copies.append((sock.dup(), entry.opts.reuseaddr))
         return entry
 
     def write(self, images, state) -> None:
@@ -234,6 +303,11 @@ class InetSocket(FdKind):
                 saved.append((message, data))
         if saved:
             queues.write(images, saved)
+        for ino, stream, data in state.get("streams", ()):
+            images.write(f"tcp-stream-{ino:x}.img", [(stream, data)])
+        if not _session.leave_running:  # the tree is killed next: closing sends nothing
+            for copy, _ in _session.copies:
+                copy.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -246,7 +320,11 @@ class InetSocket(FdKind):
             (socket.SOCK_DGRAM, IPPROTO_UDPLITE),
         ):
             return f"an internet socket has an unknown type {entry.type} or protocol {entry.proto}"
-        if entry.proto == IPPROTO_TCP and entry.state not in (TCP_LISTEN, TCP_CLOSE):
+        if entry.proto == IPPROTO_TCP and entry.state not in (
+            TCP_LISTEN,
+            TCP_CLOSE,
+            TCP_ESTABLISHED,
+        ):
             state = TCP_STATES.get(entry.state, entry.state)
             return f"a TCP socket in state {state} cannot be made again"
         words = 1 if entry.family == socket.AF_INET else 4
@@ -260,10 +338,13 @@ class InetSocket(FdKind):
         if entry.flags & SETFL_FLAGS:
             task.call(X86_64, "fcntl", got, F_SETFL, entry.flags & SETFL_FLAGS)
         local = _address(entry.family, entry.src_addr, entry.src_port, entry.torpor_src_scope_id)
+        stream = entry.proto == IPPROTO_TCP and entry.state == TCP_ESTABLISHED
         with borrowed_socket(ctx.pid, got) as sock:
             _restore_options(sock, entry)
             if entry.proto == IPPROTO_TCP and local[1]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see the docstring
+            if stream:  # also lets it bind to the port of a listener of the tree
+                sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
         if local[1] or not _is_any(local[0]):
             address = queues.address_bytes(entry.family, local)
             bound = task.syscall(X86_64, "bind", got, task.put(address), len(address))
@@ -274,6 +355,12 @@ class InetSocket(FdKind):
                 )
         if entry.state == TCP_LISTEN:
             task.call(X86_64, "listen", got, entry.backlog)
+        if stream:
+            name = f"tcp-stream-{entry.ino:x}.img"
+            saved, data = ctx.images.read_with_payloads(name)[0]
+            with borrowed_socket(ctx.pid, got) as sock:
+                _restore_stream(ctx, got, sock, entry, saved, data)
+            state.setdefault("streams", []).append((ctx, fd, saved, data))
         place(ctx, got, fd, cloexec, always_set_flag=True)
         state.setdefault("placed", []).append((ctx, fd, entry))
 
@@ -292,6 +379,10 @@ class InetSocket(FdKind):
             for ctx, fd, entry, _ in socks:
                 if entry.type == socket.SOCK_DGRAM and entry.state == TCP_ESTABLISHED:
                     _connect(ctx, fd, entry)
+            for ctx, fd, saved, data in state.get("streams", ()):  # every end exists now
+                with borrowed_socket(ctx.pid, fd) as sock:
+                    sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)
+                    _send_unsent(sock, data[len(data) - saved.unsq_len :])
             for _, _, entry, sock in socks:
                 options.restore_rest(sock, entry.opts)
 
@@ -299,8 +390,9 @@ class InetSocket(FdKind):
 # --- dump helpers ----------------------------------------------------------------------------
 
 
-def _inspect_one(sock: socket.socket, fd_what: str) -> _Facts:
-    """The facts of one socket; refuse what cannot be saved (`fd_what` names the fd)."""
+def _inspect_one(sock: socket.socket, fd_what: str, connections: bool) -> _Facts:
+    """The facts of one socket; refuse what cannot be saved (`fd_what` names the fd; a
+    TCP connection is saved with `connections`)."""
     get = sock.getsockopt
     family = get(socket.SOL_SOCKET, socket.SO_DOMAIN)
     kind = get(socket.SOL_SOCKET, socket.SO_TYPE)
@@ -321,11 +413,18 @@ def _inspect_one(sock: socket.socket, fd_what: str) -> _Facts:
                     f"{fd_what} is a TCP socket listening on {_shown(local)} with {pending} "
                     "connection(s) not yet accepted, not supported yet"
                 )
+        elif facts.state == TCP_ESTABLISHED and connections:
+            pass  # saved through TCP_REPAIR
         elif facts.state != TCP_CLOSE:
             ends = f"{_shown(local)} -> {_shown(peer)}" if peer else _shown(local)
+            how = (
+                "dump with --tcp-established to save it"
+                if facts.state == TCP_ESTABLISHED
+                else "not supported yet"
+            )
             raise UnsupportedError(
                 f"{fd_what} is a TCP connection ({TCP_STATES.get(facts.state, facts.state)} "
-                f"{ends}), not supported yet"
+                f"{ends}), {how}"
             )
         elif _queued(sock, SIOCINQ) or _queued(sock, SIOCOUTQ):
             raise UnsupportedError(
@@ -360,6 +459,8 @@ def _dump_options(sock: socket.socket, entry, what: str) -> None:
         entry.v6only = bool(get(SOL_IPV6, IPV6_V6ONLY))
     for message, level, table in _tables(entry):
         for field, option in table.items():
+            if entry.state == TCP_ESTABLISHED and field in _NEGOTIATED:
+                continue
             try:
                 setattr(message, field, get(level, option))
             except OSError as e:
@@ -601,6 +702,123 @@ def _bind_anywhere(sock: socket.socket, family: int, sender: tuple, what: str) -
             f"cannot send a saved datagram of {what} again from {_shown(sender)}, its "
             f"sender's address: {e.strerror}"
         ) from None
+
+
+# --- TCP connections (TCP_REPAIR) ------------------------------------------------------------
+
+
+def _dump_stream(sock: socket.socket) -> tuple[pb.TcpStreamEntry, bytes]:
+    """A connection's TcpStreamEntry and its queues' data (received, then sent), read in
+    repair mode; it leaves repair mode again without a word to its peer."""
+    get = sock.getsockopt
+    reuseaddr = get(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+    try:
+        info = get(IPPROTO_TCP, TCP_INFO, 8)
+        inq, outq, unsent = (_queued(sock, r) for r in (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD))
+        queue_data = []
+        seqs = []
+        for queue, length in ((TCP_RECV_QUEUE, inq), (TCP_SEND_QUEUE, outq)):
+            sock.setsockopt(IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
+            seqs.append(get(IPPROTO_TCP, TCP_QUEUE_SEQ) & 0xFFFFFFFF)
+            queue_data.append(_peek_all(sock, length))
+        sock.setsockopt(IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
+        window = REPAIR_WINDOW.unpack(get(IPPROTO_TCP, TCP_REPAIR_WINDOW, REPAIR_WINDOW.size))
+        stream = pb.TcpStreamEntry(
+            inq_len=inq,
+            inq_seq=seqs[0],
+            outq_len=outq,
+            outq_seq=seqs[1],
+            opt_mask=info[5] & (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE),
+            snd_wscale=info[6] & 0xF,
+            mss_clamp=get(IPPROTO_TCP, TCP_MAXSEG),
+            rcv_wscale=info[6] >> 4,
+            timestamp=get(IPPROTO_TCP, TCP_TIMESTAMP) & 0xFFFFFFFF,
+            cork=bool(get(IPPROTO_TCP, TCP_CORK)),
+            nodelay=bool(get(IPPROTO_TCP, TCP_NODELAY)),
+            unsq_len=unsent,
+        )
+        stream.snd_wl1, stream.snd_wnd, stream.max_window, stream.rcv_wnd, stream.rcv_wup = window
+    finally:
+        _leave_repair(sock, reuseaddr)
+    return stream, b"".join(queue_data)
+
+
+def _leave_repair(sock: socket.socket, reuseaddr: int) -> None:
+    """Out of repair mode without a window probe; SO_REUSEADDR (which repair mode
+    overrides) as it was."""
+    sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuseaddr))
+
+
+def _peek_all(sock: socket.socket, length: int) -> bytes:
+    """The `length` bytes of the queue chosen with TCP_REPAIR_QUEUE (peeked from the
+    start, whatever the socket's peek offset)."""
+    if not length:
+        return b""
+    was = options.peek_offset(sock)
+    if was != -1:
+        options.set_peek_offset(sock, 0)
+    try:
+        data = sock.recv(length, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    finally:
+        if was != -1:
+            options.set_peek_offset(sock, was)
+    if len(data) != length:
+        raise UnsupportedError(
+            f"a TCP connection's queue holds {length} bytes but {len(data)} could be read"
+        )
+    return data
+
+
+def _restore_stream(ctx, fd: int, sock: socket.socket, entry, saved, data: bytes) -> None:
+    """Make the bound socket `fd` (`sock`, in repair mode) the saved connection again:
+    sequence numbers, the connect that sends nothing, the negotiated options, the queues
+    (but what was not yet sent, which goes once it leaves repair mode) and windows."""
+    what = f"the TCP connection {entry.ino}"
+    inq, sent = data[: saved.inq_len], data[saved.inq_len : len(data) - saved.unsq_len]
+    for queue, seq in (
+        (TCP_RECV_QUEUE, saved.inq_seq - saved.inq_len),
+        (TCP_SEND_QUEUE, saved.outq_seq - saved.outq_len),
+    ):
+        _set(sock, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE")
+        _set(sock, IPPROTO_TCP, TCP_QUEUE_SEQ, _u32(seq), "TCP_QUEUE_SEQ")
+    _connect(ctx, fd, entry)
+    repair = [(TCPOPT_MSS, saved.mss_clamp)]
+    if saved.opt_mask & TCPI_OPT_WSCALE:
+        repair.append((TCPOPT_WINDOW, saved.snd_wscale | saved.rcv_wscale << 16))
+    if saved.opt_mask & TCPI_OPT_SACK:
+        repair.append((TCPOPT_SACK_PERM, 0))
+    if saved.opt_mask & TCPI_OPT_TIMESTAMPS:
+        repair.append((TCPOPT_TIMESTAMP, 0))
+    packed = b"".join(struct.pack("=II", code, value) for code, value in repair)
+    _set(sock, IPPROTO_TCP, TCP_REPAIR_OPTIONS, packed, "TCP_REPAIR_OPTIONS")
+    if saved.opt_mask & TCPI_OPT_TIMESTAMPS:
+        _set(sock, IPPROTO_TCP, TCP_TIMESTAMP, _u32(saved.timestamp), "TCP_TIMESTAMP")
+    options.restore_buffers(sock, entry.opts)
+    for queue, chunk in ((TCP_RECV_QUEUE, inq), (TCP_SEND_QUEUE, sent)):
+        _set(sock, IPPROTO_TCP, TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE")
+        _send_unsent(sock, chunk, what)
+    _set(sock, IPPROTO_TCP, TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")
+    if saved.HasField("snd_wnd"):
+        window = REPAIR_WINDOW.pack(
+            saved.snd_wl1, saved.snd_wnd, saved.max_window, saved.rcv_wnd, saved.rcv_wup
+        )
+        _set(sock, IPPROTO_TCP, TCP_REPAIR_WINDOW, window, "TCP_REPAIR_WINDOW")
+
+
+def _u32(value: int) -> bytes:
+    """A 32-bit option value (a sequence number, a timestamp) as setsockopt takes it."""
+    return struct.pack("=I", value & 0xFFFFFFFF)
+
+
+def _send_unsent(sock: socket.socket, data: bytes, what: str = "a TCP connection") -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+    except OSError as e:
+        raise RestoreError(f"cannot queue the saved data of {what} again: {e.strerror}") from None
 
 
 KIND = InetSocket()
