@@ -265,7 +265,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files, seccomp_filters) -
     threads = [ctx]
     for tid in proc.tids[1:]:
         task = proc.threads[tid]
-        task.scratch, task.scratch_size = leader.scratch, leader.scratch_size
+        task.share_healing(leader)
         if abi_for_cs(task.regs.cs) is not ctx.abi:
             raise UnsupportedError(f"thread {tid} of process {proc.pid} runs in another mode")
         core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)

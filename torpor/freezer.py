@@ -127,6 +127,10 @@ class FrozenTree:
                 task.detach()
             except OSError:
                 dead.append(task)  # killed meanwhile: it can only be waited for
+        for proc in self.live():
+            leader = proc.threads.get(proc.pid)
+            if leader is not None:
+                leader.remove_patches()  # no task runs the heal code any more
         self._collect_exits(dead)
 
     def kill(self) -> None:
@@ -193,8 +197,12 @@ def _seize(tid: int) -> RemoteTask | None:
     # From now on a signal stays pending until the task is let go, and letting it go steps it
     # back into an interrupted call before its own mask returns: a signal sent meanwhile then
     # interrupts that call instead of being handled just before the task sleeps in it again.
+    abi = abi_for_cs(task.regs.cs)
     try:
-        task.block_signals()
+        if abi is None:
+            task.block_signals()
+        else:  # blocked from its first injected call on, healing itself if torpor vanishes
+            task.enable_healing(regs_part.restart_adjusted(task.regs, abi))
     except ProcessLookupError:
         task.close()
         return None

@@ -6,6 +6,12 @@ until the call is done. The first calls use any `syscall` instruction found in t
 executable memory and stop at syscall exit; they map a scratch page holding
 `syscall; int3; int $0x80; int3` and room for arguments, after which each call costs one stop.
 Calls of either ABI are issued from 64-bit mode: `int $0x80` there enters the compat table.
+
+A task being dumped is made to heal itself should torpor vanish (arch.sigframe): its calls
+run from heal code in its vDSO's unused tail, each stopped at entry and exit, and a frame
+below its stack pointer holds what the heal code puts back. Its signals are blocked only
+from its first call on, while its registers lead into the heal code, and its own mask
+comes back before its own registers do.
 """
 
 import contextlib
@@ -13,7 +19,7 @@ import os
 import signal
 import struct
 
-from torpor.arch import X86_64, Abi
+from torpor.arch import X86_64, Abi, sigframe
 from torpor.errors import TorporError
 from torpor.kernel import ptrace
 from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps
@@ -58,6 +64,11 @@ class RemoteTask:
         self._bootstrap_insn = 0
         self._data_used = 0
         self._last_event = 0
+        self.heal = 0  # address of the heal code (shared by the threads of a process)
+        self.resume_regs: ptrace.UserRegs | None = None  # what healing puts back; None: no healing
+        self.patches: list[tuple[int, bytes]] = []  # (address, original bytes) torpor wrote over
+        self._framed = False  # the heal frame is below the stack pointer
+        self._ran = False  # resumed by torpor since the seize
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -93,17 +104,44 @@ class RemoteTask:
         self.sigmask = ptrace.get_sigmask(self.pid)
         ptrace.set_sigmask(self.pid, ALL_SIGNALS)
 
+    def enable_healing(self, resume_regs: ptrace.UserRegs) -> None:
+        """Make this (seized) task heal itself, back to `resume_regs`, if torpor vanishes while
+        it injects calls: its process's heal code is put in place with the scratch page, its
+        frame and the blocking of its signals come with its first call. (rt_sigreturn forgets
+        the kernel's restart state: a call interrupted with it is re-issued whole.)"""
+        self.resume_regs = resume_regs
+
+    def _pending_signals(self) -> int:
+        """The signals pending for the task or its process, as a mask (bit N-1: signal N)."""
+        pending = 0
+        with open(proc(self.pid, "status")) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("SigPnd", "ShdPnd"):
+                    pending |= int(value, 16)
+        return pending
+
     def detach(self) -> None:
         """Put back the saved registers and blocked mask, and let the task run.
 
-        A task whose next instruction is a syscall (one it was interrupted in, rewound to be
-        re-issued) is first run into that syscall, with every signal still blocked, and only
-        then given its own mask: a signal arriving meanwhile then interrupts the syscall, as
-        it would have interrupted the original, instead of being handled just before the
-        task re-enters, say, pause() and sleeps on.
+        The task's own mask comes back first, while its registers still lead into the heal
+        code, so that no instant leaves it with signals blocked that it did not block. Only
+        signals that arrived meanwhile and that its mask lets through stay blocked a moment
+        longer: a task whose next instruction is a syscall (one it was interrupted in,
+        rewound to be re-issued) is first run into that syscall, and only then are they let
+        through, so that they interrupt it, as they would have interrupted the original,
+        instead of being handled just before the task re-enters, say, pause() and sleeps on.
         """
-        ptrace.set_regs(self.pid, self.regs)
+        if not self._ran and self.resume_regs is not None:
+            ptrace.detach(self.pid)  # still as seized: the kernel resumes it as it was
+            self.close()
+            return
+        early = 0
         if self.sigmask is not None:
+            early = self._pending_signals() & ~self.sigmask
+            ptrace.set_sigmask(self.pid, self.sigmask | early)
+        ptrace.set_regs(self.pid, self.regs)
+        if early:
             if self._at_syscall_insn():
                 ptrace.cont_syscall(self.pid)
                 self._expect(lambda s: s.is_syscall_stop, "syscall entry")
@@ -167,8 +205,15 @@ class RemoteTask:
             raise OSError(-result, f"{name} in task {self.pid}: {errno_name(-result)}")
         return result
 
-    def _run(self, abi: Abi, nr: int, args, stop_at_exit: bool) -> int:
-        ptrace.set_regs(self.pid, self._call_regs(abi, nr, args))
+    def _run(self, abi: Abi, nr: int, args, stop_at_exit: bool, entry: int = -1) -> int:
+        if self.heal and not self._framed:
+            self._write_frame()
+        ptrace.set_regs(self.pid, self._call_regs(abi, nr, args, entry))
+        if self.resume_regs is not None and self.sigmask is None:
+            self.block_signals()  # only now: its registers lead into the heal code
+        self._ran = True
+        if self.heal:  # two stops: what follows the instruction is for healing only
+            stop_at_exit = True
         if self.scratch and not stop_at_exit:  # one stop: the int3 after the instruction
             ptrace.cont(self.pid)
             self._expect(lambda s: s.sig == signal.SIGTRAP and s.event == 0, "int3")
@@ -180,7 +225,7 @@ class RemoteTask:
         out = ptrace.get_regs(self.pid)
         return signed(out.rax)
 
-    def _call_regs(self, abi: Abi, nr: int, args) -> ptrace.UserRegs:
+    def _call_regs(self, abi: Abi, nr: int, args, entry: int = -1) -> ptrace.UserRegs:
         """The registers that make the task issue syscall `nr` of `abi` with `args`."""
         regs = self.regs.copy()
         regs.cs = X86_64.user_cs
@@ -192,7 +237,10 @@ class RemoteTask:
         padded = tuple(args) + (0,) * (len(abi.arg_regs) - len(args))  # no stale registers
         for reg, value in zip(abi.arg_regs, padded, strict=True):
             setattr(regs, reg, value & 0xFFFFFFFFFFFFFFFF)
-        if self.scratch:
+        if self.heal:
+            at = sigframe.NATIVE_AT if abi is X86_64 else sigframe.COMPAT_AT
+            regs.rip = self.heal + (at if entry < 0 else entry)
+        elif self.scratch:
             regs.rip = self.scratch + (_NATIVE_AT if abi is X86_64 else _COMPAT_AT)
         elif abi is X86_64:
             regs.rip = self._bootstrap_insn or self._find_syscall_insn()
@@ -316,11 +364,17 @@ class RemoteTask:
     # --- scratch page ----------------------------------------------------------------------
 
     def map_scratch(self, size: int = PAGE_SIZE, at: int | None = None) -> int:
-        """Map the scratch page below 4 GiB (reachable by compat calls) and fill in its code."""
+        """Map the scratch page below 4 GiB (reachable by compat calls) and fill in its code;
+        for a task that heals itself, put its heal code in place first."""
         prot = PROT_READ | PROT_WRITE | PROT_EXEC
         flags = MAP_PRIVATE | MAP_ANONYMOUS
         flags |= MAP_FIXED_NOREPLACE if at is not None else MAP_32BIT
-        addr = self._run(X86_64, X86_64.nr("mmap"), (at or 0, size, prot, flags, -1, 0), True)
+        if self.resume_regs is not None:
+            self._place_heal_code(size)
+        addr = self._run(
+            X86_64, X86_64.nr("mmap"), (at or 0, size, prot, flags, -1, 0), True,
+            entry=sigframe.BOOT_AT,
+        )  # fmt: skip
         if addr < 0 or (at is not None and addr != at):
             raise RemoteError(
                 f"cannot map a scratch page in task {self.pid}: "
@@ -328,7 +382,85 @@ class RemoteTask:
             )
         self.write(addr, _CODE)
         self.scratch, self.scratch_size = addr, size
+        if self.heal:
+            self.write(self.heal, self._heal_code())
         return addr
+
+    # --- healing ---------------------------------------------------------------------------
+
+    def _heal_code(self) -> bytes:
+        return sigframe.heal_code(self.scratch, self.scratch_size, self._frame_below)
+
+    def _place_heal_code(self, scratch_size: int) -> None:
+        """Write the heal code into the zero tail of the vDSO's last page (beyond its image),
+        where a torpor killed earlier may have left its own; without a vDSO or room there,
+        the task does without."""
+        vdso = next((m for m in read_maps(self.pid, with_flags=False) if m.name == "[vdso]"), None)
+        if vdso is None:
+            return
+        try:
+            xstate = ptrace.get_regset(self.pid, ptrace.NT_X86_XSTATE)
+            image = self.read(vdso.start, vdso.size)
+        except (OSError, RemoteError):
+            return
+        at = vdso.end - sigframe.HEAL_SIZE - 16
+        tail = bytearray(image[at - vdso.start - 64 :])
+        if sigframe.is_heal_code(tail[64 : 64 + sigframe.HEAL_SIZE]):
+            tail[64 : 64 + sigframe.HEAL_SIZE] = bytes(sigframe.HEAL_SIZE)
+        if any(tail) or _image_end(image) > at - vdso.start:
+            return
+        self._frame_below = sigframe.frame_below(xstate)
+        self.scratch_size = scratch_size
+        self.patches.append((at, bytes(sigframe.HEAL_SIZE)))
+        self.heal = at
+        self.write(at, self._heal_code())
+
+    def _write_frame(self) -> None:
+        """The frame the heal code returns to, below the stack pointer; where there is no
+        room for it, this task does without healing."""
+        self._framed = True
+        regs = self.resume_regs if self.resume_regs is not None else self.regs
+        sigmask = self.sigmask if self.sigmask is not None else ptrace.get_sigmask(self.pid)
+        try:
+            xstate = ptrace.get_regset(self.pid, ptrace.NT_X86_XSTATE)
+            if sigframe.frame_below(xstate) != self._frame_below:
+                raise ValueError("an xstate of another size")
+            at, data = sigframe.frame(regs, sigmask, xstate)
+            self.write(at, data)
+        except (OSError, ValueError, RemoteError):
+            self.heal = 0
+
+    def share_healing(self, leader: "RemoteTask") -> None:
+        """A thread of `leader`'s process: its scratch page and heal code are the leader's."""
+        self.scratch, self.scratch_size = leader.scratch, leader.scratch_size
+        if self.resume_regs is not None:
+            self.heal, self._frame_below = leader.heal, getattr(leader, "_frame_below", 0)
+
+    def unpatched(self, view: memoryview, runs: list[tuple[int, int]]) -> None:
+        """Put the task's own bytes back into `view`, read from `runs`, where torpor wrote
+        its heal code."""
+        at = 0
+        for start, length in runs:
+            for addr, original in self.patches:
+                lo, hi = max(start, addr), min(start + length, addr + len(original))
+                if lo < hi:
+                    view[at + lo - start : at + hi - start] = original[lo - addr : hi - addr]
+            at += length
+
+    def remove_patches(self) -> None:
+        """Write the task's own bytes back over the heal code (once no task runs it)."""
+        try:
+            fd = os.open(proc(self.pid, "mem"), os.O_RDWR)
+        except OSError:
+            return
+        try:
+            for addr, original in self.patches:
+                os.pwrite(fd, original, addr)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        self.patches = []
 
     def unmap_scratch(self) -> None:
         """Remove the scratch page, stopping at syscall exit: its code is gone afterwards."""
@@ -344,6 +476,33 @@ class RemoteTask:
 
     def read_word(self, abi: Abi, addr: int) -> int:
         return struct.unpack(abi.word_format, self.read(addr, abi.word))[0]
+
+
+def _image_end(image: bytes) -> int:
+    """Where the vDSO's ELF image ends: after its section headers or its last section."""
+    if image[:4] != b"\x7fELF":
+        return len(image)
+    wide = image[4] == 2
+    if wide:
+        (shoff,) = struct.unpack_from("<Q", image, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", image, 0x3A)
+    else:
+        (shoff,) = struct.unpack_from("<I", image, 0x20)
+        shentsize, shnum = struct.unpack_from("<HH", image, 0x2E)
+    end = shoff + shentsize * shnum
+    for i in range(shnum):
+        at = shoff + i * shentsize
+        if at + shentsize > len(image):
+            return len(image)
+        if wide:
+            (kind,) = struct.unpack_from("<I", image, at + 4)
+            offset, size = struct.unpack_from("<QQ", image, at + 0x18)
+        else:
+            (kind,) = struct.unpack_from("<I", image, at + 4)
+            offset, size = struct.unpack_from("<II", image, at + 0x10)
+        if kind != 8:  # SHT_NOBITS takes no room
+            end = max(end, offset + size)
+    return end
 
 
 @contextlib.contextmanager

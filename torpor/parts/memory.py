@@ -251,6 +251,7 @@ def _write_pages(
                 _read_forced(ctx, view[:size], batch)
             else:
                 memio.read_into(ctx.pid, view[:size], batch)
+            ctx.task.unpatched(view[:size], batch)  # the task's own bytes, not torpor's
             out.write(view[:size])
             done += size
             if ctx.progress:
