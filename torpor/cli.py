@@ -166,9 +166,11 @@ def dump(
     help="Keep the host's monotonic and boot-time clocks instead of carrying on the dumped ones.",
 )
 @click.option("--pidns", is_flag=True, help="Restore into a new PID namespace.")
+@click.option("--trust-images", is_flag=True, help="Restore images other users could have written.")
 def restore(
-    images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns
-) -> None:
+    images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns,
+    trust_images,
+) -> None:  # fmt: skip
     """Restore the process tree saved in DIR; without -d, wait for its root and exit with
     the root's status."""
     from torpor.api import restore as api_restore
@@ -185,6 +187,7 @@ def restore(
                 timens=not no_timens,
                 pidns=pidns,
                 progress=progress,
+                trust_images=trust_images,
             )
         )
     finally:
@@ -215,7 +218,8 @@ def restore(
 @click.option("--no-timens", is_flag=True, help="As for restore: keep the host's clocks.")
 @click.option("--pidns", is_flag=True, help="As for restore: into a new PID namespace.")
 @click.option("--shell-job", is_flag=True, help="As for restore: onto this terminal.")
-def check(images_dir, cpu_check, no_timens, pidns, shell_job) -> None:
+@click.option("--trust-images", is_flag=True, help="As for restore: images others could write.")
+def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images) -> None:
     """Show what this kernel supports, one line per feature; with -D, whether this host can
     restore an image directory, one line per finding (exit 1 if it would be refused)."""
     from torpor.checks import print_findings, print_report
@@ -231,6 +235,7 @@ def check(images_dir, cpu_check, no_timens, pidns, shell_job) -> None:
             timens=not no_timens,
             pidns=pidns,
             shell_job=shell_job,
+            trust_images=trust_images,
         )  # fmt: skip
     )
     sys.exit(print_findings(findings))

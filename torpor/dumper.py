@@ -17,6 +17,7 @@ from torpor.context import DumpContext, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
+from torpor.images.imagedir import STAGING_PREFIX
 from torpor.kernel import procfs
 from torpor.kernel.files import KCMP_FILES, KCMP_FS, KCMP_VM, shared_with
 from torpor.parts import (
@@ -43,10 +44,20 @@ ELF_CLASS32 = 1
 
 
 def _prepare_dir(path: Path) -> None:
+    """Refuse a missing or non-empty images directory; what a dump that was killed left
+    (its private directory) is removed."""
     if not path.is_dir():
         raise ImageError(f"images directory {path} does not exist")
-    if any(path.iterdir()):
+    for child in path.iterdir():
+        if child.name.startswith(STAGING_PREFIX) and _left_by_dead_dump(child.name):
+            shutil.rmtree(child, ignore_errors=True)
+            continue
         raise ImageError(f"images directory {path} is not empty")
+
+
+def _left_by_dead_dump(name: str) -> bool:
+    pid = name.removeprefix(STAGING_PREFIX).split("-")[0]
+    return pid.isdigit() and not os.path.exists(f"/proc/{pid}")
 
 
 NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
@@ -110,17 +121,18 @@ def dump(
     """
     path = Path(images_dir)
     _prepare_dir(path)
+    images = ImageDir(path, staged=True)
     started = time.monotonic()
     tree = FrozenTree(pid)
     try:
         tree.freeze()
-        _collect(tree, path, shell_job, ghost_limit, progress)
+        _collect(tree, images, shell_job, ghost_limit, progress)
         tree.check_unchanged()
     except BaseException as e:
         with shielded():
             gone = tree.vanished()
             tree.release()
-            _empty_dir(path)
+            images.abandon()
         if gone and not isinstance(e, KeyboardInterrupt):
             raise TargetError(f"task {gone[0]} exited during the dump") from e
         if isinstance(e, RemoteError | OSError) and not isinstance(e, TorporError):
@@ -140,14 +152,6 @@ def dump(
     )
 
 
-def _empty_dir(path: Path) -> None:
-    for child in path.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 class _TreeProgress:
     """Progress over the whole tree from each process's (done, total) page counts."""
 
@@ -165,7 +169,9 @@ class _TreeProgress:
         self.before += total
 
 
-def _collect(tree: FrozenTree, path: Path, shell_job: bool, ghost_limit: int, progress) -> None:
+def _collect(
+    tree: FrozenTree, images: ImageDir, shell_job: bool, ghost_limit: int, progress
+) -> None:
     live = tree.live()
     fds = {}
     root_namespaces = _namespaces(tree.root)
@@ -174,7 +180,6 @@ def _collect(tree: FrozenTree, path: Path, shell_job: bool, ghost_limit: int, pr
         fds[proc.pid] = files.describe_all(proc.pid)
     _check_sharing([proc.pid for proc in live])
     tree_files = files.inspect(fds, shell_job)
-    images = ImageDir(path)
     table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
     memfds: list = []

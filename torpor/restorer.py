@@ -105,12 +105,15 @@ def _abi_of(core, tid: int):
 # --- restore ---------------------------------------------------------------------------------
 
 
-def _open(images_dir) -> tuple[ImageDir, list[ProcessImage], dict]:
-    """The images, their processes and their files.img entries by id."""
+def _open(images_dir, trust_images: bool) -> tuple[ImageDir, list[ProcessImage], dict]:
+    """The images, their processes and their files.img entries by id; images another user
+    could have written are refused unless `trust_images`."""
     path = Path(images_dir)
     if not path.is_dir():
         raise ImageError(f"images directory {path} does not exist")
     images = ImageDir(path)
+    if not trust_images:
+        images.check_trusted()
     procs = _load(images)
     return images, procs, {f.id: f for f in images.read("files.img")}
 
@@ -122,10 +125,11 @@ def check(
     timens: bool = True,
     pidns: bool = False,
     shell_job: bool = False,
+    trust_images: bool = False,
 ) -> list[preflight.Finding]:
     """Whether this host can restore `images_dir`, found without creating anything: the
     checks a restore with the same options makes first, and those it makes as it goes."""
-    images, procs, file_entries = _open(images_dir)
+    images, procs, file_entries = _open(images_dir, trust_images)
     return preflight.run(
         images, procs, file_entries, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
         shell_job=shell_job, whole_host=True,
@@ -142,6 +146,7 @@ def restore(
     timens: bool = True,
     pidns: bool = False,
     progress=None,
+    trust_images: bool = False,
 ) -> int:
     """Recreate the process tree saved in `images_dir`; return its root's PID (as seen from
     here: with `pidns`, the tree has its dumped PIDs only inside its new PID namespace).
@@ -149,7 +154,7 @@ def restore(
     The restored root is a child of the calling process; the whole tree is running when this
     returns, and no task of it ran before every task was complete.
     """
-    images, procs, file_entries = _open(images_dir)
+    images, procs, file_entries = _open(images_dir, trust_images)
     started = time.monotonic()
     warnings = preflight.enforce(
         preflight.run(

@@ -57,9 +57,10 @@ def digest_bytes(data) -> bytes:
 
 
 def digest_file(path) -> tuple[int, bytes]:
-    """(size, digest) of a file, hashed in place through read-only mappings of one window at
-    a time, so that no more of a large pages file than a window is ever mapped."""
-    with open(path, "rb", buffering=0) as f:
+    """(size, digest) of a file (a path, or an open descriptor, left open), hashed in place
+    through read-only mappings of one window at a time, so that no more of a large pages
+    file than a window is ever mapped."""
+    with open(path, "rb", buffering=0, closefd=not isinstance(path, int)) as f:
         size = os.fstat(f.fileno()).st_size
         hasher = Hasher()
         try:

@@ -11,7 +11,12 @@ pagemap-N.img holds one PagemapHead then PagemapEntry messages; pages-N.img is r
 with no magic and no entries.
 
 Every file is written as ``NAME.tmp`` and renamed into place, so a file that exists is
-complete. The size and digest (:mod:`torpor.images.digest`) of every file written through an
+complete; a dump writes into a private directory inside the image directory instead, and
+moves each file out of it only once all are complete, inventory.img last, so that a dump
+killed at any point leaves nothing that looks like an image. Files are created and opened
+relative to a descriptor of the directory held from the start, never through a symbolic
+link, and only regular files are read (never a FIFO or device that would block or never
+end). The size and digest (:mod:`torpor.images.digest`) of every file written through an
 :class:`ImageDir` are recorded, and :meth:`ImageDir.commit` writes them into inventory.img
 (InventoryEntry.torpor_digests, a field CRIU and crit skip), last. On restore,
 :meth:`ImageDir.verify` checks the whole directory against that list before anything is
@@ -25,6 +30,8 @@ of the wrong class) raise ValueError/TypeError.
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import struct
 from pathlib import Path
 
@@ -40,7 +47,10 @@ INVENTORY = "inventory.img"
 
 _U32 = struct.Struct("<I")
 _FILE_MODE = 0o600  # images hold process memory and credentials
-_OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+STAGING_PREFIX = ".torpor-dump-"  # a dump's private directory: .torpor-dump-PID-RANDOM
+_LARGEST_IMAGE = 1 << 30  # an image file (pages aside) larger than this is refused unread
 
 
 def _inventory_digest(inv) -> bytes:
@@ -169,13 +179,9 @@ class PagesWriter:
     def __init__(self, imagedir: ImageDir, pages_id: int) -> None:
         self._dir = imagedir
         self.name = f"{PAGES_PREFIX}-{pages_id}.img"
-        self.path = imagedir.path / self.name
-        self._tmp = imagedir.path / (self.name + ".tmp")
+        self._tmp = self.name + ".tmp"
         self._hasher = Hasher()
-        try:
-            self._fd = os.open(self._tmp, _OPEN_WRITE, _FILE_MODE)
-        except OSError as exc:
-            raise ImageError(f"{self.name}: cannot create: {_strerror(exc)}") from None
+        self._fd = imagedir._create(self._tmp, self.name)
         self.closed = False
 
     # -- file object protocol ---------------------------------------------------------------
@@ -258,8 +264,12 @@ class PagesWriter:
             if size == self._hasher.size:
                 digest = self._hasher.digest()
             else:  # something wrote through fileno(): digest what is actually on disk
-                size, digest = digest_file(self._tmp)
-            os.replace(self._tmp, self.path)
+                fd = self._dir._open_read(self._tmp, written=True)
+                try:
+                    size, digest = digest_file(fd)
+                finally:
+                    os.close(fd)
+            self._dir._put_in_place(self._tmp, self.name)
         except OSError as exc:
             raise ImageError(f"{self.name}: cannot complete: {_strerror(exc)}") from None
         self._dir._record(self.name, size, digest)
@@ -268,10 +278,7 @@ class PagesWriter:
         if not self.closed:
             os.close(self._fd)
             self.closed = True
-        try:
-            os.unlink(self._tmp)
-        except OSError:
-            pass
+        self._dir._remove(self._tmp)
 
     def __enter__(self) -> PagesWriter:
         return self
@@ -301,15 +308,145 @@ class ImageDir:
         core = d.read_one("core-42.img")
     """
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, *, staged: bool = False) -> None:
+        """The image directory at `path`; with `staged` (a dump), what is written goes into
+        a private directory inside it until commit()."""
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise ImageError(f"{self.path}: no such image directory")
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            raise ImageError(f"{self.path}: no such image directory") from None
         self._written: dict[str, tuple[int, bytes]] = {}  # by this object, in this run
         self._expected: dict[str, tuple[int, bytes]] = {}  # listed by a verified inventory
+        self._stage = None  # (name, fd) of the private directory a dump writes into
+        self._moved: list[str] = []  # files commit() moved out of it
+        if staged:
+            name = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                os.mkdir(name, 0o700, dir_fd=self._fd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._fd)
+            except OSError as exc:
+                raise ImageError(f"{self.path}: cannot write into it: {_strerror(exc)}") from None
+            self._stage = (name, fd)
 
     def __repr__(self) -> str:
         return f"ImageDir({str(self.path)!r})"
+
+    def close(self) -> None:
+        if self._stage is not None:
+            os.close(self._stage[1])
+            self._stage = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (OSError, AttributeError):
+            pass
+
+    # -- file access, relative to the directory ----------------------------------------------
+    def _dir_of(self, name: str, written: bool) -> int:
+        """The descriptor of the directory that holds `name`: the private one for what this
+        dump has written and not yet moved out."""
+        if self._stage is not None and written:
+            return self._stage[1]
+        return self._fd
+
+    def _create(self, tmp: str, name: str) -> int:
+        """A new, empty file to write `name` into (`tmp` beside it, where there is no
+        private directory); never through a link another user put there."""
+        where = self._dir_of(name, True)
+        target = name if self._stage is not None else tmp
+        if self._stage is None:
+            self._remove(tmp)
+        try:
+            return os.open(target, _OPEN_WRITE, _FILE_MODE, dir_fd=where)
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot create: {_strerror(exc)}") from None
+
+    def _put_in_place(self, tmp: str, name: str) -> None:
+        if self._stage is None:
+            os.replace(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+
+    def _remove(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self._dir_of(name, True))
+        except OSError:
+            pass
+
+    def _open_read(self, name: str, written: bool | None = None) -> int:
+        """A descriptor of the regular file `name`, opened without following a link and
+        without blocking; ImageError otherwise."""
+        if written is None:
+            written = name in self._written and name not in self._moved
+        try:
+            fd = os.open(name, _OPEN_READ, dir_fd=self._dir_of(name, written))
+        except FileNotFoundError:
+            if name == INVENTORY:
+                raise ImageError(
+                    f"{INVENTORY}: missing (dump incomplete or not an image directory)"
+                ) from None
+            raise ImageError(f"{name}: missing") from None
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: a symbolic link
+                raise ImageError(f"{name}: is a symbolic link, not an image file") from None
+            raise ImageError(f"{name}: cannot read: {_strerror(exc)}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImageError(f"{name}: not a regular file")
+        return fd
+
+    def open_binary(self, name: str):
+        """The image file `name` (a regular file, reached without links) as a binary file."""
+        return os.fdopen(self._open_read(name), "rb")
+
+    def abandon(self) -> None:
+        """Remove everything this dump wrote (its private directory, and what commit()
+        moved out of it): the directory is as before the dump."""
+        for name in self._moved:
+            try:
+                os.unlink(name, dir_fd=self._fd)
+            except OSError:
+                pass
+        self._moved = []
+        if self._stage is not None:
+            name, fd = self._stage
+            for child in os.listdir(fd):
+                try:
+                    os.unlink(child, dir_fd=fd)
+                except OSError:
+                    pass
+            os.close(fd)
+            self._stage = None
+            try:
+                os.rmdir(name, dir_fd=self._fd)
+            except OSError:
+                pass
+
+    def check_trusted(self) -> None:
+        """Refuse images another user could have written: the directory and every file in
+        it must belong to root or the caller, and only a sticky directory may be writable
+        by others. (--trust-images skips this.)"""
+        me = os.geteuid()
+
+        def refuse(what: str, st) -> None:
+            why = f"belongs to user {st.st_uid}" if st.st_uid not in (0, me) else (
+                "is writable by other users"
+            )  # fmt: skip
+            raise ImageError(
+                f"{what} {why} (another user could have written the images): pass "
+                "--trust-images to restore them anyway"
+            )
+
+        st = os.fstat(self._fd)
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            refuse(f"images directory {self.path}", st)
+        for name in os.listdir(self._fd):
+            st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+            if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode)):
+                refuse(name, st)
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, name: str, entries) -> None:
@@ -323,10 +460,11 @@ class ImageDir:
         self._write_file(name, data)
 
     def _write_file(self, name: str, data: bytes) -> None:
-        path = self.path / name
-        tmp = self.path / (name + ".tmp")
+        tmp = name + ".tmp"
+        if name in self._written:
+            self._remove(name)  # written again (sk-queues.img by each family of socket)
+        fd = self._create(tmp, name)
         try:
-            fd = os.open(tmp, _OPEN_WRITE, _FILE_MODE)
             try:
                 view = memoryview(data)
                 off = 0
@@ -334,12 +472,9 @@ class ImageDir:
                     off += os.write(fd, view[off:])
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            self._put_in_place(tmp, name)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            self._remove(tmp if self._stage is None else name)
             raise ImageError(f"{name}: cannot write: {_strerror(exc)}") from None
         self._record(name, len(data), digest_bytes(data))
 
@@ -373,12 +508,32 @@ class ImageDir:
             inv.torpor_digests.add(name=name, digest=digest, size=size)
         inv.torpor_inventory_digest = _inventory_digest(inv)
         self._write_file(INVENTORY, encode_image(INVENTORY, kind_of(INVENTORY), [inv]))
+        if self._stage is None:
+            return
+        name, fd = self._stage
+        try:  # out of the private directory, inventory.img last: complete when it appears
+            for moved in [*sorted(n for n in self._written if n != INVENTORY), INVENTORY]:
+                os.rename(moved, moved, src_dir_fd=fd, dst_dir_fd=self._fd)
+                self._moved.append(moved)
+            os.close(fd)
+            self._stage = None
+            os.rmdir(name, dir_fd=self._fd)
+        except OSError as exc:
+            raise ImageError(
+                f"{self.path}: cannot put the images in place: {_strerror(exc)}"
+            ) from None
+        self._moved = []
 
     # -- reading ----------------------------------------------------------------------------
     def has(self, name: str) -> bool:
         """Whether the file ``name`` exists in the directory."""
         check_file_name(name)
-        return (self.path / name).is_file()
+        written = name in self._written and name not in self._moved
+        try:
+            st = os.stat(name, dir_fd=self._dir_of(name, written), follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode)
 
     def verify(self) -> pb.InventoryEntry:
         """Check that the directory is a complete, undamaged image; return its inventory.
@@ -402,21 +557,23 @@ class ImageDir:
                 raise ImageError(f"{INVENTORY}: bad file list entry {name!r} (damaged image)")
             listed[name] = (item.size, item.digest)
         for name, (size, _) in listed.items():
+            fd = self._open_read(name)
             try:
-                st = os.stat(self.path / name)
-            except FileNotFoundError:
-                raise ImageError(f"{name}: missing") from None
-            except OSError as exc:
-                raise ImageError(f"{name}: cannot access: {_strerror(exc)}") from None
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
             if st.st_size != size:
                 raise ImageError(
                     f"{name}: size {st.st_size} bytes, expected {size} (truncated or damaged image)"
                 )
         for name, (size, digest) in listed.items():
+            fd = self._open_read(name)
             try:
-                found_size, found = digest_file(self.path / name)
+                found_size, found = digest_file(fd)
             except OSError as exc:
                 raise ImageError(f"{name}: cannot read: {_strerror(exc)}") from None
+            finally:
+                os.close(fd)
             if found_size != size or found != digest:
                 raise ImageError(f"{name}: digest mismatch (damaged image)")
         self._expected = listed
@@ -424,16 +581,17 @@ class ImageDir:
 
     def _load(self, name: str) -> list[tuple[Message, bytes | None]]:
         kind = kind_of(name)
+        fd = self._open_read(name)
         try:
-            data = (self.path / name).read_bytes()
-        except FileNotFoundError:
-            if name == INVENTORY:
-                raise ImageError(
-                    f"{INVENTORY}: missing (dump incomplete or not an image directory)"
-                ) from None
-            raise ImageError(f"{name}: missing") from None
+            size = os.fstat(fd).st_size
+            if size > _LARGEST_IMAGE:
+                raise ImageError(f"{name}: {size} bytes, too large for an image of its kind")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(size + 1)
         except OSError as exc:
             raise ImageError(f"{name}: cannot read: {_strerror(exc)}") from None
+        finally:
+            os.close(fd)
         known = self._written.get(name) or self._expected.get(name)
         if known is not None:
             size, digest = known

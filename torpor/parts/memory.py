@@ -408,7 +408,7 @@ def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
     offset = 0
     for start, length in runs:
         if start <= addr and addr + size <= start + length:
-            with open(ctx.images.pages_path(pages_id), "rb") as f:
+            with ctx.images.open_binary(f"pages-{pages_id}.img") as f:
                 f.seek(offset + addr - start)
                 data = f.read(size)
             if len(data) == size:
@@ -426,11 +426,12 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
     pages_id, runs = read_pagemap(ctx)
     targets = Ranges((v.start, v.end, (_fill_method(v, kernel_vmas), v)) for v in ctx.mm.vmas)
     total = sum(length for _, length in runs)
-    path = ctx.images.pages_path(pages_id)
-    if os.path.getsize(path) != total:
-        raise ImageError(f"{path.name}: holds {os.path.getsize(path)} bytes, pagemap says {total}")
+    name = f"pages-{pages_id}.img"
     done = 0
-    with open(path, "rb") as f:
+    with ctx.images.open_binary(name) as f:
+        held = os.fstat(f.fileno()).st_size
+        if held != total:
+            raise ImageError(f"{name}: holds {held} bytes, pagemap says {total}")
         for batch, size in memio.batches(runs, CHUNK):
             failure = None
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
