@@ -19,7 +19,7 @@ import os
 import signal
 import struct
 
-from torpor.arch import X86_64, Abi, sigframe
+from torpor.arch import X86_64, Abi, abi_for_cs, sigframe
 from torpor.errors import TorporError
 from torpor.kernel import ptrace
 from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps
@@ -111,43 +111,54 @@ class RemoteTask:
         the kernel's restart state: a call interrupted with it is re-issued whole.)"""
         self.resume_regs = resume_regs
 
-    def _pending_signals(self) -> int:
-        """The signals pending for the task or its process, as a mask (bit N-1: signal N)."""
-        pending = 0
-        with open(proc(self.pid, "status")) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("SigPnd", "ShdPnd"):
-                    pending |= int(value, 16)
-        return pending
-
     def detach(self) -> None:
         """Put back the saved registers and blocked mask, and let the task run.
 
-        The task's own mask comes back first, while its registers still lead into the heal
-        code, so that no instant leaves it with signals blocked that it did not block. Only
-        signals that arrived meanwhile and that its mask lets through stay blocked a moment
-        longer: a task whose next instruction is a syscall (one it was interrupted in,
-        rewound to be re-issued) is first run into that syscall, and only then are they let
-        through, so that they interrupt it, as they would have interrupted the original,
-        instead of being handled just before the task re-enters, say, pause() and sleeps on.
+        A task whose next instruction is a syscall (one it was interrupted in, rewound to be
+        re-issued) is first run into that syscall, with every signal still blocked, and only
+        then given its own mask: a signal arriving meanwhile then interrupts the syscall, as
+        it would have interrupted the original, instead of being handled just before the
+        task re-enters, say, pause() and sleeps on. A task that heals itself enters it from
+        its heal code as a harmless call, changed into its own at the entry stop once its
+        mask is back, so that no instant leaves it with signals blocked that it did not block.
         """
         if not self._ran and self.resume_regs is not None:
             ptrace.detach(self.pid)  # still as seized: the kernel resumes it as it was
             self.close()
             return
-        early = 0
-        if self.sigmask is not None:
-            early = self._pending_signals() & ~self.sigmask
-            ptrace.set_sigmask(self.pid, self.sigmask | early)
-        ptrace.set_regs(self.pid, self.regs)
-        if early:
-            if self._at_syscall_insn():
+        if self.sigmask is not None and self._at_syscall_insn():
+            if self.heal and self._framed:
+                self._enter_own_call_healing()
+            else:
+                ptrace.set_regs(self.pid, self.regs)
                 ptrace.cont_syscall(self.pid)
                 self._expect(lambda s: s.is_syscall_stop, "syscall entry")
-            ptrace.set_sigmask(self.pid, self.sigmask)
+                ptrace.set_sigmask(self.pid, self.sigmask)
+        else:
+            if self.sigmask is not None:  # first: its registers still lead into the heal code
+                ptrace.set_sigmask(self.pid, self.sigmask)
+            ptrace.set_regs(self.pid, self.regs)
         ptrace.detach(self.pid)
         self.close()
+
+    def _enter_own_call_healing(self) -> None:
+        """Bring the task into the call its registers are rewound to: a getpid from the heal
+        code (should torpor vanish first, the task heals and re-issues its call itself), its
+        own mask back at the entry stop, and only then the call made its own, returning to
+        the task's code."""
+        own = self.regs
+        abi = abi_for_cs(own.cs) or X86_64
+        ptrace.set_regs(self.pid, self._call_regs(abi, abi.nr("getpid"), ()))
+        ptrace.cont_syscall(self.pid)
+        self._expect(lambda s: s.is_syscall_stop, "syscall entry")
+        ptrace.set_sigmask(self.pid, self.sigmask)
+        entry = ptrace.get_regs(self.pid)
+        entry.orig_rax = own.rax  # the rewound call's number
+        for reg in abi.arg_regs:
+            setattr(entry, reg, getattr(own, reg))
+        entry.rip = own.rip + len(abi.syscall_insn)
+        entry.cs, entry.ss, entry.eflags, entry.rsp = own.cs, own.ss, own.eflags, own.rsp
+        ptrace.set_regs(self.pid, entry)
 
     def _at_syscall_insn(self) -> bool:
         try:

@@ -13,6 +13,7 @@ IA32 = Abi(
     syscalls={
         "restart_syscall": 0,
         "close": 6,
+        "getpid": 20,
         "lseek": 19,
         "brk": 45,
         "umask": 60,
