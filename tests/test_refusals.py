@@ -22,6 +22,7 @@ import pytest
 
 import torpor
 from torpor.errors import ImageError, RestoreError, TargetError, TorporError, UnsupportedError
+from torpor.images.imagedir import STAGING_PREFIX
 from torpor.parts import memory as memory_part
 from torpor.remote import RemoteTask
 
@@ -216,7 +217,8 @@ MID_DUMP = (
 def test_failure_mid_dump(spec, when, start_workload, images, monkeypatch):
     """An OSError in the memory stage (the task seized, its scratch page mapped, some images
     written) ends the dump with a TorporError; the task gets its registers, memory, blocked
-    syscall and signal state back, the scratch page goes and the directory is emptied.
+    syscall and signal state back, the scratch page goes and the directory is emptied (while
+    it ran, it held only the dump's private directory).
 
     "instead-of-memory" fails before any page is saved; "after-memory" lets the real stage
     write pages-1.img and pagemap-N.img first.
@@ -232,7 +234,10 @@ def test_failure_mid_dump(spec, when, start_workload, images, monkeypatch):
             real_dump(ctx)
         seen["scratch"] = ctx.task.scratch
         seen["maps"] = harness.maps_lines(ctx.pid)
-        seen["files"] = listing(images)
+        seen["files"] = [  # a dump writes into its private directory until the end
+            name for staging in images.glob(f"{STAGING_PREFIX}*") for name in listing(staging)
+        ]
+        seen["listed"] = listing(images)
         seen["tracer"] = harness.tracer_pid(ctx.pid)
         raise OSError(errno.EIO, "injected failure in the memory stage")
 
@@ -249,6 +254,7 @@ def test_failure_mid_dump(spec, when, start_workload, images, monkeypatch):
         f"the scratch page {scratch:#x} is not in the task's maps during the dump"
     )
     assert seen["files"], "no image had been written when the stage failed"
+    assert all(name.startswith(STAGING_PREFIX) for name in seen["listed"]), seen["listed"]
     if when == "after-memory":
         assert "pages-1.img" in seen["files"], seen["files"]
 
