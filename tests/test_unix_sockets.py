@@ -216,3 +216,34 @@ def test_asyncio_unix_server_goes_on_serving(programs, tmp_path):
         client.connect(str(path))
         client.sendall(b"hello\n")
         assert client.recv(100) == b"echo hello\n"
+
+
+def test_datagram_socket_connected_outside_needs_ext_unix_sk(programs, tmp_path):
+    """A datagram socket connected to a named socket outside the tree (a syslog client's):
+    refused with a hint, or, with ext_unix_sk, connected to that name again at restore, so
+    that what the program sends afterwards reaches the outside socket."""
+    name = f"\0torpor-outside-{os.getpid()}"
+    code = (
+        WAIT
+        + f"""
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.connect({name!r})
+print("READY", flush=True)
+signal.pause()
+c.send(b"after the restore")
+print("OK", flush=True)
+"""
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as outside:
+        outside.bind(name)
+        outside.settimeout(10)
+        proc = programs(code)
+        images = tmp_path / "images"
+        images.mkdir()
+        _refused(proc.pid, images, "outside the process tree @torpor-outside-", "--ext-unix-sk")
+        torpor.dump(proc.pid, str(images), ext_unix_sk=True)
+        proc.wait()
+        assert harness.wait_gone(proc.pid, 5)
+        restored = torpor.restore(str(images))
+        programs.pids.append(restored)
+        os.kill(restored, signal.SIGUSR1)
+        assert outside.recv(100) == b"after the restore"

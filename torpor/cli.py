@@ -115,6 +115,11 @@ def cli(verbose: int) -> None:
     help="Largest deleted file (bytes) whose contents are saved.",
 )
 @click.option("--tcp-established", is_flag=True, help="Save TCP connections (through TCP_REPAIR).")
+@click.option(
+    "--ext-unix-sk",
+    is_flag=True,
+    help="Save datagram Unix sockets connected outside the tree (connected to the name again).",
+)
 def dump(
     pid: int,
     images_dir: str,
@@ -122,6 +127,7 @@ def dump(
     shell_job: bool,
     ghost_limit: int,
     tcp_established: bool,
+    ext_unix_sk: bool,
 ) -> None:
     """Checkpoint process PID, its descendants and all their threads into DIR; the tree is
     killed unless --leave-running."""
@@ -137,6 +143,7 @@ def dump(
                 shell_job=shell_job,
                 ghost_limit=ghost_limit,
                 tcp_established=tcp_established,
+                ext_unix_sk=ext_unix_sk,
                 progress=progress,
             )  # fmt: skip
         )

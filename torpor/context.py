@@ -52,6 +52,16 @@ class FileTable:
         return self.add(("path", path), make)
 
 
+@dataclass(frozen=True)
+class DumpOptions:
+    """What a dump was asked for that parts of it act on."""
+
+    shell_job: bool = False  # fds on the caller's terminal may be saved
+    leave_running: bool = False  # the tree runs on after the dump (else it is killed)
+    tcp_established: bool = False  # TCP connections are saved (through TCP_REPAIR)
+    ext_unix_sk: bool = False  # datagram sockets connected outside the tree are saved
+
+
 @dataclass
 class DumpContext:
     pid: int

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from torpor.arch import abi_for_cs
-from torpor.context import DumpContext, FileTable, log
+from torpor.context import DumpContext, DumpOptions, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
 from torpor.freezer import FrozenTree
 from torpor.images import ImageDir, constants, pb
@@ -110,6 +110,8 @@ def dump(
     *,
     leave_running: bool = False,
     shell_job: bool = False,
+    tcp_established: bool = False,
+    ext_unix_sk: bool = False,
     ghost_limit: int = ghost_files.DEFAULT_LIMIT,
     progress=None,
 ) -> None:
@@ -117,20 +119,29 @@ def dump(
 
     The whole tree is frozen before anything is read. It is killed after a successful dump
     unless `leave_running`; after a failed one it runs on untouched and the directory is left
-    empty.
+    empty. `shell_job` saves fds on the caller's terminal, `tcp_established` TCP connections
+    (closing the dumped ones then sends nothing, unless `leave_running`), `ext_unix_sk`
+    datagram sockets connected to a named socket outside the tree (connected to that name
+    again at restore).
     """
     path = Path(images_dir)
     _prepare_dir(path)
     images = ImageDir(path, staged=True)
+    options = DumpOptions(
+        shell_job=shell_job, leave_running=leave_running, tcp_established=tcp_established,
+        ext_unix_sk=ext_unix_sk,
+    )  # fmt: skip
+    tree_files = files.TreeFiles(options)
     started = time.monotonic()
     tree = FrozenTree(pid)
     try:
         tree.freeze()
-        _collect(tree, images, shell_job, ghost_limit, progress)
+        _collect(tree, images, tree_files, ghost_limit, progress)
         tree.check_unchanged()
     except BaseException as e:
         with shielded():
             gone = tree.vanished()
+            tree_files.dump_done(killed=False)
             tree.release()
             images.abandon()
         if gone and not isinstance(e, KeyboardInterrupt):
@@ -139,6 +150,7 @@ def dump(
             raise TargetError(f"dump of {pid} failed: {e}") from e
         raise
     with shielded():  # the images are complete: nothing to put back any more
+        tree_files.dump_done(killed=not leave_running)
         if leave_running:
             tree.release()
         else:
@@ -170,7 +182,7 @@ class _TreeProgress:
 
 
 def _collect(
-    tree: FrozenTree, images: ImageDir, shell_job: bool, ghost_limit: int, progress
+    tree: FrozenTree, images: ImageDir, tree_files: files.TreeFiles, ghost_limit: int, progress
 ) -> None:
     live = tree.live()
     fds = {}
@@ -179,7 +191,8 @@ def _collect(
         _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
     _check_sharing([proc.pid for proc in live])
-    tree_files = files.inspect(fds, shell_job)
+    files.inspect(fds, tree_files)
+    shell_job = tree_files.options.shell_job
     table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
     memfds: list = []

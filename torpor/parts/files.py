@@ -13,7 +13,7 @@ import os
 import struct
 
 from torpor.arch import X86_64
-from torpor.context import DumpContext, RestoreContext
+from torpor.context import DumpContext, DumpOptions, RestoreContext
 from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, same_open_file
@@ -32,9 +32,9 @@ def _a(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
 
-def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> "TreeFiles":
+def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> None:
     """Refuse unsupported fds of any process of the tree before anything about it changes;
-    the tree's open files, each kind's state started with what it found."""
+    each kind's state in `tree` starts with what it found."""
     found: dict[str, list] = {k.field: [] for k in kinds.KINDS}
     for pid, fds in fds_by_pid.items():
         for d in fds:
@@ -44,10 +44,8 @@ def inspect(fds_by_pid: dict[int, list[FdDescription]], shell_job: bool) -> "Tre
                     f"fd {d.fd} of process {pid} is {_a(d.kind)} ({d.target}), not supported yet"
                 )
             found[kind.field].append((pid, d))
-    tree = TreeFiles()
     for kind in kinds.KINDS:
-        kind.inspect(found[kind.field], shell_job, tree.states[kind.field])
-    return tree
+        kind.inspect(found[kind.field], tree.options, tree.states[kind.field])
 
 
 def describe_all(pid: int) -> list[FdDescription]:
@@ -57,9 +55,10 @@ def describe_all(pid: int) -> list[FdDescription]:
 class TreeFiles:
     """The open file descriptions of a tree being dumped: an fd that shares its description
     with an fd seen before (in any process, found with kcmp) gets the same file id; each
-    kind keeps its tree-wide state here."""
+    kind keeps its tree-wide state here, for a dump with `options`."""
 
-    def __init__(self):
+    def __init__(self, options: DumpOptions):
+        self.options = options
         self.seen: dict[str, list[tuple[int, int, int]]] = {}  # target -> (pid, fd, file id)
         self.states: dict[str, dict] = {k.field: {} for k in kinds.KINDS}
         self.locks = locks.TreeLocks()
@@ -74,6 +73,11 @@ class TreeFiles:
         for kind in kinds.KINDS:
             kind.write(images, self.states[kind.field])
         self.locks.write(images)
+
+    def dump_done(self, killed: bool) -> None:
+        """Each kind's last word on the dump: the tree is killed next, or let go."""
+        for kind in kinds.KINDS:
+            kind.dump_done(self.states[kind.field], killed)
 
 
 def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:

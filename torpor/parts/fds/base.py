@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from torpor.arch import X86_64
-from torpor.context import DumpContext, RestoreContext
+from torpor.context import DumpContext, DumpOptions, RestoreContext
 from torpor.errors import RestoreError
 from torpor.kernel.files import FdDescription
 
@@ -37,7 +37,9 @@ class FdKind:
     def recognise(self, d: FdDescription) -> bool:
         raise NotImplementedError
 
-    def inspect(self, found: list[tuple[int, FdDescription]], shell_job: bool, state: dict) -> None:
+    def inspect(
+        self, found: list[tuple[int, FdDescription]], options: DumpOptions, state: dict
+    ) -> None:
         """Refuse, for the whole tree (`found`: (pid, fd) of every fd of the kind), what
         cannot be saved; called before any process of the tree is touched. What it learns
         may be kept in `state`, the kind's own for the whole dump."""
@@ -63,6 +65,10 @@ class FdKind:
 
     def write(self, images, state: dict) -> None:
         """Write the kind's tree-wide images, once every process was dumped."""
+
+    def dump_done(self, state: dict, killed: bool) -> None:
+        """The dump is over: the tree is killed next (`killed`), or let go as it was
+        (leave_running, or a dump that failed)."""
 
     def restore(self, ctx: RestoreContext, entry, fd: int, cloexec: bool, state: dict) -> None:
         """Make a new open file from `entry` in the task and put it at `fd`."""

@@ -22,7 +22,7 @@ class Eventfd(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "eventfd"
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         for pid, d in found:
             if fdinfo.eventfd(pid, d.fd).semaphore is None:
                 raise UnsupportedError(

@@ -30,7 +30,7 @@ class Fifo(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "fifo"
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         for pid, d in found:
             if not d.target.startswith("/") or d.target.endswith(" (deleted)"):
                 raise UnsupportedError(

@@ -36,7 +36,7 @@ class Pipe(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "pipe"
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         refuse_one_sided(found, "a pipe")
 
     def dump(self, ctx, d, state, fown):

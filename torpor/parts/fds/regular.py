@@ -38,7 +38,7 @@ class Regular(FdKind):
     def recognise(self, d) -> bool:
         return d.kind in ("reg", "dir", "chr-mem")
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         for pid, d in found:
             if not d.target.startswith("/"):  # nsfs ("net:[4026531840]") and the like
                 raise UnsupportedError(

@@ -35,8 +35,8 @@ class Terminal(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "tty"
 
-    def inspect(self, found, shell_job, state) -> None:
-        if found and not shell_job:
+    def inspect(self, found, options, state) -> None:
+        if found and not options.shell_job:
             pid, d = found[0]
             raise UnsupportedError(
                 f"fd {d.fd} of process {pid} is a terminal ({d.target}): dump with --shell-job"

@@ -205,19 +205,6 @@ class _Facts:
     backlog: int = 0
 
 
-class _Session:
-    """One dump's part in TCP connections: whether it saves them (--tcp-established), and
-    a copy of each one saved, kept until the tree is let go or killed."""
-
-    def __init__(self, tcp_established: bool = False, leave_running: bool = False):
-        self.tcp_established = tcp_established
-        self.leave_running = leave_running
-        self.copies: list[tuple[socket.socket, int]] = []  # (copy, its SO_REUSEADDR)
-
-
-_session = _Session()
-
-
 class InetSocket(FdKind):
     name = "an internet socket"
     fd_type = pb.fdinfo_pb2.INETSK
@@ -228,34 +215,17 @@ class InetSocket(FdKind):
 
     # --- dump ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def dump_session(self, dump_options: dict, leave_running: bool):
-        """Around a whole dump: with the option tcp_established, TCP connections are saved.
-        Each stays in repair mode when the tree is killed, so that closing it sends nothing
-        to its peer; it leaves repair mode when the tree is let go (--leave-running, or a
-        dump that failed)."""
-        global _session
-        _session = _Session(bool(dump_options.get("tcp_established")), leave_running)
-        done = False
-        try:
-            yield
-            done = True
-        finally:
-            for copy, reuseaddr in _session.copies:
-                if not done or leave_running:
-                    with contextlib.suppress(OSError):
-                        _leave_repair(copy, reuseaddr)
-                copy.close()
-            _session = _Session()
-
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         facts = {}
         for pid, d in found:
             with borrowed_socket(pid, d.fd) as sock:
                 facts[d.inode] = _inspect_one(
-                    sock, f"fd {d.fd} of process {pid}", _session.tcp_established
+                    sock, f"fd {d.fd} of process {pid}", options.tcp_established
                 )
         state["facts"] = facts
+        # A copy of each TCP connection saved, (copy, its SO_REUSEADDR), kept until the tree
+        # is let go or killed.
+        state["copies"] = []
 
     def dump(self, ctx, d, state, fown):
         facts: _Facts = state["facts"][d.inode]
@@ -292,7 +262,7 @@ class InetSocket(FdKind):
                     state.setdefault("queued", []).append((entry, messages))
             elif facts.state == TCP_ESTABLISHED:
                 state.setdefault("streams", []).append((entry.ino, *_dump_stream(sock)))
-                _session.copies.append((sock.dup(), entry.opts.reuseaddr))
+                state["copies"].append((sock.dup(), entry.opts.reuseaddr))
         return entry
 
     def write(self, images, state) -> None:
@@ -305,9 +275,18 @@ class InetSocket(FdKind):
             queues.write(images, saved)
         for ino, stream, data in state.get("streams", ()):
             images.write(f"tcp-stream-{ino:x}.img", [(stream, data)])
-        if not _session.leave_running:  # the tree is killed next: closing sends nothing
-            for copy, _ in _session.copies:
-                copy.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+
+    def dump_done(self, state, killed) -> None:
+        """Each saved TCP connection stays in repair mode when the tree is killed, so that
+        closing it sends nothing to its peer; it leaves repair mode when the tree is let go
+        (--leave-running, or a dump that failed)."""
+        for copy, reuseaddr in state.get("copies", ()):
+            with contextlib.suppress(OSError):
+                if killed:
+                    copy.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+                else:
+                    _leave_repair(copy, reuseaddr)
+            copy.close()
 
     # --- restore ---------------------------------------------------------------------------
 

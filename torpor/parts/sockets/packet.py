@@ -49,7 +49,7 @@ class PacketSocket(FdKind):
     def recognise(self, d) -> bool:
         return d.kind == "socket" and d.protocol == "PACKET"
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         if not found:
             return
         diag = sockdiag.packet_sockets()

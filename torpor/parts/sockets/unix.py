@@ -5,8 +5,9 @@ and shutdown state. CRIU's UNIXSK kind (UnixSkEntry in files.img, sk-queues.img)
 
 At dump, the kernel tells (sock_diag) each socket's type, state, name, peer and pending
 connections; both ends of every connection must be in the tree (a peer outside it refuses
-the dump). At restore every socket is made in the process that first holds it, in the way
-that gives it back its identity:
+the dump, unless --ext-unix-sk saves a datagram socket connected to a named socket outside,
+connecting it to that name again). At restore every socket is made in the process that first
+holds it, in the way that gives it back its identity:
 - a pair connected to each other and to nothing else (socketpair(2), or a connection whose
   peer was since closed) is made with socketpair; the other end waits, parked, for the
   process holding it (or is closed, once its data is queued);
@@ -44,6 +45,7 @@ from torpor.parts.fds.base import FdKind, park, place, take
 from torpor.parts.sockets import borrowed_socket, options, queues
 
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+UNIX_EXTERN = 1  # UnixSkEntry.uflags: the peer is outside the tree (--ext-unix-sk)
 SEND_SHUTDOWN, RCV_SHUTDOWN = 2, 1
 UNIX_PATH_MAX = 108
 _TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram", 5: "seqpacket"}
@@ -61,7 +63,7 @@ class UnixSocket(FdKind):
 
     # --- dump ------------------------------------------------------------------------------
 
-    def inspect(self, found, shell_job, state) -> None:
+    def inspect(self, found, options, state) -> None:
         if not found:
             return
         diag = sockdiag.unix_sockets()
@@ -75,9 +77,20 @@ class UnixSocket(FdKind):
             if sk is None:
                 raise UnsupportedError(f"{what}: the kernel does not list it, not supported yet")
             if (sk.peer and sk.peer not in tree) or pending.get(ino, (ino,))[0] not in tree:
+                outside = diag.get(sk.peer)
+                reachable = (
+                    sk.type == socket.SOCK_DGRAM and outside is not None
+                    and outside.name[:1] in (b"\0", b"/")
+                )  # fmt: skip
+                if reachable and options.ext_unix_sk:
+                    state.setdefault("external", {})[ino] = outside.name
+                    continue
+                hint = ": dump with --ext-unix-sk to connect it to that name again" if (
+                    reachable
+                ) else ", not supported yet"  # fmt: skip
                 raise UnsupportedError(
                     f"{what} is connected to a socket outside the process tree"
-                    f"{_named(diag.get(sk.peer))}, not supported yet"
+                    f"{_named(outside)}{hint}"
                 )
             for client in sk.icons:
                 if client not in tree:
@@ -113,6 +126,9 @@ class UnixSocket(FdKind):
         )
         if listener:
             entry.torpor_pending_index = index
+        if d.inode in state.get("external", {}):
+            entry.uflags |= UNIX_EXTERN
+            entry.torpor_peer_name = state["external"][d.inode]
         if sk.shutdown:
             entry.shutdown = sk.shutdown & (SEND_SHUTDOWN | RCV_SHUTDOWN)
         accepted_from = _accepted_from(sk, state["listeners"])
@@ -135,7 +151,7 @@ class UnixSocket(FdKind):
                 message.id_for = entry.id
                 saved.append((message, data))
         if saved:
-            images.write("sk-queues.img", saved)
+            queues.write(images, saved)
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -298,7 +314,7 @@ class _RestoreTree:
         accepted, or a datagram socket sending to another one."""
         peer = self.entry(entry.peer)
         if peer is None:
-            return False
+            return bool(entry.uflags & UNIX_EXTERN)
         return peer.state == TCP_LISTEN or (
             entry.type == socket.SOCK_DGRAM and peer.peer != entry.ino
         )
@@ -437,14 +453,14 @@ class _RestoreTree:
         process; datagram sockets to the socket they send to."""
         for entry in sorted(self.connect_later, key=lambda e: (e.peer, e.torpor_pending_index)):
             peer = self.entry(entry.peer)
-            address = _sockaddr(_address_name(peer))
+            name = _address_name(peer) if peer is not None else entry.torpor_peer_name
+            address = _sockaddr(name)
             owner, fd = self.where[entry.ino]
             task = self.contexts[owner].task
             got = task.syscall(X86_64, "connect", fd, task.put(address), len(address))
             if got < 0:
                 raise RestoreError(
-                    f"cannot connect a Unix socket to {_shown(peer.name)} again: "
-                    f"{os.strerror(-got)}"
+                    f"cannot connect a Unix socket to {_shown(name)} again: {os.strerror(-got)}"
                 )
 
     def _refill(self, images, socks) -> None:
