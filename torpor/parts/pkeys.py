@@ -3,9 +3,9 @@ each of its mappings (pkey_mprotect).
 
 The rights of each key live in the PKRU register, saved with the rest of the xstate (see
 parts.regs). The kernel shows a mapping's key in smaps (ProtectionKey, read into
-VmaEntry.torpor_pkey) but not which keys are allocated: a dump finds that out by allocating
-every free key in the task and freeing them again (keys come lowest first, so this leaves
-the allocation as it was; the task's PKRU, which pkey_alloc writes, is put back after).
+VmaEntry.torpor_pkey) but not which keys are allocated: a dump finds that out by giving
+torpor's scratch page each key in turn (pkey_mprotect refuses a key not allocated), and then
+key 0 again; nothing of the task's own changes, not even for a moment.
 A restore allocates the same keys and gives each mapping its key back.
 """
 
@@ -14,10 +14,12 @@ import errno
 from torpor.arch import X86_64
 from torpor.context import DumpContext, RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TargetError
-from torpor.kernel import cpuid, ptrace
+from torpor.kernel import cpuid
+from torpor.remote import PROT_EXEC, PROT_READ, PROT_WRITE
 
 KEYS = 16  # x86: PKRU holds two bits for each of 16 keys; key 0 is every mapping's default
 ALL_KEYS = (1 << KEYS) - 2
+SCRATCH_PROT = PROT_READ | PROT_WRITE | PROT_EXEC  # as the scratch page is mapped
 
 
 def _keys(mask: int) -> list[int]:
@@ -29,22 +31,21 @@ def dump(ctx: DumpContext) -> None:
     if not cpuid.protection_keys():
         return
     task = ctx.task
-    xstate = ptrace.get_regset(task.pid, ptrace.NT_X86_XSTATE)
-    free = []
+    allocated = 0
     try:
-        while True:
-            key = task.syscall(X86_64, "pkey_alloc", 0, 0)
-            if key < 0:
-                if -key != errno.ENOSPC:
-                    name = errno.errorcode.get(-key, str(-key))
-                    raise TargetError(f"pkey_alloc in process {ctx.pid} failed: {name}")
-                break
-            free.append(key)
+        for key in range(1, KEYS):
+            got = task.syscall(
+                X86_64, "pkey_mprotect", task.scratch, task.scratch_size, SCRATCH_PROT, key
+            )
+            if got == 0:
+                allocated |= 1 << key
+            elif -got != errno.EINVAL:
+                name = errno.errorcode.get(-got, str(-got))
+                raise TargetError(f"pkey_mprotect in process {ctx.pid} failed: {name}")
     finally:
-        for key in free:
-            task.call(X86_64, "pkey_free", key)
-        ptrace.set_regset(task.pid, ptrace.NT_X86_XSTATE, xstate)
-    ctx.mm.torpor_pkeys = ALL_KEYS & ~sum(1 << k for k in free)
+        if allocated:  # the scratch page's own key back: the task reads its arguments there
+            task.call(X86_64, "pkey_mprotect", task.scratch, task.scratch_size, SCRATCH_PROT, 0)
+    ctx.mm.torpor_pkeys = allocated
     if ctx.mm.torpor_pkeys:
         log.info("process %d: protection keys %s allocated", ctx.pid, _keys(ctx.mm.torpor_pkeys))
 
