@@ -95,6 +95,7 @@ def test_killed_dump_leaves_the_target_intact(spec, hook, start_workload, tmp_pa
     w.signal(signal.SIGUSR1)
     w.verdict().assert_passed()
     assert status == 0 and calls > POINTS, f"the whole dump made {calls} calls of {hook}"
+    landed = 0
     for k in sorted({1 + i * (calls - 1) // (POINTS - 1) for i in range(POINTS)}):
         w = start_workload(spec)
         w.wait_ready()
@@ -103,7 +104,8 @@ def test_killed_dump_leaves_the_target_intact(spec, hook, start_workload, tmp_pa
         images = tmp_path / f"images-{k}"
         images.mkdir()
         status, _ = _dump_counting(w.pid, images, hook, die_at=k)
-        assert status == -signal.SIGKILL, f"the dump was not killed at {hook} #{k}: {status}"
+        assert status in (0, -signal.SIGKILL), f"the dumping child ended with {status}"
+        landed += status == -signal.SIGKILL  # 0: this dump made fewer calls, and finished
         deadline = time.monotonic() + 5
         while _state(tasks) != before and time.monotonic() < deadline:
             time.sleep(0.01)  # the tasks heal themselves as soon as they run
@@ -117,3 +119,4 @@ def test_killed_dump_leaves_the_target_intact(spec, hook, start_workload, tmp_pa
         assert v.status == 0 and v.passed_line and not v.failures, (
             f"killed at {hook} #{k} of {calls}:\n{v.log}"
         )
+    assert landed >= POINTS - 2, f"only {landed} of {POINTS} kills landed inside a dump"
