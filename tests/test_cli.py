@@ -338,7 +338,8 @@ def ptys():
 
 
 CHECK_TOPICS = (
-    "CPU features", "register state", "protection keys", "credentials", "resource limits",
+    "CPU features", "saved state", "register state", "protection keys", "credentials",
+    "resource limits",
     "open files", "clocks", "PIDs",
     "clone3 set_tid", "vDSO",
 )  # fmt: skip

@@ -14,7 +14,7 @@ from torpor.arch import xstate
 from torpor.context import RestoreContext
 from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
-from torpor.parts import clocks, cpu, files, pkeys, regs, rlimits, task
+from torpor.parts import clocks, cpu, files, memory, pkeys, regs, rlimits, signals, task
 from torpor.parts import vdso as vdso_part
 
 OK, WARN, REFUSE = "ok", "warn", "refuse"
@@ -54,6 +54,7 @@ def run(
     live = [p for p in procs if not p.zombie]
     available = cpuid.xfeatures()
     for proc in live:
+        findings.append(_image_bounds(proc))
         findings.append(_register_state(proc, available))
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
@@ -95,6 +96,29 @@ def _cpu(images, strict: bool) -> Finding:
     if warnings:
         return Finding("CPU features", WARN, "; ".join(warnings))
     return Finding("CPU features", OK, "this CPU has every feature the dumping CPU had")
+
+
+def _image_bounds(proc) -> Finding:
+    """Whether the saved registers, dispositions and mappings are ones a task can have:
+    images are input, checked before anything is made of them."""
+    problem = next(
+        (
+            p
+            for p in (
+                *(
+                    regs.image_problem(tid, core, proc.abi)
+                    for tid, core in [(proc.pid, proc.core), *proc.thread_cores.items()]
+                ),
+                signals.image_problem(proc.core, proc.abi),
+                memory.image_problem(proc.mm, proc.abi),
+            )
+            if p
+        ),
+        None,
+    )
+    return _process_finding(
+        "saved state", proc, problem, "registers, signals and mappings in range"
+    )
 
 
 def _register_state(proc, available: int) -> Finding:

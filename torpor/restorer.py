@@ -79,7 +79,7 @@ def _load(images: ImageDir) -> list[ProcessImage]:
         if proc.core.tc.task_state not in (constants.TASK_ALIVE, constants.TASK_DEAD):
             raise ImageError(f"core-{entry.pid}.img: task state {proc.core.tc.task_state}")
         if proc.zombie:
-            if not procs or len(entry.threads) != 1:
+            if index == 1 or len(entry.threads) != 1:
                 raise ImageError(f"pstree.img: zombie {entry.pid} cannot be restored as saved")
             continue
         proc.abi = _abi_of(proc.core, entry.pid)
@@ -89,6 +89,8 @@ def _load(images: ImageDir) -> list[ProcessImage]:
             if _abi_of(core, tid) is not proc.abi:
                 raise ImageError(f"core-{tid}.img: thread in another mode than its process")
             proc.thread_cores[tid] = core
+    if not procs:
+        raise ImageError("pstree.img: no process")
     return list(procs.values())
 
 

@@ -459,3 +459,15 @@ def _fill_method(vma, kernel_vmas: set) -> str:
     if not vma.prot & PROT_WRITE and not _charged_while_filling(vma):
         return "object" if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD) else "forced"
     return "direct"
+
+
+def image_problem(mm, abi) -> str | None:
+    """What makes a saved mapping impossible (not page-aligned, empty or reversed, beyond
+    the ABI's user space); None if nothing."""
+    for vma in mm.vmas:
+        if (
+            vma.start % PAGE_SIZE or vma.end % PAGE_SIZE or not vma.start < vma.end
+            or vma.end > abi.task_size
+        ):  # fmt: skip
+            return f"mapping {vma.start:#x}-{vma.end:#x} is not one this ABI can have"
+    return None

@@ -245,3 +245,20 @@ def restart_adjusted_for_resume(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserR
     if -signed(regs.rax) == ERESTART_RESTARTBLOCK and signed(regs.orig_rax) >= 0:
         out.rax = abi.nr("restart_syscall")
     return out
+
+
+def image_problem(tid: int, core, abi) -> str | None:
+    """What makes the saved registers of thread `tid` impossible (an address beyond the
+    ABI's user space, an xstate too short or too long to be one); None if nothing."""
+    gp = core.thread_info.gpregs
+    for name in ("ip", "sp"):
+        if getattr(gp, name) >= abi.task_size:
+            return (
+                f"thread {tid}: {name} {getattr(gp, name):#x} is not a user address of {abi.name}"
+            )
+    fp = core.thread_info.fpregs
+    if fp.HasField("torpor_xstate") and not (
+        xsave.HEADER_AT + xsave.HEADER_SIZE <= len(fp.torpor_xstate) <= 1 << 16
+    ):
+        return f"thread {tid}: an xstate of {len(fp.torpor_xstate)} bytes"
+    return None

@@ -131,3 +131,13 @@ def restore_thread_pending(ctx: RestoreContext, tgid: int) -> None:
     for info in ctx.core.thread_core.signals_p.signals:
         sig = int.from_bytes(info.siginfo[:4], "little", signed=True)
         task.call(native, "rt_tgsigqueueinfo", tgid, ctx.image_pid, sig, task.put(info.siginfo))
+
+
+def image_problem(core, abi) -> str | None:
+    """What makes a saved signal disposition impossible (a handler or restorer beyond the
+    user space of the ABI that installed it); None if nothing."""
+    for sig, entry in zip(_signals(), core.tc.sigactions, strict=False):
+        limit = abi.task_size if entry.compat_sigaction else abi_by_name("x86_64").task_size
+        if entry.sigaction > 1 and entry.sigaction >= limit or entry.restorer >= limit:
+            return f"signal {sig}: handler {entry.sigaction:#x} is not a user address"
+    return None
