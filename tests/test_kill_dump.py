@@ -71,6 +71,15 @@ def _tasks(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _running(pids: list[int]) -> bool:
+    """Whether a task is running rather than waiting in a call (/proc/PID/syscall)."""
+    for pid in pids:
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().startswith("running"):
+                return True
+    return False
+
+
 def _state(pids: list[int]) -> list[tuple[str, ...]]:
     """Per task: its tracer, blocked signals and (per process) mappings."""
     out = []
@@ -112,8 +121,9 @@ def test_killed_dump_leaves_the_target_intact(spec, hook, start_workload, tmp_pa
         assert _state(tasks) == before, f"killed at {hook} #{k} of {calls}: the tree changed"
         # A task that healed re-issues the call it was in after rt_sigreturn gave back its
         # mask: a signal in the microseconds between would be handled before the call (as
-        # the README says). Give it the moment to get back into its call.
-        time.sleep(0.1)
+        # the README says). Signal once every task is back in a call.
+        while _running(tasks) and time.monotonic() < deadline + 5:
+            time.sleep(0.01)
         w.signal(signal.SIGUSR1)
         v = w.verdict()
         assert v.status == 0 and v.passed_line and not v.failures, (
