@@ -114,3 +114,27 @@ def test_crafted_image_is_refused(craft, start_workload, tmp_path):
     assert not harness.pid_alive(w.pid), "a refused restore left a process"
     assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before, "images changed"
+
+
+def test_a_saved_file_now_a_fifo_is_refused(start_workload, tmp_path):
+    """The regular file a process had open replaced by a FIFO before the restore (opening
+    it would block): refused at once, naming the path, nothing created."""
+    w = start_workload("files")
+    w.wait_ready()
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(w.pid, str(images))
+    w.reap_original()
+    assert harness.wait_gone(w.pid, 5)
+    entries = ImageDir(images).read("files.img")
+    regular = next(
+        f.reg.name for f in entries
+        if f.HasField("reg") and f.reg.name.startswith(str(tmp_path)) and os.path.isfile(f.reg.name)
+    )  # fmt: skip
+    os.unlink(regular)
+    os.mkfifo(regular)
+    with pytest.raises(TorporError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert regular in message and "FIFO" in message and "\n" not in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"

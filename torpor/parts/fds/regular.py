@@ -5,6 +5,7 @@ reopened from their ghost (parts.ghosts). CRIU's REG kind."""
 
 import fcntl
 import os
+import stat
 
 from torpor.arch import X86_64
 from torpor.errors import UnsupportedError
@@ -71,6 +72,22 @@ class Regular(FdKind):
         name = entry.name.removeprefix(MEMFD_PREFIX).removesuffix(" (deleted)")
         return entry.torpor_memfd, name, entry.size, entry.torpor_memfd_seals
 
+    def restore_problem(self, entry, shell_job) -> str | None:
+        """A path that now holds another type of file than the one saved: a FIFO or device
+        where a regular file was would block or never end, a link would lead elsewhere."""
+        if entry.HasField("torpor_memfd") or not entry.HasField("mode"):
+            return None
+        try:
+            now = os.lstat(entry.name).st_mode
+        except (OSError, ValueError):
+            return None  # gone (a ghost, or a restore that will say so itself)
+        if stat.S_IFMT(now) != stat.S_IFMT(entry.mode):
+            return (
+                f"{entry.name!r} is now {_type_of(now)}, not the {_type_of(entry.mode)} "
+                "that was saved"
+            )
+        return None
+
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         name = entry.name
         if entry.HasField("torpor_memfd"):
@@ -78,6 +95,18 @@ class Regular(FdKind):
         place(ctx, open_in_task(ctx, name, entry.flags), fd, cloexec)
         if entry.pos:
             ctx.task.call(X86_64, "lseek", fd, entry.pos, SEEK_SET)
+
+
+def _type_of(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):  # fmt: skip
+        if test(mode):
+            return name
+    return "file of an unknown type"
 
 
 KIND = Regular()
