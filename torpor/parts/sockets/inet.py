@@ -266,13 +266,7 @@ class InetSocket(FdKind):
         return entry
 
     def write(self, images, state) -> None:
-        saved = []
-        for entry, messages in state.get("queued", ()):
-            for message, data in messages:
-                message.id_for = entry.id
-                saved.append((message, data))
-        if saved:
-            queues.write(images, saved)
+        queues.write(images, state.get("queued", ()))
         for ino, stream, data in state.get("streams", ()):
             images.write(f"tcp-stream-{ino:x}.img", [(stream, data)])
 

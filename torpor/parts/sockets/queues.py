@@ -78,9 +78,17 @@ def address_bytes(family: int, address) -> bytes:
     )
 
 
-def write(images, saved: list) -> None:
-    """Add (SkPacketEntry, data) pairs to sk-queues.img, one image for every family of
-    socket: after what another family wrote there first."""
+def write(images, queued) -> None:
+    """Add the messages of `queued` ((socket's entry, peek()'s messages) pairs, the entries'
+    file ids set by now) to sk-queues.img, one image for every family of socket: after what
+    another family wrote there first."""
+    saved = []
+    for entry, messages in queued:
+        for message, data in messages:
+            message.id_for = entry.id
+            saved.append((message, data))
+    if not saved:
+        return
     if images.has("sk-queues.img"):
         saved = [*images.read_with_payloads("sk-queues.img"), *saved]
     images.write("sk-queues.img", saved)
