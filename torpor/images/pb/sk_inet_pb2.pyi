@@ -7,9 +7,38 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class IpOptsRawEntry(_message.Message):
+    __slots__ = ("hdrincl", "nodefrag", "checksum", "icmpv_filter", "torpor_checksum_offset")
+    HDRINCL_FIELD_NUMBER: _ClassVar[int]
+    NODEFRAG_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ICMPV_FILTER_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_CHECKSUM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    hdrincl: bool
+    nodefrag: bool
+    checksum: bool
+    icmpv_filter: _containers.RepeatedScalarFieldContainer[int]
+    torpor_checksum_offset: int
+    def __init__(self, hdrincl: bool = ..., nodefrag: bool = ..., checksum: bool = ..., icmpv_filter: _Optional[_Iterable[int]] = ..., torpor_checksum_offset: _Optional[int] = ...) -> None: ...
+
+class McastMembershipEntry(_message.Message):
+    __slots__ = ("ifindex", "ifname", "group", "mode", "sources")
+    IFINDEX_FIELD_NUMBER: _ClassVar[int]
+    IFNAME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ifindex: int
+    ifname: str
+    group: bytes
+    mode: int
+    sources: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ifindex: _Optional[int] = ..., ifname: _Optional[str] = ..., group: _Optional[bytes] = ..., mode: _Optional[int] = ..., sources: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class IpOptsEntry(_message.Message):
-    __slots__ = ("freebind", "torpor_tos", "torpor_ttl", "torpor_recvopts", "torpor_retopts", "torpor_pktinfo", "torpor_mtu_discover", "torpor_recverr", "torpor_recvttl", "torpor_recvtos", "torpor_passsec", "torpor_transparent", "torpor_recvorigdstaddr", "torpor_minttl", "torpor_bind_address_no_port", "torpor_recvfragsize", "torpor_recverr_rfc4884", "torpor_multicast_if", "torpor_multicast_ttl", "torpor_multicast_loop", "torpor_multicast_all", "torpor_unicast_if", "torpor_local_port_range", "torpor_options")
+    __slots__ = ("freebind", "raw", "torpor_tos", "torpor_ttl", "torpor_recvopts", "torpor_retopts", "torpor_pktinfo", "torpor_mtu_discover", "torpor_recverr", "torpor_recvttl", "torpor_recvtos", "torpor_passsec", "torpor_transparent", "torpor_recvorigdstaddr", "torpor_minttl", "torpor_bind_address_no_port", "torpor_recvfragsize", "torpor_recverr_rfc4884", "torpor_multicast_if", "torpor_multicast_ttl", "torpor_multicast_loop", "torpor_multicast_all", "torpor_unicast_if", "torpor_local_port_range", "torpor_options", "torpor_checksum", "torpor_memberships")
     FREEBIND_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
     TORPOR_TOS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_TTL_FIELD_NUMBER: _ClassVar[int]
     TORPOR_RECVOPTS_FIELD_NUMBER: _ClassVar[int]
@@ -33,7 +62,10 @@ class IpOptsEntry(_message.Message):
     TORPOR_UNICAST_IF_FIELD_NUMBER: _ClassVar[int]
     TORPOR_LOCAL_PORT_RANGE_FIELD_NUMBER: _ClassVar[int]
     TORPOR_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MEMBERSHIPS_FIELD_NUMBER: _ClassVar[int]
     freebind: bool
+    raw: IpOptsRawEntry
     torpor_tos: int
     torpor_ttl: int
     torpor_recvopts: int
@@ -57,10 +89,12 @@ class IpOptsEntry(_message.Message):
     torpor_unicast_if: int
     torpor_local_port_range: int
     torpor_options: bytes
-    def __init__(self, freebind: bool = ..., torpor_tos: _Optional[int] = ..., torpor_ttl: _Optional[int] = ..., torpor_recvopts: _Optional[int] = ..., torpor_retopts: _Optional[int] = ..., torpor_pktinfo: _Optional[int] = ..., torpor_mtu_discover: _Optional[int] = ..., torpor_recverr: _Optional[int] = ..., torpor_recvttl: _Optional[int] = ..., torpor_recvtos: _Optional[int] = ..., torpor_passsec: _Optional[int] = ..., torpor_transparent: _Optional[int] = ..., torpor_recvorigdstaddr: _Optional[int] = ..., torpor_minttl: _Optional[int] = ..., torpor_bind_address_no_port: _Optional[int] = ..., torpor_recvfragsize: _Optional[int] = ..., torpor_recverr_rfc4884: _Optional[int] = ..., torpor_multicast_if: _Optional[int] = ..., torpor_multicast_ttl: _Optional[int] = ..., torpor_multicast_loop: _Optional[int] = ..., torpor_multicast_all: _Optional[int] = ..., torpor_unicast_if: _Optional[int] = ..., torpor_local_port_range: _Optional[int] = ..., torpor_options: _Optional[bytes] = ...) -> None: ...
+    torpor_checksum: int
+    torpor_memberships: _containers.RepeatedCompositeFieldContainer[McastMembershipEntry]
+    def __init__(self, freebind: bool = ..., raw: _Optional[_Union[IpOptsRawEntry, _Mapping]] = ..., torpor_tos: _Optional[int] = ..., torpor_ttl: _Optional[int] = ..., torpor_recvopts: _Optional[int] = ..., torpor_retopts: _Optional[int] = ..., torpor_pktinfo: _Optional[int] = ..., torpor_mtu_discover: _Optional[int] = ..., torpor_recverr: _Optional[int] = ..., torpor_recvttl: _Optional[int] = ..., torpor_recvtos: _Optional[int] = ..., torpor_passsec: _Optional[int] = ..., torpor_transparent: _Optional[int] = ..., torpor_recvorigdstaddr: _Optional[int] = ..., torpor_minttl: _Optional[int] = ..., torpor_bind_address_no_port: _Optional[int] = ..., torpor_recvfragsize: _Optional[int] = ..., torpor_recverr_rfc4884: _Optional[int] = ..., torpor_multicast_if: _Optional[int] = ..., torpor_multicast_ttl: _Optional[int] = ..., torpor_multicast_loop: _Optional[int] = ..., torpor_multicast_all: _Optional[int] = ..., torpor_unicast_if: _Optional[int] = ..., torpor_local_port_range: _Optional[int] = ..., torpor_options: _Optional[bytes] = ..., torpor_checksum: _Optional[int] = ..., torpor_memberships: _Optional[_Iterable[_Union[McastMembershipEntry, _Mapping]]] = ...) -> None: ...
 
 class Ipv6OptsEntry(_message.Message):
-    __slots__ = ("unicast_hops", "multicast_if", "multicast_hops", "multicast_loop", "mtu_discover", "recverr", "multicast_all", "recverr_rfc4884", "flowinfo", "flowinfo_send", "recvpktinfo", "recvhoplimit", "recvhopopts", "recvrthdr", "recvdstopts", "recvpathmtu", "dontfrag", "recvtclass", "tclass", "autoflowlabel", "addr_preferences", "minhopcount", "recvorigdstaddr", "transparent", "unicast_if", "recvfragsize")
+    __slots__ = ("unicast_hops", "multicast_if", "multicast_hops", "multicast_loop", "mtu_discover", "recverr", "multicast_all", "recverr_rfc4884", "flowinfo", "flowinfo_send", "recvpktinfo", "recvhoplimit", "recvhopopts", "recvrthdr", "recvdstopts", "recvpathmtu", "dontfrag", "recvtclass", "tclass", "autoflowlabel", "addr_preferences", "minhopcount", "recvorigdstaddr", "transparent", "unicast_if", "recvfragsize", "router_alert_isolate", "pktinfo_2292", "hopopts_2292", "dstopts_2292", "rthdr_2292", "hoplimit_2292", "hopopts", "rthdrdstopts", "rthdr", "dstopts", "torpor_memberships")
     UNICAST_HOPS_FIELD_NUMBER: _ClassVar[int]
     MULTICAST_IF_FIELD_NUMBER: _ClassVar[int]
     MULTICAST_HOPS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +121,17 @@ class Ipv6OptsEntry(_message.Message):
     TRANSPARENT_FIELD_NUMBER: _ClassVar[int]
     UNICAST_IF_FIELD_NUMBER: _ClassVar[int]
     RECVFRAGSIZE_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ALERT_ISOLATE_FIELD_NUMBER: _ClassVar[int]
+    PKTINFO_2292_FIELD_NUMBER: _ClassVar[int]
+    HOPOPTS_2292_FIELD_NUMBER: _ClassVar[int]
+    DSTOPTS_2292_FIELD_NUMBER: _ClassVar[int]
+    RTHDR_2292_FIELD_NUMBER: _ClassVar[int]
+    HOPLIMIT_2292_FIELD_NUMBER: _ClassVar[int]
+    HOPOPTS_FIELD_NUMBER: _ClassVar[int]
+    RTHDRDSTOPTS_FIELD_NUMBER: _ClassVar[int]
+    RTHDR_FIELD_NUMBER: _ClassVar[int]
+    DSTOPTS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_MEMBERSHIPS_FIELD_NUMBER: _ClassVar[int]
     unicast_hops: int
     multicast_if: int
     multicast_hops: int
@@ -113,7 +158,18 @@ class Ipv6OptsEntry(_message.Message):
     transparent: int
     unicast_if: int
     recvfragsize: int
-    def __init__(self, unicast_hops: _Optional[int] = ..., multicast_if: _Optional[int] = ..., multicast_hops: _Optional[int] = ..., multicast_loop: _Optional[int] = ..., mtu_discover: _Optional[int] = ..., recverr: _Optional[int] = ..., multicast_all: _Optional[int] = ..., recverr_rfc4884: _Optional[int] = ..., flowinfo: _Optional[int] = ..., flowinfo_send: _Optional[int] = ..., recvpktinfo: _Optional[int] = ..., recvhoplimit: _Optional[int] = ..., recvhopopts: _Optional[int] = ..., recvrthdr: _Optional[int] = ..., recvdstopts: _Optional[int] = ..., recvpathmtu: _Optional[int] = ..., dontfrag: _Optional[int] = ..., recvtclass: _Optional[int] = ..., tclass: _Optional[int] = ..., autoflowlabel: _Optional[int] = ..., addr_preferences: _Optional[int] = ..., minhopcount: _Optional[int] = ..., recvorigdstaddr: _Optional[int] = ..., transparent: _Optional[int] = ..., unicast_if: _Optional[int] = ..., recvfragsize: _Optional[int] = ...) -> None: ...
+    router_alert_isolate: int
+    pktinfo_2292: int
+    hopopts_2292: int
+    dstopts_2292: int
+    rthdr_2292: int
+    hoplimit_2292: int
+    hopopts: bytes
+    rthdrdstopts: bytes
+    rthdr: bytes
+    dstopts: bytes
+    torpor_memberships: _containers.RepeatedCompositeFieldContainer[McastMembershipEntry]
+    def __init__(self, unicast_hops: _Optional[int] = ..., multicast_if: _Optional[int] = ..., multicast_hops: _Optional[int] = ..., multicast_loop: _Optional[int] = ..., mtu_discover: _Optional[int] = ..., recverr: _Optional[int] = ..., multicast_all: _Optional[int] = ..., recverr_rfc4884: _Optional[int] = ..., flowinfo: _Optional[int] = ..., flowinfo_send: _Optional[int] = ..., recvpktinfo: _Optional[int] = ..., recvhoplimit: _Optional[int] = ..., recvhopopts: _Optional[int] = ..., recvrthdr: _Optional[int] = ..., recvdstopts: _Optional[int] = ..., recvpathmtu: _Optional[int] = ..., dontfrag: _Optional[int] = ..., recvtclass: _Optional[int] = ..., tclass: _Optional[int] = ..., autoflowlabel: _Optional[int] = ..., addr_preferences: _Optional[int] = ..., minhopcount: _Optional[int] = ..., recvorigdstaddr: _Optional[int] = ..., transparent: _Optional[int] = ..., unicast_if: _Optional[int] = ..., recvfragsize: _Optional[int] = ..., router_alert_isolate: _Optional[int] = ..., pktinfo_2292: _Optional[int] = ..., hopopts_2292: _Optional[int] = ..., dstopts_2292: _Optional[int] = ..., rthdr_2292: _Optional[int] = ..., hoplimit_2292: _Optional[int] = ..., hopopts: _Optional[bytes] = ..., rthdrdstopts: _Optional[bytes] = ..., rthdr: _Optional[bytes] = ..., dstopts: _Optional[bytes] = ..., torpor_memberships: _Optional[_Iterable[_Union[McastMembershipEntry, _Mapping]]] = ...) -> None: ...
 
 class TcpOptsEntry(_message.Message):
     __slots__ = ("nodelay", "maxseg", "cork", "syncnt", "linger2", "defer_accept", "window_clamp", "thin_linear_timeouts", "user_timeout", "fastopen", "notsent_lowat", "save_syn", "fastopen_connect", "fastopen_no_cookie", "inq", "tx_delay", "rto_max_ms", "rto_min_us", "delack_max_us", "congestion")
