@@ -111,27 +111,91 @@ print("OK" if (data, sender) == (b"from outside", b"\\0torpor-outsider") else "L
         _finishes_with(proc, tmp_path / "out", "OK")
 
 
-def test_file_descriptors_in_flight_are_refused(programs, tmp_path):
-    """A message carrying a file descriptor (SCM_RIGHTS) refuses the dump; the message is
-    still there afterwards, with a working descriptor."""
+IN_FLIGHT = """
+import os, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
+a, b = socket.socketpair()
+# a file the sender closed, 5 bytes into it
+f = os.open({passed!r}, os.O_RDONLY); os.read(f, 5)
+# a pipe's read end, with data in the pipe; the program keeps the write end
+r, w = os.pipe(); os.write(w, b"in the pipe")
+# one end of a socketpair, with a message queued on it; the program keeps the other end
+c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM); d.send(b"queued on c")
+# a socket that carries a file in turn: an eventfd with a count
+e, g = socket.socketpair(); ev = os.eventfd(7)
+socket.send_fds(g, [b"n"], [ev]); os.close(ev); g.close()
+# a file the program still holds: the same open file after the restore
+kept = os.open({passed!r}, os.O_RDONLY)
+socket.send_fds(a, [b"one"], [f, r])
+socket.send_fds(a, [b"two"], [c.fileno(), e.fileno(), kept])
+for x in (f, r): os.close(x)
+c.close(); e.close()
+print("READY", flush=True)
+signal.pause()
+msg1, (f, r), _, _ = socket.recv_fds(b, 3, 2)
+msg2, (c, e, kept2), _, _ = socket.recv_fds(b, 3, 3)
+c, e = socket.socket(fileno=c), socket.socket(fileno=e)
+checks = {{
+    "messages": (msg1, msg2) == (b"one", b"two"),
+    "file": os.read(f, 100) == b"gh the socket",
+    "pipe": os.read(r, 100) == b"in the pipe" and os.write(w, b"!") == 1 and os.read(r, 1) == b"!",
+    "queued": c.recv(100) == b"queued on c",
+    "pair": c.send(b"to d") == 4 and d.recv(100) == b"to d",
+}}
+_, (ev,), _, _ = socket.recv_fds(e, 1, 1)
+checks["nested"] = os.eventfd_read(ev) == 7
+os.read(kept2, 3)
+checks["shared"] = os.read(kept, 100) == b"ough the socket"
+bad = [k for k, ok in checks.items() if not ok]
+print("OK" if not bad else "BAD " + " ".join(bad), flush=True)
+"""
+
+
+def test_file_descriptors_in_flight_are_restored(programs, tmp_path):
+    """Messages carrying file descriptors (SCM_RIGHTS) come back carrying them: a file its
+    sender closed (at its offset), a pipe end (with the pipe's data), a socket (with its
+    own queue), a socket that carries a file in turn, and a file the program still holds
+    (the very same open file: reading one moves the other)."""
     (tmp_path / "passed").write_bytes(b"through the socket")
+    out = tmp_path / "out"
+    proc = programs(IN_FLIGHT.format(passed=str(tmp_path / "passed")))
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
+
+
+def test_file_descriptors_in_flight_of_a_kind_that_cannot_travel_are_refused(programs, tmp_path):
+    """A message carrying an fd torpor cannot save from its own copy (an inotify instance)
+    refuses the dump, naming it; the message is still there afterwards, working."""
     code = (
         WAIT
-        + f"""
+        + """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
 a, b = socket.socketpair()
-f = os.open({str(tmp_path / "passed")!r}, os.O_RDONLY)
-socket.send_fds(a, [b"x"], [f])
-os.close(f)
+i = libc.inotify_init1(0)
+socket.send_fds(a, [b"x"], [i])
+os.close(i)
 print("READY", flush=True)
 signal.pause()
 msg, fds, _, _ = socket.recv_fds(b, 1, 1)
-print("OK" if os.read(fds[0], 18) == b"through the socket" else "LOST", flush=True)
+print("OK" if os.readlink(f"/proc/self/fd/{fds[0]}") == "anon_inode:inotify" else "LOST")
 """
     )
     proc = programs(code)
     images = tmp_path / "images"
     images.mkdir()
-    _refused(proc.pid, images, "queued file descriptors (SCM_RIGHTS)")
+    _refused(proc.pid, images, "carries an inotify instance", "a Unix socket")
     _finishes_with(proc, tmp_path / "out", "OK")
 
 

@@ -78,6 +78,8 @@ class DumpContext:
     shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
     memfds: list = field(default_factory=list)  # (pid, fd, inode, size) of memfd fds (tree)
     ghosts: object = None  # parts.ghosts.TreeGhosts: deleted files the tree holds
+    carried: object = None  # parts.files.InFlight: files carried in queued messages (tree)
+    in_flight: bool = False  # `pid` is torpor, saving its copies of files in flight
 
 
 @dataclass

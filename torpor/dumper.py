@@ -211,9 +211,16 @@ def _collect(
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
         ctx.shmem_saved, ctx.memfds, ctx.ghosts = shmem_saved, memfds, ghosts
+        ctx.carried = tree_files.carried
         _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters)
         pages.finished(ctx.pages_bytes)
         shmem.reach(ctx.mm.vmas, mapped)
+    own = DumpContext(
+        pid=os.getpid(), task=None, abi=None, images=images, core=None, mm=None, files=table,
+        shell_job=shell_job, memfds=memfds, ghosts=ghosts, carried=tree_files.carried,
+        in_flight=True,
+    )  # fmt: skip
+    files.dump_carried(own, tree_files)
     for pid, fd, inode, size in memfds:
         if size > mapped.get(inode, 0):
             raise UnsupportedError(

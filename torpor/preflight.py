@@ -60,6 +60,7 @@ def run(
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
     files_problems = files.restore_problems(files_by_id, shell_job)
+    files_problems += files.in_flight_problems(images, files_by_id)
     findings.append(
         Finding("open files", REFUSE, "; ".join(files_problems))
         if files_problems

@@ -16,6 +16,9 @@
  *   half    stream socketpair whose one end was shut down for writing, 5 bytes queued
  *   orphan  stream socket whose peer wrote 3 bytes and closed
  *   gone    datagram socket bound to "gone.sock", whose socket file was then deleted
+ *   fly     stream socketpair carrying, in one message (SCM_RIGHTS), fds P then closed: a
+ *           pipe's read end with 9 bytes in the pipe, and one end of a datagram
+ *           socketpair with a datagram queued on it
  *
  * After the restore every socket is used: the queued data comes back in order with its
  * boundaries, sender addresses and credentials; names and peers are as they were; the
@@ -108,6 +111,46 @@ static void send_to(int fd, const char *name, size_t n, uint32_t seed)
 }
 
 /* One datagram on rx: its size, sender and the sender's pid. */
+static void send_fds(int via, const int *fds, int n)
+{
+    char data = 'f';
+    struct iovec iov = {&data, 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    if (sendmsg(via, &msg, 0) != 1)
+        FAIL_ERRNO("sendmsg SCM_RIGHTS");
+}
+
+/* Receive one message carrying `n` fds into `fds`; how many came. */
+static int receive_fds(int via, int *fds, int n)
+{
+    char data;
+    struct iovec iov = {&data, 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof(control.buf)};
+    if (recvmsg(via, &msg, MSG_DONTWAIT) != 1 || data != 'f')
+        return 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS)
+        return 0;
+    int got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(fds, CMSG_DATA(c), (size_t)(got < n ? got : n) * sizeof(int));
+    return got;
+}
+
 static void expect_datagram(int rx, size_t n, uint32_t seed, const char *from, pid_t pid)
 {
     unsigned char buf[4096], want[4096];
@@ -140,7 +183,7 @@ int main(void)
     char rx_name[64], tx1_name[64], ab_name[64];
     struct sockaddr_un a;
     socklen_t len;
-    int pair[2], seq[2], dg[2], half[2], orphan[2], go[2], checked[2];
+    int pair[2], seq[2], dg[2], half[2], orphan[2], go[2], checked[2], fly[2], flown[2];
     workload_init("unixsk", 0);
     signal(SIGPIPE, SIG_IGN);
     snprintf(rx_name, sizeof(rx_name), "torpor-unixsk-rx-%d", getpid());
@@ -224,6 +267,16 @@ int main(void)
     len = address(&a, "gone.sock", 0);
     if (bind(gone, (struct sockaddr *)&a, len) || unlink("gone.sock"))
         FAIL_ERRNO("gone");
+
+    int fly_pipe[2], fly_dg[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fly) || pipe(fly_pipe) ||
+        socketpair(AF_UNIX, SOCK_DGRAM, 0, fly_dg))
+        FAIL_ERRNO("fly");
+    if (write(fly_pipe[1], "in flight", 9) != 9 || send(fly_dg[1], "queued", 6, 0) != 6)
+        FAIL_ERRNO("fly data");
+    send_fds(fly[0], (int[]){fly_pipe[0], fly_dg[0]}, 2);
+    close(fly_pipe[0]);
+    close(fly_dg[0]);
 
     pid_t child = fork();
     if (child == 0) { /* C: the other end of pair, the client end of srv's connection */
@@ -326,6 +379,19 @@ int main(void)
     if (recv(orphan[0], buf, 3, MSG_DONTWAIT) != 3 || memcmp(buf, "bye", 3) != 0)
         fail("orphan: the data its closed peer wrote is gone");
     CHECK_EQ("orphan: end of file", recv(orphan[0], buf, 1, MSG_DONTWAIT), 0);
+
+    if (receive_fds(fly[1], flown, 2) != 2)
+        fail("fly: the message with its two fds is gone");
+    else {
+        if (read(flown[0], buf, 9) != 9 || memcmp(buf, "in flight", 9) != 0)
+            fail("fly: the pipe in flight lost its data");
+        if (write(fly_pipe[1], "!", 1) != 1 || read(flown[0], buf, 1) != 1 || buf[0] != '!')
+            fail("fly: the pipe in flight is not the pipe P writes to");
+        if (recv(flown[1], buf, 100, MSG_DONTWAIT) != 6 || memcmp(buf, "queued", 6) != 0)
+            fail("fly: the socket in flight lost its datagram");
+        if (send(fly_dg[1], "more", 4, 0) != 4 || recv(flown[1], buf, 100, MSG_DONTWAIT) != 4)
+            fail("fly: the socket in flight is not connected to its peer");
+    }
 
     check_name(gone, 0, "gone.sock", 0, "gone");
     struct stat st;

@@ -7,8 +7,16 @@ of the tree, found with kcmp) is saved once and restored once, the others take c
 close-on-exec; the owner that receives SIGIO/SIGURG (F_SETOWN_EX, F_SETSIG); and the file
 locks held through each fd (parts.locks).
 An fd of no known kind refuses the dump, naming it.
+
+Files in flight, carried by messages queued on sockets (SCM_RIGHTS), are open files too,
+maybe held by no fd any more: the socket's kind gives torpor copies of them, which go
+through the kinds like the tree's fds (inspected with them, and saved from torpor's copy
+unless an fd of the tree shares the open file; only kinds that can be saved so travel).
+At restore, those no fd holds are made in the root process, above its fds, for the
+sockets' queues to carry again, and closed there with what the kinds parked.
 """
 
+import fcntl
 import os
 import struct
 
@@ -20,12 +28,13 @@ from torpor.kernel.files import FdDescription, describe_fd, same_open_file
 from torpor.kernel.procfs import list_fds, proc, read_status
 from torpor.parts import fds as kinds
 from torpor.parts import locks
-from torpor.parts.fds.base import FD_CLOEXEC, copy
+from torpor.parts.fds.base import FD_CLOEXEC, copy, open_in_task, park
 
 F_SETFL = 4
 F_SETSIG, F_GETSIG = 10, 11
 SETFL_FLAGS = os.O_APPEND | os.O_ASYNC | os.O_DIRECT | os.O_NOATIME | os.O_NONBLOCK
 F_SETOWN_EX, F_GETOWN_EX = 15, 16
+SCM_RIGHTS = 1
 
 
 def _a(what: str) -> str:
@@ -33,8 +42,8 @@ def _a(what: str) -> str:
 
 
 def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> None:
-    """Refuse unsupported fds of any process of the tree before anything about it changes;
-    each kind's state in `tree` starts with what it found."""
+    """Refuse unsupported fds of any process of the tree, and files in flight, before
+    anything about it changes; each kind's state in `tree` starts with what it found."""
     found: dict[str, list] = {k.field: [] for k in kinds.KINDS}
     for pid, fds in fds_by_pid.items():
         for d in fds:
@@ -44,8 +53,41 @@ def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> No
                     f"fd {d.fd} of process {pid} is {_a(d.kind)} ({d.target}), not supported yet"
                 )
             found[kind.field].append((pid, d))
+    _add_in_flight(found, tree)
     for kind in kinds.KINDS:
         kind.inspect(found[kind.field], tree.options, tree.states[kind.field])
+
+
+def _add_in_flight(found: dict[str, list], tree: "TreeFiles") -> None:
+    """Add to `found` the files in flight on the fds found (as torpor's copies), then
+    those carried in turn by the files in flight, each open file once."""
+    me = os.getpid()
+    new = found
+    while any(new.values()):
+        fresh: dict[str, list] = {k.field: [] for k in kinds.KINDS}
+        for kind in kinds.KINDS:
+            for fd in kind.in_flight(new[kind.field]) if new[kind.field] else ():
+                tree.carried.copies.append(fd)
+                d = describe_fd(me, fd)
+                carried = kinds.kind_of(d)
+                if carried is None or not carried.travels:
+                    raise UnsupportedError(
+                        f"a message queued on {kind.name} of the tree carries "
+                        f"{carried.name if carried else _a(d.kind)} ({d.target}), "
+                        "not supported yet"
+                    )
+                if not _already_found(found, fresh, carried.field, me, d):
+                    fresh[carried.field].append((me, d))
+        for field, more in fresh.items():
+            found[field].extend(more)
+        new = fresh
+
+
+def _already_found(found, fresh, field: str, me: int, d: FdDescription) -> bool:
+    return any(
+        other.target == d.target and same_open_file(pid, other.fd, me, d.fd)
+        for pid, other in (*found[field], *fresh[field])
+    )
 
 
 def describe_all(pid: int) -> list[FdDescription]:
@@ -62,6 +104,7 @@ class TreeFiles:
         self.seen: dict[str, list[tuple[int, int, int]]] = {}  # target -> (pid, fd, file id)
         self.states: dict[str, dict] = {k.field: {} for k in kinds.KINDS}
         self.locks = locks.TreeLocks()
+        self.carried = InFlight()
 
     def known_id(self, pid: int, d: FdDescription) -> int | None:
         for other_pid, other_fd, file_id in self.seen.get(d.target, ()):
@@ -78,6 +121,27 @@ class TreeFiles:
         """Each kind's last word on the dump: the tree is killed next, or let go."""
         for kind in kinds.KINDS:
             kind.dump_done(self.states[kind.field], killed)
+        self.carried.close()
+
+
+class InFlight:
+    """The files in flight of a tree being dumped: torpor's copies of them, and the
+    ScmEntry of each message carrying some, whose file ids dump_carried fills in."""
+
+    def __init__(self):
+        self.copies: list[int] = []  # every copy torpor holds, closed when the dump is over
+        self.pending: list[tuple] = []  # (ScmEntry, the copies of the fds it carries)
+
+    def carry(self, scm: "pb.ScmEntry", fds: list[int]) -> None:
+        """Fill `scm`, of a message carrying `fds` (torpor's copies, owned from now on)."""
+        self.copies.extend(fds)
+        scm.type = SCM_RIGHTS
+        self.pending.append((scm, list(fds)))
+
+    def close(self) -> None:
+        for fd in self.copies:
+            os.close(fd)
+        self.copies.clear()
 
 
 def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
@@ -100,6 +164,37 @@ def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
         )
     ctx.images.write(f"fdinfo-{ctx.core.ids.files_id}.img", entries)
     _dump_fs(ctx)
+
+
+def dump_carried(ctx: DumpContext, tree: TreeFiles) -> None:
+    """Give the messages' files in flight their file ids, once every process was dumped:
+    that of an fd of the tree sharing the open file, else a file of its own, saved from
+    torpor's copy (`ctx`: torpor's, in_flight); what those carry in turn too."""
+    while tree.carried.pending:
+        scm, fds = tree.carried.pending.pop(0)
+        for fd in fds:
+            d = describe_fd(ctx.pid, fd)
+            file_id = tree.known_id(ctx.pid, d)
+            if file_id is None:
+                kind = kinds.kind_of(d)
+                if kind is None or not kind.travels:  # sent from outside while frozen
+                    raise UnsupportedError(
+                        f"a message queued in the tree carries {_a(d.kind)} ({d.target}), "
+                        "not supported yet"
+                    )
+                file_id = _add_file(ctx, kind, d, tree, _own_copy_owner(fd))
+                tree.seen.setdefault(d.target, []).append((ctx.pid, fd, file_id))
+            scm.rights.append(file_id)
+
+
+def _own_copy_owner(fd: int) -> "pb.fown_pb2.FownEntry":
+    """The owner entry of an open file torpor holds a copy of (the owner is the open
+    file's, so torpor's copy shows it)."""
+    owner_type, owner = struct.unpack("<ii", fcntl.fcntl(fd, F_GETOWN_EX, bytes(8)))
+    return pb.fown_pb2.FownEntry(
+        uid=os.getuid(), euid=os.geteuid(), signum=fcntl.fcntl(fd, F_GETSIG),
+        pid_type=owner_type if owner else 0, pid=owner,
+    )  # fmt: skip
 
 
 def _add_file(ctx: DumpContext, kind, d: FdDescription, tree: TreeFiles, fown) -> int:
@@ -156,6 +251,33 @@ def restore_problems(files: dict, shell_job: bool) -> list[str]:
     return problems
 
 
+def in_flight_problems(images, files: dict) -> list[str]:
+    """Why the files the saved messages carry cannot be made again: a file id the images
+    do not have, or a kind that does not travel."""
+    problems = []
+    for file_id in sorted(_carried(images, files)):
+        f = files.get(file_id)
+        kind = kinds.kind_of_entry(f) if f is not None else None
+        if f is None:
+            problems.append(f"a saved message carries file id {file_id}, which is not saved")
+        elif kind is None or not kind.travels:
+            problems.append(
+                f"a saved message carries file {file_id} "
+                f"({kind.name if kind else 'of no known kind'}), which torpor cannot send again"
+            )
+    return problems
+
+
+def _carried(images, files: dict) -> set[int]:
+    """The file ids carried by the messages saved on the open files `files`."""
+    by_kind: dict = {}
+    for f in files.values():
+        kind = kinds.kind_of_entry(f)
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(getattr(f, kind.field))
+    return set().union(*(kind.carried_files(images, got) for kind, got in by_kind.items()))
+
+
 def memory_objects(files: dict) -> dict[int, tuple[str, int, int]]:
     """The memory objects (memfds) the tree's open files are: id -> (name, size, seals)."""
     found = {}
@@ -199,13 +321,35 @@ def restore(ctx: RestoreContext) -> None:
         if e.id in shared.files:
             copy(ctx, *shared.files[e.id], fd, cloexec)
             continue
-        kind.restore(ctx, entry, fd, cloexec, shared.states[kind.field])
-        fown, flags = kind.owner_and_flags(ctx, entry)
-        _restore_owner(ctx, fd, fown)
-        if flags & os.O_ASYNC:  # signals start with F_SETFL, not with open(2)
-            ctx.task.call(X86_64, "fcntl", fd, F_SETFL, flags & SETFL_FLAGS)
-        shared.files[e.id] = (ctx.image_pid, fd)
+        _restore_file(ctx, kind, entry, e.id, fd, cloexec)
     for kind in kinds.KINDS:
+        kind.finish(ctx, shared.states[kind.field])
+
+
+def _restore_file(ctx: RestoreContext, kind, entry, file_id: int, fd: int, cloexec: bool) -> None:
+    """A new open file for `entry` at `fd`, with its owner and O_ASYNC; the tree's other
+    fds of that file take it from there."""
+    shared: SharedFds = ctx.shared_files
+    kind.restore(ctx, entry, fd, cloexec, shared.states[kind.field])
+    fown, flags = kind.owner_and_flags(ctx, entry)
+    _restore_owner(ctx, fd, fown)
+    if flags & os.O_ASYNC:  # signals start with F_SETFL, not with open(2)
+        ctx.task.call(X86_64, "fcntl", fd, F_SETFL, flags & SETFL_FLAGS)
+    shared.files[file_id] = (ctx.image_pid, fd)
+
+
+def _restore_in_flight(ctx: RestoreContext) -> None:
+    """Make the files in flight that no fd of the tree holds, in process `ctx` (the root)
+    above its fds, where the sockets' kinds find them (SharedFds.files) to send again."""
+    shared: SharedFds = ctx.shared_files
+    made = set()
+    for file_id in sorted(_carried(ctx.images, ctx.files) - shared.files.keys()):
+        f = ctx.files[file_id]  # in_flight_problems checked it before anything was made
+        kind = kinds.kind_of_entry(f)
+        fd = park(ctx, open_in_task(ctx, "/", os.O_PATH))  # a number above the process's fds
+        _restore_file(ctx, kind, getattr(f, kind.field), file_id, fd, True)
+        made.add(kind)
+    for kind in made:
         kind.finish(ctx, shared.states[kind.field])
 
 
@@ -228,6 +372,7 @@ def finish_tree(contexts: list[RestoreContext]) -> None:
     """What the kinds do once every process of the tree has all its fds; then each process
     takes back its file locks."""
     shared: SharedFds = contexts[0].shared_files
+    _restore_in_flight(contexts[0])
     for kind in kinds.KINDS:
         kind.finish_tree(contexts, shared.states[kind.field])
     for ctx in contexts:

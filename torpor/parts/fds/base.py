@@ -33,6 +33,10 @@ class FdKind:
     name = "a file"  # how a message names one fd of the kind
     fd_type = 0  # FdTypes of fdinfo.proto
     field = ""  # the FileEntry member holding the kind's entry
+    # Whether an open file of the kind can be saved from torpor's own copy of it, which is
+    # what torpor has of a file in flight (carried by a message queued on a socket): the
+    # kind's dump then reads nothing through the task (DumpContext.in_flight).
+    travels = False
 
     def recognise(self, d: FdDescription) -> bool:
         raise NotImplementedError
@@ -44,10 +48,19 @@ class FdKind:
         cannot be saved; called before any process of the tree is touched. What it learns
         may be kept in `state`, the kind's own for the whole dump."""
 
+    def in_flight(self, found: list[tuple[int, FdDescription]]) -> list[int]:
+        """torpor's own copies of the fds carried by the messages queued on the kind's
+        fds in `found` (the caller closes them)."""
+        return []
+
     def dump(self, ctx: DumpContext, d: FdDescription, state: dict, fown):
         """The kind's image entry (its id is set by the caller) for the open file behind
         `d`; `state` is the kind's own, for the whole tree; `fown` its owner entry."""
         raise NotImplementedError
+
+    def carried_files(self, images, entries: list) -> set[int]:
+        """The file ids carried by the saved messages of the kind's open files `entries`."""
+        return set()
 
     def restore_problem(self, entry, shell_job: bool) -> str | None:
         """Why a restore with these options cannot reopen `entry`, found before anything is

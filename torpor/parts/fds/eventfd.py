@@ -18,6 +18,7 @@ class Eventfd(FdKind):
     name = "an eventfd"
     fd_type = pb.fdinfo_pb2.EVENTFD
     field = "efd"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "eventfd"

@@ -26,6 +26,7 @@ class Fifo(FdKind):
     name = "a FIFO"
     fd_type = pb.fdinfo_pb2.FIFO
     field = "fifo"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "fifo"

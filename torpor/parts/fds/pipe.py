@@ -32,6 +32,7 @@ class Pipe(FdKind):
     name = "a pipe"
     fd_type = pb.fdinfo_pb2.PIPE
     field = "pipe"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "pipe"
@@ -103,9 +104,10 @@ def write_contents(images, name: str, state) -> None:
 
 
 def refill_made(ctx, name: str, state, write_fds: dict[int, int]) -> None:
-    """Fill the pipes this process made (`state["made"]`) with the data and size saved in
-    image `name`, through the task's fds `write_fds` (pipe id -> fd)."""
-    made = state.get("made", {}).get(ctx.image_pid)
+    """Fill the pipes this process made (`state["made"]`, forgotten then: a second call
+    fills only those made since) with the data and size saved in image `name`, through the
+    task's fds `write_fds` (pipe id -> fd)."""
+    made = state.get("made", {}).pop(ctx.image_pid, None)
     if not made or not ctx.images.has(name):
         return
     saved = {e.pipe_id: (e, d) for e, d in ctx.images.read_with_payloads(name)}

@@ -35,6 +35,7 @@ class Regular(FdKind):
     name = "a file"
     fd_type = pb.fdinfo_pb2.REG
     field = "reg"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind in ("reg", "dir", "chr-mem")

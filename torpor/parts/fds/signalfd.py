@@ -13,6 +13,7 @@ class Signalfd(FdKind):
     name = "a signalfd"
     fd_type = pb.fdinfo_pb2.SIGNALFD
     field = "sgfd"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "signalfd"

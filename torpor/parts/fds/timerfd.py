@@ -28,6 +28,7 @@ class Timerfd(FdKind):
     name = "a timerfd"
     fd_type = pb.fdinfo_pb2.TIMERFD
     field = "tfd"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "timerfd"

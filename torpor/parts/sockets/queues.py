@@ -6,8 +6,9 @@ Reading leaves the queue as it was: the messages are peeked (MSG_PEEK) one after
 from a copy of the socket torpor holds, the socket's peek offset (SO_PEEK_OFF) walking the
 queue and then put back. Each message keeps its sender's address (datagrams: a Unix name,
 or an internet address as its struct sockaddr_in or sockaddr_in6) and, when the socket
-asked for them with SO_PASSCRED, the sender's credentials. Messages carrying file
-descriptors (SCM_RIGHTS) refuse the dump.
+asked for them with SO_PASSCRED, the sender's credentials. The file descriptors a message
+carries (SCM_RIGHTS) come to torpor as copies of their own, which the caller turns into file
+ids (parts.files: files in flight); where it does not, they refuse the dump.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ LARGEST = 1 << 20  # the largest single queued message torpor saves
 _CONTROL = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)
 
 
-def peek(sock: socket.socket, what: str, passcred: bool) -> list[tuple[pb.SkPacketEntry, bytes]]:
+def peek(
+    sock: socket.socket, what: str, passcred: bool, carry=None
+) -> list[tuple[pb.SkPacketEntry, bytes]]:
     """The messages queued on `sock` (`what` names it in refusals), oldest first; their
-    id_for is left for the caller."""
+    id_for is left for the caller. The fds a message carries are handed to `carry` with
+    the message's new ScmEntry (it owns them from then on); without it they refuse."""
     stream = sock.type == socket.SOCK_STREAM
     buf = bytearray(LARGEST)
     found = []
@@ -42,13 +46,21 @@ def peek(sock: socket.socket, what: str, passcred: bool) -> list[tuple[pb.SkPack
                 break
             if n == 0 and stream:
                 break
-            _refuse_passed_fds(control, flags, what)
+            passed = _passed_fds(control)
+            if flags & socket.MSG_CTRUNC or (passed and carry is None):
+                _close_all(passed)
+                raise UnsupportedError(
+                    f"{what} holds queued file descriptors (SCM_RIGHTS), not supported yet"
+                )
             if flags & socket.MSG_TRUNC:
+                _close_all(passed)
                 raise UnsupportedError(
                     f"{what} holds a queued message larger than {LARGEST >> 20} MiB, "
                     "not supported yet"
                 )
             entry = pb.SkPacketEntry(id_for=0, length=n)
+            if passed:
+                carry(entry.scm.add(), passed)
             if not stream and address:
                 entry.addr = address_bytes(sock.family, address)
             creds = _credentials(control)
@@ -94,19 +106,19 @@ def write(images, queued) -> None:
     images.write("sk-queues.img", saved)
 
 
-def _refuse_passed_fds(control, flags: int, what: str) -> None:
-    passed = [
+def _passed_fds(control) -> list[int]:
+    """The copies of the fds a message carries that the peek gave torpor."""
+    return [
         fd
         for level, kind, data in control
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
         for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
     ]
-    for fd in passed:  # the peek gave torpor copies of them
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
         os.close(fd)
-    if passed or flags & socket.MSG_CTRUNC:
-        raise UnsupportedError(
-            f"{what} holds queued file descriptors (SCM_RIGHTS), not supported yet"
-        )
 
 
 def _credentials(control) -> tuple[int, int, int] | None:
@@ -116,10 +128,12 @@ def _credentials(control) -> tuple[int, int, int] | None:
     return None
 
 
-def send(sender: socket.socket, entry, data: bytes, to: bytes | None, what: str) -> None:
+def send(sender: socket.socket, entry, data: bytes, to: bytes | None, what: str, fds=()) -> None:
     """Queue one saved message again, sent from `sender` (to address `to`, or to its peer),
-    with the saved credentials if there are any."""
+    with the saved credentials if there are any and carrying `fds` (torpor's own)."""
     control = []
+    if fds:
+        control.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds)))
     if entry.HasField("ucred"):
         creds = struct.pack("iII", entry.ucred.pid, entry.ucred.uid, entry.ucred.gid)
         control.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds))

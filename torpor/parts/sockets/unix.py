@@ -40,6 +40,7 @@ from torpor.arch import X86_64
 from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel import sockdiag
+from torpor.kernel.files import borrowed
 from torpor.kernel.procfs import proc
 from torpor.parts.fds.base import FdKind, park, place, take
 from torpor.parts.sockets import borrowed_socket, options, queues
@@ -57,6 +58,22 @@ class UnixSocket(FdKind):
     name = "a Unix socket"
     fd_type = pb.fdinfo_pb2.UNIXSK
     field = "usk"
+    travels = True
+
+    def in_flight(self, found) -> list[int]:
+        copies: list[int] = []
+
+        def keep(scm, fds):
+            copies.extend(fds)
+
+        diag = sockdiag.unix_sockets()
+        for pid, d in found:
+            sk = diag.get(d.inode)
+            if sk is None or not _may_queue(sk):
+                continue
+            with borrowed_socket(pid, d.fd) as sock:
+                queues.peek(sock, f"fd {d.fd} of process {pid} ({_describe(sk)})", False, keep)
+        return copies
 
     def recognise(self, d) -> bool:
         return d.kind == "socket" and d.protocol.startswith("UNIX")
@@ -135,17 +152,34 @@ class UnixSocket(FdKind):
         if accepted_from:
             entry.torpor_accepted_from = accepted_from
         elif sk.name and not sk.name.startswith(b"\0"):
+            if ctx.in_flight and not sk.name.startswith(b"/"):
+                raise UnsupportedError(
+                    f"a queued message carries {_describe(sk)}, bound to a relative path "
+                    "from a directory torpor cannot know, not supported yet"
+                )
             _dump_path(ctx.pid, sk, entry, what)
         with borrowed_socket(ctx.pid, d.fd) as sock:
             entry.opts.CopyFrom(options.dump(sock))
-            if sk.state != TCP_LISTEN and (sk.rqueue or sk.type != socket.SOCK_STREAM):
-                messages = queues.peek(sock, what, entry.opts.so_passcred)
+            if _may_queue(sk):
+                messages = queues.peek(sock, what, entry.opts.so_passcred, ctx.carried.carry)
                 _check_senders(entry, messages, state, what)
                 state.setdefault("queued", []).append((entry, messages))
         return entry
 
     def write(self, images, state) -> None:
         queues.write(images, state.get("queued", ()))
+
+    def carried_files(self, images, entries) -> set[int]:
+        if not images.has("sk-queues.img"):
+            return set()
+        ours = {entry.id for entry in entries}
+        return {
+            file_id
+            for message, _ in images.read_with_payloads("sk-queues.img")
+            if message.id_for in ours
+            for scm in message.scm
+            for file_id in scm.rights
+        }
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -199,6 +233,11 @@ def _shown(name: bytes) -> str:
     if name.startswith(b"\0"):
         return "@" + name[1:].decode(errors="backslashreplace")
     return name.decode(errors="backslashreplace")
+
+
+def _may_queue(sk) -> bool:
+    """Whether the socket may hold queued messages (a stream one says how many bytes)."""
+    return sk.state != TCP_LISTEN and bool(sk.rqueue or sk.type != socket.SOCK_STREAM)
 
 
 def _accepted_from(sk, listeners) -> int:
@@ -263,6 +302,19 @@ def _address_name(entry) -> bytes:
     if entry.name_dir and not entry.name.startswith(b"\0"):
         return os.fsencode(os.path.join(entry.name_dir, os.fsdecode(entry.name)))
     return entry.name
+
+
+def _carried_fds(message, contexts) -> list:
+    """Copies in torpor (context managers) of the files a saved message carries, from the
+    fds the restored tree has them at (parts.files made those no fd holds)."""
+    shared = contexts[0].shared_files
+    pids = {ctx.image_pid: ctx.pid for ctx in contexts}
+    got = []
+    for scm in message.scm:
+        for file_id in scm.rights:
+            owner, fd = shared.files[file_id]
+            got.append(borrowed(pids[owner], fd))
+    return got
 
 
 def _sockaddr(name: bytes) -> bytes:
@@ -436,7 +488,7 @@ class _RestoreTree:
             for ino, sock in socks.items():
                 if ino in self.entries:
                     options.restore_buffers(sock, self.entry(ino).opts)
-            self._refill(contexts[0].images, socks)
+            self._refill(contexts, socks)
             for ino, sock in socks.items():
                 if ino in self.entries:
                     options.restore_rest(sock, self.entry(ino).opts)
@@ -457,7 +509,8 @@ class _RestoreTree:
                     f"cannot connect a Unix socket to {_shown(name)} again: {os.strerror(-got)}"
                 )
 
-    def _refill(self, images, socks) -> None:
+    def _refill(self, contexts, socks) -> None:
+        images = contexts[0].images
         if not images.has("sk-queues.img"):
             return
         by_id = {file_id: entry for file_id, entry in self.entries.values()}
@@ -471,7 +524,8 @@ class _RestoreTree:
             what = f"the Unix socket {_shown(entry.name) or entry.ino}"
             with ExitStack() as stack:
                 sender, to = self._sender(entry, message, socks, by_name, stack)
-                queues.send(sender, message, data, to, what)
+                fds = [stack.enter_context(f) for f in _carried_fds(message, contexts)]
+                queues.send(sender, message, data, to, what, fds)
 
     def _sender(self, entry, message, socks, by_name, stack):
         """The socket that sends a saved message to `entry` again (an unbound stand-in,
