@@ -66,24 +66,55 @@ signal.signal(signal.SIGUSR1, lambda *a: None)
 """
 
 
-def test_pending_connection_with_data_is_refused(programs, tmp_path):
-    """A client that wrote on a connection its listener has not accepted yet: the data is
-    in a socket no fd reaches, so the dump refuses; the server then accepts it intact."""
-    code = (
-        WAIT
-        + """
+PENDING_WITH_DATA = """
+import os, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
 l = socket.socket(socket.AF_UNIX); l.bind("\\0torpor-pending-%d" % os.getpid()); l.listen()
-c = socket.socket(socket.AF_UNIX); c.connect(l.getsockname()); c.send(b"early")
+quiet = socket.socket(socket.AF_UNIX); quiet.connect(l.getsockname())
+c = socket.socket(socket.AF_UNIX); c.connect(l.getsockname()); c.send(b"early"); c.send(b" bird")
 print("READY", flush=True)
 signal.pause()
-a, _ = l.accept()
-print("OK" if a.recv(5) == b"early" else "LOST", flush=True)
+first, _ = l.accept(); second, _ = l.accept()
+quiet.send(b"q")
+ok = first.recv(1) == b"q" and second.recv(100) == b"early bird"
+c.send(b"!"); second.send(b"?")
+ok = ok and second.recv(1) == b"!" and c.recv(1) == b"?"
+print("OK" if ok else "LOST", flush=True)
 """
-    )
-    proc = programs(code)
+
+
+def test_pending_connection_with_data_is_restored(programs, tmp_path):
+    """A client that wrote on a connection its listener has not accepted yet, behind
+    another pending connection: after the restore the listener accepts both in their
+    order, the data is there and both talk."""
+    out = tmp_path / "out"
+    proc = programs(PENDING_WITH_DATA)
     images = tmp_path / "images"
     images.mkdir()
-    _refused(proc.pid, images, "sent data on a connection not yet accepted", "Unix stream")
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any(w in out.read_text() for w in ("OK", "LOST", "Error")):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
+
+
+def test_pending_connection_with_data_refuses_leave_running(programs, tmp_path):
+    """Left running, the tree keeps that connection pending, so its data cannot be read:
+    the dump refuses by name, and the program then accepts it intact."""
+    proc = programs(PENDING_WITH_DATA)
+    images = tmp_path / "images"
+    images.mkdir()
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(proc.pid, str(images), leave_running=True)
+    _one_line(str(exc.value))
+    assert "not yet accepted" in str(exc.value) and "--leave-running" in str(exc.value)
+    assert list(images.iterdir()) == []
     _finishes_with(proc, tmp_path / "out", "OK")
 
 

@@ -21,7 +21,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n torpor/images/pb/sk_packet.proto\x12\x06torpor\"(\n\x08ScmEntry\x12\x0c\n\x04type\x18\x01 \x02(\r\x12\x0e\n\x06rights\x18\x02 \x03(\r\"5\n\x0cSkUcredEntry\x12\x0b\n\x03uid\x18\x01 \x02(\r\x12\x0b\n\x03gid\x18\x02 \x02(\r\x12\x0b\n\x03pid\x18\x03 \x02(\r\"\x82\x01\n\rSkPacketEntry\x12\x0e\n\x06id_for\x18\x01 \x02(\r\x12\x0e\n\x06length\x18\x02 \x02(\r\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\x0c\x12\x1d\n\x03scm\x18\x04 \x03(\x0b\x32\x10.torpor.ScmEntry\x12$\n\x05ucred\x18\x80\x01 \x01(\x0b\x32\x14.torpor.SkUcredEntry')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n torpor/images/pb/sk_packet.proto\x12\x06torpor\"(\n\x08ScmEntry\x12\x0c\n\x04type\x18\x01 \x02(\r\x12\x0e\n\x06rights\x18\x02 \x03(\r\"5\n\x0cSkUcredEntry\x12\x0b\n\x03uid\x18\x01 \x02(\r\x12\x0b\n\x03gid\x18\x02 \x02(\r\x12\x0b\n\x03pid\x18\x03 \x02(\r\"\x98\x01\n\rSkPacketEntry\x12\x0e\n\x06id_for\x18\x01 \x02(\r\x12\x0e\n\x06length\x18\x02 \x02(\r\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\x0c\x12\x1d\n\x03scm\x18\x04 \x03(\x0b\x32\x10.torpor.ScmEntry\x12$\n\x05ucred\x18\x80\x01 \x01(\x0b\x32\x14.torpor.SkUcredEntry\x12\x14\n\x0btorpor_sent\x18\xe8\x07 \x01(\x08')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SKUCREDENTRY']._serialized_start=86
   _globals['_SKUCREDENTRY']._serialized_end=139
   _globals['_SKPACKETENTRY']._serialized_start=142
-  _globals['_SKPACKETENTRY']._serialized_end=272
+  _globals['_SKPACKETENTRY']._serialized_end=294
 # @@protoc_insertion_point(module_scope)

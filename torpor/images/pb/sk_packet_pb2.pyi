@@ -24,15 +24,17 @@ class SkUcredEntry(_message.Message):
     def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class SkPacketEntry(_message.Message):
-    __slots__ = ("id_for", "length", "addr", "scm", "ucred")
+    __slots__ = ("id_for", "length", "addr", "scm", "ucred", "torpor_sent")
     ID_FOR_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     ADDR_FIELD_NUMBER: _ClassVar[int]
     SCM_FIELD_NUMBER: _ClassVar[int]
     UCRED_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_SENT_FIELD_NUMBER: _ClassVar[int]
     id_for: int
     length: int
     addr: bytes
     scm: _containers.RepeatedCompositeFieldContainer[ScmEntry]
     ucred: SkUcredEntry
-    def __init__(self, id_for: _Optional[int] = ..., length: _Optional[int] = ..., addr: _Optional[bytes] = ..., scm: _Optional[_Iterable[_Union[ScmEntry, _Mapping]]] = ..., ucred: _Optional[_Union[SkUcredEntry, _Mapping]] = ...) -> None: ...
+    torpor_sent: bool
+    def __init__(self, id_for: _Optional[int] = ..., length: _Optional[int] = ..., addr: _Optional[bytes] = ..., scm: _Optional[_Iterable[_Union[ScmEntry, _Mapping]]] = ..., ucred: _Optional[_Union[SkUcredEntry, _Mapping]] = ..., torpor_sent: bool = ...) -> None: ...

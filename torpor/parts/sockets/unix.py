@@ -19,8 +19,14 @@ holds it, in the way that gives it back its identity:
   connections still waiting to be accepted, and datagram sockets connected to a named one,
   connect once every socket of the tree exists.
 Then, for the whole tree: buffer sizes; the saved messages, each sent again by the socket
-that sent it (a datagram from a named sender keeps its sender address); the other
-options; and the shutdowns.
+that sent it (a datagram from a named sender keeps its sender address), with the files it
+carried (SCM_RIGHTS: files in flight, see parts.files); the other options; and the
+shutdowns.
+
+What a client wrote on a connection its listener has not accepted yet sits in a socket no
+fd reaches: the dump reads it by accepting the connections from torpor's copy of the
+listener, as the last thing before the tree is killed (so a dump that leaves the tree
+running refuses it), and the client sends it again once connected at restore.
 
 A path name is bound again where it was (a relative one from its directory); the socket
 file left by the dumped socket is replaced, its owner and mode restored, and one deleted
@@ -116,9 +122,12 @@ class UnixSocket(FdKind):
                         "process tree, not supported yet"
                     )
             if ino in pending and sk.wqueue:
-                raise UnsupportedError(
-                    f"{what} has sent data on a connection not yet accepted, not supported yet"
-                )
+                if options.leave_running:
+                    raise UnsupportedError(
+                        f"{what} has sent data on a connection not yet accepted, which "
+                        "torpor reads only by accepting it: not with --leave-running"
+                    )
+                state.setdefault("unaccepted_data", set()).add(ino)
             if sk.type == socket.SOCK_DGRAM and sk.peer_gone:
                 raise UnsupportedError(
                     f"{what} is connected to a socket since closed, not supported yet"
@@ -158,6 +167,7 @@ class UnixSocket(FdKind):
                     "from a directory torpor cannot know, not supported yet"
                 )
             _dump_path(ctx.pid, sk, entry, what)
+        state.setdefault("entries", {})[sk.ino] = entry
         with borrowed_socket(ctx.pid, d.fd) as sock:
             entry.opts.CopyFrom(options.dump(sock))
             if _may_queue(sk):
@@ -167,7 +177,11 @@ class UnixSocket(FdKind):
         return entry
 
     def write(self, images, state) -> None:
-        queues.write(images, state.get("queued", ()))
+        queues.write(images, [*state.get("queued", ()), *_read_unaccepted(state)])
+
+    def dump_done(self, state, killed) -> None:
+        for sock in state.pop("accepted", ()):
+            sock.close()
 
     def carried_files(self, images, entries) -> set[int]:
         if not images.has("sk-queues.img"):
@@ -271,6 +285,38 @@ def _dump_path(pid: int, sk, entry, what: str) -> None:
             stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         )  # fmt: skip
     entry.torpor_name_ino = sk.vfs_ino
+
+
+def _read_unaccepted(state) -> list:
+    """The data clients wrote on connections not yet accepted, as (client's entry,
+    messages) pairs: read by accepting the connections from a copy of their listener, in
+    its order up to the last such one, as the last thing before the tree is killed (the
+    accepted ends are held until then; torpor killed in between leaves the tree without
+    those connections)."""
+    clients = state.get("unaccepted_data")
+    if not clients:
+        return []
+    found = []
+    by_listener: dict[int, int] = {}
+    for ino in clients:
+        listener, index = state["pending"][ino]
+        by_listener[listener] = max(by_listener.get(listener, 0), index + 1)
+    accepted = state.setdefault("accepted", [])
+    for listener, count in by_listener.items():
+        pid, d = state["tree"][listener]
+        with borrowed_socket(pid, d.fd) as copy:
+            copy.setblocking(False)
+            accepted.extend(copy.accept()[0] for _ in range(count))
+    diag = sockdiag.unix_sockets()
+    for sock in accepted:
+        client = diag[os.fstat(sock.fileno()).st_ino].peer
+        if client in clients:
+            what = f"the connection not yet accepted of {_describe(diag.get(client))}"
+            messages = queues.peek(sock, what, True)
+            for message, _ in messages:
+                message.torpor_sent = True
+            found.append((state["entries"][client], messages))
+    return found
 
 
 def _check_senders(entry, messages, state, what: str) -> None:
@@ -533,6 +579,8 @@ class _RestoreTree:
         sent to (None: its peer)."""
         own_address = _address_name(entry) or None
         missing = RestoreError(f"no socket can send the saved data of socket {entry.ino}")
+        if message.torpor_sent:  # data it wrote before its connection was accepted
+            return socks[entry.ino], None
         if entry.type != socket.SOCK_DGRAM or not message.addr:
             if ("orphan", entry.ino) in socks:
                 return socks[("orphan", entry.ino)], None
