@@ -120,6 +120,19 @@ def cli(verbose: int) -> None:
     is_flag=True,
     help="Save datagram Unix sockets connected outside the tree (connected to the name again).",
 )
+@click.option(
+    "--network-lock",
+    type=click.Choice(["nftables", "skip"]),
+    default="nftables",
+    show_default=True,
+    help="Hold off the packets of TCP connections with a peer outside the tree until the "
+    "restore (skip: none, and the peer's connection dies if it sends meanwhile).",
+)
+@click.option(
+    "--tcp-close",
+    is_flag=True,
+    help="Save TCP connections without their state, to be restored closed.",
+)
 def dump(
     pid: int,
     images_dir: str,
@@ -128,6 +141,8 @@ def dump(
     ghost_limit: int,
     tcp_established: bool,
     ext_unix_sk: bool,
+    network_lock: str,
+    tcp_close: bool,
 ) -> None:
     """Checkpoint process PID, its descendants and all their threads into DIR; the tree is
     killed unless --leave-running."""
@@ -144,6 +159,8 @@ def dump(
                 ghost_limit=ghost_limit,
                 tcp_established=tcp_established,
                 ext_unix_sk=ext_unix_sk,
+                network_lock=network_lock,
+                tcp_close=tcp_close,
                 progress=progress,
             )  # fmt: skip
         )
@@ -174,9 +191,10 @@ def dump(
 )
 @click.option("--pidns", is_flag=True, help="Restore into a new PID namespace.")
 @click.option("--trust-images", is_flag=True, help="Restore images other users could have written.")
+@click.option("--tcp-close", is_flag=True, help="Restore TCP connections closed.")
 def restore(
     images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns,
-    trust_images,
+    trust_images, tcp_close,
 ) -> None:  # fmt: skip
     """Restore the process tree saved in DIR; without -d, wait for its root and exit with
     the root's status."""
@@ -195,6 +213,7 @@ def restore(
                 pidns=pidns,
                 progress=progress,
                 trust_images=trust_images,
+                tcp_close=tcp_close,
             )
         )
     finally:
@@ -226,7 +245,8 @@ def restore(
 @click.option("--pidns", is_flag=True, help="As for restore: into a new PID namespace.")
 @click.option("--shell-job", is_flag=True, help="As for restore: onto this terminal.")
 @click.option("--trust-images", is_flag=True, help="As for restore: images others could write.")
-def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images) -> None:
+@click.option("--tcp-close", is_flag=True, help="As for restore: TCP connections closed.")
+def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images, tcp_close) -> None:
     """Show what this kernel supports, one line per feature; with -D, whether this host can
     restore an image directory, one line per finding (exit 1 if it would be refused)."""
     from torpor.checks import print_findings, print_report
@@ -243,6 +263,7 @@ def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images) -> N
             pidns=pidns,
             shell_job=shell_job,
             trust_images=trust_images,
+            tcp_close=tcp_close,
         )  # fmt: skip
     )
     sys.exit(print_findings(findings))

@@ -60,6 +60,9 @@ class DumpOptions:
     leave_running: bool = False  # the tree runs on after the dump (else it is killed)
     tcp_established: bool = False  # TCP connections are saved (through TCP_REPAIR)
     ext_unix_sk: bool = False  # datagram sockets connected outside the tree are saved
+    network_lock: str = "nftables"  # how TCP connections with a peer outside are kept quiet
+    tcp_close: bool = False  # TCP connections are saved to be restored closed (no state read)
+    root: int = 0  # the PID of the tree's root
 
 
 @dataclass
@@ -100,6 +103,7 @@ class RestoreContext:
     shared_memory: object = None  # torpor.parts.shmem.SharedMemory of the whole tree
     shared_files: object = None  # torpor.parts.files.TreeFds: fds other processes can take
     thread_cores: dict = field(default_factory=dict)  # tid -> CoreEntry of the other threads
+    tcp_close: bool = False  # TCP connections are restored closed
 
     def __post_init__(self):
         self.image_pid = self.image_pid or self.pid

@@ -112,6 +112,8 @@ def dump(
     shell_job: bool = False,
     tcp_established: bool = False,
     ext_unix_sk: bool = False,
+    network_lock: str = "nftables",
+    tcp_close: bool = False,
     ghost_limit: int = ghost_files.DEFAULT_LIMIT,
     progress=None,
 ) -> None:
@@ -122,14 +124,19 @@ def dump(
     empty. `shell_job` saves fds on the caller's terminal, `tcp_established` TCP connections
     (closing the dumped ones then sends nothing, unless `leave_running`), `ext_unix_sk`
     datagram sockets connected to a named socket outside the tree (connected to that name
-    again at restore).
+    again at restore). `network_lock` ("nftables", or "skip": risky) says how the packets of
+    saved TCP connections whose peer is outside the tree are held off while the tree is
+    down (torpor.parts.sockets.netlock); `tcp_close` saves TCP connections in any state
+    without reading them, to be restored closed (restore's tcp_close).
     """
+    if network_lock not in ("nftables", "skip"):
+        raise TorporError(f"unknown network lock method {network_lock!r} (nftables or skip)")
     path = Path(images_dir)
     _prepare_dir(path)
     images = ImageDir(path, staged=True)
     options = DumpOptions(
         shell_job=shell_job, leave_running=leave_running, tcp_established=tcp_established,
-        ext_unix_sk=ext_unix_sk,
+        ext_unix_sk=ext_unix_sk, network_lock=network_lock, tcp_close=tcp_close, root=pid,
     )  # fmt: skip
     tree_files = files.TreeFiles(options)
     started = time.monotonic()
@@ -238,6 +245,7 @@ def _collect(
     inventory = pb.inventory_pb2.InventoryEntry(
         img_version=constants.IMG_VERSION, fdinfo_per_id=True, root_ids=root_ids
     )
+    tree_files.inventory(inventory)
     images.commit(inventory)
 
 

@@ -16,6 +16,7 @@ from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
 from torpor.parts import clocks, cpu, files, memory, pkeys, regs, rlimits, signals, task
 from torpor.parts import vdso as vdso_part
+from torpor.parts.sockets import inet
 
 OK, WARN, REFUSE = "ok", "warn", "refuse"
 
@@ -42,6 +43,7 @@ def run(
     timens: bool = True,
     pidns: bool = False,
     shell_job: bool = False,
+    tcp_close: bool = False,
     whole_host: bool = False,
 ) -> list[Finding]:
     """The findings for restoring `procs` (restorer.ProcessImage, from `images`, whose
@@ -66,6 +68,9 @@ def run(
         if files_problems
         else Finding("open files", OK, "every kind of open file can be reopened")
     )
+    inventory = images.read_one("inventory.img")
+    problem, tcp_plan = inet.check_connections(inventory, files_by_id, tcp_close)
+    findings.append(Finding("TCP connections", REFUSE if problem else OK, problem or tcp_plan))
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
     if whole_host:

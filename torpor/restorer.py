@@ -35,6 +35,7 @@ from torpor.parts import (
 )
 from torpor.parts import ghosts as ghost_files
 from torpor.parts import vdso as vdso_part
+from torpor.parts.sockets import netlock
 from torpor.shield import shielded
 
 # --- images ----------------------------------------------------------------------------------
@@ -128,13 +129,14 @@ def check(
     pidns: bool = False,
     shell_job: bool = False,
     trust_images: bool = False,
+    tcp_close: bool = False,
 ) -> list[preflight.Finding]:
     """Whether this host can restore `images_dir`, found without creating anything: the
     checks a restore with the same options makes first, and those it makes as it goes."""
     images, procs, file_entries = _open(images_dir, trust_images)
     return preflight.run(
         images, procs, file_entries, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
-        shell_job=shell_job, whole_host=True,
+        shell_job=shell_job, tcp_close=tcp_close, whole_host=True,
     )  # fmt: skip
 
 
@@ -149,12 +151,16 @@ def restore(
     pidns: bool = False,
     progress=None,
     trust_images: bool = False,
+    tcp_close: bool = False,
 ) -> int:
     """Recreate the process tree saved in `images_dir`; return its root's PID (as seen from
     here: with `pidns`, the tree has its dumped PIDs only inside its new PID namespace).
 
     The restored root is a child of the calling process; the whole tree is running when this
-    returns, and no task of it ran before every task was complete.
+    returns, and no task of it ran before every task was complete. `tcp_close` restores TCP
+    connections closed (CRIU's --tcp-close). The network lock the dump left is removed once
+    the tree runs; a restore that fails leaves it, so that another can still take the
+    connections over.
     """
     images, procs, file_entries = _open(images_dir, trust_images)
     started = time.monotonic()
@@ -166,6 +172,7 @@ def restore(
             strict_cpu_check=strict_cpu_check,
             timens=timens,
             shell_job=shell_job,
+            tcp_close=tcp_close,
         )  # fmt: skip
     )
     init = start_pid_namespace() if pidns else None
@@ -202,6 +209,7 @@ def restore(
                 shared_files=shared_fds,
                 thread_cores=proc.thread_cores,
                 notes=notes,
+                tcp_close=tcp_close,
             )
             for proc in procs
             if not proc.zombie
@@ -228,6 +236,9 @@ def restore(
         ghosts.remove()  # the tree holds them now, or is gone
         shared_memory.close()
         family.close()
+    unlocked = netlock.release(images.read_one("inventory.img"))  # every connection runs
+    if unlocked:
+        notes.append(unlocked)
     for note in warnings + notes:
         log.warning("%s", note)
     if pidfile:

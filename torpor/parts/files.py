@@ -117,6 +117,11 @@ class TreeFiles:
             kind.write(images, self.states[kind.field])
         self.locks.write(images)
 
+    def inventory(self, entry) -> None:
+        """Each kind's fields of inventory.img."""
+        for kind in kinds.KINDS:
+            kind.inventory(entry, self.states[kind.field])
+
     def dump_done(self, killed: bool) -> None:
         """Each kind's last word on the dump: the tree is killed next, or let go."""
         for kind in kinds.KINDS:

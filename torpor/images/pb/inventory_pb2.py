@@ -22,17 +22,17 @@ _sym_db = _symbol_database.Default()
 from torpor.images.pb import core_pb2 as torpor_dot_images_dot_pb_dot_core__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n torpor/images/pb/inventory.proto\x12\x06torpor\x1a\x1btorpor/images/pb/core.proto\":\n\x0cTorporDigest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\"\xdf\x02\n\x0eInventoryEntry\x12\x13\n\x0bimg_version\x18\x01 \x02(\r\x12\x15\n\rfdinfo_per_id\x18\x02 \x01(\x08\x12*\n\x08root_ids\x18\x03 \x01(\x0b\x32\x18.torpor.TaskKobjIdsEntry\x12\x11\n\tns_per_id\x18\x04 \x01(\x08\x12\x13\n\x0broot_cg_set\x18\x05 \x01(\r\x12 \n\x07lsmtype\x18\x06 \x01(\x0e\x32\x0f.torpor.LsmType\x12\x13\n\x0b\x64ump_uptime\x18\x08 \x01(\x04\x12\x15\n\rpre_dump_mode\x18\t \x01(\r\x12\x11\n\ttcp_close\x18\n \x01(\x08\x12\x1b\n\x13network_lock_method\x18\x0b \x01(\r\x12-\n\x0etorpor_digests\x18\xe8\x07 \x03(\x0b\x32\x14.torpor.TorporDigest\x12 \n\x17torpor_inventory_digest\x18\xe9\x07 \x01(\x0c*0\n\x07LsmType\x12\n\n\x06NO_LSM\x10\x00\x12\x0b\n\x07SELINUX\x10\x01\x12\x0c\n\x08\x41PPARMOR\x10\x02')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n torpor/images/pb/inventory.proto\x12\x06torpor\x1a\x1btorpor/images/pb/core.proto\":\n\x0cTorporDigest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\"\x83\x03\n\x0eInventoryEntry\x12\x13\n\x0bimg_version\x18\x01 \x02(\r\x12\x15\n\rfdinfo_per_id\x18\x02 \x01(\x08\x12*\n\x08root_ids\x18\x03 \x01(\x0b\x32\x18.torpor.TaskKobjIdsEntry\x12\x11\n\tns_per_id\x18\x04 \x01(\x08\x12\x13\n\x0broot_cg_set\x18\x05 \x01(\r\x12 \n\x07lsmtype\x18\x06 \x01(\x0e\x32\x0f.torpor.LsmType\x12\x13\n\x0b\x64ump_uptime\x18\x08 \x01(\x04\x12\x15\n\rpre_dump_mode\x18\t \x01(\r\x12\x11\n\ttcp_close\x18\n \x01(\x08\x12\x1b\n\x13network_lock_method\x18\x0b \x01(\r\x12-\n\x0etorpor_digests\x18\xe8\x07 \x03(\x0b\x32\x14.torpor.TorporDigest\x12 \n\x17torpor_inventory_digest\x18\xe9\x07 \x01(\x0c\x12\"\n\x19torpor_network_lock_table\x18\xea\x07 \x01(\t*0\n\x07LsmType\x12\n\n\x06NO_LSM\x10\x00\x12\x0b\n\x07SELINUX\x10\x01\x12\x0c\n\x08\x41PPARMOR\x10\x02')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LSMTYPE']._serialized_start=487
-  _globals['_LSMTYPE']._serialized_end=535
+  _globals['_LSMTYPE']._serialized_start=523
+  _globals['_LSMTYPE']._serialized_end=571
   _globals['_TORPORDIGEST']._serialized_start=73
   _globals['_TORPORDIGEST']._serialized_end=131
   _globals['_INVENTORYENTRY']._serialized_start=134
-  _globals['_INVENTORYENTRY']._serialized_end=485
+  _globals['_INVENTORYENTRY']._serialized_end=521
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class TorporDigest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., digest: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
 
 class InventoryEntry(_message.Message):
-    __slots__ = ("img_version", "fdinfo_per_id", "root_ids", "ns_per_id", "root_cg_set", "lsmtype", "dump_uptime", "pre_dump_mode", "tcp_close", "network_lock_method", "torpor_digests", "torpor_inventory_digest")
+    __slots__ = ("img_version", "fdinfo_per_id", "root_ids", "ns_per_id", "root_cg_set", "lsmtype", "dump_uptime", "pre_dump_mode", "tcp_close", "network_lock_method", "torpor_digests", "torpor_inventory_digest", "torpor_network_lock_table")
     IMG_VERSION_FIELD_NUMBER: _ClassVar[int]
     FDINFO_PER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class InventoryEntry(_message.Message):
     NETWORK_LOCK_METHOD_FIELD_NUMBER: _ClassVar[int]
     TORPOR_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_INVENTORY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_NETWORK_LOCK_TABLE_FIELD_NUMBER: _ClassVar[int]
     img_version: int
     fdinfo_per_id: bool
     root_ids: _core_pb2.TaskKobjIdsEntry
@@ -52,4 +53,5 @@ class InventoryEntry(_message.Message):
     network_lock_method: int
     torpor_digests: _containers.RepeatedCompositeFieldContainer[TorporDigest]
     torpor_inventory_digest: bytes
-    def __init__(self, img_version: _Optional[int] = ..., fdinfo_per_id: bool = ..., root_ids: _Optional[_Union[_core_pb2.TaskKobjIdsEntry, _Mapping]] = ..., ns_per_id: bool = ..., root_cg_set: _Optional[int] = ..., lsmtype: _Optional[_Union[LsmType, str]] = ..., dump_uptime: _Optional[int] = ..., pre_dump_mode: _Optional[int] = ..., tcp_close: bool = ..., network_lock_method: _Optional[int] = ..., torpor_digests: _Optional[_Iterable[_Union[TorporDigest, _Mapping]]] = ..., torpor_inventory_digest: _Optional[bytes] = ...) -> None: ...
+    torpor_network_lock_table: str
+    def __init__(self, img_version: _Optional[int] = ..., fdinfo_per_id: bool = ..., root_ids: _Optional[_Union[_core_pb2.TaskKobjIdsEntry, _Mapping]] = ..., ns_per_id: bool = ..., root_cg_set: _Optional[int] = ..., lsmtype: _Optional[_Union[LsmType, str]] = ..., dump_uptime: _Optional[int] = ..., pre_dump_mode: _Optional[int] = ..., tcp_close: bool = ..., network_lock_method: _Optional[int] = ..., torpor_digests: _Optional[_Iterable[_Union[TorporDigest, _Mapping]]] = ..., torpor_inventory_digest: _Optional[bytes] = ..., torpor_network_lock_table: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,10 @@ class FdKind:
     def write(self, images, state: dict) -> None:
         """Write the kind's tree-wide images, once every process was dumped."""
 
+    def inventory(self, entry, state: dict) -> None:
+        """Fill the fields of inventory.img (`entry`) that the kind owns, once every
+        process was dumped."""
+
     def dump_done(self, state: dict, killed: bool) -> None:
         """The dump is over: the tree is killed next (`killed`), or let go as it was
         (leave_running, or a dump that failed)."""
