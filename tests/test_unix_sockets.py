@@ -118,6 +118,27 @@ def test_pending_connection_with_data_refuses_leave_running(programs, tmp_path):
     _finishes_with(proc, tmp_path / "out", "OK")
 
 
+def test_out_of_band_byte_is_refused(programs, tmp_path):
+    """A stream socket holding an out-of-band byte refuses the dump by name; the program
+    then reads the byte and the data around it."""
+    code = (
+        WAIT
+        + """
+a, b = socket.socketpair()
+a.send(b"before"); a.send(b"!", socket.MSG_OOB); a.send(b"after")
+print("READY", flush=True)
+signal.pause()
+ok = b.recv(1, socket.MSG_OOB) == b"!" and b.recv(100) == b"before"
+print("OK" if ok and b.recv(100) == b"after" else "LOST", flush=True)
+"""
+    )
+    proc = programs(code)
+    images = tmp_path / "images"
+    images.mkdir()
+    _refused(proc.pid, images, "out-of-band byte (MSG_OOB)", "Unix stream")
+    _finishes_with(proc, tmp_path / "out", "OK")
+
+
 def test_datagram_from_outside_sender_is_refused(programs, tmp_path):
     """A datagram queued from a socket outside the tree cannot be sent again from its
     address: refused by name; the program then receives it with that sender."""

@@ -170,6 +170,8 @@ class UnixSocket(FdKind):
         state.setdefault("entries", {})[sk.ino] = entry
         with borrowed_socket(ctx.pid, d.fd) as sock:
             entry.opts.CopyFrom(options.dump(sock))
+            if sk.type == socket.SOCK_STREAM and sk.state != TCP_LISTEN:
+                _refuse_out_of_band(sock, what)
             if _may_queue(sk):
                 messages = queues.peek(sock, what, entry.opts.so_passcred, ctx.carried.carry)
                 _check_senders(entry, messages, state, what)
@@ -247,6 +249,16 @@ def _shown(name: bytes) -> str:
     if name.startswith(b"\0"):
         return "@" + name[1:].decode(errors="backslashreplace")
     return name.decode(errors="backslashreplace")
+
+
+def _refuse_out_of_band(sock: socket.socket, what: str) -> None:
+    """Refuse a stream socket holding an out-of-band byte (MSG_OOB): the peek of its queue
+    reads past it, and the byte's place in the stream would be lost."""
+    try:
+        sock.recv(1, socket.MSG_OOB | socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # EINVAL: none waits (or SO_OOBINLINE keeps it in the stream)
+        return
+    raise UnsupportedError(f"{what} holds an out-of-band byte (MSG_OOB), not supported yet")
 
 
 def _may_queue(sk) -> bool:
