@@ -13,7 +13,7 @@ from torpor.parts.fds import (
     tty,
 )
 from torpor.parts.fds.base import FdKind
-from torpor.parts.sockets import inet, netlink, packet, unix
+from torpor.parts.sockets import inet, netlink, packet, raw, unix
 
 KINDS: tuple[FdKind, ...] = (
     regular.KIND,
@@ -26,6 +26,7 @@ KINDS: tuple[FdKind, ...] = (
     inotify.KIND,
     eventpoll.KIND,
     unix.KIND,
+    raw.KIND,  # before inet, which has the same FileEntry member
     inet.KIND,
     netlink.KIND,
     packet.KIND,
@@ -38,5 +39,5 @@ def kind_of(d) -> FdKind | None:
 
 
 def kind_of_entry(entry) -> FdKind | None:
-    """The kind that restores a FileEntry: the one whose member is set."""
-    return next((k for k in KINDS if entry.HasField(k.field)), None)
+    """The kind that restores a FileEntry: the first whose member is set that claims it."""
+    return next((k for k in KINDS if entry.HasField(k.field) and k.claims(entry)), None)

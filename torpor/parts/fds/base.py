@@ -62,6 +62,12 @@ class FdKind:
         """The file ids carried by the saved messages of the kind's open files `entries`."""
         return set()
 
+    def claims(self, entry) -> bool:
+        """Whether the kind restores the FileEntry `entry`, whose member `field` is set
+        (kinds sharing a member, such as the internet sockets', say which are theirs: the
+        first in KINDS that claims an entry has it)."""
+        return True
+
     def restore_problem(self, entry, shell_job: bool) -> str | None:
         """Why a restore with these options cannot reopen `entry`, found before anything is
         created; None if it can."""

@@ -14,12 +14,8 @@ levels' (the tables below), IPV6_V6ONLY, SO_BINDTODEVICE. A TCP connection witho
 and addresses, as does a listening socket with connections not yet accepted. A dumped
 connection is put in repair mode again just before the tree is killed, so that closing it
 sends nothing (no FIN, no RST); left running, it leaves repair mode without a window probe.
-A connection whose peer is outside the tree is held by the network lock (netlock) from
-before it is read until the restored one runs, so that the peer's packets are dropped, and
-sent again later, instead of being lost or answered with a RST; if the lock cannot be
-installed the dump refuses, naming the connection and why, unless --network-lock skip.
-With --tcp-close (CRIU's option) a connection in any state is saved without being read:
-its addresses and options only, no lock, and the tree's closing it is what its peer sees.
+Nothing stops a peer outside the tree from sending meanwhile: what it sends after the dump
+is lost, and what reaches the host while no socket has its address is answered with a RST.
 
 At restore the socket is made in the process that holds it, with its file status flags; its
 options are set from torpor on a copy of it, before it is bound (SO_REUSEADDR, IP_FREEBIND,
@@ -32,10 +28,16 @@ buffer sizes, the saved datagrams, each sent again from its sender's address (by
 of the tree bound to it, else by a socket torpor binds there with IP_TRANSPARENT and
 IP_FREEBIND, which take a foreign address too), then UDP sockets connect, connections leave
 repair mode (every peer of the tree exists by then) and send what was not sent yet, and the
-other options are put back. With --tcp-close (restore) a saved connection comes back as a
-socket of its family in the CLOSE state, unbound and shut down both ways, with its options:
-reads see the end of the stream, writes fail with EPIPE, poll shows POLLHUP, and nothing
-is sent to the peer.
+other options are put back.
+
+Also kept: the multicast groups a UDP socket joined, with their source filters
+(parts.sockets.multicast), IP_OPTIONS as set, and an IPv6 socket's sticky extension
+headers (IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR, IPV6_DSTOPTS). Raw and ping
+sockets are parts.sockets.raw, which shares this module's helpers. What the kernel shows
+nowhere, so that torpor cannot save it nor even see it was set: the interface index of
+IP_MULTICAST_IF (only its address is read back), a sticky IPV6_PKTINFO (source address and
+interface) of a datagram socket, IPv6 flow label leases (IPV6_FLOWLABEL_MGR), IPsec
+policies (IP_IPSEC_POLICY, IP_XFRM_POLICY and their IPv6 twins).
 """
 
 from __future__ import annotations
@@ -50,12 +52,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from torpor.arch import X86_64
-from torpor.context import log
 from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
-from torpor.kernel.nftables import NftablesError
 from torpor.parts.fds.base import FdKind, place
-from torpor.parts.sockets import borrowed_socket, netlock, options, queues
+from torpor.parts.sockets import borrowed_socket, multicast, options, queues
 
 PROTOCOLS = ("TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6")  # system.sockprotoname
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
@@ -76,14 +76,10 @@ SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
 F_SETFL = 4
 
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
-SHUT_RDWR = 2
 TCP_STATES = {
     1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
     6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
 }  # fmt: skip
-# the states of a connection CRIU's --tcp-close saves without reading (SYN_RECV and
-# TIME_WAIT have no socket of their own)
-CONNECTED = (1, 2, 4, 5, 8, 9, 11)
 
 # Integer options by level: (the entry's message holding them, level, {field: option}).
 # IP_FREEBIND is IpOptsEntry.freebind and IPV6_V6ONLY InetSkEntry.v6only (CRIU's fields).
@@ -110,6 +106,7 @@ _IP = {
     "torpor_multicast_all": 49,
     "torpor_unicast_if": 50,
     "torpor_local_port_range": 51,
+    "torpor_checksum": 23,
 }
 _IPV6 = {
     "flowinfo": 11,
@@ -138,6 +135,12 @@ _IPV6 = {
     "transparent": 75,
     "unicast_if": 76,
     "recvfragsize": 77,
+    "router_alert_isolate": 30,
+    "pktinfo_2292": 2,
+    "hopopts_2292": 3,
+    "dstopts_2292": 4,
+    "rthdr_2292": 5,
+    "hoplimit_2292": 8,
 }
 _TCP = {
     "nodelay": 1,
@@ -169,6 +172,9 @@ _UDP = {
     "gro": 104,
 }
 _UDPLITE = {"send_cscov": 10, "recv_cscov": 11}
+# an IPv6 socket's sticky extension headers, as bytes: Ipv6OptsEntry field -> option
+_STICKY = {"hopopts": 54, "rthdrdstopts": 55, "rthdr": 57, "dstopts": 59}
+STICKY_LARGEST = 1024  # what getsockopt reads here; a header is (hdrlen + 1) * 8 bytes
 _SO = {
     "timestamp": 29, "timestampns": 35, "timestamping": 37, "timestamp_new": 63,
     "timestampns_new": 64, "timestamping_new": 65, "rxq_ovfl": 40, "wifi_status": 41,
@@ -190,7 +196,7 @@ _NOT_HERE = (errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EINVAL)
 
 def _tables(entry):
     """(message, level, {field: option}) for every option table that applies to `entry`."""
-    tcp = entry.proto == IPPROTO_TCP
+    tcp = entry.type == socket.SOCK_STREAM
     ip = {k: v for k, v in _IP.items() if not (tcp and k in _DATAGRAM_ONLY)}
     found = [(entry.ip_opts, SOL_IP, ip), (entry.torpor_so_opts, socket.SOL_SOCKET, _SO)]
     if entry.family == socket.AF_INET6:
@@ -229,20 +235,18 @@ class InetSocket(FdKind):
     # --- dump ------------------------------------------------------------------------------
 
     def inspect(self, found, options, state) -> None:
-        facts, named = {}, {}
+        facts = {}
         for pid, d in found:
-            named[d.inode] = f"fd {d.fd} of process {pid}"
+            if not self.recognise(d):
+                continue  # a raw or ping socket: parts.sockets.raw shares the member
             with borrowed_socket(pid, d.fd) as sock:
-                facts[d.inode] = _inspect_one(sock, named[d.inode], options)
+                facts[d.inode] = _inspect_one(
+                    sock, f"fd {d.fd} of process {pid}", options.tcp_established
+                )
         state["facts"] = facts
-        state["options"] = options
         # A copy of each TCP connection saved, (copy, its SO_REUSEADDR), kept until the tree
         # is let go or killed.
         state["copies"] = []
-        if options.tcp_established and not options.tcp_close:
-            outside = [(named[ino], f) for ino, f in facts.items() if _peer_outside(f, facts)]
-            if outside:
-                _lock(outside, options, state)
 
     def dump(self, ctx, d, state, fown):
         facts: _Facts = state["facts"][d.inode]
@@ -260,24 +264,16 @@ class InetSocket(FdKind):
             backlog=facts.backlog,
             fown=fown,
         )
-        entry.src_addr.extend(_words(facts.family, facts.local[0]))
-        if facts.family == socket.AF_INET6 and facts.local[3]:
-            entry.torpor_src_scope_id = facts.local[3]
-        if facts.peer:
-            entry.dst_addr.extend(_words(facts.family, facts.peer[0]))
-            if facts.family == socket.AF_INET6:
-                if facts.peer[2]:
-                    entry.torpor_dst_flowinfo = facts.peer[2]
-                if facts.peer[3]:
-                    entry.torpor_dst_scope_id = facts.peer[3]
+        _set_addresses(entry, facts.local, facts.peer)
         with borrowed_socket(ctx.pid, d.fd) as sock:
             entry.opts.CopyFrom(options.dump(sock, tcp=facts.proto == IPPROTO_TCP))
             _dump_options(sock, entry, what)
+            multicast.dump(sock, entry, ctx.pid)
             if facts.type == socket.SOCK_DGRAM:
                 messages = queues.peek(sock, what, passcred=False)
                 if messages:
                     state.setdefault("queued", []).append((entry, messages))
-            elif facts.state == TCP_ESTABLISHED and not state["options"].tcp_close:
+            elif facts.state == TCP_ESTABLISHED:
                 state.setdefault("streams", []).append((entry.ino, *_dump_stream(sock)))
                 state["copies"].append((sock.dup(), entry.opts.reuseaddr))
         return entry
@@ -287,20 +283,10 @@ class InetSocket(FdKind):
         for ino, stream, data in state.get("streams", ()):
             images.write(f"tcp-stream-{ino:x}.img", [(stream, data)])
 
-    def inventory(self, entry, state) -> None:
-        """CRIU's network_lock_method and tcp_close, and the lock table the restore removes."""
-        options = state["options"]
-        entry.network_lock_method = netlock.METHODS[options.network_lock]
-        if options.tcp_close:
-            entry.tcp_close = True
-        if state.get("lock"):
-            entry.torpor_network_lock_table = state["lock"]
-
     def dump_done(self, state, killed) -> None:
         """Each saved TCP connection stays in repair mode when the tree is killed, so that
-        closing it sends nothing to its peer, and the network lock stays for the restore to
-        remove; when the tree is let go (--leave-running, or a dump that failed) the
-        connections leave repair mode, then the lock goes."""
+        closing it sends nothing to its peer; it leaves repair mode when the tree is let go
+        (--leave-running, or a dump that failed)."""
         for copy, reuseaddr in state.get("copies", ()):
             with contextlib.suppress(OSError):
                 if killed:
@@ -308,16 +294,6 @@ class InetSocket(FdKind):
                 else:
                     _leave_repair(copy, reuseaddr)
             copy.close()
-        name = state.get("lock")
-        if name and not killed:
-            try:
-                netlock.unlock(name)
-            except NftablesError as e:
-                log.warning(
-                    "the network lock %s %s could not be removed (%s): remove it with "
-                    "nft delete table %s %s",
-                    netlock.TABLE_FAMILY, name, e, netlock.TABLE_FAMILY, name,
-                )  # fmt: skip
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -330,10 +306,17 @@ class InetSocket(FdKind):
             (socket.SOCK_DGRAM, IPPROTO_UDPLITE),
         ):
             return f"an internet socket has an unknown type {entry.type} or protocol {entry.proto}"
+        if entry.proto == IPPROTO_TCP and entry.state not in (
+            TCP_LISTEN,
+            TCP_CLOSE,
+            TCP_ESTABLISHED,
+        ):
+            state = TCP_STATES.get(entry.state, entry.state)
+            return f"a TCP socket in state {state} cannot be made again"
         words = 1 if entry.family == socket.AF_INET else 4
         if len(entry.src_addr) != words or (entry.dst_addr and len(entry.dst_addr) != words):
             return "an internet socket's address has the wrong length"
-        return None
+        return multicast.restore_problem(entry)
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         task = ctx.task
@@ -341,18 +324,15 @@ class InetSocket(FdKind):
         if entry.flags & SETFL_FLAGS:
             task.call(X86_64, "fcntl", got, F_SETFL, entry.flags & SETFL_FLAGS)
         local = _address(entry.family, entry.src_addr, entry.src_port, entry.torpor_src_scope_id)
-        closed = ctx.tcp_close and _connection(entry)
-        stream = entry.proto == IPPROTO_TCP and entry.state == TCP_ESTABLISHED and not closed
+        stream = entry.proto == IPPROTO_TCP and entry.state == TCP_ESTABLISHED
         with borrowed_socket(ctx.pid, got) as sock:
             _restore_options(sock, entry)
-            if entry.proto == IPPROTO_TCP and local[1] and not closed:
+            multicast.restore(sock, entry)
+            if entry.proto == IPPROTO_TCP and local[1]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see the docstring
             if stream:  # also lets it bind to the port of a listener of the tree
                 sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
-        if closed:  # unbound; shut down both ways, which a socket never connected refuses
-            # with ENOTCONN after marking it: its reads end, its writes fail (EPIPE)
-            task.syscall(X86_64, "shutdown", got, SHUT_RDWR)
-        elif local[1] or not _is_any(local[0]):
+        if local[1] or not _is_any(local[0]):
             address = queues.address_bytes(entry.family, local)
             bound = task.syscall(X86_64, "bind", got, task.put(address), len(address))
             if bound < 0:
@@ -397,9 +377,9 @@ class InetSocket(FdKind):
 # --- dump helpers ----------------------------------------------------------------------------
 
 
-def _inspect_one(sock: socket.socket, fd_what: str, dump_options) -> _Facts:
+def _inspect_one(sock: socket.socket, fd_what: str, connections: bool) -> _Facts:
     """The facts of one socket; refuse what cannot be saved (`fd_what` names the fd; a
-    TCP connection is saved with --tcp-established, or in any state with --tcp-close)."""
+    TCP connection is saved with `connections`)."""
     get = sock.getsockopt
     family = get(socket.SOL_SOCKET, socket.SO_DOMAIN)
     kind = get(socket.SOL_SOCKET, socket.SO_TYPE)
@@ -420,9 +400,7 @@ def _inspect_one(sock: socket.socket, fd_what: str, dump_options) -> _Facts:
                     f"{fd_what} is a TCP socket listening on {_shown(local)} with {pending} "
                     "connection(s) not yet accepted, not supported yet"
                 )
-        elif facts.state in CONNECTED and dump_options.tcp_close:
-            pass  # saved closed: addresses and options only
-        elif facts.state == TCP_ESTABLISHED and dump_options.tcp_established:
+        elif facts.state == TCP_ESTABLISHED and connections:
             pass  # saved through TCP_REPAIR
         elif facts.state != TCP_CLOSE:
             ends = f"{_shown(local)} -> {_shown(peer)}" if peer else _shown(local)
@@ -455,87 +433,6 @@ def _inspect_one(sock: socket.socket, fd_what: str, dump_options) -> _Facts:
     return facts
 
 
-def _connection(entry) -> bool:
-    """Whether `entry` is a TCP connection (not a listener, not a socket never connected)."""
-    return entry.proto == IPPROTO_TCP and entry.state not in (TCP_LISTEN, TCP_CLOSE)
-
-
-def _peer_outside(facts: _Facts, every: dict) -> bool:
-    """Whether `facts` is a TCP connection whose other end is no socket of the tree (of
-    `every` socket's facts)."""
-    if facts.proto != IPPROTO_TCP or facts.state != TCP_ESTABLISHED:
-        return False
-    here, there = _end(facts.family, facts.local), _end(facts.family, facts.peer)
-    return not any(
-        f.proto == IPPROTO_TCP
-        and f.peer
-        and _end(f.family, f.local) == there
-        and _end(f.family, f.peer) == here
-        for f in every.values()
-    )
-
-
-def _end(family: int, address: tuple) -> tuple[str, int]:
-    """(host, port) of one end of a connection, an IPv4-mapped host as its IPv4 address."""
-    _, plain = _as_ipv4(family, address)
-    return plain[0], plain[1]
-
-
-def _lock(outside: list[tuple[str, _Facts]], dump_options, state: dict) -> None:
-    """Install the network lock for the connections whose peer is outside the tree
-    (`outside`: how each fd is named, its facts), or refuse the dump saying why it cannot;
-    with --network-lock skip, only say what that risks."""
-    if dump_options.network_lock == "skip":
-        log.warning(
-            "--network-lock skip: %d TCP connection(s) with a peer outside the tree are not "
-            "locked; what their peers send while the tree is down is answered with a RST",
-            len(outside),
-        )
-        return
-    name = netlock.table_name(dump_options.root)
-    state["lock"] = name  # before it exists: a dump stopped right after it still removes it
-    try:
-        netlock.lock(name, [netlock.Connection(f.family, f.local, f.peer) for _, f in outside])
-    except NftablesError as e:
-        del state["lock"]
-        what, facts = outside[0]
-        raise UnsupportedError(
-            f"{what} is a TCP connection ({_shown(facts.local)} -> {_shown(facts.peer)}) "
-            f"whose peer is outside the tree, and the network cannot be locked: {e}; dump "
-            "with --network-lock skip to save it anyway (its peer's packets are then "
-            "answered with a RST while the tree is down)"
-        ) from None
-
-
-def check_connections(inventory, files: dict, tcp_close: bool) -> tuple[str | None, str]:
-    """Whether the saved TCP sockets of `files` (files.img entries by id) can be made again
-    by a restore with or without `tcp_close`: (the problem, or None; what the restore does
-    with them)."""
-    if inventory.tcp_close and not tcp_close:
-        return "the images were dumped with --tcp-close: restore them with --tcp-close", ""
-    connections = [
-        f.isk for f in files.values() if f.type == pb.fdinfo_pb2.INETSK and _connection(f.isk)
-    ]
-    if tcp_close:
-        plan = f"{len(connections)} TCP connection(s), restored closed (--tcp-close)"
-    else:
-        for entry in connections:
-            if entry.state != TCP_ESTABLISHED:
-                state = TCP_STATES.get(entry.state, entry.state)
-                return (
-                    f"a TCP socket in state {state} cannot be made again (restore with "
-                    "--tcp-close to have it closed)",
-                    "",
-                )
-        plan = f"{len(connections)} TCP connection(s), taken over through TCP_REPAIR"
-    if inventory.torpor_network_lock_table:
-        plan += (
-            f"; the network lock {netlock.TABLE_FAMILY} {inventory.torpor_network_lock_table} "
-            "is removed once the tree runs"
-        )
-    return None, plan
-
-
 def _queued(sock: socket.socket, request: int) -> int:
     out = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
     return struct.unpack("=i", out)[0]
@@ -544,24 +441,50 @@ def _queued(sock: socket.socket, request: int) -> int:
 def _dump_options(sock: socket.socket, entry, what: str) -> None:
     """The IP, IPv6, TCP, UDP and further socket-level options of `sock` into `entry`."""
     get = sock.getsockopt
-    entry.ip_opts.freebind = bool(get(SOL_IP, IP_FREEBIND))
+    entry.ip_opts.freebind = bool(get(*_freebind(entry.family)))
     if entry.family == socket.AF_INET6:
         entry.v6only = bool(get(SOL_IPV6, IPV6_V6ONLY))
     for message, level, table in _tables(entry):
         for field, option in table.items():
-            if _connection(entry) and field in _NEGOTIATED:
+            if entry.state == TCP_ESTABLISHED and field in _NEGOTIATED:
                 continue
             try:
                 setattr(message, field, get(level, option))
             except OSError as e:
                 if e.errno not in _NOT_HERE:
                     raise
-    ip_options = get(SOL_IP, IP_OPTIONS, 40)
+    ip_options = _get_bytes(sock, SOL_IP, IP_OPTIONS, 40)  # a raw IPv6 socket has no SOL_IP
     if ip_options:
         entry.ip_opts.torpor_options = ip_options
-    if entry.proto == IPPROTO_TCP:
+    if entry.family == socket.AF_INET6:
+        for field, option in _STICKY.items():
+            value = _get_bytes(sock, SOL_IPV6, option, STICKY_LARGEST)
+            if value and (value[1] + 1) * 8 > len(value):
+                raise UnsupportedError(
+                    f"{what} has an IPV6_{field.upper()} header larger than "
+                    f"{STICKY_LARGEST} bytes, not supported yet"
+                )
+            if value:
+                setattr(entry.torpor_ipv6_opts, field, value)
+    if entry.type == socket.SOCK_STREAM:
         congestion = get(IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0")
         entry.torpor_tcp_opts.congestion = congestion.decode()
+
+
+def _get_bytes(sock: socket.socket, level: int, option: int, size: int) -> bytes:
+    """An option of bytes, empty where the socket has no such option."""
+    try:
+        return sock.getsockopt(level, option, size)
+    except OSError as e:
+        if e.errno not in _NOT_HERE:
+            raise
+    return b""
+
+
+def _freebind(family: int) -> tuple[int, int]:
+    """(level, option) of IP_FREEBIND, one flag of the socket that IPv6 sockets (a raw one
+    has no SOL_IP level) also show as IPV6_FREEBIND."""
+    return (SOL_IPV6, IPV6_FREEBIND) if family == socket.AF_INET6 else (SOL_IP, IP_FREEBIND)
 
 
 def _describe(facts: _Facts) -> str:
@@ -583,6 +506,20 @@ def _shown(address: tuple) -> str:
 
 
 # --- addresses -------------------------------------------------------------------------------
+
+
+def _set_addresses(entry, local: tuple, peer: tuple | None) -> None:
+    """An entry's local and peer addresses, from Python address tuples."""
+    entry.src_addr.extend(_words(entry.family, local[0]))
+    if entry.family == socket.AF_INET6 and local[3]:
+        entry.torpor_src_scope_id = local[3]
+    if peer:
+        entry.dst_addr.extend(_words(entry.family, peer[0]))
+        if entry.family == socket.AF_INET6:
+            if peer[2]:
+                entry.torpor_dst_flowinfo = peer[2]
+            if peer[3]:
+                entry.torpor_dst_scope_id = peer[3]
 
 
 def _words(family: int, host: str) -> list[int]:
@@ -639,7 +576,7 @@ def _restore_options(sock: socket.socket, entry) -> None:
         if bool(sock.getsockopt(SOL_IPV6, IPV6_V6ONLY)) != entry.v6only:
             _set(sock, SOL_IPV6, IPV6_V6ONLY, int(entry.v6only), "IPV6_V6ONLY")
     if entry.ip_opts.freebind:
-        _set(sock, SOL_IP, IP_FREEBIND, 1, "IP_FREEBIND")
+        _set(sock, *_freebind(entry.family), 1, "IP_FREEBIND")
     for message, level, table in _tables(entry):
         for field, option in table.items():
             if message.HasField(field) and _get(sock, level, option, field) != getattr(
@@ -648,6 +585,10 @@ def _restore_options(sock: socket.socket, entry) -> None:
                 _set(sock, level, option, getattr(message, field), field.removeprefix("torpor_"))
     if entry.ip_opts.torpor_options:
         _set(sock, SOL_IP, IP_OPTIONS, entry.ip_opts.torpor_options, "IP_OPTIONS")
+    for field, option in _STICKY.items():
+        if entry.torpor_ipv6_opts.HasField(field):
+            value = getattr(entry.torpor_ipv6_opts, field)
+            _set(sock, SOL_IPV6, option, value, f"IPV6_{field.upper()}")
     congestion = entry.torpor_tcp_opts.congestion
     if congestion:
         now = sock.getsockopt(IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0").decode()
