@@ -14,8 +14,12 @@ levels' (the tables below), IPV6_V6ONLY, SO_BINDTODEVICE. A TCP connection witho
 and addresses, as does a listening socket with connections not yet accepted. A dumped
 connection is put in repair mode again just before the tree is killed, so that closing it
 sends nothing (no FIN, no RST); left running, it leaves repair mode without a window probe.
-Nothing stops a peer outside the tree from sending meanwhile: what it sends after the dump
-is lost, and what reaches the host while no socket has its address is answered with a RST.
+A connection whose peer is outside the tree is held by the network lock (netlock) from
+before it is read until the restored one runs, so that the peer's packets are dropped, and
+sent again later, instead of being lost or answered with a RST; if the lock cannot be
+installed the dump refuses, naming the connection and why, unless --network-lock skip.
+With --tcp-close (CRIU's option) a connection in any state is saved without being read:
+its addresses and options only, no lock, and the tree's closing it is what its peer sees.
 
 At restore the socket is made in the process that holds it, with its file status flags; its
 options are set from torpor on a copy of it, before it is bound (SO_REUSEADDR, IP_FREEBIND,
@@ -28,7 +32,10 @@ buffer sizes, the saved datagrams, each sent again from its sender's address (by
 of the tree bound to it, else by a socket torpor binds there with IP_TRANSPARENT and
 IP_FREEBIND, which take a foreign address too), then UDP sockets connect, connections leave
 repair mode (every peer of the tree exists by then) and send what was not sent yet, and the
-other options are put back.
+other options are put back. With --tcp-close (restore) a saved connection comes back as a
+socket of its family in the CLOSE state, unbound and shut down both ways, with its options:
+reads see the end of the stream, writes fail with EPIPE, poll shows POLLHUP, and nothing
+is sent to the peer.
 
 Also kept: the multicast groups a UDP socket joined, with their source filters
 (parts.sockets.multicast), IP_OPTIONS as set, and an IPv6 socket's sticky extension
@@ -52,10 +59,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from torpor.arch import X86_64
+from torpor.context import log
 from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
+from torpor.kernel.nftables import NftablesError
 from torpor.parts.fds.base import FdKind, place
-from torpor.parts.sockets import borrowed_socket, multicast, options, queues
+from torpor.parts.sockets import borrowed_socket, multicast, netlock, options, queues
 
 PROTOCOLS = ("TCP", "TCPv6", "UDP", "UDPv6", "UDP-Lite", "UDPLITEv6")  # system.sockprotoname
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
@@ -76,10 +85,14 @@ SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
 F_SETFL = 4
 
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+SHUT_RDWR = 2
 TCP_STATES = {
     1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
     6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
 }  # fmt: skip
+# the states of a connection CRIU's --tcp-close saves without reading (SYN_RECV and
+# TIME_WAIT have no socket of their own)
+CONNECTED = (1, 2, 4, 5, 8, 9, 11)
 
 # Integer options by level: (the entry's message holding them, level, {field: option}).
 # IP_FREEBIND is IpOptsEntry.freebind and IPV6_V6ONLY InetSkEntry.v6only (CRIU's fields).
@@ -235,18 +248,22 @@ class InetSocket(FdKind):
     # --- dump ------------------------------------------------------------------------------
 
     def inspect(self, found, options, state) -> None:
-        facts = {}
+        facts, named = {}, {}
         for pid, d in found:
             if not self.recognise(d):
                 continue  # a raw or ping socket: parts.sockets.raw shares the member
+            named[d.inode] = f"fd {d.fd} of process {pid}"
             with borrowed_socket(pid, d.fd) as sock:
-                facts[d.inode] = _inspect_one(
-                    sock, f"fd {d.fd} of process {pid}", options.tcp_established
-                )
+                facts[d.inode] = _inspect_one(sock, named[d.inode], options)
         state["facts"] = facts
+        state["options"] = options
         # A copy of each TCP connection saved, (copy, its SO_REUSEADDR), kept until the tree
         # is let go or killed.
         state["copies"] = []
+        if options.tcp_established and not options.tcp_close:
+            outside = [(named[ino], f) for ino, f in facts.items() if _peer_outside(f, facts)]
+            if outside:
+                _lock(outside, options, state)
 
     def dump(self, ctx, d, state, fown):
         facts: _Facts = state["facts"][d.inode]
@@ -273,7 +290,7 @@ class InetSocket(FdKind):
                 messages = queues.peek(sock, what, passcred=False)
                 if messages:
                     state.setdefault("queued", []).append((entry, messages))
-            elif facts.state == TCP_ESTABLISHED:
+            elif facts.state == TCP_ESTABLISHED and not state["options"].tcp_close:
                 state.setdefault("streams", []).append((entry.ino, *_dump_stream(sock)))
                 state["copies"].append((sock.dup(), entry.opts.reuseaddr))
         return entry
@@ -283,10 +300,20 @@ class InetSocket(FdKind):
         for ino, stream, data in state.get("streams", ()):
             images.write(f"tcp-stream-{ino:x}.img", [(stream, data)])
 
+    def inventory(self, entry, state) -> None:
+        """CRIU's network_lock_method and tcp_close, and the lock table the restore removes."""
+        options = state["options"]
+        entry.network_lock_method = netlock.METHODS[options.network_lock]
+        if options.tcp_close:
+            entry.tcp_close = True
+        if state.get("lock"):
+            entry.torpor_network_lock_table = state["lock"]
+
     def dump_done(self, state, killed) -> None:
         """Each saved TCP connection stays in repair mode when the tree is killed, so that
-        closing it sends nothing to its peer; it leaves repair mode when the tree is let go
-        (--leave-running, or a dump that failed)."""
+        closing it sends nothing to its peer, and the network lock stays for the restore to
+        remove; when the tree is let go (--leave-running, or a dump that failed) the
+        connections leave repair mode, then the lock goes."""
         for copy, reuseaddr in state.get("copies", ()):
             with contextlib.suppress(OSError):
                 if killed:
@@ -294,6 +321,16 @@ class InetSocket(FdKind):
                 else:
                     _leave_repair(copy, reuseaddr)
             copy.close()
+        name = state.get("lock")
+        if name and not killed:
+            try:
+                netlock.unlock(name)
+            except NftablesError as e:
+                log.warning(
+                    "the network lock %s %s could not be removed (%s): remove it with "
+                    "nft delete table %s %s",
+                    netlock.TABLE_FAMILY, name, e, netlock.TABLE_FAMILY, name,
+                )  # fmt: skip
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -306,13 +343,6 @@ class InetSocket(FdKind):
             (socket.SOCK_DGRAM, IPPROTO_UDPLITE),
         ):
             return f"an internet socket has an unknown type {entry.type} or protocol {entry.proto}"
-        if entry.proto == IPPROTO_TCP and entry.state not in (
-            TCP_LISTEN,
-            TCP_CLOSE,
-            TCP_ESTABLISHED,
-        ):
-            state = TCP_STATES.get(entry.state, entry.state)
-            return f"a TCP socket in state {state} cannot be made again"
         words = 1 if entry.family == socket.AF_INET else 4
         if len(entry.src_addr) != words or (entry.dst_addr and len(entry.dst_addr) != words):
             return "an internet socket's address has the wrong length"
@@ -324,15 +354,19 @@ class InetSocket(FdKind):
         if entry.flags & SETFL_FLAGS:
             task.call(X86_64, "fcntl", got, F_SETFL, entry.flags & SETFL_FLAGS)
         local = _address(entry.family, entry.src_addr, entry.src_port, entry.torpor_src_scope_id)
-        stream = entry.proto == IPPROTO_TCP and entry.state == TCP_ESTABLISHED
+        closed = ctx.tcp_close and _connection(entry)
+        stream = entry.proto == IPPROTO_TCP and entry.state == TCP_ESTABLISHED and not closed
         with borrowed_socket(ctx.pid, got) as sock:
             _restore_options(sock, entry)
             multicast.restore(sock, entry)
-            if entry.proto == IPPROTO_TCP and local[1]:
+            if entry.proto == IPPROTO_TCP and local[1] and not closed:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # see the docstring
             if stream:  # also lets it bind to the port of a listener of the tree
                 sock.setsockopt(IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)
-        if local[1] or not _is_any(local[0]):
+        if closed:  # unbound; shut down both ways, which a socket never connected refuses
+            # with ENOTCONN after marking it: its reads end, its writes fail (EPIPE)
+            task.syscall(X86_64, "shutdown", got, SHUT_RDWR)
+        elif local[1] or not _is_any(local[0]):
             address = queues.address_bytes(entry.family, local)
             bound = task.syscall(X86_64, "bind", got, task.put(address), len(address))
             if bound < 0:
@@ -377,9 +411,9 @@ class InetSocket(FdKind):
 # --- dump helpers ----------------------------------------------------------------------------
 
 
-def _inspect_one(sock: socket.socket, fd_what: str, connections: bool) -> _Facts:
+def _inspect_one(sock: socket.socket, fd_what: str, dump_options) -> _Facts:
     """The facts of one socket; refuse what cannot be saved (`fd_what` names the fd; a
-    TCP connection is saved with `connections`)."""
+    TCP connection is saved with --tcp-established, or in any state with --tcp-close)."""
     get = sock.getsockopt
     family = get(socket.SOL_SOCKET, socket.SO_DOMAIN)
     kind = get(socket.SOL_SOCKET, socket.SO_TYPE)
@@ -400,7 +434,9 @@ def _inspect_one(sock: socket.socket, fd_what: str, connections: bool) -> _Facts
                     f"{fd_what} is a TCP socket listening on {_shown(local)} with {pending} "
                     "connection(s) not yet accepted, not supported yet"
                 )
-        elif facts.state == TCP_ESTABLISHED and connections:
+        elif facts.state in CONNECTED and dump_options.tcp_close:
+            pass  # saved closed: addresses and options only
+        elif facts.state == TCP_ESTABLISHED and dump_options.tcp_established:
             pass  # saved through TCP_REPAIR
         elif facts.state != TCP_CLOSE:
             ends = f"{_shown(local)} -> {_shown(peer)}" if peer else _shown(local)
@@ -433,6 +469,87 @@ def _inspect_one(sock: socket.socket, fd_what: str, connections: bool) -> _Facts
     return facts
 
 
+def _connection(entry) -> bool:
+    """Whether `entry` is a TCP connection (not a listener, not a socket never connected)."""
+    return entry.proto == IPPROTO_TCP and entry.state not in (TCP_LISTEN, TCP_CLOSE)
+
+
+def _peer_outside(facts: _Facts, every: dict) -> bool:
+    """Whether `facts` is a TCP connection whose other end is no socket of the tree (of
+    `every` socket's facts)."""
+    if facts.proto != IPPROTO_TCP or facts.state != TCP_ESTABLISHED:
+        return False
+    here, there = _end(facts.family, facts.local), _end(facts.family, facts.peer)
+    return not any(
+        f.proto == IPPROTO_TCP
+        and f.peer
+        and _end(f.family, f.local) == there
+        and _end(f.family, f.peer) == here
+        for f in every.values()
+    )
+
+
+def _end(family: int, address: tuple) -> tuple[str, int]:
+    """(host, port) of one end of a connection, an IPv4-mapped host as its IPv4 address."""
+    _, plain = _as_ipv4(family, address)
+    return plain[0], plain[1]
+
+
+def _lock(outside: list[tuple[str, _Facts]], dump_options, state: dict) -> None:
+    """Install the network lock for the connections whose peer is outside the tree
+    (`outside`: how each fd is named, its facts), or refuse the dump saying why it cannot;
+    with --network-lock skip, only say what that risks."""
+    if dump_options.network_lock == "skip":
+        log.warning(
+            "--network-lock skip: %d TCP connection(s) with a peer outside the tree are not "
+            "locked; what their peers send while the tree is down is answered with a RST",
+            len(outside),
+        )
+        return
+    name = netlock.table_name(dump_options.root)
+    state["lock"] = name  # before it exists: a dump stopped right after it still removes it
+    try:
+        netlock.lock(name, [netlock.Connection(f.family, f.local, f.peer) for _, f in outside])
+    except NftablesError as e:
+        del state["lock"]
+        what, facts = outside[0]
+        raise UnsupportedError(
+            f"{what} is a TCP connection ({_shown(facts.local)} -> {_shown(facts.peer)}) "
+            f"whose peer is outside the tree, and the network cannot be locked: {e}; dump "
+            "with --network-lock skip to save it anyway (its peer's packets are then "
+            "answered with a RST while the tree is down)"
+        ) from None
+
+
+def check_connections(inventory, files: dict, tcp_close: bool) -> tuple[str | None, str]:
+    """Whether the saved TCP sockets of `files` (files.img entries by id) can be made again
+    by a restore with or without `tcp_close`: (the problem, or None; what the restore does
+    with them)."""
+    if inventory.tcp_close and not tcp_close:
+        return "the images were dumped with --tcp-close: restore them with --tcp-close", ""
+    connections = [
+        f.isk for f in files.values() if f.type == pb.fdinfo_pb2.INETSK and _connection(f.isk)
+    ]
+    if tcp_close:
+        plan = f"{len(connections)} TCP connection(s), restored closed (--tcp-close)"
+    else:
+        for entry in connections:
+            if entry.state != TCP_ESTABLISHED:
+                state = TCP_STATES.get(entry.state, entry.state)
+                return (
+                    f"a TCP socket in state {state} cannot be made again (restore with "
+                    "--tcp-close to have it closed)",
+                    "",
+                )
+        plan = f"{len(connections)} TCP connection(s), taken over through TCP_REPAIR"
+    if inventory.torpor_network_lock_table:
+        plan += (
+            f"; the network lock {netlock.TABLE_FAMILY} {inventory.torpor_network_lock_table} "
+            "is removed once the tree runs"
+        )
+    return None, plan
+
+
 def _queued(sock: socket.socket, request: int) -> int:
     out = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
     return struct.unpack("=i", out)[0]
@@ -446,7 +563,7 @@ def _dump_options(sock: socket.socket, entry, what: str) -> None:
         entry.v6only = bool(get(SOL_IPV6, IPV6_V6ONLY))
     for message, level, table in _tables(entry):
         for field, option in table.items():
-            if entry.state == TCP_ESTABLISHED and field in _NEGOTIATED:
+            if _connection(entry) and field in _NEGOTIATED:
                 continue
             try:
                 setattr(message, field, get(level, option))
