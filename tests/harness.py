@@ -81,6 +81,7 @@ WORKLOADS = (
     Spec("netlinksk"),
     Spec("packetsk"),
     Spec("inetsk"),
+    Spec("rawsk"),  # without ping sockets, which the host may not allow (test_raw_sockets)
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

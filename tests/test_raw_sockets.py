@@ -1,0 +1,123 @@
+"""Raw and ICMP echo (ping) sockets: restored and used (workload rawsk, both flavours);
+refused, naming them, while packets wait unread; a restore of ping sockets where
+net.ipv4.ping_group_range leaves out torpor's group refuses in one line and leaves nothing.
+
+This host allows ping sockets to no group (the range is "1 0", root included): the tests
+that make ping sockets widen it to torpor's group for their own time, and put it back."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import harness
+import pytest
+from test_end_to_end import checkpoint_and_restore
+
+import torpor
+from torpor.errors import RestoreError, UnsupportedError
+
+PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
+
+# A raw socket of protocol 253 on an address of its own with a packet it has not read;
+# on SIGUSR1 it reads it and prints OK.
+UNREAD = """
+import os, select, signal, socket
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+pid = os.getpid()
+host = f"127.{100 + pid % 100}.{pid // 100 % 250}.9"
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+raw.bind((host, 0))
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, 253) as sender:
+    sender.sendto(b"waiting", (host, 0))
+assert select.select([raw], [], [], 10)[0]
+print("HOST", host, flush=True)
+print("READY", flush=True)
+signal.sigwait([signal.SIGUSR1])
+assert raw.recv(100)[20:] == b"waiting"
+print("OK", flush=True)
+"""
+
+
+def _set_range(text: str) -> None:
+    with open(PING_GROUP_RANGE, "w") as f:
+        f.write(text)
+
+
+def _allow_own_group() -> None:
+    gid = os.getegid()
+    _set_range(f"{gid} {gid}")
+
+
+@pytest.fixture
+def ping_allowed():
+    """net.ipv4.ping_group_range including this process's group; as it was afterwards."""
+    with open(PING_GROUP_RANGE) as f:
+        was = f.read().strip()
+    _allow_own_group()
+    try:
+        yield
+    finally:
+        _set_range(was)
+
+
+def test_raw_and_ping_sockets_restored(start_workload, tmp_path, ping_allowed):
+    """Raw ICMP, ICMPv6 and other protocols' sockets, bound and connected, with their
+    filters and options, and ping sockets, IPv4 and IPv6, work after the restore; crit
+    reads the images."""
+    w = start_workload(harness.Spec("rawsk", "ping"))
+    w.wait_ready()
+    images = tmp_path / "images"
+    images.mkdir()
+    checkpoint_and_restore(w, images)
+    w.signal(signal.SIGUSR1)
+    w.verdict().assert_passed()
+
+
+def test_ping_restore_refused_where_ping_sockets_are_not_allowed(
+    start_workload, tmp_path, ping_allowed
+):
+    """Restored where the range leaves torpor's group out: one line naming the setting,
+    nothing left behind; once allowed again, the same images restore."""
+    w = start_workload(harness.Spec("rawsk", "ping"))
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+    _set_range("1 0")
+    with pytest.raises(RestoreError) as e:
+        torpor.restore(str(images))
+    message = str(e.value)
+    assert "\n" not in message and "net.ipv4.ping_group_range is 1 0" in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"
+    _allow_own_group()
+    w.adopt(torpor.restore(str(images)))
+    w.signal(signal.SIGUSR1)
+    w.verdict().assert_passed()
+
+
+def test_raw_socket_with_unread_packets_is_refused(tmp_path):
+    """The refusal names the fd, the process and the socket; the packet is still there to
+    be read after the refused dump."""
+    out = tmp_path / "program.out"
+    proc = harness.start_python(UNREAD, out)
+    try:
+        host = next(x for x in out.read_text().splitlines() if x.startswith("HOST")).split()[1]
+        images = tmp_path / "images"
+        images.mkdir()
+        with pytest.raises(UnsupportedError) as e:
+            torpor.dump(proc.pid, str(images))
+        assert not list(images.iterdir()), "a refused dump left images behind"
+        pattern = (
+            rf"fd \d+ of process {proc.pid} is a raw socket of protocol 253 on "
+            rf"{re.escape(host)} with packets not yet read, which cannot be queued again, "
+            "not supported yet"
+        )
+        assert re.fullmatch(pattern, str(e.value)), str(e.value)
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert proc.wait(timeout=30) == 0, out.read_text()
+        assert "OK" in out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
