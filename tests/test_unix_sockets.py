@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import harness
@@ -249,6 +251,59 @@ print("OK" if os.readlink(f"/proc/self/fd/{fds[0]}") == "anon_inode:inotify" els
     images.mkdir()
     _refused(proc.pid, images, "carries an inotify instance", "a Unix socket")
     _finishes_with(proc, tmp_path / "out", "OK")
+
+
+PEER_CREDS = """
+import os, signal, socket, struct, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
+def creds(s):
+    return struct.unpack("iII", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+a, b = socket.socketpair()
+l = socket.socket(socket.AF_UNIX); l.bind("\\0torpor-creds-%d" % os.getpid()); l.listen()
+c = socket.socket(socket.AF_UNIX); c.connect(l.getsockname()); s, _ = l.accept()
+w = socket.socket(socket.AF_UNIX); w.connect(l.getsockname())
+me = (os.getpid(), os.geteuid(), os.getegid())
+print("READY", creds(a) == creds(b) == creds(c) == creds(s) == me, flush=True)
+signal.pause()
+p, _ = l.accept()
+got = [creds(x) for x in (a, b, c, s, w, p)]
+print("OK" if got == [me] * 6 else f"BAD {got} {me}", flush=True)
+"""
+
+
+def test_peer_credentials_are_the_programs(tmp_path):
+    """SO_PEERCRED of a socketpair, an accepted connection (both ends) and a connection
+    accepted after the restore names the restored process with its own uid and gid, not
+    the root the restore runs as."""
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            ["setpriv", "--reuid", "1234", "--regid", "4321", "--clear-groups",
+             sys.executable, "-c", PEER_CREDS],
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    restored = None
+    try:
+        deadline = time.monotonic() + 10
+        while "READY" not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.02)
+        assert "READY True" in out.read_text(), out.read_text()
+        images = tmp_path / "images"
+        images.mkdir()
+        torpor.dump(proc.pid, str(images))
+        proc.wait()
+        assert harness.wait_gone(proc.pid, 5)
+        restored = torpor.restore(str(images))
+        os.kill(restored, signal.SIGUSR1)
+        while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+            assert time.monotonic() < deadline + 10, out.read_text()
+            time.sleep(0.05)
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(restored or proc.pid, restored or proc.pid)
+        proc.poll()
 
 
 def test_restore_refused_while_the_name_is_taken(programs, tmp_path):

@@ -1,7 +1,8 @@
 """Resource limits (getrlimit/setrlimit), every one of them, soft and hard, in CRIU's field
 (core.tc.rlimits, one RlimitEntry per RLIMIT_* number).
 
-They are read by torpor (prlimit64 on another process needs no injected call) and set by
+They are read by torpor (prlimit64 on another process needs no injected call; for a
+process of another uid, /proc/PID/limits) and set by
 the restored process itself (prlimit64 injected): a process may lower its own limits and
 raise a soft limit up to the hard one, but raising a hard limit needs CAP_SYS_RESOURCE,
 which the restorer may lack. A restored task starts with torpor's limits, so a saved hard
@@ -14,9 +15,10 @@ import struct
 
 from torpor.arch import X86_64
 from torpor.context import DumpContext, RestoreContext
-from torpor.errors import ImageError
+from torpor.errors import ImageError, TargetError
 from torpor.images import pb
 from torpor.kernel import caps, libc
+from torpor.kernel.procfs import proc
 
 RLIM_INFINITY = (1 << 64) - 1
 CAP_SYS_RESOURCE = 24
@@ -35,10 +37,27 @@ def _prlimit(pid: int, which: int) -> tuple[int, int]:
     return old[0], old[1]
 
 
+def _limits(pid: int) -> list[tuple[int, int]]:
+    """Every (soft, hard) of process `pid`, in NAMES' order: prlimit(2), or where torpor
+    may not ask it that way (a process of another uid, to a root without
+    CAP_SYS_RESOURCE), /proc/PID/limits, which shows the same values in the same order."""
+    try:
+        return [_prlimit(pid, which) for which in range(len(NAMES))]
+    except PermissionError:
+        pass
+    with open(proc(pid, "limits")) as f:
+        rows = f.read().splitlines()[1:]
+    if len(rows) < len(NAMES):
+        raise TargetError(f"/proc/{pid}/limits shows {len(rows)} limits, not {len(NAMES)}")
+    return [
+        tuple(RLIM_INFINITY if v == "unlimited" else int(v) for v in row[26:].split()[:2])
+        for row in rows[: len(NAMES)]
+    ]
+
+
 def dump(ctx: DumpContext) -> None:
     limits = ctx.core.tc.rlimits
-    for which in range(len(NAMES)):
-        cur, hard = _prlimit(ctx.pid, which)
+    for cur, hard in _limits(ctx.pid):
         limits.rlimits.append(pb.RlimitEntry(cur=cur, max=hard))
 
 

@@ -36,6 +36,7 @@ restored processes but the credentials they have during the restore.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -170,6 +171,11 @@ class UnixSocket(FdKind):
         state.setdefault("entries", {})[sk.ino] = entry
         with borrowed_socket(ctx.pid, d.fd) as sock:
             entry.opts.CopyFrom(options.dump(sock))
+            peer_pid, uid, gid = struct.unpack(
+                "iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
+            if peer_pid:
+                entry.torpor_peer_uid, entry.torpor_peer_gid = uid, gid
             if sk.type == socket.SOCK_STREAM and sk.state != TCP_LISTEN:
                 _refuse_out_of_band(sock, what)
             if _may_queue(sk):
@@ -220,7 +226,8 @@ class UnixSocket(FdKind):
         else:
             got = tree.make(ctx, entry)
             if entry.state == TCP_LISTEN:
-                ctx.task.call(X86_64, "listen", got, entry.backlog)
+                with _seen_as(ctx, entry):
+                    ctx.task.call(X86_64, "listen", got, entry.backlog)
             elif tree.connects_later(entry):
                 tree.connect_later.append(entry)
         place(ctx, got, fd, cloexec, always_set_flag=True)
@@ -362,6 +369,40 @@ def _address_name(entry) -> bytes:
     return entry.name
 
 
+@contextlib.contextmanager
+def _seen_as(ctx, saved):
+    """Run the enclosed calls in the task with the effective uid and gid that `saved` (a
+    UnixSkEntry, or a process's creds) records for the peer, as SO_PEERCRED will report:
+    the kernel takes them from the task that connects, listens or makes the pair, and the
+    restoring task is still root then."""
+    uid, gid = _peer_ids(saved)
+    if (uid, gid) == (0, 0):
+        yield
+        return
+    task = ctx.task
+    task.call(X86_64, "setresgid", -1, gid, -1)
+    task.call(X86_64, "setresuid", -1, uid, -1)
+    try:
+        yield
+    finally:
+        task.call(X86_64, "setresuid", -1, 0, -1)
+        task.call(X86_64, "setresgid", -1, 0, -1)
+
+
+def _peer_ids(saved) -> tuple[int, int]:
+    if isinstance(saved, tuple):
+        return saved
+    if saved is None or not saved.HasField("torpor_peer_uid"):
+        return 0, 0
+    return saved.torpor_peer_uid, saved.torpor_peer_gid
+
+
+def _process_creds(ctx) -> tuple[int, int]:
+    """The effective uid and gid the process will have (its saved credentials)."""
+    core = ctx.core.thread_core
+    return (core.creds.euid, core.creds.egid) if core.HasField("creds") else (0, 0)
+
+
 def _carried_fds(message, contexts) -> list:
     """Copies in torpor (context managers) of the files a saved message carries, from the
     fds the restored tree has them at (parts.files made those no fd holds)."""
@@ -433,7 +474,8 @@ class _RestoreTree:
     def make_pair(self, ctx, entry) -> int:
         task = ctx.task
         out = task.reserve(8)
-        task.call(X86_64, "socketpair", socket.AF_UNIX, entry.type, 0, out)
+        with _seen_as(ctx, entry):
+            task.call(X86_64, "socketpair", socket.AF_UNIX, entry.type, 0, out)
         ours, other = struct.unpack("<ii", task.read(out, 8))
         other = park(ctx, other)
         peer = self.entry(entry.peer)
@@ -464,19 +506,22 @@ class _RestoreTree:
             else:  # a stand-in with its name, until the listener itself is made
                 lfd = task.call(X86_64, "socket", socket.AF_UNIX, listener.type, 0)
                 self._bind(ctx, lfd, listener, stand_in=True)
-                task.call(X86_64, "listen", lfd, 1)
+                with _seen_as(ctx, client):  # what the client saw of the listener
+                    task.call(X86_64, "listen", lfd, 1)
                 if not listener.name.startswith(b"\0"):
                     cleanup.callback(os.unlink, os.fsdecode(_address_name(listener)))
             cleanup.callback(task.call, X86_64, "close", lfd)
             if client.ino in self.where:
                 owner, cfd = self.where[client.ino]
                 client_ctx = self.contexts[owner]
-                client_ctx.task.call(
-                    X86_64, "connect", cfd, client_ctx.task.put(address), len(address)
-                )
+                with _seen_as(client_ctx, entry):  # what the accepted end saw of the client
+                    client_ctx.task.call(
+                        X86_64, "connect", cfd, client_ctx.task.put(address), len(address)
+                    )
             else:
                 cfd = self.make(ctx, client)
-                task.call(X86_64, "connect", cfd, task.put(address), len(address))
+                with _seen_as(ctx, entry):
+                    task.call(X86_64, "connect", cfd, task.put(address), len(address))
                 self.where[client.ino] = (ctx.image_pid, park(ctx, cfd))
             got = task.call(X86_64, "accept4", lfd, 0, 0, 0)
         self._set_flags(ctx, got, entry)
@@ -560,8 +605,10 @@ class _RestoreTree:
             name = _address_name(peer) if peer is not None else entry.torpor_peer_name
             address = _sockaddr(name)
             owner, fd = self.where[entry.ino]
-            task = self.contexts[owner].task
-            got = task.syscall(X86_64, "connect", fd, task.put(address), len(address))
+            client = self.contexts[owner]
+            task = client.task
+            with _seen_as(client, _process_creds(client)):  # the accepting end sees the process
+                got = task.syscall(X86_64, "connect", fd, task.put(address), len(address))
             if got < 0:
                 raise RestoreError(
                     f"cannot connect a Unix socket to {_shown(name)} again: {os.strerror(-got)}"
