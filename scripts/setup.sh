@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install what torpor, its demo and its tests need on Debian 12 (run as root), idempotently:
 # gcc-multilib (32-bit workloads), criu (for its `crit` image decoder), tmux (terminal tests),
-# a virtualenv with torpor.
+# libnftables1 (the network lock of TCP connections), a virtualenv with torpor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ dpkg -s gcc-multilib >/dev/null 2>&1 || need+=(gcc-multilib)
 dpkg -s criu >/dev/null 2>&1 || need+=(criu)
 dpkg -s make >/dev/null 2>&1 || need+=(make)
 dpkg -s tmux >/dev/null 2>&1 || need+=(tmux)
+dpkg -s libnftables1 >/dev/null 2>&1 || need+=(libnftables1)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -524,12 +524,14 @@ def _lock(outside: list[tuple[str, _Facts]], dump_options, state: dict) -> None:
 def check_connections(inventory, files: dict, tcp_close: bool) -> tuple[str | None, str]:
     """Whether the saved TCP sockets of `files` (files.img entries by id) can be made again
     by a restore with or without `tcp_close`: (the problem, or None; what the restore does
-    with them)."""
+    with them; nothing to say when there are none)."""
     if inventory.tcp_close and not tcp_close:
         return "the images were dumped with --tcp-close: restore them with --tcp-close", ""
     connections = [
         f.isk for f in files.values() if f.type == pb.fdinfo_pb2.INETSK and _connection(f.isk)
     ]
+    if not connections and not inventory.torpor_network_lock_table:
+        return None, ""
     if tcp_close:
         plan = f"{len(connections)} TCP connection(s), restored closed (--tcp-close)"
     else:
