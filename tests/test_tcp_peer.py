@@ -507,3 +507,33 @@ def _start_after_accept(code: str, out, listener: socket.socket, how: str):
             raise AssertionError(f"the program did not get ready:\n{out.read_text()}")
         time.sleep(0.01)
     return proc, conn
+
+
+def test_dump_tcp_close_takes_any_state(tmp_path):
+    """dump --tcp-close saves a half-closed connection (CLOSE_WAIT), which --tcp-established
+    refuses, without reading it; restored closed, the program's write on it fails."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    out = tmp_path / "program.out"
+    code = f"import sys; sys.argv[1:] = [{listener.getsockname()[1]}, 'peer']\n" + HALF_CLOSED
+    with listener:
+        peer, conn = _start_after_accept(code, out, listener, "peer")
+    try:
+        images = tmp_path / "images"
+        images.mkdir()
+        torpor.dump(peer.pid, str(images), tcp_close=True)
+        peer.wait()
+        assert harness.wait_gone(peer.pid, 5)
+        saved = [f.isk for f in ImageDir(images).read("files.img") if f.HasField("isk")]
+        assert [e.state for e in saved] == [8], saved  # CLOSE_WAIT
+        restored = torpor.restore(str(images), tcp_close=True)
+        os.kill(restored, signal.SIGUSR1)
+        _, status = os.waitpid(restored, 0)
+        assert os.waitstatus_to_exitcode(status) == 1, out.read_text()
+        assert "BrokenPipeError" in out.read_text(), out.read_text()
+    finally:
+        conn.close()
+        harness.kill_tree(peer.pid, peer.pid)
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
