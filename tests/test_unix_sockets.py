@@ -120,6 +120,42 @@ def test_pending_connection_with_data_refuses_leave_running(programs, tmp_path):
     _finishes_with(proc, tmp_path / "out", "OK")
 
 
+LISTENER_CLOSED = """
+import os, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
+name = b"\\0torpor-closed-%d" % os.getpid()
+l = socket.socket(socket.AF_UNIX); l.bind(name); l.listen()
+c = socket.socket(socket.AF_UNIX); c.connect(name); s, _ = l.accept(); l.close()
+print("READY", flush=True)
+signal.pause()
+ok = s.getsockname() == name and c.getpeername() == name
+c.send(b"x"); s.send(b"y"); ok = ok and s.recv(1) == b"x" and c.recv(1) == b"y"
+again = socket.socket(socket.AF_UNIX); again.bind(name)  # the name is free, as it was
+print("OK" if ok else "BAD", flush=True)
+"""
+
+
+def test_connection_whose_listener_closed_leaves_the_name_free(programs, tmp_path):
+    """A connection accepted from a listener on an abstract name that has since closed
+    shows that name but does not hold it: after the restore the ends talk, show the name,
+    and another socket can still bind it."""
+    out = tmp_path / "out"
+    proc = programs(LISTENER_CLOSED)
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
+
+
 def test_out_of_band_byte_is_refused(programs, tmp_path):
     """A stream socket holding an out-of-band byte refuses the dump by name; the program
     then reads the byte and the data around it."""
@@ -271,7 +307,7 @@ print("OK" if got == [me] * 6 else f"BAD {got} {me}", flush=True)
 """
 
 
-def test_peer_credentials_are_the_programs(tmp_path):
+def test_peer_credentials_are_the_programs(programs, tmp_path):
     """SO_PEERCRED of a socketpair, an accepted connection (both ends) and a connection
     accepted after the restore names the restored process with its own uid and gid, not
     the root the restore runs as."""
@@ -283,27 +319,24 @@ def test_peer_credentials_are_the_programs(tmp_path):
             stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    restored = None
-    try:
-        deadline = time.monotonic() + 10
-        while "READY" not in out.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.02)
-        assert "READY True" in out.read_text(), out.read_text()
-        images = tmp_path / "images"
-        images.mkdir()
-        torpor.dump(proc.pid, str(images))
-        proc.wait()
-        assert harness.wait_gone(proc.pid, 5)
-        restored = torpor.restore(str(images))
-        os.kill(restored, signal.SIGUSR1)
-        while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
-            assert time.monotonic() < deadline + 10, out.read_text()
-            time.sleep(0.05)
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(restored or proc.pid, restored or proc.pid)
-        proc.poll()
+    programs.pids.append(proc.pid)
+    deadline = time.monotonic() + 10
+    while "READY" not in out.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.02)
+    assert "READY True" in out.read_text(), out.read_text()
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+        assert time.monotonic() < deadline + 10, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
 
 
 def test_restore_refused_while_the_name_is_taken(programs, tmp_path):

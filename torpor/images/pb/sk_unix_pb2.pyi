@@ -17,7 +17,7 @@ class FilePermsEntry(_message.Message):
     def __init__(self, mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
 
 class UnixSkEntry(_message.Message):
-    __slots__ = ("id", "ino", "type", "state", "flags", "uflags", "backlog", "peer", "fown", "opts", "name", "shutdown", "file_perms", "name_dir", "deleted", "ns_id", "mnt_id", "torpor_name_ino", "torpor_accepted_from", "torpor_pending_index", "torpor_peer_name", "torpor_peer_uid", "torpor_peer_gid")
+    __slots__ = ("id", "ino", "type", "state", "flags", "uflags", "backlog", "peer", "fown", "opts", "name", "shutdown", "file_perms", "name_dir", "deleted", "ns_id", "mnt_id", "torpor_name_ino", "torpor_accepted_from", "torpor_pending_index", "torpor_peer_name", "torpor_peer_uid", "torpor_peer_gid", "torpor_name_free")
     ID_FIELD_NUMBER: _ClassVar[int]
     INO_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class UnixSkEntry(_message.Message):
     TORPOR_PEER_NAME_FIELD_NUMBER: _ClassVar[int]
     TORPOR_PEER_UID_FIELD_NUMBER: _ClassVar[int]
     TORPOR_PEER_GID_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_NAME_FREE_FIELD_NUMBER: _ClassVar[int]
     id: int
     ino: int
     type: int
@@ -64,4 +65,5 @@ class UnixSkEntry(_message.Message):
     torpor_peer_name: bytes
     torpor_peer_uid: int
     torpor_peer_gid: int
-    def __init__(self, id: _Optional[int] = ..., ino: _Optional[int] = ..., type: _Optional[int] = ..., state: _Optional[int] = ..., flags: _Optional[int] = ..., uflags: _Optional[int] = ..., backlog: _Optional[int] = ..., peer: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., opts: _Optional[_Union[_sk_opts_pb2.SkOptsEntry, _Mapping]] = ..., name: _Optional[bytes] = ..., shutdown: _Optional[_Union[_sk_opts_pb2.SkShutdown, str]] = ..., file_perms: _Optional[_Union[FilePermsEntry, _Mapping]] = ..., name_dir: _Optional[str] = ..., deleted: bool = ..., ns_id: _Optional[int] = ..., mnt_id: _Optional[int] = ..., torpor_name_ino: _Optional[int] = ..., torpor_accepted_from: _Optional[int] = ..., torpor_pending_index: _Optional[int] = ..., torpor_peer_name: _Optional[bytes] = ..., torpor_peer_uid: _Optional[int] = ..., torpor_peer_gid: _Optional[int] = ...) -> None: ...
+    torpor_name_free: bool
+    def __init__(self, id: _Optional[int] = ..., ino: _Optional[int] = ..., type: _Optional[int] = ..., state: _Optional[int] = ..., flags: _Optional[int] = ..., uflags: _Optional[int] = ..., backlog: _Optional[int] = ..., peer: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., opts: _Optional[_Union[_sk_opts_pb2.SkOptsEntry, _Mapping]] = ..., name: _Optional[bytes] = ..., shutdown: _Optional[_Union[_sk_opts_pb2.SkShutdown, str]] = ..., file_perms: _Optional[_Union[FilePermsEntry, _Mapping]] = ..., name_dir: _Optional[str] = ..., deleted: bool = ..., ns_id: _Optional[int] = ..., mnt_id: _Optional[int] = ..., torpor_name_ino: _Optional[int] = ..., torpor_accepted_from: _Optional[int] = ..., torpor_pending_index: _Optional[int] = ..., torpor_peer_name: _Optional[bytes] = ..., torpor_peer_uid: _Optional[int] = ..., torpor_peer_gid: _Optional[int] = ..., torpor_name_free: bool = ...) -> None: ...

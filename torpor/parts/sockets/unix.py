@@ -161,6 +161,8 @@ class UnixSocket(FdKind):
         accepted_from = _accepted_from(sk, state["listeners"])
         if accepted_from:
             entry.torpor_accepted_from = accepted_from
+        elif _shows_a_name_it_does_not_hold(sk):
+            entry.torpor_name_free = True
         elif sk.name and not sk.name.startswith(b"\0"):
             if ctx.in_flight and not sk.name.startswith(b"/"):
                 raise UnsupportedError(
@@ -219,7 +221,7 @@ class UnixSocket(FdKind):
         if entry.ino in tree.where:  # the other end of a pair made by an earlier process
             owner, parked = tree.where[entry.ino]
             got = take(ctx, owner, parked)
-        elif entry.torpor_accepted_from:
+        elif entry.torpor_accepted_from or entry.torpor_name_free:
             got = tree.accept(ctx, entry)
         elif tree.is_pair(entry):
             got = tree.make_pair(ctx, entry)
@@ -266,6 +268,19 @@ def _refuse_out_of_band(sock: socket.socket, what: str) -> None:
     except OSError:  # EINVAL: none waits (or SO_OOBINLINE keeps it in the stream)
         return
     raise UnsupportedError(f"{what} holds an out-of-band byte (MSG_OOB), not supported yet")
+
+
+def _shows_a_name_it_does_not_hold(sk) -> bool:
+    """Whether a connection shows an abstract name that no socket holds: it was accepted
+    from a listener since closed (a socket bound to a name holds it: binding it fails)."""
+    if sk.state != TCP_ESTABLISHED or not sk.peer or not sk.name.startswith(b"\0"):
+        return False
+    with socket.socket(socket.AF_UNIX, sk.type) as probe:
+        try:
+            probe.bind(sk.name)
+        except OSError:
+            return False
+    return True
 
 
 def _may_queue(sk) -> bool:
@@ -452,7 +467,11 @@ class _RestoreTree:
         peer = self.entry(entry.peer)
         if peer is None:
             return entry.type != socket.SOCK_DGRAM
-        return peer.peer == entry.ino and not peer.torpor_accepted_from and peer.state != TCP_LISTEN
+        return (
+            peer.peer == entry.ino
+            and not (peer.torpor_accepted_from or peer.torpor_name_free)
+            and peer.state != TCP_LISTEN
+        )
 
     def connects_later(self, entry) -> bool:
         """Whether `entry` connects once every socket exists: a connection not yet
@@ -495,6 +514,19 @@ class _RestoreTree:
         and this process accepts."""
         task = ctx.task
         listener = self.entry(entry.torpor_accepted_from)
+        if entry.torpor_name_free:  # its listener is gone: a stand-in with the name, always
+            listener = pb.UnixSkEntry(
+                id=0,
+                ino=0,
+                type=entry.type,
+                state=TCP_LISTEN,
+                flags=0,
+                uflags=0,
+                backlog=1,
+                peer=0,
+                fown=entry.fown,
+                name=entry.name,
+            )
         client = self.entry(entry.peer)
         if listener is None or client is None:
             raise RestoreError(f"a Unix socket {entry.ino} was accepted from a socket not saved")
@@ -620,7 +652,9 @@ class _RestoreTree:
             return
         by_id = {file_id: entry for file_id, entry in self.entries.values()}
         by_name = {
-            e.name: e.ino for _, e in self.entries.values() if e.name and not e.torpor_accepted_from
+            e.name: e.ino
+            for _, e in self.entries.values()
+            if e.name and not (e.torpor_accepted_from or e.torpor_name_free)
         }
         for message, data in images.read_with_payloads("sk-queues.img"):
             entry = by_id.get(message.id_for)
