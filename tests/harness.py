@@ -82,6 +82,7 @@ WORKLOADS = (
     Spec("packetsk"),
     Spec("inetsk"),
     Spec("rawsk"),  # without ping sockets, which the host may not allow (test_raw_sockets)
+    Spec("mcastsk"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.
