@@ -15,11 +15,16 @@
  *           from tx6 (UDP on [::1]) and one from tx1 (an IPv4-mapped sender)
  *   lite    UDP-lite on 127.0.0.1, checksum coverage 20 both ways: a datagram to itself
  *   dev     UDP on 127.0.0.1 bound to the device lo (SO_BINDTODEVICE)
+ *   hop     UDP on [::1] with sticky hop-by-hop and destination options headers
+ *           (IPV6_HOPOPTS, IPV6_DSTOPTS) that every datagram it sends carries
+ *   hoprx   UDP on [::1] receiving them: IPV6_RECVHOPOPTS, IPV6_RECVDSTOPTS,
+ *           IPV6_2292PKTINFO, IPV6_ROUTER_ALERT_ISOLATE; rx also has IP_CHECKSUM
  *
  * After the restore every socket has its address and options; the listeners accept new
  * connections (from fresh, and from new clients) whose ends talk both ways and inherit the
  * listener's options; bound listens; every queued datagram is received in order, with its
- * sender's address; tx1 still sends to rx, its peer.
+ * sender's address; tx1 still sends to rx, its peer; a datagram from hop reaches hoprx with
+ * both headers and an RFC 2292 packet info.
  */
 #include "common.h"
 
@@ -34,6 +39,12 @@
 #endif
 #define UDPLITE_SEND_CSCOV 10
 #define UDPLITE_RECV_CSCOV 11
+#ifndef IP_CHECKSUM
+#define IP_CHECKSUM 23
+#endif
+#ifndef IPV6_ROUTER_ALERT_ISOLATE
+#define IPV6_ROUTER_ALERT_ISOLATE 30
+#endif
 
 static int one = 1;
 
@@ -169,6 +180,39 @@ static void expect_datagram(int fd, size_t n, uint32_t seed, const struct name *
     }
 }
 
+/* A datagram from hop on hoprx, with its hop-by-hop and destination options (from their
+ * length byte on, as hop set them) and an RFC 2292 packet info. */
+static void expect_headers(int fd, const unsigned char *hbh, const unsigned char *dst)
+{
+    unsigned char buf[256];
+    char control[512];
+    struct iovec iov = {buf, sizeof(buf)};
+    struct msghdr m = {NULL, 0, &iov, 1, control, sizeof(control), 0};
+    int seen_hbh = 0, seen_dst = 0, seen_info = 0;
+    if (recvmsg(fd, &m, MSG_DONTWAIT) < 0) {
+        FAIL_ERRNO("hoprx recvmsg");
+        return;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        const unsigned char *d = CMSG_DATA(c);
+        size_t n = c->cmsg_len - CMSG_LEN(0);
+        if (c->cmsg_level != IPPROTO_IPV6)
+            continue;
+        if (c->cmsg_type == IPV6_HOPOPTS)
+            seen_hbh = n == 8 && memcmp(d + 1, hbh + 1, 7) == 0;
+        else if (c->cmsg_type == IPV6_DSTOPTS)
+            seen_dst = n == 8 && memcmp(d + 1, dst + 1, 7) == 0;
+        else if (c->cmsg_type == IPV6_2292PKTINFO)
+            seen_info = 1;
+    }
+    if (!seen_hbh)
+        fail("hoprx: the datagram from hop has not its hop-by-hop options");
+    if (!seen_dst)
+        fail("hoprx: the datagram from hop has not its destination options");
+    if (!seen_info)
+        fail("hoprx: no IPV6_2292PKTINFO with the datagram");
+}
+
 static void send_to(int fd, const struct name *to, size_t n, uint32_t seed)
 {
     unsigned char buf[2048];
@@ -255,6 +299,20 @@ int main(void)
     if (bind(dev, (struct sockaddr *)&da, sizeof(da)))
         FAIL_ERRNO("bind dev");
 
+    int hoprx = bound_socket(AF_INET6, SOCK_DGRAM, 0, "::1");
+    int hop = bound_socket(AF_INET6, SOCK_DGRAM, 0, "::1");
+    unsigned char hbh[8] = {0, 0, 0x1e, 4, 't', 'p', 'r', '!'}; /* an option to skip */
+    unsigned char dst[8] = {0, 0, 0x1e, 4, 'd', 's', 't', '!'};
+    if (setsockopt(hoprx, IPPROTO_IPV6, IPV6_RECVHOPOPTS, &one, sizeof(one)) ||
+        setsockopt(hoprx, IPPROTO_IPV6, IPV6_RECVDSTOPTS, &one, sizeof(one)) ||
+        setsockopt(hoprx, IPPROTO_IPV6, IPV6_2292PKTINFO, &one, sizeof(one)) ||
+        setsockopt(hoprx, IPPROTO_IPV6, IPV6_ROUTER_ALERT_ISOLATE, &one, sizeof(one)) ||
+        setsockopt(hop, IPPROTO_IPV6, IPV6_HOPOPTS, hbh, sizeof(hbh)) ||
+        setsockopt(hop, IPPROTO_IPV6, IPV6_DSTOPTS, dst, sizeof(dst)) ||
+        setsockopt(rx, IPPROTO_IP, IP_CHECKSUM, &one, sizeof(one)))
+        FAIL_ERRNO("hop, hoprx and IP_CHECKSUM");
+    struct name hoprx_name = name_of(hoprx);
+
     struct name lst4_name = name_of(lst4), lst6_name = name_of(lst6), bound_name = name_of(bound);
     struct name dev_name = name_of(dev);
     int rcvbuf_now = opt(rx, SOL_SOCKET, SO_RCVBUF);
@@ -313,6 +371,10 @@ int main(void)
     expect_datagram(rx, 64, 8, &tx1_name, "rx from tx1 after the restore");
     send_to(dev, &dev_name, 30, 9);
     expect_datagram(dev, 30, 9, &dev_name, "dev from itself");
+    check_opt(rx, IPPROTO_IP, IP_CHECKSUM, 1, "rx IP_CHECKSUM");
+    check_opt(hoprx, IPPROTO_IPV6, IPV6_ROUTER_ALERT_ISOLATE, 1, "hoprx ROUTER_ALERT_ISOLATE");
+    send_to(hop, &hoprx_name, 40, 10);
+    expect_headers(hoprx, hbh, dst);
 
     use_listener(lst4, fresh, "lst4 and fresh");
     use_listener(lst4, socket(AF_INET, SOCK_STREAM, 0), "lst4");
