@@ -19,12 +19,14 @@
  *           (IPV6_HOPOPTS, IPV6_DSTOPTS) that every datagram it sends carries
  *   hoprx   UDP on [::1] receiving them: IPV6_RECVHOPOPTS, IPV6_RECVDSTOPTS,
  *           IPV6_2292PKTINFO, IPV6_ROUTER_ALERT_ISOLATE; rx also has IP_CHECKSUM
+ *   ra      UDP on 127.0.0.1 sending with IP_OPTIONS (a router alert option), to rarx
+ *           (UDP on 127.0.0.1, IP_RECVOPTS), which sees the option with the datagram
  *
  * After the restore every socket has its address and options; the listeners accept new
  * connections (from fresh, and from new clients) whose ends talk both ways and inherit the
  * listener's options; bound listens; every queued datagram is received in order, with its
  * sender's address; tx1 still sends to rx, its peer; a datagram from hop reaches hoprx with
- * both headers and an RFC 2292 packet info.
+ * both headers and an RFC 2292 packet info; one from ra reaches rarx with its IP option.
  */
 #include "common.h"
 
@@ -213,6 +215,24 @@ static void expect_headers(int fd, const unsigned char *hbh, const unsigned char
         fail("hoprx: no IPV6_2292PKTINFO with the datagram");
 }
 
+/* A datagram on fd carrying the IP options `want` (n bytes). */
+static void expect_ip_options(int fd, const unsigned char *want, size_t n)
+{
+    unsigned char buf[256];
+    char control[256];
+    struct iovec iov = {buf, sizeof(buf)};
+    struct msghdr m = {NULL, 0, &iov, 1, control, sizeof(control), 0};
+    if (recvmsg(fd, &m, MSG_DONTWAIT) < 0) {
+        FAIL_ERRNO("rarx recvmsg");
+        return;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVOPTS &&
+            c->cmsg_len - CMSG_LEN(0) == n && memcmp(CMSG_DATA(c), want, n) == 0)
+            return;
+    fail("rarx: the datagram from ra has not its IP options");
+}
+
 static void send_to(int fd, const struct name *to, size_t n, uint32_t seed)
 {
     unsigned char buf[2048];
@@ -312,6 +332,13 @@ int main(void)
         setsockopt(rx, IPPROTO_IP, IP_CHECKSUM, &one, sizeof(one)))
         FAIL_ERRNO("hop, hoprx and IP_CHECKSUM");
     struct name hoprx_name = name_of(hoprx);
+    int ra = bound_socket(AF_INET, SOCK_DGRAM, 0, "127.0.0.1");
+    int rarx = bound_socket(AF_INET, SOCK_DGRAM, 0, "127.0.0.1");
+    unsigned char alert[4] = {0x94, 4, 0, 0}; /* IPOPT_RA */
+    if (setsockopt(ra, IPPROTO_IP, IP_OPTIONS, alert, sizeof(alert)) ||
+        setsockopt(rarx, IPPROTO_IP, IP_RECVOPTS, &one, sizeof(one)))
+        FAIL_ERRNO("ra and rarx");
+    struct name rarx_name = name_of(rarx);
 
     struct name lst4_name = name_of(lst4), lst6_name = name_of(lst6), bound_name = name_of(bound);
     struct name dev_name = name_of(dev);
@@ -375,6 +402,8 @@ int main(void)
     check_opt(hoprx, IPPROTO_IPV6, IPV6_ROUTER_ALERT_ISOLATE, 1, "hoprx ROUTER_ALERT_ISOLATE");
     send_to(hop, &hoprx_name, 40, 10);
     expect_headers(hoprx, hbh, dst);
+    send_to(ra, &rarx_name, 20, 11);
+    expect_ip_options(rarx, alert, sizeof(alert));
 
     use_listener(lst4, fresh, "lst4 and fresh");
     use_listener(lst4, socket(AF_INET, SOCK_STREAM, 0), "lst4");
