@@ -23,6 +23,7 @@ from torpor.images.pb import inventory_pb2
 from torpor.images.pb import mm_pb2
 from torpor.images.pb import packet_sock_pb2
 from torpor.images.pb import pagemap_pb2
+from torpor.images.pb import pidfd_pb2
 from torpor.images.pb import pipe_data_pb2
 from torpor.images.pb import pipe_pb2
 from torpor.images.pb import pstree_pb2
@@ -65,6 +66,7 @@ _MODULES = (
     mm_pb2,
     packet_sock_pb2,
     pagemap_pb2,
+    pidfd_pb2,
     pipe_data_pb2,
     pipe_pb2,
     pstree_pb2,

@@ -11,6 +11,7 @@ from torpor.images.pb import sk_unix_pb2 as _sk_unix_pb2
 from torpor.images.pb import sk_inet_pb2 as _sk_inet_pb2
 from torpor.images.pb import sk_netlink_pb2 as _sk_netlink_pb2
 from torpor.images.pb import packet_sock_pb2 as _packet_sock_pb2
+from torpor.images.pb import pidfd_pb2 as _pidfd_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -40,6 +41,7 @@ class FdTypes(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIMERFD: _ClassVar[FdTypes]
     MEMFD: _ClassVar[FdTypes]
     BPFMAP: _ClassVar[FdTypes]
+    PIDFD: _ClassVar[FdTypes]
     CTL_TTY: _ClassVar[FdTypes]
     AUTOFS_PIPE: _ClassVar[FdTypes]
 UND: FdTypes
@@ -62,6 +64,7 @@ EXT: FdTypes
 TIMERFD: FdTypes
 MEMFD: FdTypes
 BPFMAP: FdTypes
+PIDFD: FdTypes
 CTL_TTY: FdTypes
 AUTOFS_PIPE: FdTypes
 
@@ -80,7 +83,7 @@ class FdinfoEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[_Union[FdTypes, str]] = ..., fd: _Optional[int] = ..., xattr_security_selinux: _Optional[str] = ...) -> None: ...
 
 class FileEntry(_message.Message):
-    __slots__ = ("type", "id", "reg", "isk", "psk", "nlsk", "efd", "epfd", "sgfd", "tfd", "ify", "usk", "fifo", "pipe", "tty")
+    __slots__ = ("type", "id", "reg", "isk", "psk", "nlsk", "efd", "epfd", "sgfd", "tfd", "ify", "ffy", "usk", "fifo", "pipe", "tty", "pidfd")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REG_FIELD_NUMBER: _ClassVar[int]
@@ -92,10 +95,12 @@ class FileEntry(_message.Message):
     SGFD_FIELD_NUMBER: _ClassVar[int]
     TFD_FIELD_NUMBER: _ClassVar[int]
     IFY_FIELD_NUMBER: _ClassVar[int]
+    FFY_FIELD_NUMBER: _ClassVar[int]
     USK_FIELD_NUMBER: _ClassVar[int]
     FIFO_FIELD_NUMBER: _ClassVar[int]
     PIPE_FIELD_NUMBER: _ClassVar[int]
     TTY_FIELD_NUMBER: _ClassVar[int]
+    PIDFD_FIELD_NUMBER: _ClassVar[int]
     type: FdTypes
     id: int
     reg: _regfile_pb2.RegFileEntry
@@ -107,8 +112,10 @@ class FileEntry(_message.Message):
     sgfd: _signalfd_pb2.SignalfdEntry
     tfd: _timerfd_pb2.TimerfdEntry
     ify: _fsnotify_pb2.InotifyFileEntry
+    ffy: _fsnotify_pb2.FanotifyFileEntry
     usk: _sk_unix_pb2.UnixSkEntry
     fifo: _fifo_pb2.FifoEntry
     pipe: _pipe_pb2.PipeEntry
     tty: _tty_pb2.TtyFileEntry
-    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., isk: _Optional[_Union[_sk_inet_pb2.InetSkEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ...) -> None: ...
+    pidfd: _pidfd_pb2.PidfdEntry
+    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., isk: _Optional[_Union[_sk_inet_pb2.InetSkEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., ffy: _Optional[_Union[_fsnotify_pb2.FanotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ..., pidfd: _Optional[_Union[_pidfd_pb2.PidfdEntry, _Mapping]] = ...) -> None: ...

@@ -23,15 +23,25 @@ from torpor.images.pb import fh_pb2 as torpor_dot_images_dot_pb_dot_fh__pb2
 from torpor.images.pb import fown_pb2 as torpor_dot_images_dot_pb_dot_fown__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftorpor/images/pb/fsnotify.proto\x12\x06torpor\x1a\x19torpor/images/pb/fh.proto\x1a\x1btorpor/images/pb/fown.proto\"\x8d\x01\n\x0eInotifyWdEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05i_ino\x18\x02 \x02(\x04\x12\x0c\n\x04mask\x18\x03 \x02(\r\x12\x14\n\x0cignored_mask\x18\x04 \x02(\r\x12\r\n\x05s_dev\x18\x05 \x02(\r\x12\n\n\x02wd\x18\x06 \x02(\r\x12!\n\x08\x66_handle\x18\x07 \x02(\x0b\x32\x0f.torpor.FhEntry\"r\n\x10InotifyFileEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x1f\n\x04\x66own\x18\x04 \x02(\x0b\x32\x11.torpor.FownEntry\x12\"\n\x02wd\x18\x05 \x03(\x0b\x32\x16.torpor.InotifyWdEntry')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftorpor/images/pb/fsnotify.proto\x12\x06torpor\x1a\x19torpor/images/pb/fh.proto\x1a\x1btorpor/images/pb/fown.proto\"\x8d\x01\n\x0eInotifyWdEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05i_ino\x18\x02 \x02(\x04\x12\x0c\n\x04mask\x18\x03 \x02(\r\x12\x14\n\x0cignored_mask\x18\x04 \x02(\r\x12\r\n\x05s_dev\x18\x05 \x02(\r\x12\n\n\x02wd\x18\x06 \x02(\r\x12!\n\x08\x66_handle\x18\x07 \x02(\x0b\x32\x0f.torpor.FhEntry\"r\n\x10InotifyFileEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x1f\n\x04\x66own\x18\x04 \x02(\x0b\x32\x11.torpor.FownEntry\x12\"\n\x02wd\x18\x05 \x03(\x0b\x32\x16.torpor.InotifyWdEntry\"J\n\x16\x46\x61notifyInodeMarkEntry\x12\r\n\x05i_ino\x18\x01 \x02(\x04\x12!\n\x08\x66_handle\x18\x02 \x02(\x0b\x32\x0f.torpor.FhEntry\"6\n\x16\x46\x61notifyMountMarkEntry\x12\x0e\n\x06mnt_id\x18\x01 \x02(\r\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xf6\x01\n\x11\x46\x61notifyMarkEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x1e\n\x04type\x18\x02 \x02(\x0e\x32\x10.torpor.MarkType\x12\x0e\n\x06mflags\x18\x03 \x02(\r\x12\x0c\n\x04mask\x18\x04 \x02(\r\x12\x14\n\x0cignored_mask\x18\x05 \x02(\r\x12\r\n\x05s_dev\x18\x06 \x02(\r\x12*\n\x02ie\x18\x07 \x01(\x0b\x32\x1e.torpor.FanotifyInodeMarkEntry\x12*\n\x02me\x18\x08 \x01(\x0b\x32\x1e.torpor.FanotifyMountMarkEntry\x12\x1a\n\x11torpor_filesystem\x18\xe8\x07 \x01(\x08\"\x9a\x01\n\x11\x46\x61notifyFileEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12\x1f\n\x04\x66own\x18\x03 \x02(\x0b\x32\x11.torpor.FownEntry\x12\x0f\n\x07\x66\x61\x66lags\x18\x04 \x02(\r\x12\x0f\n\x07\x65vflags\x18\x05 \x02(\r\x12\'\n\x04mark\x18\x06 \x03(\x0b\x32\x19.torpor.FanotifyMarkEntry* \n\x08MarkType\x12\t\n\x05INODE\x10\x01\x12\t\n\x05MOUNT\x10\x02')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.fsnotify_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MARKTYPE']._serialized_start=897
+  _globals['_MARKTYPE']._serialized_end=929
   _globals['_INOTIFYWDENTRY']._serialized_start=100
   _globals['_INOTIFYWDENTRY']._serialized_end=241
   _globals['_INOTIFYFILEENTRY']._serialized_start=243
   _globals['_INOTIFYFILEENTRY']._serialized_end=357
+  _globals['_FANOTIFYINODEMARKENTRY']._serialized_start=359
+  _globals['_FANOTIFYINODEMARKENTRY']._serialized_end=433
+  _globals['_FANOTIFYMOUNTMARKENTRY']._serialized_start=435
+  _globals['_FANOTIFYMOUNTMARKENTRY']._serialized_end=489
+  _globals['_FANOTIFYMARKENTRY']._serialized_start=492
+  _globals['_FANOTIFYMARKENTRY']._serialized_end=738
+  _globals['_FANOTIFYFILEENTRY']._serialized_start=741
+  _globals['_FANOTIFYFILEENTRY']._serialized_end=895
 # @@protoc_insertion_point(module_scope)
