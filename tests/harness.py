@@ -83,6 +83,7 @@ WORKLOADS = (
     Spec("inetsk"),
     Spec("rawsk"),  # without ping sockets, which the host may not allow (test_raw_sockets)
     Spec("mcastsk"),
+    Spec("ptys"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

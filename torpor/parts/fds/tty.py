@@ -1,6 +1,9 @@
 """The caller's terminal, with --shell-job only: a dumped fd on it is restored onto the
 terminal of the restoring command. CRIU's TTY kind; tty-info.img holds the terminal.
 
+Pseudo-terminal pairs the tree opened itself are saved whatever the options (pty.py holds
+their logic); what follows is about the caller's terminal.
+
 A program on a terminal relies on more than its fds: the terminal's settings (a full-screen
 program runs it raw, without echo) and its foreground process group (only that group may
 read from it). The dump records both (termios, window size, and the foreground group from
@@ -10,21 +13,19 @@ for a job). A restore with --shell-job should then be waited for (no -d): the sh
 its terminal back once the restoring command exits.
 """
 
-import fcntl
 import os
 import signal
 import stat
-import struct
 import termios
 
 from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
+from torpor.kernel import tty
 from torpor.kernel.procfs import proc, read_stat
+from torpor.parts.fds import pty
 from torpor.parts.fds.base import FdKind, open_in_task, place
 
-TTY_INFO_ID = 1
-KERNEL_NCCS = 19  # control characters in the kernel's struct termios
-PTS_MAJORS = range(136, 144)
+TTY_INFO_ID = 1  # the caller's terminal; pty pairs' sides come after
 
 
 class Terminal(FdKind):
@@ -36,43 +37,67 @@ class Terminal(FdKind):
         return d.kind == "tty"
 
     def inspect(self, found, options, state) -> None:
-        if found and not options.shell_job:
-            pid, d = found[0]
+        state["pairs"] = pairs = pty.pairs_of(found)
+        outside = [(pid, d) for pid, d in found if not _in_pair(pid, d, pairs)]
+        if outside and not options.shell_job:
+            pid, d = outside[0]
             raise UnsupportedError(
                 f"fd {d.fd} of process {pid} is a terminal ({d.target}): dump with --shell-job"
             )
 
     def dump(self, ctx, d, state, fown):
+        flags = d.flags & ~os.O_CLOEXEC
+        if _in_pair(ctx.pid, d, state["pairs"]):
+            index = pty.index_of(ctx.pid, d)
+            sides = state.setdefault("pair_infos", {})
+            side = (index, tty.is_pty_master(d.rdev))
+            if side not in sides:
+                sides[side] = pty.side_info(ctx.pid, d, index, TTY_INFO_ID + 1 + len(sides))
+            return pb.tty_pb2.TtyFileEntry(
+                tty_info_id=sides[side].id, flags=flags, fown=fown, torpor_in_tree=True
+            )
         if "info" not in state:
             state["info"] = _terminal_info(ctx.pid, d)
-        return pb.tty_pb2.TtyFileEntry(
-            tty_info_id=TTY_INFO_ID, flags=d.flags & ~os.O_CLOEXEC, fown=fown
-        )
+        return pb.tty_pb2.TtyFileEntry(tty_info_id=TTY_INFO_ID, flags=flags, fown=fown)
 
     def write(self, images, state) -> None:
-        if "info" in state:
-            images.write("tty-info.img", [state["info"]])
+        infos = [state["info"]] if "info" in state else []
+        infos += state.get("pair_infos", {}).values()
+        if infos:
+            images.write("tty-info.img", infos)
 
     def restore_problem(self, entry, shell_job) -> str | None:
-        return None if shell_job else "the tree had fds on a terminal: restore with --shell-job"
+        if shell_job or entry.torpor_in_tree:
+            return None
+        return "the tree had fds on a terminal: restore with --shell-job"
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
+        infos = _infos(ctx.images, state)
+        info = infos.get(entry.tty_info_id)
+        if info is not None and state["pairs"].is_pair_side(info):
+            place(ctx, state["pairs"].open(ctx, info, entry.flags), fd, cloexec)
+            return
         if not ctx.shell_job:
             raise RestoreError(f"fd {fd} was a terminal: restore with --shell-job")
         if "terminal" not in state:
             state["terminal"] = _own_terminal()
+            state["outside"] = info
         place(ctx, open_in_task(ctx, state["terminal"], entry.flags), fd, cloexec)
 
     def finish_tree(self, contexts, state) -> None:
         """Put the saved settings on the terminal, and give it to the saved foreground
         group when a process of the tree leads it."""
-        if "terminal" not in state or not contexts[0].images.has("tty-info.img"):
+        if "pairs" in state:
+            state["pairs"].finish(contexts)
+        if "terminal" not in state:
             return
-        info = contexts[0].images.read_one("tty-info.img")
+        info = state["outside"]
+        if info is None:
+            return
         fd = os.open(state["terminal"], os.O_RDWR | os.O_NOCTTY)
         try:
             if info.HasField("termios"):
-                termios.tcsetattr(fd, termios.TCSANOW, _attributes(info.termios))
+                termios.tcsetattr(fd, termios.TCSANOW, pty.attributes(info.termios))
             for ctx in contexts:
                 if info.pgrp == ctx.image_pid and os.getsid(ctx.pid) == os.getsid(0):
                     _give_terminal(fd, os.getpgid(ctx.pid))
@@ -82,40 +107,37 @@ class Terminal(FdKind):
             os.close(fd)
 
 
+def _in_pair(pid: int, d, pairs: set[int]) -> bool:
+    """Whether fd `d` of `pid` is a side of a pty pair whose master the tree holds."""
+    if tty.is_pty_master(d.rdev):
+        return True
+    return tty.is_pty_slave(d.rdev) and tty.slave_index(d.rdev) in pairs
+
+
+def _infos(images, state) -> dict:
+    """The images' TtyInfoEntry by id, read once (with the tree's pairs)."""
+    if "infos" not in state:
+        found = images.read("tty-info.img") if images.has("tty-info.img") else []
+        state["infos"] = {info.id: info for info in found}
+        state["pairs"] = pty.Pairs(found)
+    return state["infos"]
+
+
 def _terminal_info(pid: int, d) -> "pb.tty_pb2.TtyInfoEntry":
     st = read_stat(pid)
     fd = os.open(proc(pid, "fd", str(d.fd)), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     try:
-        iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(fd)
-        rows, cols, xpixel, ypixel = _winsize(fd)
+        attrs, winsize = pty.termios_entry(termios.tcgetattr(fd)), pty.winsize_entry(fd)
     finally:
         os.close(fd)
-    chars = [c if isinstance(c, int) else ord(c) for c in cc[:KERNEL_NCCS]]
-    kind = pb.tty_pb2.PTY if os.major(d.rdev) in PTS_MAJORS else pb.tty_pb2.CONSOLE
+    kind = pb.tty_pb2.PTY if tty.is_pty_slave(d.rdev) else pb.tty_pb2.CONSOLE
     info = pb.tty_pb2.TtyInfoEntry(
         id=TTY_INFO_ID, type=kind, locked=False, exclusive=False, packet_mode=False,
-        sid=max(st.sid, 0), pgrp=max(st.tpgid, 0), rdev=d.rdev,
-        termios=pb.tty_pb2.TermiosEntry(
-            c_iflag=iflag, c_oflag=oflag, c_cflag=cflag, c_lflag=lflag, c_line=0,
-            c_ispeed=ispeed, c_ospeed=ospeed, c_cc=chars,
-        ),
-        winsize=pb.tty_pb2.WinsizeEntry(
-            ws_row=rows, ws_col=cols, ws_xpixel=xpixel, ws_ypixel=ypixel
-        ),
+        sid=max(st.sid, 0), pgrp=max(st.tpgid, 0), rdev=d.rdev, termios=attrs, winsize=winsize,
     )  # fmt: skip
     if stat.S_ISCHR(d.mode) and kind == pb.tty_pb2.PTY:
-        info.pty.index = os.minor(d.rdev) + (os.major(d.rdev) - PTS_MAJORS.start) * 256
+        info.pty.index = tty.slave_index(d.rdev)
     return info
-
-
-def _winsize(fd: int) -> tuple[int, int, int, int]:
-    raw = fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8))
-    return struct.unpack("<4H", raw)
-
-
-def _attributes(t) -> list:
-    cc = list(t.c_cc[:KERNEL_NCCS]) + [0] * (termios.NCCS - min(len(t.c_cc), KERNEL_NCCS))
-    return [t.c_iflag, t.c_oflag, t.c_cflag, t.c_lflag, t.c_ispeed, t.c_ospeed, cc]
 
 
 def _give_terminal(fd: int, pgrp: int) -> None:

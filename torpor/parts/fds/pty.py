@@ -1,0 +1,249 @@
+"""Pseudo-terminal pairs the tree opened itself (its /dev/ptmx masters and their /dev/pts/N
+slaves), for the terminal kind (tty): CRIU's PTY TtyInfoEntry, one per side of a pair.
+
+A pair is saved when the tree holds its master: its index, whether the slave is locked, packet
+mode, exclusive mode, each side's termios and the window size, the session the slave controls
+and its foreground group. A slave the tree holds without its master is someone else's terminal
+(the caller's: --shell-job, tty.py); a master whose slave is open outside the tree refuses the
+dump, as does data waiting in either direction (a terminal's queues cannot be read without
+taking the data).
+
+At restore the master is opened again in its process, from /dev/ptmx, until the kernel gives it
+the same index (the lower free ones it gives first are held and let go); a slave is opened at
+/dev/pts/N. Once every process has its fds: the settings, and the slave becomes again the
+controlling terminal of its session (TIOCSCTTY in the session leader), with its foreground
+group; a slave no process held any more is opened and closed once, which is what the master
+saw (end of file, POLLHUP).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import termios
+
+from torpor.arch import X86_64
+from torpor.errors import RestoreError, UnsupportedError
+from torpor.images import pb
+from torpor.kernel import tty
+from torpor.kernel.files import borrowed
+from torpor.parts.fds.base import AT_FDCWD, OPEN_ONLY_FLAGS, park, take
+
+KERNEL_NCCS = 19  # control characters in the kernel's struct termios
+SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
+F_SETFL = 4
+
+
+# --- dump ------------------------------------------------------------------------------------
+
+
+def pairs_of(found) -> set[int]:
+    """The indices of the pty pairs whose master the tree holds (`found`: every terminal fd
+    of the tree, as (pid, FdDescription)); refuse a master whose slave is open elsewhere."""
+    masters: dict[int, tuple[int, object]] = {}
+    slaves = set()
+    for pid, d in found:
+        if tty.is_pty_master(d.rdev):
+            with borrowed(pid, d.fd) as own:
+                masters.setdefault(tty.get_int(own, tty.TIOCGPTN), (pid, d))
+        elif tty.is_pty_slave(d.rdev):
+            slaves.add(tty.slave_index(d.rdev))
+    for index, (pid, d) in masters.items():
+        if index not in slaves and not _slave_closed(pid, d):
+            raise UnsupportedError(
+                f"fd {d.fd} of process {pid} is the master of /dev/pts/{index}, whose slave "
+                "is open outside the process tree, not supported yet"
+            )
+    return set(masters)
+
+
+def index_of(pid: int, d) -> int:
+    if tty.is_pty_slave(d.rdev):
+        return tty.slave_index(d.rdev)
+    with borrowed(pid, d.fd) as own:
+        return tty.get_int(own, tty.TIOCGPTN)
+
+
+def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
+    """The TtyInfoEntry of one side (the master, or the slave) of pair `index`, read
+    through fd `d` of `pid`."""
+    master = tty.is_pty_master(d.rdev)
+    with borrowed(pid, d.fd) as own:
+        queued = tty.get_int(own, tty.FIONREAD)
+        if queued:
+            side = "master" if master else "slave"
+            raise UnsupportedError(
+                f"fd {d.fd} of process {pid} is the {side} of /dev/pts/{index}, with {queued} "
+                "bytes not read yet, not supported yet"
+            )
+        info = pb.tty_pb2.TtyInfoEntry(
+            id=info_id, type=pb.tty_pb2.PTY, rdev=d.rdev,
+            locked=master and bool(tty.get_int(own, tty.TIOCGPTLCK)),
+            exclusive=bool(tty.get_int(own, tty.TIOCGEXCL)),
+            packet_mode=master and bool(tty.get_int(own, tty.TIOCGPKT)),
+            sid=tty.session_of(own) if master else 0,
+            pgrp=tty.foreground_of(own) if master else 0,
+            termios=termios_entry(termios.tcgetattr(own)),
+            winsize=winsize_entry(own),
+        )  # fmt: skip
+    info.pty.index = index
+    return info
+
+
+def termios_entry(attrs) -> pb.tty_pb2.TermiosEntry:
+    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
+    chars = [c if isinstance(c, int) else ord(c) for c in cc[:KERNEL_NCCS]]
+    return pb.tty_pb2.TermiosEntry(
+        c_iflag=iflag, c_oflag=oflag, c_cflag=cflag, c_lflag=lflag, c_line=0,
+        c_ispeed=ispeed, c_ospeed=ospeed, c_cc=chars,
+    )  # fmt: skip
+
+
+def winsize_entry(fd: int) -> pb.tty_pb2.WinsizeEntry:
+    rows, cols, xpixel, ypixel = struct.unpack("<4H", fcntl.ioctl(fd, tty.TIOCGWINSZ, bytes(8)))
+    return pb.tty_pb2.WinsizeEntry(ws_row=rows, ws_col=cols, ws_xpixel=xpixel, ws_ypixel=ypixel)
+
+
+def attributes(t) -> list:
+    """termios.tcsetattr's list from a TermiosEntry."""
+    cc = list(t.c_cc[:KERNEL_NCCS]) + [0] * (termios.NCCS - min(len(t.c_cc), KERNEL_NCCS))
+    return [t.c_iflag, t.c_oflag, t.c_cflag, t.c_lflag, t.c_ispeed, t.c_ospeed, cc]
+
+
+def _slave_closed(pid: int, d) -> bool:
+    """Whether the slave of the master behind fd `d` of `pid` was opened and closed again
+    by everyone (the master then reads end of file: POLLHUP)."""
+    with borrowed(pid, d.fd) as own:
+        poller = select.poll()
+        poller.register(own, select.POLLIN)
+        events = poller.poll(0)
+    return bool(events and events[0][1] & select.POLLHUP)
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+class Pairs:
+    """The pty pairs of a tree being restored: their sides' infos by index, and where each
+    master was made (saved PID, fd) for the other fds of the tree to take."""
+
+    def __init__(self, infos):
+        self.masters: dict[int, object] = {}  # index -> the master's TtyInfoEntry
+        self.slaves: dict[int, object] = {}
+        for info in infos:
+            if info.type == pb.tty_pb2.PTY and info.HasField("pty"):
+                side = self.masters if tty.is_pty_master(info.rdev) else self.slaves
+                side[info.pty.index] = info
+        self.made: dict[int, tuple[int, int]] = {}  # index -> (saved PID, parked master fd)
+
+    def is_pair_side(self, info) -> bool:
+        return info.HasField("pty") and info.pty.index in self.masters
+
+    def open(self, ctx, info, flags: int) -> int:
+        """A new fd in the task for one side of a pair, with open flags `flags`: the master
+        (made here, or taken from where another process made it), or a new open of the
+        slave (never becoming a controlling terminal by it: finish does that)."""
+        index = info.pty.index
+        if index not in self.made:
+            self.made[index] = (ctx.image_pid, park(ctx, self._make_master(ctx, index)))
+        owner, parked = self.made[index]
+        if not tty.is_pty_master(info.rdev):
+            return _open_noctty(ctx, f"/dev/pts/{index}", flags)
+        fd = take(ctx, owner, parked)
+        if flags & SETFL_FLAGS:
+            ctx.task.call(X86_64, "fcntl", fd, F_SETFL, flags & SETFL_FLAGS)
+        return fd
+
+    def _make_master(self, ctx, index: int) -> int:
+        """Open /dev/ptmx in the task until the kernel hands out pty `index`."""
+        task = ctx.task
+        lower = []
+        try:
+            while True:
+                fd = _open_noctty(ctx, "/dev/ptmx", os.O_RDWR)
+                out = task.reserve(4)
+                task.call(X86_64, "ioctl", fd, tty.TIOCGPTN, out)
+                (got,) = struct.unpack("<i", task.read(out, 4))
+                if got == index:
+                    break
+                if got > index:
+                    task.call(X86_64, "close", fd)
+                    raise RestoreError(f"cannot make /dev/pts/{index} again: it is in use here")
+                lower.append(fd)  # held, so that the next open gets the next index
+        finally:
+            for held in lower:
+                task.call(X86_64, "close", held)
+        task.call(X86_64, "ioctl", fd, tty.TIOCSPTLCK, task.put(struct.pack("<i", 0)))
+        return fd
+
+    def finish(self, contexts) -> None:
+        """Settings, controlling terminals and foreground groups of every pair, once every
+        process has its fds."""
+        pids = {ctx.image_pid: ctx for ctx in contexts}
+        for index, (owner, parked) in self.made.items():
+            master_info, slave_info = self.masters[index], self.slaves.get(index)
+            with borrowed(pids[owner].pid, parked) as master:
+                slave = os.open(f"/dev/pts/{index}", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                try:
+                    _settle(master, master_info)
+                    if slave_info is not None:
+                        _settle(slave, slave_info)
+                    _lock_again(master, master_info)
+                finally:
+                    os.close(slave)  # the last one when no process holds the slave: a hang-up
+            if master_info.sid in pids:  # the master shows its slave's session and group
+                _control(pids[master_info.sid], index, master_info.pgrp)
+
+
+def _open_noctty(ctx, path: str, flags: int) -> int:
+    """Open the terminal `path` in the task with `flags`, never as its controlling one."""
+    try:
+        return ctx.task.call(
+            ctx.abi, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
+            (flags & ~OPEN_ONLY_FLAGS) | os.O_NOCTTY, 0,
+        )  # fmt: skip
+    except OSError as e:
+        raise RestoreError(f"cannot open {path} again: {os.strerror(e.errno)}") from None
+
+
+def _settle(fd: int, info) -> None:
+    try:
+        if info.HasField("termios"):
+            termios.tcsetattr(fd, termios.TCSANOW, attributes(info.termios))
+        if info.HasField("winsize"):
+            w = info.winsize
+            fcntl.ioctl(
+                fd, tty.TIOCSWINSZ, struct.pack("<4H", w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel)
+            )
+        if info.packet_mode:
+            fcntl.ioctl(fd, tty.TIOCPKT, struct.pack("i", 1))
+        if info.exclusive:
+            fcntl.ioctl(fd, tty.TIOCEXCL)
+    except (OSError, termios.error) as e:
+        raise RestoreError(f"cannot set up /dev/pts/{info.pty.index} again: {e}") from None
+
+
+def _lock_again(master: int, info) -> None:
+    if info.locked:
+        fcntl.ioctl(master, tty.TIOCSPTLCK, struct.pack("i", 1))
+
+
+def _control(ctx, index: int, pgrp: int) -> None:
+    """Make /dev/pts/`index` the controlling terminal of the session `ctx` leads, with
+    foreground group `pgrp`."""
+    task = ctx.task
+    fd = _open_noctty(ctx, f"/dev/pts/{index}", os.O_RDWR)
+    try:
+        task.call(X86_64, "ioctl", fd, tty.TIOCSCTTY, 0)
+        if pgrp:
+            got = task.syscall(
+                X86_64, "ioctl", fd, tty.TIOCSPGRP, task.put(struct.pack("<i", pgrp))
+            )
+            if got < 0:
+                raise RestoreError(
+                    f"cannot give /dev/pts/{index} to process group {pgrp}: {os.strerror(-got)}"
+                )
+    finally:
+        task.call(X86_64, "close", fd)
