@@ -43,8 +43,9 @@ headers (IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR, IPV6_DSTOPTS). Raw and pin
 sockets are parts.sockets.raw, which shares this module's helpers. What the kernel shows
 nowhere, so that torpor cannot save it nor even see it was set: the interface index of
 IP_MULTICAST_IF (only its address is read back), a sticky IPV6_PKTINFO (source address and
-interface) of a datagram socket, IPv6 flow label leases (IPV6_FLOWLABEL_MGR), IPsec
-policies (IP_IPSEC_POLICY, IP_XFRM_POLICY and their IPv6 twins).
+interface) of a datagram socket, IPv6 flow label leases (IPV6_FLOWLABEL_MGR), IPv6
+anycast addresses joined (IPV6_JOIN_ANYCAST), IPsec policies (IP_IPSEC_POLICY,
+IP_XFRM_POLICY and their IPv6 twins).
 """
 
 from __future__ import annotations
