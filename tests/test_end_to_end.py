@@ -27,7 +27,7 @@ LEAVE_RUNNING = tuple(
     harness.Spec(*names)
     for names in (
         ("regs",), ("memory",), ("signals",), ("attrs",), ("timers",), ("seccomp", "shared"),
-        ("fdattrs",), ("locks",), ("unixsk",),
+        ("fdattrs",), ("locks",), ("unixsk",), ("rawsk",), ("mcastsk",),
     )
 )  # fmt: skip
 
