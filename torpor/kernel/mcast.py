@@ -44,7 +44,11 @@ def _igmp(path: str) -> list[tuple[int, bytes]]:
     group, indented, its address the hex of the 32-bit word in host order."""
     found = []
     index = None
-    with open(path) as f:
+    try:
+        f = open(path)
+    except FileNotFoundError:  # no IPv4 multicast
+        return []
+    with f:
         next(f)
         for line in f:
             fields = line.split()
