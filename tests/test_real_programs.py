@@ -172,3 +172,41 @@ def test_python_http_server_serves_after_restore(started, tmp_path):
     finally:
         os.kill(restored, 9)
         os.waitpid(restored, 0)
+
+
+def test_tmux_server_and_its_shell_after_restore(tmp_path):
+    """A tmux server (a pty master per pane, a Unix socket for its clients, an event loop)
+    with a shell in a pane, which has the pane's slave as its controlling terminal and
+    /dev/tty open: restored, a new client drives the shell and reads its output back, on
+    the same terminal."""
+    assert shutil.which("tmux"), "tmux is missing (scripts/setup.sh installs it)"
+    sock = str(tmp_path / "tmux.sock")
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-S", sock, "-f", "/dev/null", *args], capture_output=True, text=True,
+            check=True, timeout=10, stdin=subprocess.DEVNULL, cwd=tmp_path,
+        ).stdout  # fmt: skip
+
+    def screen_has(text: str) -> bool:
+        return text in tmux("capture-pane", "-p", "-t", "s")
+
+    tmux("new-session", "-d", "-s", "s", "-x", "80", "-y", "24", "sh")
+    server = int(tmux("display", "-p", "#{pid}"))
+    restored = None
+    try:
+        tmux("send-keys", "-t", "s", "tty > tty.before; echo ready-$((1+1))", "Enter")
+        _wait_for(lambda: screen_has("ready-2"), "the shell in the pane")
+        images = tmp_path / "images"
+        images.mkdir()
+        torpor.dump(server, str(images))
+        assert harness.wait_gone(server, 5)
+        restored = torpor.restore(str(images))
+        tmux("send-keys", "-t", "s", "tty > tty.after; echo again-$((2+3))", "Enter")
+        _wait_for(lambda: screen_has("again-5"), "the restored shell to answer")
+        before, after = tmp_path / "tty.before", tmp_path / "tty.after"
+        _wait_for(after.exists, "the restored shell's tty output")
+        assert after.read_text() == before.read_text(), "the shell's terminal changed"
+        assert after.read_text().startswith("/dev/pts/")
+    finally:
+        harness.kill_tree(restored or server, restored or server)

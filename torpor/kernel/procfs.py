@@ -90,6 +90,7 @@ class Stat:
     ppid: int
     pgid: int
     sid: int
+    tty_nr: int  # device number of the controlling terminal, 0 if none
     tpgid: int  # foreground process group of the controlling terminal, -1 if none
     num_threads: int
     start_code: int
@@ -117,6 +118,7 @@ def read_stat(pid: int) -> Stat:
         ppid=n(4),
         pgid=n(5),
         sid=n(6),
+        tty_nr=n(7),
         tpgid=n(8),
         num_threads=n(20),
         start_code=n(26),

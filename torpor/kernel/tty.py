@@ -16,11 +16,20 @@ TIOCGPKT, TIOCGPTLCK, TIOCGEXCL = 0x80045438, 0x80045439, 0x80045440
 TIOCGPTPEER = 0x5441
 
 PTMX_MAJOR, PTMX_MINOR = 5, 2
+DEV_TTY_MINOR = 0  # /dev/tty (5, 0): the opening process's controlling terminal
 PTS_MAJORS = range(136, 144)  # Unix98 pty slaves: /dev/pts/N, N = (major - 136) * 256 + minor
 
 
 def is_pty_master(rdev: int) -> bool:
     return os.major(rdev) == PTMX_MAJOR and os.minor(rdev) == PTMX_MINOR
+
+
+def is_dev_tty(rdev: int) -> bool:
+    return os.major(rdev) == PTMX_MAJOR and os.minor(rdev) == DEV_TTY_MINOR
+
+
+def slave_rdev(index: int) -> int:
+    return os.makedev(PTS_MAJORS.start + index // 256, index % 256)
 
 
 def is_pty_slave(rdev: int) -> bool:

@@ -321,6 +321,8 @@ def restore(ctx: RestoreContext) -> None:
         if kind is None or f.type != kind.fd_type or e.type != kind.fd_type:
             raise ImageError(f"fdinfo: fd {e.fd} has a file kind torpor cannot restore")
         placed.append((e.fd, e, kind, getattr(f, kind.field)))
+    for kind in kinds.KINDS:
+        kind.prepare(ctx, shared.states[kind.field])
     for fd, e, kind, entry in sorted(placed, key=lambda p: p[0]):
         cloexec = bool(e.flags & FD_CLOEXEC)
         if e.id in shared.files:

@@ -105,17 +105,19 @@ class TtyInfoEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[TtyType, str]] = ..., locked: bool = ..., exclusive: bool = ..., packet_mode: bool = ..., sid: _Optional[int] = ..., pgrp: _Optional[int] = ..., rdev: _Optional[int] = ..., termios: _Optional[_Union[TermiosEntry, _Mapping]] = ..., termios_locked: _Optional[_Union[TermiosEntry, _Mapping]] = ..., winsize: _Optional[_Union[WinsizeEntry, _Mapping]] = ..., pty: _Optional[_Union[TtyPtyEntry, _Mapping]] = ..., dev: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
 
 class TtyFileEntry(_message.Message):
-    __slots__ = ("id", "tty_info_id", "flags", "fown", "regf_id", "torpor_in_tree")
+    __slots__ = ("id", "tty_info_id", "flags", "fown", "regf_id", "torpor_in_tree", "torpor_dev_tty")
     ID_FIELD_NUMBER: _ClassVar[int]
     TTY_INFO_ID_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     FOWN_FIELD_NUMBER: _ClassVar[int]
     REGF_ID_FIELD_NUMBER: _ClassVar[int]
     TORPOR_IN_TREE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_DEV_TTY_FIELD_NUMBER: _ClassVar[int]
     id: int
     tty_info_id: int
     flags: int
     fown: _fown_pb2.FownEntry
     regf_id: int
     torpor_in_tree: bool
-    def __init__(self, id: _Optional[int] = ..., tty_info_id: _Optional[int] = ..., flags: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., regf_id: _Optional[int] = ..., torpor_in_tree: bool = ...) -> None: ...
+    torpor_dev_tty: bool
+    def __init__(self, id: _Optional[int] = ..., tty_info_id: _Optional[int] = ..., flags: _Optional[int] = ..., fown: _Optional[_Union[_fown_pb2.FownEntry, _Mapping]] = ..., regf_id: _Optional[int] = ..., torpor_in_tree: bool = ..., torpor_dev_tty: bool = ...) -> None: ...

@@ -93,6 +93,9 @@ class FdKind:
         """The dump is over: the tree is killed next (`killed`), or let go as it was
         (leave_running, or a dump that failed)."""
 
+    def prepare(self, ctx: RestoreContext, state: dict) -> None:
+        """Before any fd of one process is put in place."""
+
     def restore(self, ctx: RestoreContext, entry, fd: int, cloexec: bool, state: dict) -> None:
         """Make a new open file from `entry` in the task and put it at `fd`."""
         raise NotImplementedError

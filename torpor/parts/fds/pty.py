@@ -8,12 +8,15 @@ and its foreground group. A slave the tree holds without its master is someone e
 dump, as does data waiting in either direction (a terminal's queues cannot be read without
 taking the data).
 
+An fd on /dev/tty whose process's controlling terminal is a pair's slave is that slave, opened
+through /dev/tty.
+
 At restore the master is opened again in its process, from /dev/ptmx, until the kernel gives it
 the same index (the lower free ones it gives first are held and let go); a slave is opened at
-/dev/pts/N. Once every process has its fds: the settings, and the slave becomes again the
-controlling terminal of its session (TIOCSCTTY in the session leader), with its foreground
-group; a slave no process held any more is opened and closed once, which is what the master
-saw (end of file, POLLHUP).
+/dev/pts/N, or at /dev/tty. Before the fds of a session leader, the slave becomes again the
+controlling terminal of its session (TIOCSCTTY), with its foreground group. Once every process
+has its fds: the settings; a slave no process held any more is opened and closed once, which is
+what the master saw (end of file, POLLHUP).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel import tty
 from torpor.kernel.files import borrowed
+from torpor.kernel.procfs import read_stat
 from torpor.parts.fds.base import AT_FDCWD, OPEN_ONLY_FLAGS, park, take
 
 KERNEL_NCCS = 19  # control characters in the kernel's struct termios
@@ -46,10 +50,9 @@ def pairs_of(found) -> set[int]:
     slaves = set()
     for pid, d in found:
         if tty.is_pty_master(d.rdev):
-            with borrowed(pid, d.fd) as own:
-                masters.setdefault(tty.get_int(own, tty.TIOCGPTN), (pid, d))
-        elif tty.is_pty_slave(d.rdev):
-            slaves.add(tty.slave_index(d.rdev))
+            masters.setdefault(index_of(pid, d), (pid, d))
+        elif index_of(pid, d) is not None:
+            slaves.add(index_of(pid, d))
     for index, (pid, d) in masters.items():
         if index not in slaves and not _slave_closed(pid, d):
             raise UnsupportedError(
@@ -59,9 +62,16 @@ def pairs_of(found) -> set[int]:
     return set(masters)
 
 
-def index_of(pid: int, d) -> int:
+def index_of(pid: int, d) -> int | None:
+    """The pty index of terminal fd `d` of `pid`: its own for a side of a pair, that of the
+    process's controlling terminal for /dev/tty; None for any other terminal."""
     if tty.is_pty_slave(d.rdev):
         return tty.slave_index(d.rdev)
+    if tty.is_dev_tty(d.rdev):
+        ctty = read_stat(pid).tty_nr
+        return tty.slave_index(ctty) if tty.is_pty_slave(ctty) else None
+    if not tty.is_pty_master(d.rdev):
+        return None
     with borrowed(pid, d.fd) as own:
         return tty.get_int(own, tty.TIOCGPTN)
 
@@ -79,7 +89,7 @@ def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
                 "bytes not read yet, not supported yet"
             )
         info = pb.tty_pb2.TtyInfoEntry(
-            id=info_id, type=pb.tty_pb2.PTY, rdev=d.rdev,
+            id=info_id, type=pb.tty_pb2.PTY, rdev=d.rdev if master else tty.slave_rdev(index),
             locked=master and bool(tty.get_int(own, tty.TIOCGPTLCK)),
             exclusive=bool(tty.get_int(own, tty.TIOCGEXCL)),
             packet_mode=master and bool(tty.get_int(own, tty.TIOCGPKT)),
@@ -137,24 +147,42 @@ class Pairs:
                 side = self.masters if tty.is_pty_master(info.rdev) else self.slaves
                 side[info.pty.index] = info
         self.made: dict[int, tuple[int, int]] = {}  # index -> (saved PID, parked master fd)
+        self.controlled: set[int] = set()  # pairs whose slave controls its session again
 
     def is_pair_side(self, info) -> bool:
         return info.HasField("pty") and info.pty.index in self.masters
 
-    def open(self, ctx, info, flags: int) -> int:
+    def open(self, ctx, info, flags: int, via_dev_tty: bool = False) -> int:
         """A new fd in the task for one side of a pair, with open flags `flags`: the master
         (made here, or taken from where another process made it), or a new open of the
-        slave (never becoming a controlling terminal by it: finish does that)."""
+        slave (never becoming a controlling terminal by it: control does that), at
+        /dev/pts/N or, `via_dev_tty`, at /dev/tty (the process's controlling terminal)."""
         index = info.pty.index
-        if index not in self.made:
-            self.made[index] = (ctx.image_pid, park(ctx, self._make_master(ctx, index)))
-        owner, parked = self.made[index]
+        owner, parked = self._master(ctx, index)
+        if via_dev_tty:
+            return _open_noctty(ctx, "/dev/tty", flags)
         if not tty.is_pty_master(info.rdev):
             return _open_noctty(ctx, f"/dev/pts/{index}", flags)
         fd = take(ctx, owner, parked)
         if flags & SETFL_FLAGS:
             ctx.task.call(X86_64, "fcntl", fd, F_SETFL, flags & SETFL_FLAGS)
         return fd
+
+    def _master(self, ctx, index: int) -> tuple[int, int]:
+        """Where the master of pair `index` is (saved PID, parked fd), made here if not yet."""
+        if index not in self.made:
+            self.made[index] = (ctx.image_pid, park(ctx, self._make_master(ctx, index)))
+        return self.made[index]
+
+    def control(self, ctx) -> None:
+        """Give the session process `ctx` leads its controlling terminal back, when that is
+        the slave of a pair, before any of its fds: its /dev/tty fds, and those of its
+        session, open it."""
+        for index, info in self.masters.items():
+            if info.sid == ctx.image_pid and index not in self.controlled:
+                self._master(ctx, index)
+                _control(ctx, index, info.pgrp)
+                self.controlled.add(index)
 
     def _make_master(self, ctx, index: int) -> int:
         """Open /dev/ptmx in the task until the kernel hands out pty `index`."""
@@ -193,7 +221,7 @@ class Pairs:
                     _lock_again(master, master_info)
                 finally:
                     os.close(slave)  # the last one when no process holds the slave: a hang-up
-            if master_info.sid in pids:  # the master shows its slave's session and group
+            if master_info.sid in pids and index not in self.controlled:
                 _control(pids[master_info.sid], index, master_info.pgrp)
 
 

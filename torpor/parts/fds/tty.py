@@ -54,8 +54,9 @@ class Terminal(FdKind):
             if side not in sides:
                 sides[side] = pty.side_info(ctx.pid, d, index, TTY_INFO_ID + 1 + len(sides))
             return pb.tty_pb2.TtyFileEntry(
-                tty_info_id=sides[side].id, flags=flags, fown=fown, torpor_in_tree=True
-            )
+                tty_info_id=sides[side].id, flags=flags, fown=fown, torpor_in_tree=True,
+                torpor_dev_tty=tty.is_dev_tty(d.rdev),
+            )  # fmt: skip
         if "info" not in state:
             state["info"] = _terminal_info(ctx.pid, d)
         return pb.tty_pb2.TtyFileEntry(tty_info_id=TTY_INFO_ID, flags=flags, fown=fown)
@@ -75,7 +76,8 @@ class Terminal(FdKind):
         infos = _infos(ctx.images, state)
         info = infos.get(entry.tty_info_id)
         if info is not None and state["pairs"].is_pair_side(info):
-            place(ctx, state["pairs"].open(ctx, info, entry.flags), fd, cloexec)
+            got = state["pairs"].open(ctx, info, entry.flags, entry.torpor_dev_tty)
+            place(ctx, got, fd, cloexec)
             return
         if not ctx.shell_job:
             raise RestoreError(f"fd {fd} was a terminal: restore with --shell-job")
@@ -83,6 +85,10 @@ class Terminal(FdKind):
             state["terminal"] = _own_terminal()
             state["outside"] = info
         place(ctx, open_in_task(ctx, state["terminal"], entry.flags), fd, cloexec)
+
+    def prepare(self, ctx, state) -> None:
+        _infos(ctx.images, state)
+        state["pairs"].control(ctx)
 
     def finish_tree(self, contexts, state) -> None:
         """Put the saved settings on the terminal, and give it to the saved foreground
@@ -108,10 +114,9 @@ class Terminal(FdKind):
 
 
 def _in_pair(pid: int, d, pairs: set[int]) -> bool:
-    """Whether fd `d` of `pid` is a side of a pty pair whose master the tree holds."""
-    if tty.is_pty_master(d.rdev):
-        return True
-    return tty.is_pty_slave(d.rdev) and tty.slave_index(d.rdev) in pairs
+    """Whether fd `d` of `pid` is a side of a pty pair whose master the tree holds (also
+    through /dev/tty)."""
+    return tty.is_pty_master(d.rdev) or pty.index_of(pid, d) in pairs
 
 
 def _infos(images, state) -> dict:
