@@ -39,6 +39,29 @@ assert raw.recv(100)[20:] == b"waiting"
 print("OK", flush=True)
 """
 
+# A raw socket of protocol 253 with the send timestamp of a packet it sent waiting on its
+# error queue (SO_TIMESTAMPING); on SIGUSR1 it reads it and prints OK.
+ERROR_QUEUED = """
+import os, select, signal, socket
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+pid = os.getpid()
+host = f"127.{100 + pid % 100}.{pid // 100 % 250}.9"
+SO_TIMESTAMPING, TX_SOFTWARE, SOFTWARE = 37, 0x2, 0x10
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+raw.bind((host, 0))
+raw.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_SOFTWARE | SOFTWARE)
+raw.sendto(b"stamped", (host[:-1] + "8", 0))
+poller = select.poll()
+poller.register(raw.fileno(), 0)
+assert poller.poll(10000)
+print("HOST", host, flush=True)
+print("READY", flush=True)
+signal.sigwait([signal.SIGUSR1])
+_, control, _, _ = raw.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+assert any(level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING for level, kind, _ in control)
+print("OK", flush=True)
+"""
+
 # The multicast routing socket of the network namespace (MRT_INIT): while it is open the
 # host routes multicast (conf/all/mc_forwarding is 1, and 0 again once it is closed).
 MROUTE = """
@@ -141,6 +164,18 @@ def test_raw_socket_with_unread_packets_is_refused(tmp_path):
     pattern = (
         rf"fd \d+ of process {pid} is a raw socket of protocol 253 on {re.escape(host)} "
         "with packets not yet read, which cannot be queued again, not supported yet"
+    )
+    assert re.fullmatch(pattern, message), message
+
+
+def test_raw_socket_with_an_error_queued_is_refused(tmp_path):
+    """An error queue (here a send timestamp) holds what the dump cannot put back: refused
+    by name; the timestamp is still there to be read."""
+    pid, printed, message = _refused_and_works_on(ERROR_QUEUED, tmp_path)
+    host = next(x for x in printed.splitlines() if x.startswith("HOST")).split()[1]
+    pattern = (
+        rf"fd \d+ of process {pid} is a raw socket of protocol 253 on {re.escape(host)} "
+        r"with an error not yet read \(pending, or on its error queue\), not supported yet"
     )
     assert re.fullmatch(pattern, message), message
 

@@ -12,9 +12,10 @@ inet's tables read back, and the multicast groups joined (parts.sockets.multicas
 The receive queue is not saved: a raw socket's packets (which carry their IP header, for
 IPv4) could only be queued again by sending them again, which would reach every raw socket
 of that protocol on the host, and a ping socket's replies only by forging them. A socket
-with packets not yet read, or with an error waiting (IP_RECVERR), refuses the dump,
-naming it. So does a raw IGMP or ICMPv6 socket while the host routes multicast (it may be
-the one multicast routing socket, MRT_INIT, whose routes torpor does not save).
+with packets not yet read, or with an error waiting (a pending one, or on its error queue:
+IP_RECVERR, send timestamps), refuses the dump, naming it. So does a raw IGMP or ICMPv6
+socket while the host routes multicast (it may be the one multicast routing socket,
+MRT_INIT, whose routes torpor does not save).
 
 At restore the socket is made in the process that holds it, its options set from torpor on
 a copy of it, then it is bound and connected. A ping socket can be made only by a process
@@ -196,7 +197,9 @@ def _inspect_one(sock: socket.socket, fd_what: str, listed) -> tuple:
             f"{what} with packets not yet read, which cannot be queued again, not supported yet"
         )
     if events & select.POLLERR:
-        raise UnsupportedError(f"{what} with an error not yet read, not supported yet")
+        raise UnsupportedError(
+            f"{what} with an error not yet read (pending, or on its error queue), not supported yet"
+        )
     if kind == socket.SOCK_RAW and (family, proto) in (
         (socket.AF_INET, IPPROTO_IGMP),
         (socket.AF_INET6, IPPROTO_ICMPV6),
