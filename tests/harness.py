@@ -84,6 +84,8 @@ WORKLOADS = (
     Spec("rawsk"),  # without ping sockets, which the host may not allow (test_raw_sockets)
     Spec("mcastsk"),
     Spec("ptys"),
+    Spec("pidfds"),
+    Spec("fanotify"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

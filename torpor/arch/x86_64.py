@@ -87,6 +87,8 @@ X86_64 = Abi(
         "accept4": 288,
         "read": 0,
         "inotify_init1": 294,
+        "fanotify_init": 300,
+        "fanotify_mark": 301,
         "inotify_add_watch": 254,
         "inotify_rm_watch": 255,
     },

@@ -1,6 +1,7 @@
 """What /proc/PID/fdinfo/FD shows of the anonymous-inode files (eventfd, eventpoll, signalfd,
-timerfd), parsed into plain values. Formats as the kernel prints them (fs/eventfd.c,
-fs/eventpoll.c, fs/signalfd.c, fs/timerfd.c); a field the running kernel does not print is
+timerfd, inotify, fanotify, pidfd), parsed into plain values. Formats as the kernel prints
+them (fs/eventfd.c, fs/eventpoll.c, fs/signalfd.c, fs/timerfd.c, fs/notify/fdinfo.c,
+kernel/pid.c); a field the running kernel does not print is
 None, and the caller decides whether it can do without."""
 
 import re
@@ -154,3 +155,79 @@ def inotify_watches(pid: int, fd: int) -> list[InotifyWatch]:
             )
         )  # fmt: skip
     return watches
+
+
+@dataclass(frozen=True)
+class Pidfd:
+    """What a pidfd shows of its process: "Pid:" and "NSpid:" (its PID in each namespace,
+    the reader's first); -1 once it has exited and been reaped, 0 where it is in no
+    namespace the reader sees."""
+
+    pid: int | None  # None: the kernel does not say (before Linux 5.10)
+    nspids: tuple[int, ...]
+
+
+def pidfd(pid: int, fd: int) -> Pidfd:
+    fields = _fields(_text(pid, fd))
+    shown = fields.get("Pid")
+    nspids = tuple(int(p) for p in fields.get("NSpid", "").split())
+    return Pidfd(None if shown is None else int(shown), nspids)
+
+
+@dataclass(frozen=True)
+class FanotifyMark:
+    """One mark of a fanotify instance: an inode ("fanotify ino:HEX sdev:HEX mflags:HEX
+    mask:HEX ignored_mask:HEX fhandle-bytes:HEX fhandle-type:HEX f_handle:HEX"), a mount
+    ("fanotify mnt_id:HEX mflags:...") or a whole filesystem ("fanotify sdev:HEX mflags:...");
+    `kind` says which, or names a kind torpor does not know (the line's first key)."""
+
+    kind: str  # "inode", "mount", "filesystem", or the unknown line's first key
+    mflags: int
+    mask: int
+    ignored_mask: int
+    sdev: int = 0  # the kernel's dev_t: major << 20 | minor (inode and filesystem marks)
+    inode: int = 0
+    mnt_id: int = 0
+    handle_type: int = 0
+    handle: bytes = b""
+
+
+@dataclass(frozen=True)
+class Fanotify:
+    flags: int  # fanotify_init flags (FAN_CLOEXEC and FAN_NONBLOCK as they were given)
+    event_flags: int  # fanotify_init event_f_flags
+    marks: tuple[FanotifyMark, ...]
+
+
+def fanotify(pid: int, fd: int) -> Fanotify:
+    flags = event_flags = 0
+    marks = []
+    for line in _text(pid, fd).splitlines():
+        if not line.startswith("fanotify "):
+            continue
+        pairs = re.findall(r"([\w-]+):([0-9a-fA-F]+)", line)
+        v = dict(pairs)
+        if "event-flags" in v:
+            flags, event_flags = int(v["flags"], 16), int(v["event-flags"], 16)
+            continue
+        common = {
+            "mflags": int(v.get("mflags", "0"), 16), "mask": int(v.get("mask", "0"), 16),
+            "ignored_mask": int(v.get("ignored_mask", "0"), 16),
+        }  # fmt: skip
+        first = pairs[0][0] if pairs else ""
+        if first == "ino":
+            size = int(v["fhandle-bytes"], 16)
+            marks.append(
+                FanotifyMark(
+                    "inode", **common, sdev=int(v["sdev"], 16), inode=int(v["ino"], 16),
+                    handle_type=int(v["fhandle-type"], 16),
+                    handle=bytes.fromhex(v["f_handle"])[:size],
+                )
+            )  # fmt: skip
+        elif first == "mnt_id":
+            marks.append(FanotifyMark("mount", **common, mnt_id=int(v["mnt_id"], 16)))
+        elif first == "sdev":
+            marks.append(FanotifyMark("filesystem", **common, sdev=int(v["sdev"], 16)))
+        else:
+            marks.append(FanotifyMark(first or line, **common))
+    return Fanotify(flags, event_flags, tuple(marks))

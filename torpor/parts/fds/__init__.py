@@ -4,8 +4,10 @@ the only list of them."""
 from torpor.parts.fds import (
     eventfd,
     eventpoll,
+    fanotify,
     fifo,
     inotify,
+    pidfd,
     pipe,
     regular,
     signalfd,
@@ -24,6 +26,8 @@ KINDS: tuple[FdKind, ...] = (
     signalfd.KIND,
     timerfd.KIND,
     inotify.KIND,
+    fanotify.KIND,
+    pidfd.KIND,
     eventpoll.KIND,
     unix.KIND,
     raw.KIND,  # before inet, which has the same FileEntry member

@@ -1,0 +1,68 @@
+"""fanotify instances that cannot be saved refuse the dump by name and leave the program as
+it was: one holding events not read yet, and one of a permission class while a task waits
+for its answer (workload fanotify, both bitnesses; the restore itself is in
+test_end_to_end)."""
+
+from __future__ import annotations
+
+import os
+
+import harness
+import pytest
+
+import torpor
+from torpor.errors import UnsupportedError
+
+
+def _fanotify_fds(pid: int) -> list[int]:
+    return sorted(
+        int(fd)
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[fanotify]"
+    )
+
+
+def _refused(w: harness.Workload, tmp_path) -> str:
+    images = tmp_path / "images"
+    images.mkdir()
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(w.pid, str(images))
+    message = str(exc.value)
+    assert "\n" not in message, message
+    assert os.listdir(images) == []
+    assert harness.tracer_pid(w.pid) == 0, "the original is still traced"
+    return message
+
+
+def test_unread_events_refuse(start_workload, tmp_path):
+    """Events queued and not read: refused naming the fd; they are still queued after."""
+    w = start_workload("fanotify", "unread")
+    w.wait_ready()
+    (fd,) = _fanotify_fds(w.pid)
+    message = _refused(w, tmp_path)
+    for words in (f"fd {fd} of process {w.pid}", "a fanotify instance", "not read yet"):
+        assert words in message, message
+    w.signal()
+    w.verdict().assert_passed()
+
+
+def test_permission_event_waiting_refuses(start_workload, tmp_path):
+    """A task (outside the tree) waits for a permission-class instance to answer: refused
+    naming the fd and the task; the program then answers and the open goes through."""
+    w = start_workload("fanotify", "permission")
+    w.wait_ready()
+    fds = _fanotify_fds(w.pid)
+    opener = int((w.cwd / "opener.pid").read_text())
+    try:
+        with open(f"/proc/{opener}/wchan") as f:
+            assert f.read() == "fanotify_handle_event", "the open does not wait for an answer"
+        message = _refused(w, tmp_path)
+        assert f"fd {fds[-1]} of process {w.pid} is a fanotify instance" in message, message
+        assert f"task {opener} waits" in message, message
+        assert harness.pid_alive(opener), "the waiting open finished while the program was held"
+        w.signal()
+        w.verdict().assert_passed()
+        assert harness.wait_gone(opener), "the open was not let through"
+    finally:
+        if harness.pid_alive(opener):
+            os.kill(opener, 9)

@@ -1,0 +1,202 @@
+/*
+ * pidfds: pidfds of children of the tree and of a process that has exited, each checked by
+ * using it after the restore.
+ *
+ * - A: pidfd_open of child a (blocking), which reports the SIGUSR2 it gets on a pipe: after
+ *   the restore pidfd_send_signal(A, SIGUSR2) reaches it and it writes "2";
+ * - B: child b made with clone(CLONE_PIDFD), a non-blocking pidfd (PIDFD_NONBLOCK, set with
+ *   F_SETFL): b waits for a byte on a pipe and exits with status 7; after the restore B
+ *   does not poll readable, the byte is sent, B becomes readable, and waitid(P_PIDFD, B)
+ *   reaps b with status 7;
+ * - T: pidfd_open(a, PIDFD_THREAD) where the kernel has it (Linux 6.9): the flag is kept;
+ * - D: pidfd of child d, which exited and was reaped before the checkpoint: after the restore
+ *   D polls POLLIN|POLLHUP and pidfd_send_signal through it fails with ESRCH; D2, opened
+ *   non-blocking on the same process, keeps O_NONBLOCK.
+ *
+ * Mode "outside": the process also holds a pidfd of a process outside the tree (a
+ * grandchild let go), which refuses the dump; it checks that the pidfd still signals it.
+ */
+#include "common.h"
+
+#include <sched.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x1000
+#endif
+
+static int pidfd_open(pid_t pid, unsigned flags)
+{
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+}
+
+static int pidfd_send_signal(int fd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+}
+
+static int report_fd = -1;
+
+static void on_usr2(int sig)
+{
+    (void)sig;
+    if (write(report_fd, "2", 1) != 1)
+        _exit(3);
+}
+
+static int readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 ? p.revents : 0;
+}
+
+static int wait_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 10000) == 1 ? p.revents : 0;
+}
+
+static pid_t child_b(int *pidfd, int go)
+{
+    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, 0, pidfd, NULL, 0);
+    if (pid == 0) {
+        char c;
+        _exit(read(go, &c, 1) == 1 ? 7 : 1);
+    }
+    return pid;
+}
+
+int main(int argc, char **argv)
+{
+    int outside = argc > 1 && strcmp(argv[1], "outside") == 0;
+    workload_init("pidfds", 0);
+    int report[2], go[2];
+    if (pipe(report) != 0 || pipe(go) != 0)
+        FAIL_ERRNO("pipe");
+
+    pid_t a = fork();
+    if (a == 0) {
+        report_fd = report[1];
+        signal(SIGUSR2, on_usr2);
+        for (;;)
+            pause();
+    }
+    int fa = pidfd_open(a, 0);
+
+    int fb = -1;
+    pid_t b = child_b(&fb, go[0]);
+    if (b < 0 || fb < 0)
+        FAIL_ERRNO("clone(CLONE_PIDFD)");
+    if (fcntl(fb, F_SETFL, O_NONBLOCK) != 0)
+        FAIL_ERRNO("F_SETFL O_NONBLOCK");
+    int ft = pidfd_open(a, PIDFD_THREAD); /* -1 (EINVAL) before Linux 6.9 */
+
+    pid_t d = fork();
+    if (d == 0)
+        _exit(0);
+    int fd_dead = pidfd_open(d, 0);
+    int fd_dead2 = pidfd_open(d, O_NONBLOCK);
+    if (fa < 0 || fd_dead < 0 || fd_dead2 < 0)
+        FAIL_ERRNO("pidfd_open");
+    waitpid(d, NULL, 0);
+
+    int fo = -1;
+    pid_t far = -1;
+    int far_pipe[2];
+    if (outside) {
+        int pid_pipe[2];
+        if (pipe(far_pipe) != 0 || pipe(pid_pipe) != 0)
+            FAIL_ERRNO("pipe");
+        pid_t middle = fork();
+        if (middle == 0) {
+            pid_t g = fork();
+            if (g == 0) {
+                char c;
+                int devnull = open("/dev/null", O_RDWR);
+                dup2(devnull, 1);
+                dup2(devnull, 2);
+                close(far_pipe[1]);
+                if (read(far_pipe[0], &c, 1) < 0)
+                    _exit(1);
+                _exit(0);
+            }
+            if (write(pid_pipe[1], &g, sizeof(g)) != sizeof(g))
+                _exit(1);
+            _exit(0);
+        }
+        waitpid(middle, NULL, 0);
+        if (read(pid_pipe[0], &far, sizeof(far)) != sizeof(far))
+            FAIL_ERRNO("read the outside PID");
+        close(pid_pipe[0]);
+        close(pid_pipe[1]);
+        close(far_pipe[0]);
+        fo = pidfd_open(far, 0);
+        if (fo < 0)
+            FAIL_ERRNO("pidfd_open of the outside process");
+    }
+    int flags_a = fcntl(fa, F_GETFL), flags_b = fcntl(fb, F_GETFL);
+    int flags_t = ft >= 0 ? fcntl(ft, F_GETFL) : -1, flags_d2 = fcntl(fd_dead2, F_GETFL);
+    ready();
+    wait_for_usr1();
+
+    CHECK_EQ("A flags", fcntl(fa, F_GETFL), flags_a);
+    CHECK_EQ("B flags", fcntl(fb, F_GETFL), flags_b);
+    CHECK_EQ("B non-blocking", fcntl(fb, F_GETFL) & O_NONBLOCK, O_NONBLOCK);
+    if (ft >= 0) {
+        CHECK_EQ("T flags", fcntl(ft, F_GETFL), flags_t);
+        CHECK_EQ("T is a thread pidfd", fcntl(ft, F_GETFL) & PIDFD_THREAD, PIDFD_THREAD);
+    }
+    CHECK_EQ("D2 flags", fcntl(fd_dead2, F_GETFL), flags_d2);
+
+    /* A reaches child a, which reports the signal. */
+    if (pidfd_send_signal(fa, SIGUSR2) != 0)
+        FAIL_ERRNO("pidfd_send_signal(A)");
+    else if (!wait_readable(report[0]))
+        fail("child a did not report SIGUSR2");
+    else {
+        char c = 0;
+        if (read(report[0], &c, 1) != 1 || c != '2')
+            fail("child a reported %c, not 2", c);
+    }
+    if (ft >= 0 && pidfd_send_signal(ft, 0) != 0)
+        FAIL_ERRNO("pidfd_send_signal(T, 0)");
+
+    /* B becomes readable when b exits; waitid reaps it through B. */
+    CHECK_EQ("B readable while b runs", readable(fb), 0);
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    errno = 0;
+    CHECK_EQ("waitid(B) while b runs (non-blocking)",
+             syscall(SYS_waitid, P_PIDFD, fb, &info, WEXITED, NULL) == -1 && errno == EAGAIN, 1);
+    if (write(go[1], "g", 1) != 1)
+        FAIL_ERRNO("write to b");
+    CHECK_EQ("B readable once b exited", wait_readable(fb) & POLLIN, POLLIN);
+    memset(&info, 0, sizeof(info));
+    if (syscall(SYS_waitid, P_PIDFD, fb, &info, WEXITED, NULL) != 0)
+        FAIL_ERRNO("waitid(P_PIDFD, B)");
+    else {
+        CHECK_EQ("b's PID", info.si_pid, b);
+        CHECK_EQ("b's status", info.si_status, 7);
+    }
+
+    /* D names a process that is gone. */
+    CHECK_EQ("D polls POLLIN|POLLHUP", readable(fd_dead) & (POLLIN | POLLHUP), POLLIN | POLLHUP);
+    CHECK_EQ("D2 polls POLLIN", readable(fd_dead2) & POLLIN, POLLIN);
+    errno = 0;
+    CHECK_EQ("signal through D fails with ESRCH",
+             pidfd_send_signal(fd_dead, SIGUSR2) == -1 && errno == ESRCH, 1);
+
+    if (outside) {
+        if (pidfd_send_signal(fo, 0) != 0)
+            FAIL_ERRNO("pidfd_send_signal to the outside process");
+        close(far_pipe[1]); /* it exits */
+    }
+    kill(a, SIGKILL);
+    waitpid(a, NULL, 0);
+    finish();
+}
