@@ -71,6 +71,27 @@ client.send(b"x"); assert server.recv(1) == b"x"
 print("OK", flush=True)
 """
 
+# A UDP socket with the send timestamp of a datagram it sent waiting on its error queue
+# (SO_TIMESTAMPING); on SIGUSR1 it reads it and prints OK.
+ERROR_QUEUED = """
+import signal, socket
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+SO_TIMESTAMPING, TX_SOFTWARE, SOFTWARE = 37, 0x2, 0x10
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 0))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+udp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_SOFTWARE | SOFTWARE)
+udp.sendto(b"stamped", sink.getsockname())
+assert sink.recv(10) == b"stamped"
+print("PORTS", udp.getsockname()[1], flush=True)
+print("READY", flush=True)
+signal.sigwait([signal.SIGUSR1])
+_, control, _, _ = udp.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+assert any(level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING for level, kind, _ in control)
+print("OK", flush=True)
+"""
+
 
 @pytest.fixture
 def program(tmp_path):
@@ -125,6 +146,19 @@ def test_listener_with_a_connection_not_accepted_is_refused(program, tmp_path):
     proc, out, (listening,) = program(PENDING)
     message = _refused(proc.pid, tmp_path)
     assert re.search(rf"fd \d+ of process {proc.pid} is a TCP", message), message
+    _still_works(proc, out)
+
+
+def test_udp_socket_with_an_error_queued_is_refused(program, tmp_path):
+    """What waits on a socket's error queue (here a send timestamp) cannot be put back:
+    refused by name; the timestamp is still there to read."""
+    proc, out, (port,) = program(ERROR_QUEUED)
+    message = _refused(proc.pid, tmp_path)
+    pattern = (
+        rf"fd \d+ of process {proc.pid} is a UDP socket 127\.0\.0\.1:{port} with an error not "
+        r"yet read \(pending, or on its error queue\), not supported yet"
+    )
+    assert re.fullmatch(pattern, message), message
     _still_works(proc, out)
 
 

@@ -54,6 +54,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import socket
 import struct
 from contextlib import ExitStack
@@ -461,6 +462,11 @@ def _inspect_one(sock: socket.socket, fd_what: str, dump_options) -> _Facts:
             raise UnsupportedError(
                 f"{fd_what} is a UDP socket holding corked data not yet sent, not supported yet"
             )
+        if error_waiting(sock):
+            raise UnsupportedError(
+                f"{fd_what} is {_describe(facts)} with an error not yet read (pending, or on "
+                "its error queue), not supported yet"
+            )
     ulp = get(IPPROTO_TCP, TCP_ULP, 16).rstrip(b"\0") if proto == IPPROTO_TCP else b""
     if ulp:
         raise UnsupportedError(
@@ -551,6 +557,15 @@ def check_connections(inventory, files: dict, tcp_close: bool) -> tuple[str | No
             "is removed once the tree runs"
         )
     return None, plan
+
+
+def error_waiting(sock: socket.socket) -> bool:
+    """Whether the socket has an error for its process to read: a pending one (SO_ERROR,
+    which reading clears) or on its error queue (IP_RECVERR, timestamps), which nothing can
+    put back."""
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def _queued(sock: socket.socket, request: int) -> int:
