@@ -39,11 +39,12 @@ is sent to the peer.
 
 Also kept: the multicast groups a UDP socket joined, with their source filters
 (parts.sockets.multicast), IP_OPTIONS as set, and an IPv6 socket's sticky extension
-headers (IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR, IPV6_DSTOPTS). Raw and ping
-sockets are parts.sockets.raw, which shares this module's helpers. What the kernel shows
-nowhere, so that torpor cannot save it nor even see it was set: the interface index of
-IP_MULTICAST_IF (only its address is read back), a sticky IPV6_PKTINFO (source address and
-interface) of a datagram socket, IPv6 flow label leases (IPV6_FLOWLABEL_MGR), IPv6
+headers (IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR, IPV6_DSTOPTS). A UDP socket with an
+error its process has not read (pending, or on its error queue) refuses the dump. Raw and
+ping sockets are parts.sockets.raw, which shares this module's helpers. What the kernel
+shows nowhere, so that torpor cannot save it nor even see it was set: the interface index
+of IP_MULTICAST_IF (only its address is read back), a sticky IPV6_PKTINFO (source address
+and interface) of a datagram socket, IPv6 flow label leases (IPV6_FLOWLABEL_MGR), IPv6
 anycast addresses joined (IPV6_JOIN_ANYCAST), IPsec policies (IP_IPSEC_POLICY,
 IP_XFRM_POLICY and their IPv6 twins).
 """
