@@ -9,6 +9,8 @@
  *   does not poll readable, the byte is sent, B becomes readable, and waitid(P_PIDFD, B)
  *   reaps b with status 7;
  * - T: pidfd_open(a, PIDFD_THREAD) where the kernel has it (Linux 6.9): the flag is kept;
+ * - Z: pidfd of child z, a zombie (exited with status 5, not reaped): after the restore Z
+ *   polls readable and waitid(P_PIDFD, Z) reaps z with status 5;
  * - D: pidfd of child d, which exited and was reaped before the checkpoint: after the restore
  *   D polls POLLIN|POLLHUP and pidfd_send_signal through it fails with ESRCH; D2, opened
  *   non-blocking on the same process, keeps O_NONBLOCK.
@@ -96,6 +98,17 @@ int main(int argc, char **argv)
         FAIL_ERRNO("F_SETFL O_NONBLOCK");
     int ft = pidfd_open(a, PIDFD_THREAD); /* -1 (EINVAL) before Linux 6.9 */
 
+    pid_t z = fork();
+    if (z == 0)
+        _exit(5);
+    int fz = pidfd_open(z, 0);
+    if (fz < 0)
+        FAIL_ERRNO("pidfd_open(z)");
+    siginfo_t zinfo;
+    memset(&zinfo, 0, sizeof(zinfo));
+    if (waitid(P_PID, z, &zinfo, WEXITED | WNOWAIT) != 0) /* z is a zombie now */
+        FAIL_ERRNO("waitid(z, WNOWAIT)");
+
     pid_t d = fork();
     if (d == 0)
         _exit(0);
@@ -182,6 +195,16 @@ int main(int argc, char **argv)
     else {
         CHECK_EQ("b's PID", info.si_pid, b);
         CHECK_EQ("b's status", info.si_status, 7);
+    }
+
+    /* Z is a zombie of the tree again. */
+    CHECK_EQ("Z readable", readable(fz) & POLLIN, POLLIN);
+    memset(&info, 0, sizeof(info));
+    if (syscall(SYS_waitid, P_PIDFD, fz, &info, WEXITED, NULL) != 0)
+        FAIL_ERRNO("waitid(P_PIDFD, Z)");
+    else {
+        CHECK_EQ("z's PID", info.si_pid, z);
+        CHECK_EQ("z's status", info.si_status, 5);
     }
 
     /* D names a process that is gone. */
