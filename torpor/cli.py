@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import sys
 
 import click
@@ -168,6 +169,17 @@ def dump(
         progress.close()
 
 
+def _inherit_fds(specs) -> dict[str, int]:
+    """--inherit-fd's fd[N]:KEY arguments (CRIU's syntax) as KEY -> N."""
+    handed = {}
+    for spec in specs:
+        found = re.fullmatch(r"fd\[(\d+)\]:(.+)", spec)
+        if found is None:
+            raise click.BadParameter(f"{spec!r} is not fd[N]:KEY", param_hint="--inherit-fd")
+        handed[found.group(2)] = int(found.group(1))
+    return handed
+
+
 @cli.command()
 @click.option("-D", "--images-dir", required=True, type=click.Path(), help="Image directory.")
 @click.option("-d", "--detach", is_flag=True, help="Return once the tree runs again.")
@@ -192,9 +204,16 @@ def dump(
 @click.option("--pidns", is_flag=True, help="Restore into a new PID namespace.")
 @click.option("--trust-images", is_flag=True, help="Restore images other users could have written.")
 @click.option("--tcp-close", is_flag=True, help="Restore TCP connections closed.")
+@click.option(
+    "--inherit-fd",
+    "inherit_fd",
+    multiple=True,
+    metavar="fd[N]:KEY",
+    help="Use this command's fd N for the outside end KEY (see `torpor show`).",
+)
 def restore(
     images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns,
-    trust_images, tcp_close,
+    trust_images, tcp_close, inherit_fd,
 ) -> None:  # fmt: skip
     """Restore the process tree saved in DIR; without -d, wait for its root and exit with
     the root's status."""
@@ -214,6 +233,7 @@ def restore(
                 progress=progress,
                 trust_images=trust_images,
                 tcp_close=tcp_close,
+                inherit_fds=_inherit_fds(inherit_fd),
             )
         )
     finally:

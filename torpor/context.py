@@ -103,6 +103,7 @@ class RestoreContext:
     shared_memory: object = None  # torpor.parts.shmem.SharedMemory of the whole tree
     shared_files: object = None  # torpor.parts.files.TreeFds: fds other processes can take
     thread_cores: dict = field(default_factory=dict)  # tid -> CoreEntry of the other threads
+    inherited: dict = field(default_factory=dict)  # external key -> torpor's fd (--inherit-fd)
     tcp_close: bool = False  # TCP connections are restored closed
 
     def __post_init__(self):

@@ -7,6 +7,7 @@ the registers of every thread are loaded and the whole tree is let go. Any failu
 every task created; the images are only read.
 """
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +153,7 @@ def restore(
     progress=None,
     trust_images: bool = False,
     tcp_close: bool = False,
+    inherit_fds: dict[str, int] | None = None,
 ) -> int:
     """Recreate the process tree saved in `images_dir`; return its root's PID (as seen from
     here: with `pidns`, the tree has its dumped PIDs only inside its new PID namespace).
@@ -160,9 +162,12 @@ def restore(
     returns, and no task of it ran before every task was complete. `tcp_close` restores TCP
     connections closed (CRIU's --tcp-close). The network lock the dump left is removed once
     the tree runs; a restore that fails leaves it, so that another can still take the
-    connections over.
+    connections over. `inherit_fds` hands in, for a file whose other side was outside the
+    tree (a pipe: "pipe:[INODE]", see `torpor show`), an fd of this process to use instead
+    (CRIU's --inherit-fd); without one, such a pipe is made again with that side closed.
     """
     images, procs, file_entries = _open(images_dir, trust_images)
+    inherit_fds = _inherited(inherit_fds or {}, file_entries)
     started = time.monotonic()
     warnings = preflight.enforce(
         preflight.run(
@@ -210,6 +215,7 @@ def restore(
                 thread_cores=proc.thread_cores,
                 notes=notes,
                 tcp_close=tcp_close,
+                inherited=inherit_fds,
             )
             for proc in procs
             if not proc.zombie
@@ -250,6 +256,21 @@ def restore(
         time.monotonic() - started,
     )
     return root
+
+
+def _inherited(handed: dict[str, int], file_entries: dict) -> dict[str, int]:
+    """`handed` (key -> fd of this process), checked: every key names a file the images
+    hold whose other side was outside the tree, and every fd is open."""
+    known = files.external_keys(file_entries)
+    for key, fd in handed.items():
+        if key not in known:
+            outside = ", ".join(sorted(known)) or "none"
+            raise RestoreError(f"--inherit-fd: the images hold no {key} (outside ends: {outside})")
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            raise RestoreError(f"--inherit-fd: fd {fd} for {key}: {e.strerror}") from None
+    return handed
 
 
 def _rebuild(ctx: RestoreContext) -> None:

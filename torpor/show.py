@@ -6,8 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from torpor.arch import abi_for_cs
-from torpor.images import ImageDir, constants, pb
+from torpor.images import ImageDir, constants
 from torpor.kernel.procfs import PAGE_SIZE
+from torpor.parts import files as parts_files
 
 
 def _vma_kind(status: int) -> str:
@@ -71,7 +72,12 @@ def show(images_dir) -> None:
         fds = images.read(f"fdinfo-{core.ids.files_id}.img")
         for fd in fds:
             f = files.get(fd.id)
-            what = f.reg.name if f and f.HasField("reg") else pb.fdinfo_pb2.FdTypes.Name(fd.type)
-            console.print(f"  fd {fd.fd}: {what}")
+            console.print(f"  fd {fd.fd}: {parts_files.describe(f) if f else 'no file'}")
         handled = [i + 1 for i, sa in enumerate(core.tc.sigactions) if sa.sigaction > 1]
         console.print(f"  {len(handled)} signal handlers, blocked mask {core.tc.blk_sigset:#x}")
+    outside = parts_files.external_keys(files)
+    for key, file_id in outside.items():
+        console.print(
+            f"outside end: {parts_files.describe(files[file_id])}: restore makes it again with "
+            f"that side closed, or uses an fd handed in with --inherit-fd fd[N]:{key}"
+        )

@@ -256,6 +256,24 @@ def restore_problems(files: dict, shell_job: bool) -> list[str]:
     return problems
 
 
+def external_keys(files: dict) -> dict[str, int]:
+    """The keys of the open files whose other side was outside the tree (what
+    --inherit-fd may hand in), with the file id of each."""
+    keys = {}
+    for f in files.values():
+        kind = kinds.kind_of_entry(f)
+        key = kind.external_key(getattr(f, kind.field)) if kind else None
+        if key:
+            keys[key] = f.id
+    return keys
+
+
+def describe(f) -> str:
+    """A FileEntry in a few words (its kind says)."""
+    kind = kinds.kind_of_entry(f)
+    return kind.describe(getattr(f, kind.field)) if kind else "a file of no known kind"
+
+
 def in_flight_problems(images, files: dict) -> list[str]:
     """Why the files the saved messages carry cannot be made again: a file id the images
     do not have, or a kind that does not travel."""

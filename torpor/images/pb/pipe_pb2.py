@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 from torpor.images.pb import fown_pb2 as torpor_dot_images_dot_pb_dot_fown__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btorpor/images/pb/pipe.proto\x12\x06torpor\x1a\x1btorpor/images/pb/fown.proto\"X\n\tPipeEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0f\n\x07pipe_id\x18\x02 \x02(\r\x12\r\n\x05\x66lags\x18\x03 \x02(\r\x12\x1f\n\x04\x66own\x18\x04 \x02(\x0b\x32\x11.torpor.FownEntry')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btorpor/images/pb/pipe.proto\x12\x06torpor\x1a\x1btorpor/images/pb/fown.proto\"q\n\tPipeEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0f\n\x07pipe_id\x18\x02 \x02(\r\x12\r\n\x05\x66lags\x18\x03 \x02(\r\x12\x1f\n\x04\x66own\x18\x04 \x02(\x0b\x32\x11.torpor.FownEntry\x12\x17\n\x0etorpor_outside\x18\xe8\x07 \x01(\x08')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -30,5 +30,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.pipe_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PIPEENTRY']._serialized_start=68
-  _globals['_PIPEENTRY']._serialized_end=156
+  _globals['_PIPEENTRY']._serialized_end=181
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,15 @@ class FdKind:
         first in KINDS that claims an entry has it)."""
         return True
 
+    def external_key(self, entry) -> str | None:
+        """The key (CRIU's, as --inherit-fd takes it: "pipe:[INODE]") of an open file whose
+        other side was outside the tree, which the restore may be handed; None for others."""
+        return None
+
+    def describe(self, entry) -> str:
+        """The open file `entry` in a few words, for `torpor show`."""
+        return self.name
+
     def restore_problem(self, entry, shell_job: bool) -> str | None:
         """Why a restore with these options cannot reopen `entry`, found before anything is
         created; None if it can."""

@@ -15,8 +15,8 @@ from torpor.errors import ImageError, UnsupportedError
 from torpor.images import pb
 from torpor.parts.fds.base import FdKind, open_in_task, park, place
 from torpor.parts.fds.pipe import (
+    one_sided,
     refill_made,
-    refuse_one_sided,
     save_contents,
     write_contents,
 )
@@ -38,7 +38,11 @@ class Fifo(FdKind):
                     f"fd {d.fd} of process {pid} is a FIFO ({d.target}) no longer reachable "
                     "by its path, not supported yet"
                 )
-        refuse_one_sided(found, "a FIFO", read_write=True)
+        for pid, d in one_sided(found, read_write=True):
+            raise UnsupportedError(
+                f"fd {d.fd} of process {pid} is a FIFO ({d.target}) whose other end is "
+                "outside the process tree, not supported yet"
+            )
 
     def dump(self, ctx, d, state, fown):
         save_contents(ctx, d, state, read_write=True)

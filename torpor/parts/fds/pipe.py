@@ -14,7 +14,6 @@ import fcntl
 import os
 
 from torpor.arch import X86_64
-from torpor.errors import UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import peek_pipe, pipe_has_other_end
 from torpor.kernel.procfs import proc
@@ -38,11 +37,21 @@ class Pipe(FdKind):
         return d.kind == "pipe"
 
     def inspect(self, found, options, state) -> None:
-        refuse_one_sided(found, "a pipe")
+        state["outside"] = {d.inode for _, d in one_sided(found)}
 
     def dump(self, ctx, d, state, fown):
         save_contents(ctx, d, state)
-        return pb.pipe_pb2.PipeEntry(pipe_id=d.inode, flags=d.flags & ~os.O_CLOEXEC, fown=fown)
+        entry = pb.pipe_pb2.PipeEntry(pipe_id=d.inode, flags=d.flags & ~os.O_CLOEXEC, fown=fown)
+        if d.inode in state["outside"]:
+            entry.torpor_outside = True
+        return entry
+
+    def external_key(self, entry) -> str | None:
+        return f"pipe:[{entry.pipe_id}]" if entry.torpor_outside else None
+
+    def describe(self, entry) -> str:
+        side = "write" if entry.flags & O_ACCMODE == os.O_WRONLY else "read"
+        return f"the {side} end of pipe:[{entry.pipe_id}]"
 
     def write(self, images, state) -> None:
         write_contents(images, "pipes-data.img", state)
@@ -50,7 +59,11 @@ class Pipe(FdKind):
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         pipes = state.setdefault("pipes", {})  # pipe id -> (saved PID, parked read, write end)
         if entry.pipe_id not in pipes:
-            _make_pipe(ctx, entry.pipe_id, state)
+            handed = ctx.inherited.get(self.external_key(entry) or "")
+            if handed is None:
+                _make_pipe(ctx, entry.pipe_id, state)
+            else:
+                _adopt_pipe(ctx, entry.pipe_id, handed, state)
         owner, read_end, write_end = pipes[entry.pipe_id]
         end = take(ctx, owner, write_end if entry.flags & O_ACCMODE == os.O_WRONLY else read_end)
         try:
@@ -65,23 +78,32 @@ class Pipe(FdKind):
         refill_made(ctx, "pipes-data.img", state, write_ends)
 
 
-def refuse_one_sided(found, kind: str, read_write: bool = False) -> None:
-    """Refuse a pipe or FIFO (`kind`) of which the tree holds one side while the other side
-    is open outside it; one whose other side is closed everywhere is restored so (the parked
-    other end is closed once the tree holds its ends). With `read_write` (FIFOs), an end
-    open for both holds both sides."""
+def one_sided(found, read_write: bool = False) -> list:
+    """The fds (pid, FdDescription) of pipes or FIFOs of which the tree holds one side
+    while the other side is open outside it; one whose other side is closed everywhere is
+    restored so (the parked other end is closed once the tree holds its ends). With
+    `read_write` (FIFOs), an end open for both holds both sides."""
     ends: dict[int, set[int]] = {}
     for _, d in found:
         ends.setdefault(d.inode, set()).add(d.flags & O_ACCMODE)
+    outside = []
     for pid, d in found:
         sides = ends[d.inode]
         if (read_write and os.O_RDWR in sides) or sides == {os.O_RDONLY, os.O_WRONLY}:
             continue
         if pipe_has_other_end(pid, d.fd, reading=os.O_RDONLY in sides):
-            raise UnsupportedError(
-                f"fd {d.fd} of process {pid} is {kind} ({d.target}) whose other end is "
-                "outside the process tree, not supported yet"
-            )
+            outside.append((pid, d))
+    return outside
+
+
+def _adopt_pipe(ctx, pipe_id: int, handed: int, state) -> None:
+    """Take the pipe behind torpor's fd `handed` (--inherit-fd) for pipe `pipe_id`: both
+    ends parked like a pipe made here (reopened through torpor's /proc, which also gives
+    the saved data a way in), closed with the others once the tree holds its ends."""
+    path = f"/proc/{os.getpid()}/fd/{handed}"
+    parked = [park(ctx, open_in_task(ctx, path, flags)) for flags in (os.O_RDONLY, os.O_WRONLY)]
+    state["pipes"][pipe_id] = (ctx.image_pid, *parked)
+    state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(pipe_id)
 
 
 def save_contents(ctx, d, state, read_write: bool = False) -> None:

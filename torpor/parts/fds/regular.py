@@ -40,6 +40,9 @@ class Regular(FdKind):
     def recognise(self, d) -> bool:
         return d.kind in ("reg", "dir", "chr-mem")
 
+    def describe(self, entry) -> str:
+        return entry.name
+
     def inspect(self, found, options, state) -> None:
         for pid, d in found:
             if not d.target.startswith("/"):  # nsfs ("net:[4026531840]") and the like

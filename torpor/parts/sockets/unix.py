@@ -186,6 +186,13 @@ class UnixSocket(FdKind):
                 state.setdefault("queued", []).append((entry, messages))
         return entry
 
+    def describe(self, entry) -> str:
+        states = {TCP_LISTEN: ", listening", TCP_ESTABLISHED: ", connected"}
+        named = f" {_shown(entry.name)}" if entry.name else ""
+        return f"a Unix {_TYPES.get(entry.type, 'socket')} socket{named}" + states.get(
+            entry.state, ""
+        )
+
     def write(self, images, state) -> None:
         queues.write(images, [*state.get("queued", ()), *_read_unaccepted(state)])
 
