@@ -8,26 +8,28 @@ works because the restore gives every process its PID back. One of a non-leader 
 (PIDFD_THREAD) refuses: threads are made after the fds.
 
 A pidfd whose process has exited and been reaped ("Pid: -1") is made from a child torpor
-starts, lets exit and reaps at once: its pidfd (opened with the saved flags before the
-reaping) is handed into the task with pidfd_getfd, through a pidfd of torpor the task
-opens by /proc, so that it works from another PID namespace too. It polls readable with
+starts in the task's PID namespace, lets exit and reaps at once: its pidfd (opened with the
+saved flags before the reaping) is handed into the task with pidfd_getfd, through a pidfd
+of torpor the task opens by /proc, which works from another PID namespace too. It polls readable with
 POLLHUP and signals through it fail with ESRCH, as before. Each such pidfd gets a dead
 process of its own: two open files of one dead process come back as two (only their inode
 numbers could tell).
 """
 
+import contextlib
 import os
 
 from torpor.arch import X86_64
 from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
-from torpor.kernel import fdinfo
-from torpor.kernel.procfs import children, list_tasks
+from torpor.kernel import fdinfo, libc
+from torpor.kernel.procfs import children, list_tasks, proc
 from torpor.parts.fds.base import FdKind, open_in_task, place
 
 PIDFD_NONBLOCK = os.O_NONBLOCK
 PIDFD_THREAD = os.O_EXCL
 DEAD = -1
+CLONE_NEWPID = 0x20000000
 
 
 class Pidfd(FdKind):
@@ -115,10 +117,12 @@ def _check_in_tree(ctx, pid: int) -> None:
 
 def _dead_pidfd(ctx, flags: int, state: dict) -> int:
     """A new fd in the task: a pidfd, with `flags`, of a process that has exited and been
-    reaped."""
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
+    reaped, born in the task's PID namespace (signals through a pidfd of a process the
+    namespace does not hold fail with EINVAL, not ESRCH)."""
+    with _children_in_pid_namespace_of(ctx.pid):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
     try:
         own = os.pidfd_open(pid, flags)
     finally:
@@ -133,6 +137,25 @@ def _dead_pidfd(ctx, flags: int, state: dict) -> int:
         finally:
             task.call(X86_64, "close", of_torpor)
     finally:
+        os.close(own)
+
+
+@contextlib.contextmanager
+def _children_in_pid_namespace_of(pid: int):
+    """Within this block, torpor's children are born in the PID namespace of process `pid`;
+    afterwards in torpor's own again."""
+    theirs, own = (os.open(p, os.O_RDONLY) for p in (proc(pid, "ns", "pid"), "/proc/self/ns/pid"))
+    try:
+        other = os.fstat(theirs).st_ino != os.fstat(own).st_ino
+        if other:
+            libc.syscall(libc.SYS_SETNS, theirs, CLONE_NEWPID)
+        try:
+            yield
+        finally:
+            if other:
+                libc.syscall(libc.SYS_SETNS, own, CLONE_NEWPID)
+    finally:
+        os.close(theirs)
         os.close(own)
 
 
