@@ -61,3 +61,22 @@ def test_pidfds_restored_into_a_pid_namespace(start_workload, tmp_path):
             os.kill(restored, 9)
     w.signal()
     w.verdict().assert_passed()
+
+
+def test_pidfd_of_a_thread_refuses(start_workload, tmp_path):
+    """A pidfd of a thread other than a main thread (PIDFD_THREAD): threads are made after
+    the fds, so it refuses the dump, naming the fd and the thread."""
+    w = start_workload("pidfds", "thread")
+    w.wait_ready()
+    threads = {int(t) for t in os.listdir(f"/proc/{w.pid}/task")} - {w.pid}
+    ((fd, tid),) = [(fd, p) for fd, p in _pidfds(w.pid).items() if p in threads]
+    images = tmp_path / "images"
+    images.mkdir()
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(w.pid, str(images))
+    message = str(exc.value)
+    assert "\n" not in message, message
+    assert f"fd {fd} of process {w.pid} is a pidfd of thread {tid}" in message, message
+    assert os.listdir(images) == []
+    w.signal()
+    w.verdict().assert_passed()

@@ -7,9 +7,12 @@
  *   (FAN_MARK_IGNORED_SURV_MODIFY);
  * - a mount mark and a filesystem mark on the working directory's mount, each ignoring what
  *   it asks for (FAN_OPEN, FAN_ACCESS: quiet, whatever the host does there).
+ * A second instance reports file handles instead of fds (FAN_REPORT_FID), with an inode mark
+ * on "marked/f" for FAN_MODIFY.
  * After the restore no event is queued; writing f gives FAN_MODIFY and FAN_CLOSE_WRITE with
  * an fd of f and this process's PID, read from the restored fd; writing g gives
- * FAN_CLOSE_WRITE only; the instance's flags and marks read back through fdinfo as they were.
+ * FAN_CLOSE_WRITE only; the FID instance reports FAN_MODIFY of f with a file handle record
+ * and no fd; both instances' flags and marks read back through fdinfo as they were.
  *
  * Mode "unread": an event is left queued, which refuses the dump; it is still there after.
  * Mode "permission": a second instance (FAN_CLASS_CONTENT) asks to allow each open of
@@ -119,6 +122,10 @@ int main(int argc, char **argv)
     mark(fan, FAN_MARK_FILESYSTEM, FAN_ACCESS, ".");
     mark(fan, FAN_MARK_FILESYSTEM | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY,
          FAN_ACCESS, ".");
+    int fid = fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_FID | FAN_NONBLOCK, O_RDONLY);
+    if (fid < 0)
+        FAIL_ERRNO("fanotify_init(FAN_REPORT_FID)");
+    mark(fid, 0, FAN_MODIFY, "marked/f");
     int queued = -1, perm = -1;
     if (unread)
         touch("marked/f");
@@ -156,8 +163,9 @@ int main(int argc, char **argv)
         if (read(perm, &asked, sizeof(asked)) != sizeof(asked) || !(asked.mask & FAN_OPEN_PERM))
             fail("no permission event to answer");
     }
-    static char before[8192], after[8192];
+    static char before[8192], after[8192], fid_before[1024], fid_after[1024];
     marks_shown(fan, before, sizeof(before));
+    marks_shown(fid, fid_before, sizeof(fid_before));
     int flags = fcntl(fan, F_GETFL);
     ready();
     wait_for_usr1();
@@ -179,8 +187,26 @@ int main(int argc, char **argv)
     marks_shown(fan, after, sizeof(after));
     if (strcmp(before, after) != 0)
         fail("fdinfo shows\n%swhere it showed\n%s", after, before);
+    marks_shown(fid, fid_after, sizeof(fid_after));
+    if (strcmp(fid_before, fid_after) != 0)
+        fail("fdinfo of the FID instance shows\n%swhere it showed\n%s", fid_after, fid_before);
+    if (ioctl(fid, FIONREAD, &queued) != 0 || queued != 0)
+        fail("the FID instance has %d bytes queued", queued);
     touch("marked/f");
     CHECK_EQ("f: events", events_until_close(fan, "/marked/f"), FAN_MODIFY | FAN_CLOSE_WRITE);
+    struct pollfd p = {.fd = fid, .events = POLLIN};
+    char buf[4096] __attribute__((aligned(8)));
+    ssize_t n = poll(&p, 1, 10000) == 1 ? read(fid, buf, sizeof(buf)) : -1;
+    struct fanotify_event_metadata *m = (void *)buf;
+    if (n < (ssize_t)sizeof(*m))
+        fail("the FID instance reports no event for f");
+    else {
+        struct fanotify_event_info_header *h = (void *)(buf + m->metadata_len);
+        CHECK_EQ("FID event: mask", m->mask, FAN_MODIFY);
+        CHECK_EQ("FID event: no fd", m->fd, FAN_NOFD);
+        CHECK_EQ("FID event: a file handle record",
+                 m->event_len > m->metadata_len && h->info_type == FAN_EVENT_INFO_TYPE_FID, 1);
+    }
     touch("marked/g");
     CHECK_EQ("g: events", events_until_close(fan, "/marked/g"), FAN_CLOSE_WRITE);
     finish();

@@ -17,9 +17,12 @@
  *
  * Mode "outside": the process also holds a pidfd of a process outside the tree (a
  * grandchild let go), which refuses the dump; it checks that the pidfd still signals it.
+ * Mode "thread": it also holds a pidfd (PIDFD_THREAD) of a second thread of its own, which
+ * refuses the dump; it checks that the pidfd still signals the thread.
  */
 #include "common.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #ifndef P_PIDFD
@@ -63,6 +66,17 @@ static int wait_readable(int fd)
     return poll(&p, 1, 10000) == 1 ? p.revents : 0;
 }
 
+static volatile pid_t thread_tid;
+
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    thread_tid = (pid_t)syscall(SYS_gettid);
+    for (;;)
+        pause();
+    return NULL;
+}
+
 static pid_t child_b(int *pidfd, int go)
 {
     pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, 0, pidfd, NULL, 0);
@@ -76,6 +90,7 @@ static pid_t child_b(int *pidfd, int go)
 int main(int argc, char **argv)
 {
     int outside = argc > 1 && strcmp(argv[1], "outside") == 0;
+    int thread = argc > 1 && strcmp(argv[1], "thread") == 0;
     workload_init("pidfds", 0);
     int report[2], go[2];
     if (pipe(report) != 0 || pipe(go) != 0)
@@ -152,6 +167,18 @@ int main(int argc, char **argv)
         if (fo < 0)
             FAIL_ERRNO("pidfd_open of the outside process");
     }
+    int fth = -1;
+    if (thread) {
+        pthread_t t;
+        signal(SIGUSR2, SIG_IGN);
+        if (pthread_create(&t, NULL, thread_main, NULL) != 0)
+            FAIL_ERRNO("pthread_create");
+        while (!thread_tid)
+            sched_yield();
+        fth = pidfd_open(thread_tid, PIDFD_THREAD);
+        if (fth < 0)
+            FAIL_ERRNO("pidfd_open of the thread");
+    }
     int flags_a = fcntl(fa, F_GETFL), flags_b = fcntl(fb, F_GETFL);
     int flags_t = ft >= 0 ? fcntl(ft, F_GETFL) : -1, flags_d2 = fcntl(fd_dead2, F_GETFL);
     ready();
@@ -219,6 +246,8 @@ int main(int argc, char **argv)
             FAIL_ERRNO("pidfd_send_signal to the outside process");
         close(far_pipe[1]); /* it exits */
     }
+    if (thread && pidfd_send_signal(fth, SIGUSR2) != 0)
+        FAIL_ERRNO("pidfd_send_signal to the thread");
     kill(a, SIGKILL);
     waitpid(a, NULL, 0);
     finish();
