@@ -156,6 +156,45 @@ def test_connection_whose_listener_closed_leaves_the_name_free(programs, tmp_pat
     assert "OK" in out.read_text(), out.read_text()
 
 
+REPLACED = """
+import os, signal, socket, sys
+signal.signal(signal.SIGUSR1, lambda *a: None)
+path = {path!r}
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(path)
+os.unlink(path)
+with open(path, "w") as f:
+    f.write("another file")
+r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); r.bind(b"\\0torpor-rx-%d" % os.getpid())
+print("READY", flush=True)
+signal.pause()
+s.sendto(b"hi", r.getsockname())
+data, sender = r.recvfrom(10)
+ok = s.getsockname() == path and (data, sender) == (b"hi", path)
+print("OK" if ok and open(path).read() == "another file" else "BAD", flush=True)
+"""
+
+
+def test_socket_whose_path_now_holds_another_file(programs, tmp_path):
+    """A socket whose file was deleted and replaced by another file: restored with its
+    name, sending from it, while the file now at its path stays as it is."""
+    out = tmp_path / "out"
+    proc = programs(REPLACED.format(path=str(tmp_path / "rep.sock")))
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images))
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
+    assert (tmp_path / "rep.sock").read_text() == "another file"
+
+
 def test_out_of_band_byte_is_refused(programs, tmp_path):
     """A stream socket holding an out-of-band byte refuses the dump by name; the program
     then reads the byte and the data around it."""

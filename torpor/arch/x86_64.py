@@ -31,6 +31,8 @@ X86_64 = Abi(
         "getpid": 39,
         "fcntl": 72,
         "chdir": 80,
+        "fchdir": 81,
+        "chroot": 161,
         "umask": 95,
         "setpgid": 109,
         "setsid": 112,

@@ -29,18 +29,22 @@ listener, as the last thing before the tree is killed (so a dump that leaves the
 running refuses it), and the client sends it again once connected at restore.
 
 A path name is bound again where it was (a relative one from its directory); the socket
-file left by the dumped socket is replaced, its owner and mode restored, and one deleted
-at dump is deleted again. The kernel's record of who connected (SO_PEERCRED) names the
-restored processes but the credentials they have during the restore.
+file left by the dumped socket is replaced, its owner and mode restored; one deleted at dump
+(another file may have been put at its path since) is bound from inside a private directory
+made the task's root for the call, so that it has its name and no file anywhere. The
+kernel's record of who connected (SO_PEERCRED) is made with each peer's own effective uid and
+gid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import stat
 import struct
+import tempfile
 from contextlib import ExitStack
 
 from torpor.arch import X86_64
@@ -53,6 +57,7 @@ from torpor.parts.fds.base import FdKind, park, place, take
 from torpor.parts.sockets import borrowed_socket, options, queues
 
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+AT_FDCWD = -100
 UNIX_EXTERN = 1  # UnixSkEntry.uflags: the peer is outside the tree (--ext-unix-sk)
 SEND_SHUTDOWN, RCV_SHUTDOWN = 2, 1
 UNIX_PATH_MAX = 108
@@ -318,10 +323,14 @@ def _dump_path(pid: int, sk, entry, what: str) -> None:
         entry.deleted = True
     else:
         if st.st_ino != sk.vfs_ino or not stat.S_ISSOCK(st.st_mode):
-            raise UnsupportedError(
-                f"{what}: {path} is not its socket file (replaced, or bound from another "
-                "directory), not supported yet"
-            )
+            if not name.startswith("/"):
+                raise UnsupportedError(
+                    f"{what}: {path} is not its socket file (replaced, or bound from another "
+                    "directory), not supported yet"
+                )
+            entry.deleted = True  # its file was deleted, and another one put at its path
+            entry.torpor_name_ino = sk.vfs_ino
+            return
         entry.file_perms.mode, entry.file_perms.uid, entry.file_perms.gid = (
             stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         )  # fmt: skip
@@ -423,6 +432,31 @@ def _process_creds(ctx) -> tuple[int, int]:
     """The effective uid and gid the process will have (its saved credentials)."""
     core = ctx.core.thread_core
     return (core.creds.euid, core.creds.egid) if core.HasField("creds") else (0, 0)
+
+
+def _bind_unseen(ctx, fd: int, entry, address: bytes) -> int:
+    """Bind a socket whose file was deleted at dump (another file may be at its path now)
+    to its name from inside a private directory made the task's root for the call: it gets
+    its name, and its file is removed with the directory. bind's result (or -errno)."""
+    task = ctx.task
+    name = os.fsdecode(entry.name)
+    hidden = tempfile.mkdtemp(prefix=".torpor-bind-")
+    try:
+        inside = entry.name_dir if not name.startswith("/") else os.path.dirname(name)
+        os.makedirs(os.path.join(hidden, inside.lstrip("/")), exist_ok=True)
+        old_root = task.call(
+            X86_64, "openat", AT_FDCWD, task.put(b"/\0"), os.O_PATH | os.O_DIRECTORY, 0
+        )
+        task.call(X86_64, "chroot", task.put(os.fsencode(hidden) + b"\0"))
+        try:
+            task.call(X86_64, "chdir", task.put(os.fsencode(inside or "/") + b"\0"))
+            return task.syscall(X86_64, "bind", fd, task.put(address), len(address))
+        finally:
+            task.call(X86_64, "fchdir", old_root)
+            task.call(X86_64, "chroot", task.put(b".\0"))
+            task.call(X86_64, "close", old_root)
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
 
 
 def _carried_fds(message, contexts) -> list:
@@ -576,28 +610,26 @@ class _RestoreTree:
         if not entry.name:
             return
         task = ctx.task
-        if entry.name.startswith(b"\0"):
-            name = entry.name
+        address = _sockaddr(entry.name)
+        if entry.deleted and not stand_in:
+            got = _bind_unseen(ctx, fd, entry, address)
         else:
-            path = os.fsdecode(_address_name(entry))
-            self._clear_path(path, entry)
-            name = entry.name
-            if entry.name_dir:  # bound as it was, relative to its directory
-                task.call(X86_64, "chdir", task.put(os.fsencode(entry.name_dir) + b"\0"))
-        address = _sockaddr(name)
-        got = task.syscall(X86_64, "bind", fd, task.put(address), len(address))
+            if not entry.name.startswith(b"\0"):
+                path = os.fsdecode(_address_name(entry))
+                self._clear_path(path, entry)
+                if entry.name_dir:  # bound as it was, relative to its directory
+                    task.call(X86_64, "chdir", task.put(os.fsencode(entry.name_dir) + b"\0"))
+            got = task.syscall(X86_64, "bind", fd, task.put(address), len(address))
         if got < 0:
             raise RestoreError(
                 f"cannot bind a Unix socket to {_shown(entry.name)}: {os.strerror(-got)}"
             )
-        if entry.name.startswith(b"\0") or stand_in:
+        if entry.name.startswith(b"\0") or stand_in or entry.deleted:
             return
         if entry.HasField("file_perms"):
             perms = entry.file_perms
             os.chown(path, perms.uid, perms.gid, follow_symlinks=False)
             os.chmod(path, stat.S_IMODE(perms.mode), follow_symlinks=False)
-        if entry.deleted:
-            os.unlink(path)
 
     def _clear_path(self, path: str, entry) -> None:
         """Remove the socket file the dumped socket left at `path`; anything else there
