@@ -11,7 +11,7 @@ import harness
 import pytest
 
 import torpor
-from torpor.errors import UnsupportedError
+from torpor.errors import RestoreError, UnsupportedError
 
 
 def _fanotify_fds(pid: int) -> list[int]:
@@ -66,3 +66,24 @@ def test_permission_event_waiting_refuses(start_workload, tmp_path):
     finally:
         if harness.pid_alive(opener):
             os.kill(opener, 9)
+
+
+def test_restore_without_the_marked_file_fails_cleanly(start_workload, tmp_path):
+    """The file an inode mark was on is gone at restore: a RestoreError naming it, and
+    nothing of the tree is left."""
+    w = start_workload("fanotify")
+    w.wait_ready()
+    pid = w.pid
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(pid, str(images))
+    w.reap_original()
+    assert harness.wait_gone(pid, 5)
+    marked = w.cwd / "marked" / "g"
+    marked.unlink()
+    with pytest.raises(RestoreError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert "\n" not in message, message
+    assert f"cannot mark {marked} with fanotify again" in message, message
+    assert harness.wait_gone(pid, 5), "the half-restored process was left"

@@ -31,10 +31,11 @@ from torpor.kernel.procfs import proc
 from torpor.parts.fds.base import FdKind, place
 
 FIONREAD = 0x541B
+F_SETFL = 4
 AT_FDCWD = -100
 HANDLE_WORDS = 16  # CRIU writes at least this many
 
-FAN_CLOEXEC, FAN_NONBLOCK = 0x1, 0x2
+FAN_NONBLOCK = 0x2
 FAN_CLASS_CONTENT, FAN_CLASS_PRE_CONTENT = 0x4, 0x8
 FAN_MARK_ADD = 0x1
 FAN_MARK_IGNORED_MASK = 0x20
@@ -106,16 +107,18 @@ class Fanotify(FdKind):
         return entry
 
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
-        flags = entry.faflags & ~(FAN_CLOEXEC | FAN_NONBLOCK)
-        if entry.flags & os.O_NONBLOCK:
-            flags |= FAN_NONBLOCK
-        got = ctx.task.syscall(X86_64, "fanotify_init", flags, entry.evflags)
+        # The init flags as they were given (fdinfo shows them so), then the file's own
+        # O_NONBLOCK and close-on-exec flag, which fcntl may have changed since.
+        task = ctx.task
+        got = task.syscall(X86_64, "fanotify_init", entry.faflags, entry.evflags)
         if got < 0:
             raise RestoreError(
                 f"cannot make fd {fd} of process {ctx.image_pid} a fanotify instance again "
                 f"(flags {entry.faflags:#x}): {os.strerror(-got)}"
             )
-        place(ctx, got, fd, cloexec)
+        if bool(entry.faflags & FAN_NONBLOCK) != bool(entry.flags & os.O_NONBLOCK):
+            task.call(X86_64, "fcntl", got, F_SETFL, entry.flags & os.O_NONBLOCK)
+        place(ctx, got, fd, cloexec, always_set_flag=True)
         state.setdefault("marks", []).append((ctx, fd, entry))
 
     def finish_tree(self, contexts, state) -> None:

@@ -10,10 +10,10 @@ works because the restore gives every process its PID back. One of a non-leader 
 A pidfd whose process has exited and been reaped ("Pid: -1") is made from a child torpor
 starts in the task's PID namespace, lets exit and reaps at once: its pidfd (opened with the
 saved flags before the reaping) is handed into the task with pidfd_getfd, through a pidfd
-of torpor the task opens by /proc, which works from another PID namespace too. It polls readable with
-POLLHUP and signals through it fail with ESRCH, as before. Each such pidfd gets a dead
-process of its own: two open files of one dead process come back as two (only their inode
-numbers could tell).
+of torpor the task opens by /proc, which works from another PID namespace too. It polls
+readable with POLLHUP and signals through it fail with ESRCH, as before. Each such pidfd
+gets a dead process of its own: two open files of one dead process come back as two (only
+their inode numbers could tell).
 """
 
 import contextlib
