@@ -7,17 +7,27 @@ import sys
 
 import click
 
-from torpor.errors import TorporError
+from torpor.errors import TorporError, one_line
 
 
 def _fail(message: str) -> None:
-    click.echo(f"torpor: error: {message}", err=True)
+    click.echo(f"torpor: error: {one_line(message)}", err=True)
     sys.exit(1)
+
+
+class _OneLine(logging.Formatter):
+    """Each record one line, whatever of the images its message quotes (see errors.one_line);
+    the traceback -vv adds to an internal error follows on lines of its own."""
+
+    def formatMessage(self, record) -> str:  # noqa: N802 (logging's name)
+        return one_line(super().formatMessage(record))
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="torpor: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine("torpor: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 class _Progress:

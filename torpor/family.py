@@ -216,6 +216,7 @@ class Family:
         self.by_pid = {p.pid: p for p in procs}
         self.tasks: dict[int, RemoteTask] = {}  # saved PID/TID -> its task, while traced
         self.created: list[int] = []  # every process made, as torpor numbers it
+        self.threads: list[int] = []  # every other thread started, as torpor numbers it
         self._timens_offsets = timens_offsets
         self._pid_ns = pid_ns
         self._scratch_at = scratch_at
@@ -337,7 +338,8 @@ class Family:
             if os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
                 task.call(X86_64, "prlimit64", 0, RLIMIT_CORE, task.put(bytes(16)), 0)
-                task.call(X86_64, "rt_sigaction", sig, task.put(bytes(32)), 0, 8)
+                if sig != signal.SIGKILL:  # whose action is always the default one
+                    task.call(X86_64, "rt_sigaction", sig, task.put(bytes(32)), 0, 8)
                 ptrace.set_sigmask(task.pid, 0)
                 task.kill_with(sig)
             else:
@@ -350,6 +352,7 @@ class Family:
         leader = self.tasks[pid]
         thread = _with_pid_retries(tid, lambda: leader.spawn(CLONE_THREAD_FLAGS, tid))
         self.tasks[tid] = thread
+        self.threads.append(thread.pid)
         return thread
 
     def let_go(self) -> None:
@@ -370,7 +373,9 @@ class Family:
         for pid in self.created:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in self.created:
+        # The threads first: each is traced, so its process is not reaped until torpor has
+        # reaped it (a wait for the process alone would never end).
+        for pid in self.threads + self.created:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, WALL)
         self.tasks.clear()

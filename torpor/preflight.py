@@ -14,7 +14,19 @@ from torpor.arch import xstate
 from torpor.context import RestoreContext
 from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
-from torpor.parts import clocks, cpu, files, memory, pkeys, regs, rlimits, signals, task
+from torpor.parts import (
+    clocks,
+    cpu,
+    files,
+    memory,
+    pkeys,
+    regs,
+    rlimits,
+    shmem,
+    signals,
+    task,
+    timers,
+)
 from torpor.parts import vdso as vdso_part
 from torpor.parts.sockets import inet
 
@@ -55,12 +67,20 @@ def run(
     findings = [_cpu(images, strict_cpu_check)]
     live = [p for p in procs if not p.zombie]
     available = cpuid.xfeatures()
+    for proc in procs:
+        if proc.zombie:
+            problem = task.zombie_problem(proc.core)
+            findings.append(_process_finding("saved state", proc, problem, "a zombie"))
     for proc in live:
         findings.append(_image_bounds(proc))
         findings.append(_register_state(proc, available))
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
+    problem = shmem.image_problem([p.mm for p in live], files.memory_objects(files_by_id))
+    findings.append(
+        Finding("shared memory", REFUSE if problem else OK, problem or "objects in range")
+    )
     files_problems = files.restore_problems(files_by_id, shell_job)
     files_problems += files.in_flight_problems(images, files_by_id)
     findings.append(
@@ -114,9 +134,11 @@ def _image_bounds(proc) -> Finding:
             for p in (
                 *(
                     regs.image_problem(tid, core, proc.abi)
+                    or _of_thread(tid, signals.thread_image_problem(core, proc.abi))
                     for tid, core in [(proc.pid, proc.core), *proc.thread_cores.items()]
                 ),
                 signals.image_problem(proc.core, proc.abi),
+                timers.image_problem(proc.core),
                 memory.image_problem(proc.mm, proc.abi),
             )
             if p
@@ -126,6 +148,10 @@ def _image_bounds(proc) -> Finding:
     return _process_finding(
         "saved state", proc, problem, "registers, signals and mappings in range"
     )
+
+
+def _of_thread(tid: int, problem: str | None) -> str | None:
+    return problem and f"thread {tid}: {problem}"
 
 
 def _register_state(proc, available: int) -> Finding:

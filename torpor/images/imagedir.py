@@ -29,6 +29,7 @@ of the wrong class) raise ValueError/TypeError.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
@@ -44,6 +45,7 @@ from torpor.images.digest import Hasher, byte_view, digest_bytes, digest_file
 from torpor.images.kinds import PAGES_PREFIX, ImageKind, check_file_name, kind_of
 
 INVENTORY = "inventory.img"
+_log = logging.getLogger("torpor")
 
 _U32 = struct.Struct("<I")
 _FILE_MODE = 0o600  # images hold process memory and credentials
@@ -148,6 +150,12 @@ def decode_image(name: str, kind: ImageKind, data) -> list[tuple[Message, bytes 
             raise ImageError(
                 f"{name}: entry {index} ({cls.__name__}) lacks {missing} (damaged image)"
             )
+        bad = _bad_string(msg)
+        if bad:
+            raise ImageError(
+                f"{name}: entry {index} ({cls.__name__}) field {bad} is not a UTF-8 string "
+                "without NUL (damaged image)"
+            )
         payload = None
         if kind.payload_field is not None:
             count = kind.payload_size(msg)
@@ -163,6 +171,24 @@ def decode_image(name: str, kind: ImageKind, data) -> list[tuple[Message, bytes 
     if kind.head is not None and not entries:
         raise ImageError(f"{name}: no {kind.head.__name__} (damaged image)")
     return entries
+
+
+def _bad_string(msg: Message, prefix: str = "") -> str | None:
+    """The path of a string field of `msg` that is not valid UTF-8 or holds a NUL, or None.
+
+    Strings of the format are C strings (paths, names) torpor hands to the kernel: a NUL
+    would cut a path short, and proto2 parsing keeps bytes that do not decode as bytes."""
+    for field, value in msg.ListFields():
+        values = value if field.label == field.LABEL_REPEATED else (value,)
+        if field.type == field.TYPE_STRING:
+            if any(not isinstance(v, str) or "\0" in v for v in values):
+                return prefix + field.name
+        elif field.type == field.TYPE_MESSAGE:
+            for v in values:
+                bad = _bad_string(v, f"{prefix}{field.name}.")
+                if bad:
+                    return bad
+    return None
 
 
 class PagesWriter:
@@ -549,6 +575,12 @@ class ImageDir:
             raise ImageError(
                 f"{INVENTORY}: image version {inv.img_version} is not supported "
                 f"(expected {IMG_VERSION})"
+            )
+        if not inv.torpor_digests and not inv.HasField("torpor_inventory_digest"):
+            _log.warning(
+                "%s lists no digests (images not written by torpor): nothing checks their "
+                "integrity",
+                INVENTORY,
             )
         listed: dict[str, tuple[int, bytes]] = {}
         for item in inv.torpor_digests:

@@ -288,12 +288,14 @@ def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -
 
 
 def _open_path(ctx: RestoreContext, path: str, flags: int, opened: dict, what: str) -> int:
-    """An fd in the task for `path`, opened once per (path, flags) for all its mappings."""
+    """An fd in the task for `path`, opened once per (path, flags) for all its mappings
+    (without blocking, should the path now be a FIFO: mmap then refuses it)."""
     key = (path, flags)
     if key not in opened:
+        how = flags | os.O_NONBLOCK | os.O_NOCTTY
         try:
             opened[key] = ctx.task.call(
-                X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"), flags, 0
+                X86_64, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"), how, 0
             )
         except OSError as e:
             raise RestoreError(f"cannot open {what} {path}: {os.strerror(e.errno)}") from None
@@ -374,15 +376,28 @@ def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
     if head.pages_id != ctx.pages_id:
         raise ImageError(f"{name}: pages file {head.pages_id}, expected {ctx.pages_id}")
     runs = []
-    bounds = Ranges((v.start, v.end, True) for v in ctx.mm.vmas)
+    bounds = Ranges((v.start, v.end, v) for v in ctx.mm.vmas)
     for e in entries:
         if not e.flags & C.PE_PRESENT:
             continue
         addr, length = e.vaddr, e.nr_pages * PAGE_SIZE
-        if addr % PAGE_SIZE or not bounds.label(addr, length):
+        vma = bounds.label(addr, length) if length else None
+        if addr % PAGE_SIZE or vma is None:
             raise ImageError(f"{name}: pages at {addr:#x} lie outside every VMA (damaged image)")
+        if _file_holds_pages(vma):
+            raise ImageError(
+                f"{name}: pages at {addr:#x} of a shared file mapping, whose file holds them "
+                "(damaged image)"
+            )
         runs.append((addr, length))
     return head.pages_id, runs
+
+
+def _file_holds_pages(vma) -> bool:
+    """Whether `vma` maps a file MAP_SHARED: its pages are the file's, never saved by a dump
+    (torpor's or CRIU's) and never written by a restore, which would write them into the
+    file. Memfds are memory objects of the tree (parts.shmem), their pages saved."""
+    return bool(vma.status & C.VMA_FILE_SHARED and not vma.status & C.VMA_AREA_MEMFD)
 
 
 def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
@@ -441,10 +456,16 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
                             memio.write_from(ctx.pid, chunk, batch)
                         else:
                             _write_by_run(ctx, chunk, batch, targets)
-                    except OSError as e:  # raised below, once no view of the window is left
-                        failure = f"cannot write the saved pages at {batch[0][0]:#x}: {e.strerror}"
-            if failure:
-                raise RestoreError(f"process {ctx.image_pid}: {failure}")
+                    except BaseException as e:  # raised below, once no view of the window is
+                        failure = e.with_traceback(None)  # left: its frames hold views of it
+            if isinstance(failure, OSError):
+                why = failure.strerror or str(failure)
+                raise RestoreError(
+                    f"process {ctx.image_pid}: cannot write the saved pages at "
+                    f"{batch[0][0]:#x}: {why}"
+                ) from None
+            if failure is not None:
+                raise failure
             done += size
             if ctx.progress:
                 ctx.progress(done, total)
@@ -461,13 +482,30 @@ def _fill_method(vma, kernel_vmas: set) -> str:
     return "direct"
 
 
+_KINDS = C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED | C.VMA_ANON_SHARED | C.VMA_ANON_PRIVATE
+
+
 def image_problem(mm, abi) -> str | None:
     """What makes a saved mapping impossible (not page-aligned, empty or reversed, beyond
-    the ABI's user space); None if nothing."""
-    for vma in mm.vmas:
+    the ABI's user space, overlapping another, of two kinds at once, or mapped shared or
+    private against its kind: a restore maps it as its flags say and writes pages as its
+    kind says); None if nothing."""
+    end = 0
+    for vma in sorted(mm.vmas, key=lambda v: v.start):
+        where = f"mapping {vma.start:#x}-{vma.end:#x}"
         if (
             vma.start % PAGE_SIZE or vma.end % PAGE_SIZE or not vma.start < vma.end
             or vma.end > abi.task_size
         ):  # fmt: skip
-            return f"mapping {vma.start:#x}-{vma.end:#x} is not one this ABI can have"
+            return f"{where} is not one this ABI can have"
+        if vma.start < end:
+            return f"{where} overlaps another"
+        end = vma.end
+        kind = vma.status & _KINDS
+        if kind & (kind - 1):
+            return f"{where} is of two kinds at once (status {vma.status:#x})"
+        shared = bool(kind & (C.VMA_FILE_SHARED | C.VMA_ANON_SHARED))
+        sharing = vma.flags & (MAP_SHARED | MAP_PRIVATE)
+        if sharing != (MAP_SHARED if shared else MAP_PRIVATE):
+            return f"{where} has sharing flags {vma.flags:#x} against its kind"
     return None

@@ -16,6 +16,8 @@ from torpor.kernel.procfs import PAGE_SIZE
 
 F_ADD_SEALS = 1033
 F_SEAL_SEAL = 1
+LARGEST_FILE = (1 << 63) - 1  # MAX_LFS_FILESIZE: no memfd is larger
+LARGEST_ANON = 1 << 47  # shared anonymous memory was made by one mapping of a 64-bit task
 
 
 def shared_vmas(vmas):
@@ -27,6 +29,26 @@ def reach(vmas, into: dict[int, int]) -> None:
     """Record in `into` how far into each shared memory object (by shmid) `vmas` map it."""
     for vma in shared_vmas(vmas):
         into[vma.shmid] = max(into.get(vma.shmid, 0), vma.pgoff + vma.end - vma.start)
+
+
+def image_problem(mms, memfds: dict[int, tuple[str, int, int]]) -> str | None:
+    """What makes the saved shared memory objects impossible: a mapping at an offset that
+    is not page-aligned, or one reaching beyond what such an object can hold (a memfd's
+    largest size; the address space a shared anonymous object was mapped from); None if
+    nothing."""
+    for mm in mms:
+        for vma in shared_vmas(mm.vmas):
+            memfd = vma.status & C.VMA_AREA_MEMFD
+            limit = LARGEST_FILE if memfd else LARGEST_ANON
+            if vma.pgoff % PAGE_SIZE or vma.pgoff + vma.end - vma.start > limit:
+                return (
+                    f"mapping {vma.start:#x}-{vma.end:#x} of memory object {vma.shmid} at "
+                    f"offset {vma.pgoff:#x} is beyond what such an object holds"
+                )
+    for inode, (_, size, _) in memfds.items():
+        if size > LARGEST_FILE:
+            return f"memfd {inode} of {size} bytes is larger than a file can be"
+    return None
 
 
 class SharedMemory:
@@ -63,22 +85,31 @@ class SharedMemory:
             size = self._sizes[shmid]
             if shmid not in self._exact:
                 size = -(-size // PAGE_SIZE) * PAGE_SIZE
-            name = self._names[shmid]
-            if name is None:
-                area = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-                first = ctypes.c_char.from_buffer(area)
-                start = ctypes.addressof(first)
-                del first  # release the buffer export, or the area cannot be closed later
-                self._keep.append(area)
-                self._paths[shmid] = f"/proc/{os.getpid()}/map_files/{start:x}-{start + size:x}"
-            else:
-                sealing = os.MFD_ALLOW_SEALING if shmid in self._seals else 0
-                fd = os.memfd_create(name, os.MFD_CLOEXEC | sealing)
-                os.ftruncate(fd, size)
-                self._keep.append(fd)
-                self._fds[shmid] = fd
-                self._paths[shmid] = f"/proc/{os.getpid()}/fd/{fd}"
+            try:
+                self._create(shmid, size)
+            except OSError as e:
+                raise RestoreError(
+                    f"cannot create memory object {shmid} of {size} bytes: {e.strerror}"
+                ) from None
         return self._paths[shmid]
+
+    def _create(self, shmid: int, size: int) -> None:
+        """Make object `shmid` of `size` bytes: anonymous shared memory, or a memfd."""
+        name = self._names[shmid]
+        if name is None:
+            area = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+            first = ctypes.c_char.from_buffer(area)
+            start = ctypes.addressof(first)
+            del first  # release the buffer export, or the area cannot be closed later
+            self._keep.append(area)
+            self._paths[shmid] = f"/proc/{os.getpid()}/map_files/{start:x}-{start + size:x}"
+        else:
+            sealing = os.MFD_ALLOW_SEALING if shmid in self._seals else 0
+            fd = os.memfd_create(name, os.MFD_CLOEXEC | sealing)
+            self._keep.append(fd)
+            os.ftruncate(fd, size)
+            self._fds[shmid] = fd
+            self._paths[shmid] = f"/proc/{os.getpid()}/fd/{fd}"
 
     def write(self, shmid: int, offset: int, data) -> None:
         """Write `data` into object `shmid` at `offset`, through torpor's own hold on it; a

@@ -16,9 +16,18 @@ from torpor.kernel.procfs import read_status
 
 NSIG = 64
 SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
+# Signals whose default action is not to end the process: ignore (SIGCHLD, SIGCONT, SIGURG,
+# SIGWINCH) or stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU).
+NOT_FATAL_BY_DEFAULT = frozenset({17, 18, 19, 20, 21, 22, 23, 28})
 SIG_DFL = 0
 SA_IA32_ABI = 0x02000000  # kernel-internal flag, set on dispositions installed by ia32 code
 SS_DISABLE = 2
+
+
+def ends_by_default(sig: int) -> bool:
+    """Whether signal `sig` ends a process whose disposition is the default one (only such a
+    signal can have killed a process: a zombie's saved status naming another is forged)."""
+    return 1 <= sig <= NSIG and sig not in NOT_FATAL_BY_DEFAULT
 
 
 def _signals():
@@ -135,9 +144,22 @@ def restore_thread_pending(ctx: RestoreContext, tgid: int) -> None:
 
 def image_problem(core, abi) -> str | None:
     """What makes a saved signal disposition impossible (a handler or restorer beyond the
-    user space of the ABI that installed it); None if nothing."""
+    user space of the ABI that installed it, flags wider than its `unsigned long`); None if
+    nothing."""
     for sig, entry in zip(_signals(), core.tc.sigactions, strict=False):
         limit = abi.task_size if entry.compat_sigaction else abi_by_name("x86_64").task_size
         if entry.sigaction > 1 and entry.sigaction >= limit or entry.restorer >= limit:
             return f"signal {sig}: handler {entry.sigaction:#x} is not a user address"
+        if entry.compat_sigaction and entry.flags >> 32:
+            return f"signal {sig}: flags {entry.flags:#x} do not fit a 32-bit disposition"
+    return None
+
+
+def thread_image_problem(core, abi) -> str | None:
+    """What makes a thread's saved alternate stack impossible for its ABI (an address or
+    size wider than the ABI's word); None if nothing."""
+    sas = core.thread_core.sas
+    limit = 1 << abi.bits
+    if sas.ss_sp >= limit or sas.ss_size >= limit:
+        return f"alternate stack {sas.ss_sp:#x} of {sas.ss_size} bytes does not fit {abi.name}"
     return None

@@ -11,6 +11,7 @@ from torpor.images import constants as C
 from torpor.images import pb
 from torpor.kernel import caps, ptrace
 from torpor.kernel.procfs import read_auxv, read_personality, read_stat, read_status
+from torpor.parts import signals
 
 PR_SET_NAME = 15
 PR_GET_SECUREBITS = 27
@@ -151,10 +152,11 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
     exe = ctx.files.get(mm.exe_file_id)
     if exe is None:
         raise RestoreError(f"mm-{ctx.image_pid}.img: unknown executable file id {mm.exe_file_id}")
-    try:
+    try:  # without blocking, should the path now be a FIFO (PR_SET_MM_MAP then refuses it)
         exe_fd = task.call(
-            X86_64, "openat", AT_FDCWD, task.put(exe.reg.name.encode() + b"\0"), os.O_RDONLY, 0
-        )
+            X86_64, "openat", AT_FDCWD, task.put(exe.reg.name.encode() + b"\0"),
+            os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, 0,
+        )  # fmt: skip
     except OSError as e:
         raise RestoreError(f"cannot open executable {exe.reg.name}: {e.strerror}") from None
     fmt = "<Q" if abi.bits == 64 else "<I"
@@ -183,6 +185,19 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
         raise RestoreError(f"PR_SET_MM_MAP refused the saved mm layout: {e.strerror}") from None
     finally:
         task.syscall(X86_64, "close", exe_fd)
+
+
+def zombie_problem(core) -> str | None:
+    """What makes a zombie's saved wait status one no process can have left: not an exit
+    status 0-255 nor the end by a signal whose default action ends a process (a zombie made
+    to die by a signal that is ignored or stops would never die); None if nothing."""
+    status = core.tc.exit_code
+    sig = status & 0x7F
+    if sig == 0:
+        fine = status <= 0xFF00 and not status & 0xFF
+    else:
+        fine = status <= 0xFF and signals.ends_by_default(sig)
+    return None if fine else f"zombie wait status {status:#x} is not one a process leaves"
 
 
 def check_creds(core) -> None:

@@ -180,3 +180,29 @@ def _create_in_order(ctx: RestoreContext, entry) -> int:
             f"kernel, which handed out {got}"
         )
     return got
+
+
+def image_problem(core) -> str | None:
+    """What makes a saved timer impossible: a time beyond a time_t or with a fraction of a
+    second that is not one, an ID, signal or notification a C int cannot hold; None if
+    nothing."""
+    tc = core.tc
+    if not tc.HasField("timers"):
+        return None
+    checks = [
+        (f"interval timer {name}", getattr(tc.timers, name), ("isec", "iusec", "vsec", "vusec"))
+        for name, _ in ITIMERS
+    ]
+    checks += [
+        (f"POSIX timer {t.it_id}", t, ("isec", "insec", "vsec", "vnsec")) for t in tc.timers.posix
+    ]
+    for what, entry, (isec, ifrac, vsec, vfrac) in checks:
+        unit = 10**6 if ifrac.endswith("usec") else 10**9
+        seconds = (getattr(entry, isec), getattr(entry, vsec))
+        fractions = (getattr(entry, ifrac), getattr(entry, vfrac))
+        if max(seconds) >= 1 << 63 or max(fractions) >= unit:
+            return f"{what}: a time no timer can have"
+    for t in tc.timers.posix:
+        if max(t.it_id, t.si_signo, t.it_sigev_notify) >= 1 << 31:
+            return f"POSIX timer {t.it_id}: an ID, signal or notification beyond a C int"
+    return None

@@ -16,6 +16,7 @@ from torpor.parts.ghosts import is_ghost
 
 MEMFD_PREFIX = "/memfd:"
 F_GET_SEALS = 1034
+F_SETFL = 4
 SEEK_SET = 0
 
 
@@ -96,7 +97,13 @@ class Regular(FdKind):
         name = entry.name
         if entry.HasField("torpor_memfd"):
             name = ctx.shared_memory.path(entry.torpor_memfd)
-        place(ctx, open_in_task(ctx, name, entry.flags), fd, cloexec)
+        # Opened without blocking, should the path be a FIFO an image without the saved
+        # type (restore_problem) gives no means to see; the saved flags come back after.
+        got = open_in_task(ctx, name, entry.flags | os.O_NONBLOCK)
+        if not entry.flags & os.O_NONBLOCK:
+            kept = entry.flags & (os.O_APPEND | os.O_DIRECT | os.O_NOATIME)  # O_ASYNC: later
+            ctx.task.call(X86_64, "fcntl", got, F_SETFL, kept)
+        place(ctx, got, fd, cloexec)
         if entry.pos:
             ctx.task.call(X86_64, "lseek", fd, entry.pos, SEEK_SET)
 
