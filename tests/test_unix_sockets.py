@@ -303,6 +303,47 @@ def test_file_descriptors_in_flight_are_restored(programs, tmp_path):
     assert "OK" in out.read_text(), out.read_text()
 
 
+TCP_IN_FLIGHT = """
+import os, signal, socket
+signal.signal(signal.SIGUSR1, lambda *a: None)
+l = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(l.getsockname())
+s, _ = l.accept()
+a, b = socket.socketpair()
+socket.send_fds(a, [b"conn"], [s.fileno()])
+s.close()
+c.send(b"queued")
+print("READY", flush=True)
+signal.pause()
+_, (fd,), _, _ = socket.recv_fds(b, 4, 1)
+s = socket.socket(fileno=fd)
+ok = s.recv(6) == b"queued"
+s.send(b"back"); ok = ok and c.recv(4) == b"back"
+print("OK" if ok else "BAD", flush=True)
+"""
+
+
+def test_tcp_connection_in_flight_is_restored(programs, tmp_path):
+    """An accepted TCP connection handed over a Unix socket and closed by its sender (a
+    pre-forking server's hand-off), dumped with tcp_established: it arrives after the
+    restore with the data queued on it, and talks both ways."""
+    out = tmp_path / "out"
+    proc = programs(TCP_IN_FLIGHT)
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(proc.pid, str(images), tcp_established=True)
+    proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+    restored = torpor.restore(str(images))
+    programs.pids.append(restored)
+    os.kill(restored, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not any(w in out.read_text() for w in ("OK", "BAD", "Error")):
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    assert "OK" in out.read_text(), out.read_text()
+
+
 def test_file_descriptors_in_flight_of_a_kind_that_cannot_travel_are_refused(programs, tmp_path):
     """A message carrying an fd torpor cannot save from its own copy (an inotify instance)
     refuses the dump, naming it; the message is still there afterwards, working."""

@@ -244,6 +244,7 @@ class InetSocket(FdKind):
     name = "an internet socket"
     fd_type = pb.fdinfo_pb2.INETSK
     field = "isk"
+    travels = True
 
     def recognise(self, d) -> bool:
         return d.kind == "socket" and d.protocol in PROTOCOLS
