@@ -9,6 +9,8 @@
  *   does not poll readable, the byte is sent, B becomes readable, and waitid(P_PIDFD, B)
  *   reaps b with status 7;
  * - T: pidfd_open(a, PIDFD_THREAD) where the kernel has it (Linux 6.9): the flag is kept;
+ * - F: a pidfd of a in flight, sent on a Unix socketpair (SCM_RIGHTS) and closed: after the
+ *   restore it is received, and pidfd_send_signal through it reaches a again;
  * - Z: pidfd of child z, a zombie (exited with status 5, not reaped): after the restore Z
  *   polls readable and waitid(P_PIDFD, Z) reaps z with status 5;
  * - D: pidfd of child d, which exited and was reaped before the checkpoint: after the restore
@@ -54,16 +56,52 @@ static void on_usr2(int sig)
         _exit(3);
 }
 
-static int readable(int fd)
-{
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    return poll(&p, 1, 0) == 1 ? p.revents : 0;
-}
-
 static int wait_readable(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     return poll(&p, 1, 10000) == 1 ? p.revents : 0;
+}
+
+static void send_fd(int sock, int fd)
+{
+    char byte = 'F', control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof(control)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    if (sendmsg(sock, &msg, 0) != 1)
+        FAIL_ERRNO("sendmsg SCM_RIGHTS");
+}
+
+static int receive_fd(int sock)
+{
+    char byte, control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof(control)};
+    int fd = -1;
+    if (recvmsg(sock, &msg, MSG_DONTWAIT) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+static int child_reports(int report)
+{
+    char c = 0;
+    return wait_readable(report) && read(report, &c, 1) == 1 && c == '2';
+}
+
+static int readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 ? p.revents : 0;
 }
 
 static volatile pid_t thread_tid;
@@ -104,6 +142,13 @@ int main(int argc, char **argv)
             pause();
     }
     int fa = pidfd_open(a, 0);
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        FAIL_ERRNO("socketpair");
+    int fly = pidfd_open(a, 0);
+    send_fd(sv[0], fly);
+    close(fly);
 
     int fb = -1;
     pid_t b = child_b(&fb, go[0]);
@@ -196,13 +241,15 @@ int main(int argc, char **argv)
     /* A reaches child a, which reports the signal. */
     if (pidfd_send_signal(fa, SIGUSR2) != 0)
         FAIL_ERRNO("pidfd_send_signal(A)");
-    else if (!wait_readable(report[0]))
-        fail("child a did not report SIGUSR2");
-    else {
-        char c = 0;
-        if (read(report[0], &c, 1) != 1 || c != '2')
-            fail("child a reported %c, not 2", c);
-    }
+    else if (!child_reports(report[0]))
+        fail("child a did not report SIGUSR2 sent through A");
+    int ff = receive_fd(sv[1]);
+    if (ff < 0)
+        fail("no pidfd received from the socketpair");
+    else if (pidfd_send_signal(ff, SIGUSR2) != 0)
+        FAIL_ERRNO("pidfd_send_signal(F)");
+    else if (!child_reports(report[0]))
+        fail("child a did not report SIGUSR2 sent through F");
     if (ft >= 0 && pidfd_send_signal(ft, 0) != 0)
         FAIL_ERRNO("pidfd_send_signal(T, 0)");
 

@@ -5,7 +5,9 @@ A pidfd names that very process, not its PID: one of a process outside the tree 
 the dump, since a new pidfd would name whatever has the PID at restore. One of a process of
 the tree (a zombie too) is made again by pidfd_open of its PID from inside the task, which
 works because the restore gives every process its PID back. One of a non-leader thread
-(PIDFD_THREAD) refuses: threads are made after the fds.
+(PIDFD_THREAD) refuses: threads are made after the fds. Nothing of a pidfd is read through
+the task, so one in flight (carried by a message queued on a socket) is saved from torpor's
+copy of it like the others.
 
 A pidfd whose process has exited and been reaped ("Pid: -1") is made from a child torpor
 starts in the task's PID namespace, lets exit and reaps at once: its pidfd (opened with the
@@ -36,6 +38,7 @@ class Pidfd(FdKind):
     name = "a pidfd"
     fd_type = pb.fdinfo_pb2.PIDFD
     field = "pidfd"
+    travels = True  # nothing of it is read through the task
 
     def recognise(self, d) -> bool:
         return d.kind == "pidfd"
