@@ -49,7 +49,11 @@ class Pidfd(FdKind):
         leaders, threads = _tree(options.root)
         for pid, d in found:
             shown = fdinfo.pidfd(pid, d.fd).pid
-            where = f"fd {d.fd} of process {pid} is a pidfd"
+            where = (
+                f"fd {d.fd} of process {pid} is a pidfd"
+                if pid != os.getpid()
+                else "a message queued in the tree carries a pidfd"  # torpor's copy of it
+            )
             if shown is None:
                 raise UnsupportedError(f"{where}, and this kernel does not show its process")
             if shown == DEAD or shown in leaders:
