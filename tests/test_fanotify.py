@@ -1,6 +1,7 @@
 """fanotify instances that cannot be saved refuse the dump by name and leave the program as
-it was: one holding events not read yet, and one of a permission class while a task waits
-for its answer (workload fanotify, both bitnesses; the restore itself is in
+it was: one holding events not read yet, one of a permission class while a task waits for
+its answer, one asking permission for a whole mount or filesystem; a restore whose marked
+file is gone fails cleanly (workload fanotify, both bitnesses; the round trip itself is in
 test_end_to_end)."""
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import harness
 import pytest
 
 import torpor
+from torpor.context import DumpOptions
 from torpor.errors import RestoreError, UnsupportedError
+from torpor.kernel import fdinfo
+from torpor.kernel.files import FdDescription
+from torpor.parts.fds import fanotify
 
 
 def _fanotify_fds(pid: int) -> list[int]:
@@ -87,3 +92,20 @@ def test_restore_without_the_marked_file_fails_cleanly(start_workload, tmp_path)
     assert "\n" not in message, message
     assert f"cannot mark {marked} with fanotify again" in message, message
     assert harness.wait_gone(pid, 5), "the half-restored process was left"
+
+
+@pytest.mark.parametrize("kind", ["mount", "filesystem"])
+def test_permission_mark_on_a_mount_or_filesystem_refuses(kind, monkeypatch):
+    """Such a mark, made again before the program runs, would hold every open there (the
+    restore's own too) with no one to answer: refused, naming the fd and the mask. Asked
+    of the kind with fdinfo stubbed: a real one would hold the whole host's opens."""
+    mark = fdinfo.FanotifyMark(kind, mflags=0, mask=0x10000, ignored_mask=0, mnt_id=1, sdev=1)
+    shown = fdinfo.Fanotify(flags=0x4, event_flags=0, marks=(mark,))  # FAN_CLASS_CONTENT
+    monkeypatch.setattr(fanotify.fdinfo, "fanotify", lambda pid, fd: shown)
+    monkeypatch.setattr(fanotify, "_queued", lambda pid, fd: 0)
+    d = FdDescription(fd=5, target="anon_inode:[fanotify]", mode=0, rdev=0, inode=1, pos=0, flags=2)
+    with pytest.raises(UnsupportedError) as exc:
+        fanotify.KIND.inspect([(1234, d)], DumpOptions(root=1234), {})
+    message = str(exc.value)
+    assert "fd 5 of process 1234 is a fanotify instance asking permission" in message, message
+    assert f"every file of a {kind} (mask 0x10000)" in message, message

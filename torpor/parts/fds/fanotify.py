@@ -9,7 +9,9 @@ Events queued and not read yet cannot be saved without reading them away: an ins
 holding some refuses the dump, naming the fd. So does an instance of a permission class
 (FAN_CLASS_CONTENT, FAN_CLASS_PRE_CONTENT) while some task waits for an answer to a
 permission event (its wchan is fanotify_handle_event): the answer could not be given once
-the tree is stopped, nor by the restored instance, which never had that event.
+the tree is stopped, nor by the restored instance, which never had that event. A mount or
+filesystem mark asking permission events refuses too: made again before the program runs,
+it would hold every open of those files, torpor's own included, with no one to answer.
 
 The restore makes the instance in the task (fanotify_init) at its fd; its marks are added
 once every fd of the tree is in place, so that what the restore itself opens and writes
@@ -44,6 +46,8 @@ FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM = 0x10, 0x100
 FAN_MARK_EVICTABLE = 0x200
 FAN_MARK_IGNORE = 0x400
 PERMISSION_WAIT = "fanotify_handle_event"
+# FAN_OPEN_PERM, FAN_ACCESS_PERM, FAN_OPEN_EXEC_PERM, FAN_PRE_ACCESS
+PERMISSION_EVENTS = 0x10000 | 0x20000 | 0x40000 | 0x100000
 
 
 class Fanotify(FdKind):
@@ -57,8 +61,7 @@ class Fanotify(FdKind):
     def inspect(self, found, options, state) -> None:
         for pid, d in found:
             where = f"fd {d.fd} of process {pid} is a fanotify instance"
-            with borrowed(pid, d.fd) as own:
-                (queued,) = struct.unpack("i", fcntl.ioctl(own, FIONREAD, bytes(4)))
+            queued = _queued(pid, d.fd)
             if queued:
                 raise UnsupportedError(
                     f"{where} with {queued} bytes of events not read yet, not supported yet"
@@ -67,6 +70,12 @@ class Fanotify(FdKind):
             for mark in info.marks:
                 if mark.kind not in ("inode", "mount", "filesystem"):
                     raise UnsupportedError(f"{where} with a {mark.kind} mark, not supported yet")
+                if mark.kind != "inode" and mark.mask & PERMISSION_EVENTS:
+                    raise UnsupportedError(
+                        f"{where} asking permission for every file of a {mark.kind} "
+                        f"(mask {mark.mask:#x}), which would hold the restore's own opens, "
+                        "not supported yet"
+                    )
             if info.flags & (FAN_CLASS_CONTENT | FAN_CLASS_PRE_CONTENT):
                 waiting = _waiting_for_permission()
                 if waiting:
@@ -125,6 +134,12 @@ class Fanotify(FdKind):
         for ctx, fd, entry in state.pop("marks", ()):
             for mark in reversed(entry.mark):
                 _add_mark(ctx, fd, mark)
+
+
+def _queued(pid: int, fd: int) -> int:
+    """How many bytes of events fd `fd` of `pid` holds, not read yet (FIONREAD)."""
+    with borrowed(pid, fd) as own:
+        return struct.unpack("i", fcntl.ioctl(own, FIONREAD, bytes(4)))[0]
 
 
 def _handle_entry(ctx, d, mark) -> "pb.fh_pb2.FhEntry":
