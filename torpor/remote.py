@@ -22,7 +22,7 @@ import struct
 from torpor.arch import X86_64, Abi, abi_for_cs, sigframe
 from torpor.errors import TorporError
 from torpor.kernel import ptrace
-from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps
+from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps, read_status
 
 # Scratch page layout: code first, argument area after it.
 _CODE = X86_64.syscall_insn + b"\xcc" + b"\xcd\x80" + b"\xcc"
@@ -51,6 +51,14 @@ def signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def under_seccomp(pid: int) -> bool:
+    """Whether task `pid` runs in a seccomp mode (strict or filters)."""
+    try:
+        return read_status(pid).get("Seccomp", "0") != "0"
+    except OSError:
+        return False
+
+
 class RemoteTask:
     """A seized, stopped task: its saved registers, its memory, and syscall injection."""
 
@@ -74,8 +82,13 @@ class RemoteTask:
 
     @classmethod
     def seize(cls, pid: int, options: int = 0) -> "RemoteTask":
-        """Attach to `pid` and stop it; raises OSError if ptrace refuses."""
-        opts = ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_SUSPEND_SECCOMP | options
+        """Attach to `pid` and stop it; raises OSError if ptrace refuses. A task under
+        seccomp filters is seized with PTRACE_O_SUSPEND_SECCOMP, so that they do not judge
+        torpor's calls; that option needs CAP_SYS_ADMIN in the initial user namespace, which
+        a task without filters does not ask of the caller."""
+        opts = ptrace.PTRACE_O_TRACESYSGOOD | options
+        if under_seccomp(pid):
+            opts |= ptrace.PTRACE_O_SUSPEND_SECCOMP
         ptrace.seize(pid, opts)
         try:
             ptrace.interrupt(pid)
@@ -361,7 +374,8 @@ class RemoteTask:
         """End the task by signal `sig` (its action must be the default one and the signal
         unblocked); returns once torpor has seen it die."""
         os.kill(self.pid, sig)
-        ptrace.cont(self.pid)
+        with contextlib.suppress(ProcessLookupError):  # SIGKILL: already on its way out
+            ptrace.cont(self.pid)
         self._wait_exit(sig)
 
     def _wait_exit(self, deliver: int = 0) -> None:
