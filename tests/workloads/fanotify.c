@@ -9,7 +9,9 @@
  * - a mount mark and a filesystem mark on the working directory's mount, each ignoring what
  *   it asks for (FAN_OPEN, FAN_ACCESS: quiet, whatever the host does there).
  * A second instance reports file handles instead of fds (FAN_REPORT_FID), with an inode mark
- * on "marked/f" for FAN_MODIFY.
+ * on "marked/f" for FAN_MODIFY. A third, with an inode mark on "marked/f" for FAN_CLOSE_WRITE,
+ * is in flight: sent on a Unix socketpair (SCM_RIGHTS) and closed; received after the
+ * restore, it reports the write of f.
  * After the restore no event is queued; writing f gives FAN_MODIFY and FAN_CLOSE_WRITE with
  * an fd of f and this process's PID, read from the restored fd; writing g gives
  * FAN_CLOSE_WRITE only; the FID instance reports FAN_MODIFY of f with a file handle record
@@ -34,6 +36,36 @@ static void touch(const char *path)
         fail("cannot write %s: %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
+}
+
+static void send_fd(int sock, int fd)
+{
+    char byte = 'F', control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof(control)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    if (sendmsg(sock, &msg, 0) != 1)
+        FAIL_ERRNO("sendmsg SCM_RIGHTS");
+}
+
+static int receive_fd(int sock)
+{
+    char byte, control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof(control)};
+    int fd = -1;
+    if (recvmsg(sock, &msg, MSG_DONTWAIT) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
 }
 
 static void mark(int fan, unsigned flags, uint64_t mask, const char *path)
@@ -128,6 +160,12 @@ int main(int argc, char **argv)
     if (fid < 0)
         FAIL_ERRNO("fanotify_init(FAN_REPORT_FID)");
     mark(fid, 0, FAN_MODIFY, "marked/f");
+    int sv[2], flying = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY);
+    if (flying < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        FAIL_ERRNO("fanotify_init or socketpair");
+    mark(flying, 0, FAN_CLOSE_WRITE, "marked/f");
+    send_fd(sv[0], flying);
+    close(flying);
     int queued = -1, perm = -1;
     if (unread)
         touch("marked/f");
@@ -196,6 +234,11 @@ int main(int argc, char **argv)
         fail("the FID instance has %d bytes queued", queued);
     touch("marked/f");
     CHECK_EQ("f: events", events_until_close(fan, "/marked/f"), FAN_MODIFY | FAN_CLOSE_WRITE);
+    flying = receive_fd(sv[1]);
+    if (flying < 0)
+        fail("no fanotify instance received from the socketpair");
+    else
+        CHECK_EQ("f: events in flight", events_until_close(flying, "/marked/f"), FAN_CLOSE_WRITE);
     struct pollfd p = {.fd = fid, .events = POLLIN};
     char buf[4096] __attribute__((aligned(8)));
     ssize_t n = poll(&p, 1, 10000) == 1 ? read(fid, buf, sizeof(buf)) : -1;

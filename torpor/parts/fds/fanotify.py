@@ -13,6 +13,9 @@ the tree is stopped, nor by the restored instance, which never had that event. A
 filesystem mark asking permission events refuses too: made again before the program runs,
 it would hold every open of those files, torpor's own included, with no one to answer.
 
+Nothing of an instance is read through the task, so one in flight (carried by a message
+queued on a socket) is saved from torpor's copy of it like the others.
+
 The restore makes the instance in the task (fanotify_init) at its fd; its marks are added
 once every fd of the tree is in place, so that what the restore itself opens and writes
 queues no event and waits on no permission, and in the kernel's order (it lists the
@@ -54,13 +57,18 @@ class Fanotify(FdKind):
     name = "a fanotify instance"
     fd_type = pb.fdinfo_pb2.FANOTIFY
     field = "ffy"
+    travels = True  # nothing of it is read through the task
 
     def recognise(self, d) -> bool:
         return d.kind == "fanotify"
 
     def inspect(self, found, options, state) -> None:
         for pid, d in found:
-            where = f"fd {d.fd} of process {pid} is a fanotify instance"
+            where = (
+                f"fd {d.fd} of process {pid} is a fanotify instance"
+                if pid != os.getpid()
+                else "a message queued in the tree carries a fanotify instance"  # torpor's copy
+            )
             queued = _queued(pid, d.fd)
             if queued:
                 raise UnsupportedError(
