@@ -69,8 +69,16 @@ def _spawn_with_pid(pid: int, stub: _Stub) -> int:
     return got
 
 
-def _seize_new(child: int, stub: _Stub) -> RemoteTask:
-    ptrace.seize(child, RESTORE_OPTIONS)
+def _seize_new(child: int, stub: _Stub, options: int) -> RemoteTask:
+    try:
+        ptrace.seize(child, options)
+    except PermissionError:
+        if not options & ptrace.PTRACE_O_SUSPEND_SECCOMP:
+            raise
+        raise RestoreError(
+            "the images hold seccomp filters, which torpor suspends for its calls: "
+            "PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN in the initial user namespace"
+        ) from None
     os.write(stub.gate_w, b"x")
     stop = ptrace.wait(child)
     if stop.exited:
@@ -83,12 +91,12 @@ def _seize_new(child: int, stub: _Stub) -> RemoteTask:
 
 
 CLONE_NEWPID = 0x20000000
-# Traced from birth; tasks they fork and threads they start are traced too.
+# Traced from birth; tasks they fork and threads they start are traced too. With seccomp
+# filters in the images, PTRACE_O_SUSPEND_SECCOMP too (it needs CAP_SYS_ADMIN).
 RESTORE_OPTIONS = (
     ptrace.PTRACE_O_EXITKILL
     | ptrace.PTRACE_O_TRACEEXEC
     | ptrace.PTRACE_O_TRACESYSGOOD
-    | ptrace.PTRACE_O_SUSPEND_SECCOMP
     | ptrace.PTRACE_O_TRACEFORK
     | ptrace.PTRACE_O_TRACECLONE
 )
@@ -151,10 +159,13 @@ def start_pid_namespace() -> int:
         stub.close()
 
 
-def _create_task(pid: int, stub: _Stub, timens_offsets: str | None, pid_ns) -> RemoteTask:
-    """The root of the restored tree: a child of torpor with PID `pid` running `stub`."""
+def _create_task(
+    pid: int, stub: _Stub, timens_offsets: str | None, pid_ns, options: int
+) -> RemoteTask:
+    """The root of the restored tree: a child of torpor with PID `pid` running `stub`,
+    traced with ptrace `options`."""
     with _children_in_pid_namespace(pid_ns):
-        return _with_pid_retries(pid, lambda: _create_task_from(pid, stub, timens_offsets))
+        return _with_pid_retries(pid, lambda: _create_task_from(pid, stub, timens_offsets, options))
 
 
 def _with_pid_retries(pid: int, create):
@@ -180,11 +191,13 @@ def _with_pid_retries(pid: int, create):
             raise RestoreError(f"cannot create a task with PID {pid}: {e.strerror}") from None
 
 
-def _create_task_from(pid: int, stub: _Stub, timens_offsets: str | None) -> RemoteTask:
+def _create_task_from(
+    pid: int, stub: _Stub, timens_offsets: str | None, options: int
+) -> RemoteTask:
     with clocks.children_in_new_namespace(timens_offsets):
         child = _spawn_with_pid(pid, stub)
     try:
-        return _seize_new(child, stub)
+        return _seize_new(child, stub, options)
     except BaseException:
         kill_child(child)
         raise
@@ -208,6 +221,16 @@ CLONE_THREAD_FLAGS = (
 )
 
 
+def _under_seccomp(procs) -> bool:
+    """Whether a thread of the images runs in a seccomp mode."""
+    return any(
+        core.thread_core.seccomp_mode
+        for p in procs
+        if not p.zombie
+        for core in (p.core, *p.thread_cores.values())
+    )
+
+
 class Family:
     """The tasks of one restore, keyed by their saved PIDs/TIDs."""
 
@@ -221,6 +244,9 @@ class Family:
         self._pid_ns = pid_ns
         self._scratch_at = scratch_at
         self._stubs: dict[str, _Stub] = {}
+        self._options = RESTORE_OPTIONS | (
+            ptrace.PTRACE_O_SUSPEND_SECCOMP if _under_seccomp(procs) else 0
+        )
 
     def _stub(self, abi) -> _Stub:
         if abi.name not in self._stubs:
@@ -237,7 +263,9 @@ class Family:
     def create(self) -> None:
         """Every process, in its place in the tree, its session and its group; zombies dead."""
         root = self.procs[0]
-        task = _create_task(root.pid, self._stub(root.abi), self._timens_offsets, self._pid_ns)
+        task = _create_task(
+            root.pid, self._stub(root.abi), self._timens_offsets, self._pid_ns, self._options
+        )
         self.created.append(task.pid)
         self.tasks[root.pid] = task
         task.block_signals()

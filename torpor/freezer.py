@@ -12,7 +12,7 @@ from torpor.arch import abi_for_cs
 from torpor.errors import TargetError
 from torpor.kernel import procfs
 from torpor.parts import regs as regs_part
-from torpor.remote import RemoteError, RemoteTask
+from torpor.remote import RemoteError, RemoteTask, under_seccomp
 
 MAX_ROUNDS = 20  # walks of a tree that keeps growing before torpor gives up
 WALL = 0x40000000  # waitpid __WALL: threads too
@@ -189,6 +189,12 @@ def _seize(tid: int) -> RemoteTask | None:
     except PermissionError:
         if procfs.is_dead(tid):
             return None  # the kernel refuses to attach to a task that is exiting
+        if under_seccomp(tid):
+            raise TargetError(
+                f"cannot trace process {tid}: it runs under seccomp, whose filters torpor must "
+                "suspend for its calls (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN in the "
+                "initial user namespace)"
+            ) from None
         raise TargetError(f"cannot trace process {tid}: permission denied") from None
     except (ProcessLookupError, RemoteError):
         return None

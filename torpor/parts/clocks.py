@@ -74,6 +74,17 @@ def namespace_problem() -> str | None:
             "a restore into a new time namespace must run in a single-threaded process: "
             "restore with --no-timens or from a process without threads"
         )
+    own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY)
+    try:  # torpor goes back to its own time namespace after each restored root is born
+        libc.syscall(libc.SYS_SETNS, own, CLONE_NEWTIME)
+    except PermissionError:
+        return (
+            "carrying the dumped clocks on needs a time namespace torpor can leave again, and "
+            "entering its own needs CAP_SYS_ADMIN in the initial user namespace: restore "
+            "with --no-timens"
+        )
+    finally:
+        os.close(own)
     return None
 
 
