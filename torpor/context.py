@@ -60,6 +60,7 @@ class DumpOptions:
     leave_running: bool = False  # the tree runs on after the dump (else it is killed)
     tcp_established: bool = False  # TCP connections are saved (through TCP_REPAIR)
     ext_unix_sk: bool = False  # datagram sockets connected outside the tree are saved
+    tasks: frozenset = frozenset()  # every PID and TID of the frozen tree (parts.files sets it)
     network_lock: str = "nftables"  # how TCP connections with a peer outside are kept quiet
     tcp_close: bool = False  # TCP connections are saved to be restored closed (no state read)
     root: int = 0  # the PID of the tree's root

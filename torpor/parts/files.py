@@ -19,13 +19,14 @@ sockets' queues to carry again, and closed there with what the kinds parked.
 import fcntl
 import os
 import struct
+from dataclasses import replace
 
 from torpor.arch import X86_64
 from torpor.context import DumpContext, DumpOptions, RestoreContext
 from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, same_open_file
-from torpor.kernel.procfs import list_fds, proc, read_status
+from torpor.kernel.procfs import list_fds, list_tasks, proc, read_status
 from torpor.parts import fds as kinds
 from torpor.parts import locks
 from torpor.parts.fds.base import FD_CLOEXEC, copy, open_in_task, park
@@ -37,8 +38,24 @@ F_SETOWN_EX, F_GETOWN_EX = 15, 16
 SCM_RIGHTS = 1
 
 
+# How a refusal names the files of kinds torpor does not save (FdDescription.kind).
+_READABLE = {
+    "io_uring": "an io_uring instance",
+    "userfaultfd": "a userfaultfd",
+    "perf_event": "a perf event",
+    "bpf-map": "a BPF map",
+    "bpf-prog": "a BPF program",
+    "bpf_link": "a BPF link",
+    "bpf_iter": "a BPF iterator",
+    "kvm-vm": "a KVM virtual machine",
+    "dmabuf": "a DMA buffer",
+}
+
+
 def _a(what: str) -> str:
-    return ("an " if what[:1] in "aeiou" else "a ") + what
+    if what in _READABLE:
+        return _READABLE[what]
+    return ("an " if what[:1] in "aeio" else "a ") + what
 
 
 def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> None:
@@ -54,6 +71,8 @@ def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> No
                 )
             found[kind.field].append((pid, d))
     _add_in_flight(found, tree)
+    tasks = {tid for pid in fds_by_pid for tid in list_tasks(pid)}
+    tree.options = replace(tree.options, tasks=frozenset(tasks))
     for kind in kinds.KINDS:
         kind.inspect(found[kind.field], tree.options, tree.states[kind.field])
 

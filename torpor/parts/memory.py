@@ -79,8 +79,16 @@ def _prot(perms: str) -> int:
     )
 
 
+AIO_RING = "/[aio] (deleted)"  # the ring io_setup(2) maps
+
+
 def _add_file(ctx: DumpContext, m: Mapping) -> int:
     path = m.name
+    if path == AIO_RING:
+        raise UnsupportedError(
+            f"mapping {m.start:#x}-{m.end:#x} of process {ctx.pid} is an AIO ring "
+            "(io_setup), not supported yet"
+        )
     if is_ghost(path):
         source = str(proc(ctx.pid, "map_files", f"{m.start:x}-{m.end:x}"))
         flags = os.O_RDWR if m.shared and "w" in m.perms else os.O_RDONLY

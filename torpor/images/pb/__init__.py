@@ -21,6 +21,7 @@ from torpor.images.pb import fsnotify_pb2
 from torpor.images.pb import ghost_file_pb2
 from torpor.images.pb import inventory_pb2
 from torpor.images.pb import mm_pb2
+from torpor.images.pb import ns_file_pb2
 from torpor.images.pb import packet_sock_pb2
 from torpor.images.pb import pagemap_pb2
 from torpor.images.pb import pidfd_pb2
@@ -64,6 +65,7 @@ _MODULES = (
     ghost_file_pb2,
     inventory_pb2,
     mm_pb2,
+    ns_file_pb2,
     packet_sock_pb2,
     pagemap_pb2,
     pidfd_pb2,

@@ -1,6 +1,7 @@
 from torpor.images.pb import regfile_pb2 as _regfile_pb2
 from torpor.images.pb import pipe_pb2 as _pipe_pb2
 from torpor.images.pb import tty_pb2 as _tty_pb2
+from torpor.images.pb import ns_file_pb2 as _ns_file_pb2
 from torpor.images.pb import eventfd_pb2 as _eventfd_pb2
 from torpor.images.pb import eventpoll_pb2 as _eventpoll_pb2
 from torpor.images.pb import signalfd_pb2 as _signalfd_pb2
@@ -83,7 +84,7 @@ class FdinfoEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[_Union[FdTypes, str]] = ..., fd: _Optional[int] = ..., xattr_security_selinux: _Optional[str] = ...) -> None: ...
 
 class FileEntry(_message.Message):
-    __slots__ = ("type", "id", "reg", "isk", "psk", "nlsk", "efd", "epfd", "sgfd", "tfd", "ify", "ffy", "usk", "fifo", "pipe", "tty", "pidfd")
+    __slots__ = ("type", "id", "reg", "isk", "psk", "nlsk", "efd", "epfd", "sgfd", "nsf", "tfd", "ify", "ffy", "usk", "fifo", "pipe", "tty", "pidfd")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REG_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +94,7 @@ class FileEntry(_message.Message):
     EFD_FIELD_NUMBER: _ClassVar[int]
     EPFD_FIELD_NUMBER: _ClassVar[int]
     SGFD_FIELD_NUMBER: _ClassVar[int]
+    NSF_FIELD_NUMBER: _ClassVar[int]
     TFD_FIELD_NUMBER: _ClassVar[int]
     IFY_FIELD_NUMBER: _ClassVar[int]
     FFY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +112,7 @@ class FileEntry(_message.Message):
     efd: _eventfd_pb2.EventfdFileEntry
     epfd: _eventpoll_pb2.EventpollFileEntry
     sgfd: _signalfd_pb2.SignalfdEntry
+    nsf: _ns_file_pb2.NsFileEntry
     tfd: _timerfd_pb2.TimerfdEntry
     ify: _fsnotify_pb2.InotifyFileEntry
     ffy: _fsnotify_pb2.FanotifyFileEntry
@@ -118,4 +121,4 @@ class FileEntry(_message.Message):
     pipe: _pipe_pb2.PipeEntry
     tty: _tty_pb2.TtyFileEntry
     pidfd: _pidfd_pb2.PidfdEntry
-    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., isk: _Optional[_Union[_sk_inet_pb2.InetSkEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., ffy: _Optional[_Union[_fsnotify_pb2.FanotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ..., pidfd: _Optional[_Union[_pidfd_pb2.PidfdEntry, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[FdTypes, str]] = ..., id: _Optional[int] = ..., reg: _Optional[_Union[_regfile_pb2.RegFileEntry, _Mapping]] = ..., isk: _Optional[_Union[_sk_inet_pb2.InetSkEntry, _Mapping]] = ..., psk: _Optional[_Union[_packet_sock_pb2.PacketSockEntry, _Mapping]] = ..., nlsk: _Optional[_Union[_sk_netlink_pb2.NetlinkSkEntry, _Mapping]] = ..., efd: _Optional[_Union[_eventfd_pb2.EventfdFileEntry, _Mapping]] = ..., epfd: _Optional[_Union[_eventpoll_pb2.EventpollFileEntry, _Mapping]] = ..., sgfd: _Optional[_Union[_signalfd_pb2.SignalfdEntry, _Mapping]] = ..., nsf: _Optional[_Union[_ns_file_pb2.NsFileEntry, _Mapping]] = ..., tfd: _Optional[_Union[_timerfd_pb2.TimerfdEntry, _Mapping]] = ..., ify: _Optional[_Union[_fsnotify_pb2.InotifyFileEntry, _Mapping]] = ..., ffy: _Optional[_Union[_fsnotify_pb2.FanotifyFileEntry, _Mapping]] = ..., usk: _Optional[_Union[_sk_unix_pb2.UnixSkEntry, _Mapping]] = ..., fifo: _Optional[_Union[_fifo_pb2.FifoEntry, _Mapping]] = ..., pipe: _Optional[_Union[_pipe_pb2.PipeEntry, _Mapping]] = ..., tty: _Optional[_Union[_tty_pb2.TtyFileEntry, _Mapping]] = ..., pidfd: _Optional[_Union[_pidfd_pb2.PidfdEntry, _Mapping]] = ...) -> None: ...

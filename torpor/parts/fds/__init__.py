@@ -7,6 +7,7 @@ from torpor.parts.fds import (
     fanotify,
     fifo,
     inotify,
+    nsfile,
     pidfd,
     pipe,
     regular,
@@ -18,6 +19,7 @@ from torpor.parts.fds.base import FdKind
 from torpor.parts.sockets import inet, netlink, packet, raw, unix
 
 KINDS: tuple[FdKind, ...] = (
+    nsfile.KIND,  # before regular: a namespace file is a regular file to stat
     regular.KIND,
     pipe.KIND,
     fifo.KIND,

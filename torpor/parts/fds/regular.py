@@ -24,6 +24,17 @@ def is_memfd(d) -> bool:
     return d.kind == "reg" and d.target.startswith(MEMFD_PREFIX)
 
 
+def _procfs_task(path: str) -> int | None:
+    """The task whose /proc directory `path` is in (/proc/PID/..., /proc/PID/task/TID/...),
+    or None for other paths."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit():
+        return None
+    if len(parts) > 4 and parts[3] == "task" and parts[4].isdigit():
+        return int(parts[4])
+    return int(parts[2])
+
+
 def _seals(pid: int, fd: int) -> int:
     own = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY)
     try:
@@ -46,10 +57,16 @@ class Regular(FdKind):
 
     def inspect(self, found, options, state) -> None:
         for pid, d in found:
-            if not d.target.startswith("/"):  # nsfs ("net:[4026531840]") and the like
+            if not d.target.startswith("/"):  # a pseudo file of no kind torpor knows
                 raise UnsupportedError(
-                    f"fd {d.fd} of process {pid} is a namespace or other pseudo file "
-                    f"({d.target}), not supported yet"
+                    f"fd {d.fd} of process {pid} is a pseudo file ({d.target}), not supported yet"
+                )
+            task = _procfs_task(d.target)
+            if task is not None and task not in options.tasks:
+                raise UnsupportedError(
+                    f"fd {d.fd} of process {pid} is {d.target}, a file of task {task}, which is "
+                    "not in the tree (another task may have its PID after a restore), not "
+                    "supported yet"
                 )
             if is_ghost(d.target) and d.kind == "dir":
                 raise UnsupportedError(
