@@ -271,6 +271,29 @@ def test_show_tree(start_workload, images):
     assert any(len(e.threads) > 1 for e in alive), "the family tree has threaded processes"
 
 
+def test_show_describes_sockets(start_workload, images):
+    """show names each Unix socket by its type, name and state (the unixsk workload)."""
+    w = start_workload("unixsk")
+    w.wait_ready()
+    dump_and_reap(w, images)
+    res = torpor("show", "-D", str(images))
+    assert_ok(res)
+    fds = [line for line in res.stdout.splitlines() if line.startswith("  fd ")]
+    assert any("a Unix stream socket srv.sock, listening" in line for line in fds), fds
+    assert any(line.endswith("a Unix seqpacket socket, connected") for line in fds), fds
+
+
+def test_show_describes_internet_sockets(start_workload, images):
+    """show gives a TCP socket's address and state (the inetsk workload listens)."""
+    w = start_workload("inetsk")
+    w.wait_ready()
+    dump_and_reap(w, images)
+    res = torpor("show", "-D", str(images))
+    assert_ok(res)
+    fds = [line for line in res.stdout.splitlines() if line.startswith("  fd ")]
+    assert any(" a TCP socket 127.0.0.1:" in line and line.endswith(" LISTEN") for line in fds), fds
+
+
 def test_check():
     """check exits 0 and reports clone3 set_tid and both vDSO layouts as available."""
     res = torpor("check")

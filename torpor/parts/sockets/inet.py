@@ -338,6 +338,16 @@ class InetSocket(FdKind):
 
     # --- restore ---------------------------------------------------------------------------
 
+    def describe(self, entry) -> str:
+        try:
+            local = _shown(_address(entry.family, entry.src_addr, entry.src_port))
+            if entry.dst_port:
+                local += " -> " + _shown(_address(entry.family, entry.dst_addr, entry.dst_port))
+        except (OSError, ValueError, struct.error):  # the address words of a damaged image
+            return f"{_protocol(entry)} socket"
+        state = TCP_STATES.get(entry.state, "?") if entry.proto == IPPROTO_TCP else ""
+        return f"{_protocol(entry)} socket {local} {state}".rstrip()
+
     def restore_problem(self, entry, shell_job) -> str | None:
         if entry.family not in (socket.AF_INET, socket.AF_INET6):
             return f"an internet socket has an unknown family {entry.family}"
