@@ -362,7 +362,7 @@ def ptys():
 
 CHECK_TOPICS = (
     "CPU features", "saved state", "register state", "protection keys", "credentials",
-    "resource limits",
+    "resource limits", "shared memory",
     "open files", "clocks", "PIDs",
     "clone3 set_tid", "vDSO",
 )  # fmt: skip
