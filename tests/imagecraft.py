@@ -33,7 +33,7 @@ from google.protobuf.internal import encoder
 
 from torpor.images import INVENTORY, ImageDir, kind_of
 from torpor.images.digest import digest_bytes
-from torpor.images.imagedir import _inventory_digest, decode_image
+from torpor.images.imagedir import decode_image
 
 _U32 = struct.Struct("<I")
 RESTORE_TIMEOUT = 30.0
@@ -183,6 +183,15 @@ def _varint(v: int) -> bytes:
 
 def _length_delimited(number: int, data: bytes) -> bytes:
     return encoder.TagBytes(number, 2) + _varint(len(data)) + data
+
+
+def _inventory_digest(inventory) -> bytes:
+    """The digest inventory.img holds of itself (as torpor computes it), also of an entry
+    a mutant left without a required field."""
+    bare = type(inventory)()
+    bare.CopyFrom(inventory)
+    bare.ClearField("torpor_inventory_digest")
+    return digest_bytes(bare.SerializePartialToString(deterministic=True))
 
 
 # --- making a mutated copy ----------------------------------------------------------------------
@@ -378,8 +387,10 @@ def restore_and_judge(
 def end_descendants(pids: set[int]) -> set[int]:
     """Kill every process descending from this one (what a restore made, reparented here
     when the command exited), reap them, and wait until the PIDs `pids` are free; return
-    the processes that were there."""
+    those that were running (not the dead a failed restore killed, reparented here to be
+    reaped) and those of `pids` still there."""
     me = os.getpid()
+    running = {p for p in harness.tree_pids(me) - {me} if (harness.proc_state(p) or "Z")[0] != "Z"}
     left: set[int] = set()
     while True:  # stopped first, so that none forks meanwhile unseen; then all killed
         new = harness.tree_pids(me) - {me} - left
@@ -399,5 +410,5 @@ def end_descendants(pids: set[int]) -> set[int]:
                 pass
         busy = {p for p in pids if harness.pid_alive(p)}
         if not busy and not harness.child_pids(me) or time.monotonic() > deadline:
-            return left | busy
+            return running | busy
         time.sleep(0.01)
