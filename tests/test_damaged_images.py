@@ -38,6 +38,7 @@ KINDS = {
     "fs": "fs-*.img",
     "cpuinfo": "cpuinfo.img",
     "timens": "timens-*.img",
+    "cgroup": "cgroup.img",
 }
 
 DAMAGES = ("truncate", "flip", "delete")

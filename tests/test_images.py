@@ -421,6 +421,36 @@ def samples() -> dict[str, list]:
                 ]
             )
         ],
+        "cgroup.img": [
+            pb.CgroupEntry(
+                sets=[
+                    pb.CgSetEntry(
+                        id=1,
+                        ctls=[
+                            pb.CgMemberEntry(name="", path="/app/work"),
+                            pb.CgMemberEntry(name="name=systemd", path="/"),
+                        ],
+                    )
+                ],
+                controllers=[
+                    pb.CgControllerEntry(
+                        cnames=[""],
+                        dirs=[
+                            pb.CgroupDirEntry(
+                                dir_name="/app",
+                                properties=[pb.CgroupPropEntry(name="pids.max", value="64")],
+                                children=[
+                                    pb.CgroupDirEntry(
+                                        dir_name="/app/work",
+                                        dir_perms=pb.CgroupPerms(mode=0o755, uid=0, gid=0),
+                                    )
+                                ],
+                            )
+                        ],
+                    )
+                ],
+            )
+        ],
         "cpuinfo.img": [
             pb.CpuinfoEntry(
                 x86_entry=[

@@ -21,6 +21,7 @@ from torpor.images.imagedir import STAGING_PREFIX
 from torpor.kernel import procfs
 from torpor.kernel.files import KCMP_FILES, KCMP_FS, KCMP_VM, shared_with
 from torpor.parts import (
+    cgroups,
     clocks,
     cpu,
     files,
@@ -202,6 +203,7 @@ def _collect(
     shell_job = tree_files.options.shell_job
     table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
+    tree_cgroups = cgroups.TreeCgroups()
     memfds: list = []
     ghosts = ghost_files.TreeGhosts(ghost_limit)
     mapped: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
@@ -219,7 +221,7 @@ def _collect(
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
         ctx.shmem_saved, ctx.memfds, ctx.ghosts = shmem_saved, memfds, ghosts
         ctx.carried = tree_files.carried
-        _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters)
+        _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters, tree_cgroups)
         pages.finished(ctx.pages_bytes)
         shmem.reach(ctx.mm.vmas, mapped)
     own = DumpContext(
@@ -239,6 +241,7 @@ def _collect(
     tree_files.write(images)
     ghosts.write(images)
     seccomp_filters.write(images)
+    tree_cgroups.write(images)
     cpu.dump(images)
     clocks.dump(tree.root, images)
     root_ids = _ids(1)
@@ -291,7 +294,9 @@ def _process_context(proc, index, images, table, shell_job, progress) -> DumpCon
     )
 
 
-def _collect_process(proc, ctx: DumpContext, fds, tree_files, seccomp_filters) -> None:
+def _collect_process(
+    proc, ctx: DumpContext, fds, tree_files, seccomp_filters, tree_cgroups
+) -> None:
     leader = ctx.task
     leader.map_scratch()
     log.info("dumping %d (%s, %d threads)", proc.pid, ctx.abi.name, len(proc.threads))
@@ -320,6 +325,7 @@ def _collect_process(proc, ctx: DumpContext, fds, tree_files, seccomp_filters) -
         signals.dump_thread(tctx)
         task_part.dump_thread(tctx)
         seccomp_filters.dump_thread(tctx, proc.pid)
+        tree_cgroups.dump_thread(tctx, proc.pid)
         sched.dump_thread(tctx)
         flags.dump_thread(tctx)
         ctx.images.write(f"core-{tctx.pid}.img", [tctx.core])

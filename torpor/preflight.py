@@ -15,6 +15,7 @@ from torpor.context import RestoreContext
 from torpor.errors import RestoreError, TorporError
 from torpor.kernel import cpuid, procfs
 from torpor.parts import (
+    cgroups,
     clocks,
     cpu,
     files,
@@ -94,6 +95,7 @@ def run(
         findings.append(Finding("TCP connections", REFUSE if problem else OK, problem or tcp_plan))
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
+    findings.append(_cgroups(images, procs))
     if whole_host:
         findings.append(_pids(procs, pidns))
         findings.append(_clone3())
@@ -186,6 +188,13 @@ def _credentials(proc) -> Finding:
 def _resource_limits(proc) -> Finding:
     problem = rlimits.check(proc.core)
     return _process_finding("resource limits", proc, problem, "this side can set them")
+
+
+def _cgroups(images, procs) -> Finding:
+    problem, warning, what = cgroups.check(images, procs)
+    if problem:
+        return Finding("cgroups", REFUSE, problem)
+    return Finding("cgroups", WARN if warning else OK, f"{warning}; {what}" if warning else what)
 
 
 def _pids(procs, pidns: bool) -> Finding:

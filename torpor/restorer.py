@@ -20,6 +20,7 @@ from torpor.family import Family, kill_child, start_pid_namespace
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
 from torpor.parts import (
+    cgroups,
     clocks,
     files,
     flags,
@@ -191,11 +192,14 @@ def restore(
         (p.mm for p in procs if not p.zombie), files.memory_objects(file_entries)
     )
     ghosts = ghost_files.Ghosts(images, file_entries)
+    placement = cgroups.Placement(images, procs)
     notes: list[str] = []
     shared_fds = files.SharedFds()
     try:
         ghosts.create()
+        placement.create()  # the saved cgroups that are missing, with their limits
         family.create()
+        placement.join(family.tasks)  # before any memory is charged, any thread started
         contexts = [
             RestoreContext(
                 image_pid=proc.pid,
@@ -225,7 +229,7 @@ def restore(
         shared_memory.seal()  # every page is in: memfd seals may forbid writing
         files.finish_tree(contexts)
         for ctx in contexts:
-            _finish(ctx, family)
+            _finish(ctx, family, placement)
         root = contexts[0].pid
         family.let_go()
     except BaseException as e:
@@ -233,6 +237,7 @@ def restore(
             family.kill()
             if init:
                 kill_child(init)
+            placement.remove()
         if isinstance(e, TorporError):
             raise
         if isinstance(e, OSError):
@@ -293,7 +298,7 @@ def _rebuild(ctx: RestoreContext) -> None:
         stage(ctx)
 
 
-def _finish(ctx: RestoreContext, family) -> None:
+def _finish(ctx: RestoreContext, family, placement) -> None:
     """Signals, registrations, threads, timers, credentials and registers: the process
     complete."""
     signals.restore(ctx)
@@ -304,6 +309,7 @@ def _finish(ctx: RestoreContext, family) -> None:
     threads = [ctx]
     for tid, core in ctx.thread_cores.items():
         new = family.start_thread(ctx.image_pid, tid)
+        placement.join_thread(tid, new)
         threads.append(replace(ctx, pid=new.pid, image_pid=tid, task=new, core=core))
     for tctx in threads:
         signals.restore_thread(tctx)

@@ -36,6 +36,7 @@ FIFO_DATA_MAGIC = 0x59333054
 SECCOMP_MAGIC = 0x64413049
 SK_QUEUES_MAGIC = 0x56264026
 TCP_STREAM_MAGIC = 0x51465506
+CGROUP_MAGIC = 0x59383330
 
 # --- VmaEntry.status bits --------------------------------------------------------------------
 VMA_AREA_NONE = 0

@@ -79,6 +79,7 @@ KINDS: dict[str, ImageKind] = {
             "ghost-file", "GHOST_FILE", c.GHOST_FILE_MAGIC, pb.GhostFileEntry, payload_field="size"
         ),
         _common("seccomp", "SECCOMP", c.SECCOMP_MAGIC, pb.SeccompEntry),
+        _common("cgroup", "CGROUP", c.CGROUP_MAGIC, pb.CgroupEntry),
         _common(
             "sk-queues", "SK_QUEUES", c.SK_QUEUES_MAGIC, pb.SkPacketEntry, payload_field="length"
         ),

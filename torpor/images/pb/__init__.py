@@ -5,6 +5,7 @@ top-level enum value is also available directly on this package: pb.CoreEntry is
 pb.core_pb2.CoreEntry, pb.COMPAT is pb.core_x86_pb2.COMPAT.
 """
 
+from torpor.images.pb import cgroup_pb2
 from torpor.images.pb import core_pb2
 from torpor.images.pb import core_x86_pb2
 from torpor.images.pb import cpuinfo_pb2
@@ -49,6 +50,7 @@ from torpor.images.pb import tty_pb2
 from torpor.images.pb import vma_pb2
 
 _MODULES = (
+    cgroup_pb2,
     core_pb2,
     core_x86_pb2,
     cpuinfo_pb2,

@@ -105,7 +105,7 @@ class ThreadSasEntry(_message.Message):
     def __init__(self, ss_sp: _Optional[int] = ..., ss_size: _Optional[int] = ..., ss_flags: _Optional[int] = ...) -> None: ...
 
 class ThreadCoreEntry(_message.Message):
-    __slots__ = ("futex_rla", "futex_rla_len", "sched_nice", "sched_policy", "sched_prio", "blk_sigset", "sas", "pdeath_sig", "signals_p", "creds", "seccomp_mode", "seccomp_filter", "comm", "blk_sigset_extended", "rseq_entry", "torpor_cpus", "torpor_ioprio", "torpor_timer_slack_ns")
+    __slots__ = ("futex_rla", "futex_rla_len", "sched_nice", "sched_policy", "sched_prio", "blk_sigset", "sas", "pdeath_sig", "signals_p", "creds", "seccomp_mode", "seccomp_filter", "comm", "blk_sigset_extended", "rseq_entry", "cg_set", "torpor_cpus", "torpor_ioprio", "torpor_timer_slack_ns")
     FUTEX_RLA_FIELD_NUMBER: _ClassVar[int]
     FUTEX_RLA_LEN_FIELD_NUMBER: _ClassVar[int]
     SCHED_NICE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class ThreadCoreEntry(_message.Message):
     COMM_FIELD_NUMBER: _ClassVar[int]
     BLK_SIGSET_EXTENDED_FIELD_NUMBER: _ClassVar[int]
     RSEQ_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CG_SET_FIELD_NUMBER: _ClassVar[int]
     TORPOR_CPUS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_IOPRIO_FIELD_NUMBER: _ClassVar[int]
     TORPOR_TIMER_SLACK_NS_FIELD_NUMBER: _ClassVar[int]
@@ -139,10 +140,11 @@ class ThreadCoreEntry(_message.Message):
     comm: str
     blk_sigset_extended: int
     rseq_entry: _rseq_pb2.RseqEntry
+    cg_set: int
     torpor_cpus: _containers.RepeatedScalarFieldContainer[int]
     torpor_ioprio: int
     torpor_timer_slack_ns: int
-    def __init__(self, futex_rla: _Optional[int] = ..., futex_rla_len: _Optional[int] = ..., sched_nice: _Optional[int] = ..., sched_policy: _Optional[int] = ..., sched_prio: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., sas: _Optional[_Union[ThreadSasEntry, _Mapping]] = ..., pdeath_sig: _Optional[int] = ..., signals_p: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., creds: _Optional[_Union[_creds_pb2.CredsEntry, _Mapping]] = ..., seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., seccomp_filter: _Optional[int] = ..., comm: _Optional[str] = ..., blk_sigset_extended: _Optional[int] = ..., rseq_entry: _Optional[_Union[_rseq_pb2.RseqEntry, _Mapping]] = ..., torpor_cpus: _Optional[_Iterable[int]] = ..., torpor_ioprio: _Optional[int] = ..., torpor_timer_slack_ns: _Optional[int] = ...) -> None: ...
+    def __init__(self, futex_rla: _Optional[int] = ..., futex_rla_len: _Optional[int] = ..., sched_nice: _Optional[int] = ..., sched_policy: _Optional[int] = ..., sched_prio: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., sas: _Optional[_Union[ThreadSasEntry, _Mapping]] = ..., pdeath_sig: _Optional[int] = ..., signals_p: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., creds: _Optional[_Union[_creds_pb2.CredsEntry, _Mapping]] = ..., seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., seccomp_filter: _Optional[int] = ..., comm: _Optional[str] = ..., blk_sigset_extended: _Optional[int] = ..., rseq_entry: _Optional[_Union[_rseq_pb2.RseqEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., torpor_cpus: _Optional[_Iterable[int]] = ..., torpor_ioprio: _Optional[int] = ..., torpor_timer_slack_ns: _Optional[int] = ...) -> None: ...
 
 class CoreEntry(_message.Message):
     __slots__ = ("mtype", "thread_info", "tc", "ids", "thread_core")
