@@ -216,7 +216,9 @@ def _collect(
             )
         )
         if proc.zombie:
-            images.write(f"core-{proc.pid}.img", [_zombie_core(proc)])
+            images.write(
+                f"core-{proc.pid}.img", [tree_cgroups.dump_zombie(_zombie_core(proc), proc.pid)]
+            )
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
         ctx.shmem_saved, ctx.memfds, ctx.ghosts = shmem_saved, memfds, ghosts

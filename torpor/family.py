@@ -260,8 +260,10 @@ class Family:
 
     # --- the tree ---------------------------------------------------------------------------
 
-    def create(self) -> None:
-        """Every process, in its place in the tree, its session and its group; zombies dead."""
+    def create(self, place=None) -> None:
+        """Every process, in its place in the tree, its session and its group; zombies dead.
+        place(tasks), if given, is called with every process made, before the zombies die
+        and before any process has a thread or memory of its own (torpor.parts.cgroups)."""
         root = self.procs[0]
         task = _create_task(
             root.pid, self._stub(root.abi), self._timens_offsets, self._pid_ns, self._options
@@ -273,6 +275,8 @@ class Family:
         self._populate(root)
         self._set_groups()
         self._check_ids()
+        if place:
+            place(self.tasks)
         self._bury_zombies()
 
     def _populate(self, proc) -> None:

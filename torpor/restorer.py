@@ -198,8 +198,7 @@ def restore(
     try:
         ghosts.create()
         placement.create()  # the saved cgroups that are missing, with their limits
-        family.create()
-        placement.join(family.tasks)  # before any memory is charged, any thread started
+        family.create(place=placement.join)  # before any memory is charged, any thread made
         contexts = [
             RestoreContext(
                 image_pid=proc.pid,

@@ -89,6 +89,12 @@ class TreeCgroups:
                 self.threaded = True
                 log.debug("thread %d of %d is in other cgroups than its process", ctx.pid, pid)
 
+    def dump_zombie(self, core, pid: int):
+        """A zombie's core with its set: it is made again, and dies again, in its cgroups."""
+        with contextlib.suppress(OSError):  # reaped meanwhile: the dump notices
+            core.tc.cg_set = self._set_of(kcg.membership(pid))
+        return core
+
     def entry(self):
         """The CgroupEntry of every set seen, with the v2 cgroups' directories."""
         entry = pb.CgroupEntry()
@@ -267,8 +273,6 @@ def plan(images, procs) -> Plan | None:
     found = kcg.mounts()
     needed: dict[str, kcg.Member] = {}
     for proc in procs:
-        if proc.zombie:
-            continue
         for tid, core in [(proc.pid, proc.core), *proc.thread_cores.items()]:
             members = set_of(core, saved, f"core-{tid}.img")
             if members is None:
@@ -344,6 +348,8 @@ def _plan_dir(result: Plan, mount, path: str, leaf: bool) -> None:
     parent_dir = mount.directory(parent) or mount.point
     need = {kcg.controller_of(n) for n, _ in saved.properties if kcg.controller_of(n) != "cgroup"}
     if parent not in result.create and os.path.isdir(parent_dir):
+        # what it enables for its children must be available to it too
+        need |= set((saved.value(kcg.SUBTREE_CONTROL) or "").replace("+", "").split())
         if not os.access(parent_dir, os.W_OK):
             result.problems.append(f"cannot create cgroup {path}: {parent} is not writable")
             return

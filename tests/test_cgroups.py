@@ -1,0 +1,288 @@
+"""Cgroups: a restored process is back in the cgroup v2 it was dumped in, with that cgroup's
+limits, whether the cgroup still exists (membership only) or the restore must create it
+again; one that cannot be created refuses the restore in one line, leaving nothing behind.
+
+Every cgroup here is made below the test's own cgroup v2 (the "0::" line of
+/proc/self/cgroup, under the cgroup2 mount found in /proc/self/mountinfo) and removed by a
+finalizer. The limits are used, not just read: the workload makes child cgroups until
+cgroup.max.descendants refuses, and where this host lets the test delegate the pids
+controller (its own cgroup enables it for its children, or it is the root), forks until
+pids.max refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import harness
+import imagecraft
+import pytest
+
+import torpor
+from torpor.images import ImageDir
+
+DESCENDANTS = 2  # child cgroups the workload's cgroup lets it make
+PIDS_MAX = 4  # the workload and 3 children
+
+
+def _cgroup2_mount() -> Path:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return Path(fields[4])
+    raise AssertionError("cgroup v2 is not mounted on this host")
+
+
+def _own_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].rstrip("\n")
+    raise AssertionError("/proc/self/cgroup has no cgroup v2 line")
+
+
+def _cgroup_of(pid: int, tid: int | None = None) -> str:
+    path = f"/proc/{pid}/task/{tid}/cgroup" if tid else f"/proc/{pid}/cgroup"
+    with open(path) as f:
+        return next(line[3:].rstrip("\n") for line in f if line.startswith("0::"))
+
+
+def _write(directory: Path, name: str, value: str) -> None:
+    fd = os.open(directory / name, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+class Cgroups:
+    """Cgroups this test makes under its own, all removed (deepest first) at the end."""
+
+    def __init__(self):
+        self.mount = _cgroup2_mount()
+        self.own = _own_cgroup()
+        self.base = self.mount / self.own.lstrip("/")
+        assert os.access(self.base, os.W_OK), f"the test may not create cgroups in {self.base}"
+        self.top = self.base / f"torpor-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.top.mkdir()
+        self.enabled_at_base = False
+        self.pids = self._delegate_pids()
+
+    def _delegate_pids(self) -> bool:
+        """Whether the top cgroup's children get the pids controller: the test's cgroup must
+        enable it for its children already, or be the root (which may, and gets it back
+        as it was)."""
+        available = (self.base / "cgroup.controllers").read_text().split()
+        if "pids" not in available:
+            return False
+        if "pids" not in (self.base / "cgroup.subtree_control").read_text().split():
+            if self.own != "/":
+                return False
+            _write(self.base, "cgroup.subtree_control", "+pids")
+            self.enabled_at_base = True
+        _write(self.top, "cgroup.subtree_control", "+pids")
+        return True
+
+    def path(self, directory: Path) -> str:
+        """The cgroup path of a directory, as /proc/PID/cgroup shows it."""
+        return "/" + str(directory.relative_to(self.mount))
+
+    def make(self, name: str, *, descendants: int = DESCENDANTS) -> Path:
+        directory = self.top / name
+        directory.mkdir(parents=True)
+        _write(directory, "cgroup.max.descendants", str(descendants))
+        if self.pids:
+            _write(directory, "pids.max", str(PIDS_MAX))
+        return directory
+
+    @contextlib.contextmanager
+    def inside(self, directory: Path):
+        """Within the block, this process (and so what it starts) is in `directory`."""
+        _write(directory, "cgroup.procs", str(os.getpid()))
+        try:
+            yield
+        finally:
+            _write(self.base, "cgroup.procs", str(os.getpid()))
+
+    def remove(self) -> None:
+        """Every process still in them killed (a test that failed half-way), then every
+        cgroup removed, deepest first."""
+        _write(self.top, "cgroup.kill", "1")
+        deadline = time.monotonic() + 10
+        while "populated 1" in (self.top / "cgroup.events").read_text():
+            assert time.monotonic() < deadline, f"processes left in {self.top}"
+            time.sleep(0.01)
+        for root, _dirs, _files in sorted(os.walk(self.top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(root)
+        if self.enabled_at_base:
+            _write(self.base, "cgroup.subtree_control", "-pids")
+
+
+@pytest.fixture
+def cgroups():
+    made = Cgroups()
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def _start(start_workload, cgroups, directory: Path) -> harness.Workload:
+    forks = str(PIDS_MAX - 1) if cgroups.pids else "-1"
+    spec = harness.Spec("cgroups", args=(str(cgroups.mount), str(DESCENDANTS), forks))
+    with cgroups.inside(directory):
+        w = start_workload(spec)
+    w.wait_ready()
+    assert _cgroup_of(w.pid) == cgroups.path(directory)
+    return w
+
+
+def _restore_and_use(w: harness.Workload, images: Path, cgroups, directory: Path) -> None:
+    """Restore, check the membership, and let the workload use its limits."""
+    pid = torpor.restore(str(images))
+    w.adopt(pid)
+    assert _cgroup_of(pid) == cgroups.path(directory)
+    w.signal(signal.SIGUSR1)
+    verdict = w.verdict()
+    verdict.assert_passed()
+    assert f"cgroup {cgroups.path(directory)}" in verdict.lines
+    assert f"descendants {DESCENDANTS} (Resource temporarily unavailable)" in verdict.lines
+    if cgroups.pids:
+        assert f"forks {PIDS_MAX - 1} (Resource temporarily unavailable)" in verdict.lines
+
+
+def test_missing_cgroup_is_created_with_its_limits(start_workload, cgroups, tmp_path, caplog):
+    """The dumped cgroup is removed before the restore: the restore creates it again (and
+    says so at -v) with its limits, the process is back in it, and the limits hold."""
+    work = cgroups.make("work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    saved = ImageDir(images).read_one("cgroup.img")
+    assert any(m.path == cgroups.path(work) for s in saved.sets for m in s.ctls)
+    work.rmdir()
+    findings = {f.topic: f for f in torpor.check(str(images))}
+    assert findings["cgroups"].level == "ok"
+    assert f"creates {cgroups.path(work)} (" in findings["cgroups"].message
+    assert not work.exists(), "torpor check created the cgroup"
+    caplog.set_level(logging.INFO, logger="torpor")
+    _restore_and_use(w, images, cgroups, work)
+    assert f"cgroup {cgroups.path(work)} created" in caplog.text
+    assert (work / "cgroup.max.descendants").read_text().strip() == str(DESCENDANTS)
+    if cgroups.pids:
+        assert (work / "pids.max").read_text().strip() == str(PIDS_MAX)
+
+
+def test_existing_cgroup_is_joined(start_workload, cgroups, tmp_path, caplog):
+    """The cgroup still exists: the restored process joins it and its limits are left as
+    they are; one changed since the dump is named in a warning."""
+    work = cgroups.make("work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    _write(work, "cgroup.max.depth", "5")
+    findings = {f.topic: f for f in torpor.check(str(images))}
+    assert findings["cgroups"].level == "warn"
+    assert "cgroup.max.depth 5, saved max" in findings["cgroups"].message
+    assert f"joins existing {cgroups.path(work)}" in findings["cgroups"].message
+    caplog.set_level(logging.INFO, logger="torpor")
+    _restore_and_use(w, images, cgroups, work)
+    assert "created" not in caplog.text
+    assert (work / "cgroup.max.depth").read_text().strip() == "5"
+
+
+def test_cgroup_that_cannot_be_created_refuses(start_workload, cgroups, tmp_path):
+    """The dumped cgroup is gone and its parent now allows no new child (cgroup.max.depth
+    0): the restore refuses in one line naming the cgroup and the cause, and leaves no
+    process and no cgroup behind."""
+    parent = cgroups.top / "parent"
+    parent.mkdir()
+    work = cgroups.make("parent/work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    work.rmdir()
+    _write(parent, "cgroup.max.depth", "0")
+    kids = harness.child_pids(os.getpid())
+    with pytest.raises(torpor.RestoreError) as refused:
+        torpor.restore(str(images))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"cannot create cgroup {cgroups.path(work)}" in message, message
+    assert "Resource temporarily unavailable" in message, message
+    assert not harness.pid_alive(w.pid)
+    assert harness.child_pids(os.getpid()) == kids
+    assert sorted(p.name for p in parent.iterdir() if p.is_dir()) == []
+
+
+def test_cgroup_with_a_controller_the_host_lacks_refuses(start_workload, cgroups, tmp_path):
+    """Images whose cgroup holds a limit of a controller this host does not have: torpor
+    check and the restore both refuse, naming the cgroup and the controller, and the
+    restore creates nothing (neither the cgroup nor its parent)."""
+    work = cgroups.make("outer/work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    for directory in (work, work.parent):
+        directory.rmdir()
+
+    have = (cgroups.base / "cgroup.controllers").read_text().split()
+    lacking = next(c for c in ("misc", "rdma", "hugetlb", "pids", "io") if c not in have)
+    limit = {"misc": "res 1", "rdma": "mlx4_0 hca_handle=2", "hugetlb": "max"}.get(lacking, "1")
+    name = f"{lacking}.max" if lacking != "hugetlb" else "hugetlb.2MB.max"
+
+    def add_limit(decoded):
+        # as a host with that controller saves it: the parent enables it, the child is limited
+        entry = decoded["cgroup.img"][0][0]
+        _find(entry.controllers[0].dirs, cgroups.path(work.parent)).properties.add(
+            name="cgroup.subtree_control", value=lacking
+        )
+        _find(entry.controllers[0].dirs, cgroups.path(work)).properties.add(name=name, value=limit)
+
+    imagecraft.rewrite(images, add_limit)
+    findings = {f.topic: f for f in torpor.check(str(images))}
+    assert findings["cgroups"].level == "refuse"
+    assert f"cannot create cgroup {cgroups.path(work.parent)}" in findings["cgroups"].message
+    assert f"this host has no {lacking} controller" in findings["cgroups"].message
+    with pytest.raises(torpor.RestoreError) as refused:
+        torpor.restore(str(images))
+    message = str(refused.value)
+    assert "\n" not in message and cgroups.path(work.parent) in message and lacking in message
+    assert not harness.pid_alive(w.pid)
+    assert not work.parent.exists()
+
+
+def test_tree_in_several_cgroups(start_workload, cgroups, tmp_path):
+    """A tree whose processes are in different cgroups comes back that way."""
+    first, second = cgroups.make("first"), cgroups.make("second")
+    with cgroups.inside(first):
+        w = start_workload(harness.Spec("tree", "family"))
+    w.wait_ready()
+    kids = sorted(harness.tree_pids(w.pid) - {w.pid})
+    assert kids, "the tree workload has no children"
+    for kid in kids[::2]:
+        _write(second, "cgroup.procs", str(kid))
+    placed = {pid: _cgroup_of(pid) for pid in [w.pid, *kids]}
+    assert set(placed.values()) == {cgroups.path(first), cgroups.path(second)}
+    images = harness.dump_killed(w, tmp_path)
+    second.rmdir()
+    pid = torpor.restore(str(images))
+    w.adopt(pid)
+    assert {p: _cgroup_of(p) for p in placed} == placed
+    w.signal(signal.SIGUSR1)
+    w.verdict().assert_passed()
+
+
+def _find(dirs, path: str):
+    """The CgroupDirEntry of `path` among `dirs` and their children."""
+    for d in dirs:
+        if d.dir_name == path:
+            return d
+        found = _find(d.children, path)
+        if found:
+            return found
+    raise AssertionError(f"cgroup.img does not describe {path}")
