@@ -286,3 +286,36 @@ def _find(dirs, path: str):
         if found:
             return found
     raise AssertionError(f"cgroup.img does not describe {path}")
+
+
+def test_threads_in_a_threaded_subtree(start_workload, cgroups, tmp_path):
+    """A process whose threads are spread over the cgroups of a threaded subtree: the
+    threaded cgroups are created again (as threaded) and each thread is back in its own."""
+    domain = cgroups.top / "domain"
+    domain.mkdir()
+    cgroups_of_threads = []
+    for name in ("a", "b"):
+        (domain / name).mkdir()
+        _write(domain / name, "cgroup.type", "threaded")
+        cgroups_of_threads.append(domain / name)
+    a, b = cgroups_of_threads
+    with cgroups.inside(a):
+        w = start_workload(harness.Spec("threads"))
+    w.wait_ready()
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task"))
+    assert len(tids) > 2, "the threads workload has no extra threads"
+    moved = tids[1::2]
+    for tid in moved:
+        _write(b, "cgroup.threads", str(tid))
+    placed = {tid: _cgroup_of(w.pid, tid) for tid in tids}
+    assert placed[w.pid] == cgroups.path(a) and placed[moved[0]] == cgroups.path(b)
+    images = harness.dump_killed(w, tmp_path)
+    a.rmdir()
+    b.rmdir()
+    pid = torpor.restore(str(images))
+    w.adopt(pid)
+    assert {tid: _cgroup_of(pid, tid) for tid in tids} == placed
+    for directory in (a, b):
+        assert (directory / "cgroup.type").read_text().strip() == "threaded"
+    w.signal(signal.SIGUSR1)
+    w.verdict().assert_passed()
