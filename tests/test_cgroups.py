@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -319,3 +320,88 @@ def test_threads_in_a_threaded_subtree(start_workload, cgroups, tmp_path):
         assert (directory / "cgroup.type").read_text().strip() == "threaded"
     w.signal(signal.SIGUSR1)
     w.verdict().assert_passed()
+
+
+class NamedHierarchy:
+    """The cgroup v1 hierarchy "name=torpor-test", with no controller, mounted in tmp_path;
+    its cgroups, their processes and the mount go at the end. The kernel keeps a v1
+    hierarchy as long as any process is in it, and every process is (in its root): so the
+    name is fixed, and a second mount finds the same hierarchy again instead of adding one."""
+
+    def __init__(self, tmp_path: Path):
+        self.name = "name=torpor-test"
+        self.point = tmp_path / "v1"
+        self.point.mkdir()
+        subprocess.run(
+            ["mount", "-t", "cgroup", "-o", f"none,{self.name}", "cgroup", str(self.point)],
+            check=True,
+        )
+
+    def member(self, pid: int) -> str:
+        with open(f"/proc/{pid}/cgroup") as f:
+            line = next(line for line in f if line.split(":")[1] == self.name)
+        return line.rstrip("\n").split(":", 2)[2]
+
+    @contextlib.contextmanager
+    def inside(self, directory: Path):
+        _write(directory, "cgroup.procs", str(os.getpid()))
+        try:
+            yield
+        finally:
+            _write(self.point, "cgroup.procs", str(os.getpid()))
+
+    def remove(self) -> None:
+        for root, _dirs, _files in sorted(os.walk(self.point), key=lambda w: -len(w[0])):
+            if Path(root) == self.point:
+                continue
+            for pid in (Path(root) / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while (Path(root) / "cgroup.procs").read_text().strip():
+                assert time.monotonic() < deadline, f"processes left in {root}"
+                time.sleep(0.01)
+            os.rmdir(root)
+        subprocess.run(["umount", str(self.point)], check=True)
+
+
+@pytest.fixture
+def named_hierarchy(tmp_path):
+    made = NamedHierarchy(tmp_path)
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def test_cgroup_v1_membership(start_workload, named_hierarchy, tmp_path):
+    """A process in a cgroup of a cgroup v1 hierarchy (a named one, with no controller):
+    restored into it while it exists; once it is gone the restore refuses, naming it (torpor
+    creates only cgroup v2 cgroups), and leaves nothing behind."""
+    work = named_hierarchy.point / "work"
+    work.mkdir()
+    with named_hierarchy.inside(work):
+        w = start_workload(harness.Spec("counter"))
+    w.wait_ready()
+    assert named_hierarchy.member(w.pid) == "/work"
+    images = harness.dump_killed(w, tmp_path)
+    findings = {f.topic: f for f in torpor.check(str(images))}
+    assert "joins existing " in findings["cgroups"].message
+    assert f"{named_hierarchy.name}:/work" in findings["cgroups"].message
+    pid = torpor.restore(str(images))
+    w.adopt(pid)
+    assert named_hierarchy.member(pid) == "/work"
+    again = tmp_path / "again"
+    again.mkdir()
+    torpor.dump(pid, str(again))
+    os.waitpid(pid, 0)
+    assert harness.wait_gone(pid, 5)
+    work.rmdir()
+    kids = harness.child_pids(os.getpid())
+    with pytest.raises(torpor.RestoreError) as refused:
+        torpor.restore(str(again))
+    message = str(refused.value)
+    assert f"cgroup {named_hierarchy.name}:/work does not exist here" in message, message
+    assert "\n" not in message
+    assert harness.child_pids(os.getpid()) == kids
+    assert not harness.pid_alive(pid)
