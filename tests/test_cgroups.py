@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+import command
 import harness
 import imagecraft
 import pytest
@@ -192,10 +193,35 @@ def test_existing_cgroup_is_joined(start_workload, cgroups, tmp_path, caplog):
     assert findings["cgroups"].level == "warn"
     assert "cgroup.max.depth 5, saved max" in findings["cgroups"].message
     assert f"joins existing {cgroups.path(work)}" in findings["cgroups"].message
+    res = command.torpor("check", "-D", str(images), "--manage-cgroups", "strict")
+    assert res.returncode == 1, res.stdout + res.stderr
+    line = next(line for line in res.stdout.splitlines() if line.startswith("cgroups"))
+    assert line.split()[1] == "no" and "cgroup.max.depth 5, saved max" in line, line
+    assert "--manage-cgroups=strict refuses" in line, line
     caplog.set_level(logging.INFO, logger="torpor")
     _restore_and_use(w, images, cgroups, work)
     assert "created" not in caplog.text
     assert (work / "cgroup.max.depth").read_text().strip() == "5"
+
+
+def test_ignored_cgroups(start_workload, cgroups, tmp_path):
+    """With manage_cgroups="ignore" (--manage-cgroups=ignore) the restored process stays in
+    the restorer's cgroup and the saved one is not made again."""
+    work = cgroups.make("work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    work.rmdir()
+    findings = {f.topic: f for f in torpor.check(str(images), manage_cgroups="ignore")}
+    assert findings["cgroups"].level == "ok" and "ignore" in findings["cgroups"].message
+    pid = torpor.restore(str(images), manage_cgroups="ignore")
+    w.adopt(pid)
+    assert _cgroup_of(pid) == cgroups.own
+    assert not work.exists()
+    w.signal(signal.SIGUSR1)
+    verdict = w.verdict()
+    assert f"FAIL cgroups: in cgroup {cgroups.own}, started in {cgroups.path(work)}" in (
+        verdict.lines
+    )
 
 
 def test_cgroup_that_cannot_be_created_refuses(start_workload, cgroups, tmp_path):

@@ -221,9 +221,16 @@ def _inherit_fds(specs) -> dict[str, int]:
     metavar="fd[N]:KEY",
     help="Use this command's fd N for the outside end KEY (see `torpor show`).",
 )
+@click.option(
+    "--manage-cgroups",
+    type=click.Choice(["soft", "strict", "ignore"]),
+    default="soft",
+    help="Saved cgroups: join or create them (soft), refuse differing limits (strict), "
+    "or stay in this command's (ignore).",
+)
 def restore(
     images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns,
-    trust_images, tcp_close, inherit_fd,
+    trust_images, tcp_close, inherit_fd, manage_cgroups,
 ) -> None:  # fmt: skip
     """Restore the process tree saved in DIR; without -d, wait for its root and exit with
     the root's status."""
@@ -244,6 +251,7 @@ def restore(
                 trust_images=trust_images,
                 tcp_close=tcp_close,
                 inherit_fds=_inherit_fds(inherit_fd),
+                manage_cgroups=manage_cgroups,
             )
         )
     finally:
@@ -276,7 +284,15 @@ def restore(
 @click.option("--shell-job", is_flag=True, help="As for restore: onto this terminal.")
 @click.option("--trust-images", is_flag=True, help="As for restore: images others could write.")
 @click.option("--tcp-close", is_flag=True, help="As for restore: TCP connections closed.")
-def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images, tcp_close) -> None:
+@click.option(
+    "--manage-cgroups",
+    type=click.Choice(["soft", "strict", "ignore"]),
+    default="soft",
+    help="As for restore: what becomes of the saved cgroups.",
+)
+def check(
+    images_dir, cpu_check, no_timens, pidns, shell_job, trust_images, tcp_close, manage_cgroups
+) -> None:
     """Show what this kernel supports, one line per feature; with -D, whether this host can
     restore an image directory, one line per finding (exit 1 if it would be refused)."""
     from torpor.checks import print_findings, print_report
@@ -294,6 +310,7 @@ def check(images_dir, cpu_check, no_timens, pidns, shell_job, trust_images, tcp_
             shell_job=shell_job,
             trust_images=trust_images,
             tcp_close=tcp_close,
+            manage_cgroups=manage_cgroups,
         )  # fmt: skip
     )
     sys.exit(print_findings(findings))

@@ -132,13 +132,14 @@ def check(
     shell_job: bool = False,
     trust_images: bool = False,
     tcp_close: bool = False,
+    manage_cgroups: str = "soft",
 ) -> list[preflight.Finding]:
     """Whether this host can restore `images_dir`, found without creating anything: the
     checks a restore with the same options makes first, and those it makes as it goes."""
     images, procs, file_entries = _open(images_dir, trust_images)
     return preflight.run(
         images, procs, file_entries, strict_cpu_check=strict_cpu_check, timens=timens, pidns=pidns,
-        shell_job=shell_job, tcp_close=tcp_close, whole_host=True,
+        shell_job=shell_job, tcp_close=tcp_close, whole_host=True, manage_cgroups=manage_cgroups,
     )  # fmt: skip
 
 
@@ -155,6 +156,7 @@ def restore(
     trust_images: bool = False,
     tcp_close: bool = False,
     inherit_fds: dict[str, int] | None = None,
+    manage_cgroups: str = "soft",
 ) -> int:
     """Recreate the process tree saved in `images_dir`; return its root's PID (as seen from
     here: with `pidns`, the tree has its dumped PIDs only inside its new PID namespace).
@@ -166,6 +168,7 @@ def restore(
     connections over. `inherit_fds` hands in, for a file whose other side was outside the
     tree (a pipe: "pipe:[INODE]", see `torpor show`), an fd of this process to use instead
     (CRIU's --inherit-fd); without one, such a pipe is made again with that side closed.
+    `manage_cgroups` says what becomes of the saved cgroups (torpor.parts.cgroups.MODES).
     """
     images, procs, file_entries = _open(images_dir, trust_images)
     inherit_fds = _inherited(inherit_fds or {}, file_entries)
@@ -179,6 +182,7 @@ def restore(
             timens=timens,
             shell_job=shell_job,
             tcp_close=tcp_close,
+            manage_cgroups=manage_cgroups,
         )  # fmt: skip
     )
     init = start_pid_namespace() if pidns else None
@@ -192,7 +196,7 @@ def restore(
         (p.mm for p in procs if not p.zombie), files.memory_objects(file_entries)
     )
     ghosts = ghost_files.Ghosts(images, file_entries)
-    placement = cgroups.Placement(images, procs)
+    placement = cgroups.Placement(images, procs, manage_cgroups)
     notes: list[str] = []
     shared_fds = files.SharedFds()
     try:

@@ -34,6 +34,11 @@ from torpor.images import pb
 from torpor.kernel import cgroups as kcg
 
 IMAGE = "cgroup.img"
+# What a restore does with the saved cgroups (CRIU's --manage-cgroups modes, those torpor
+# has): "soft" joins those that exist (a limit that differs is a warning) and creates the
+# others; "strict" refuses where a limit differs; "ignore" leaves every task in the
+# restorer's cgroups, as restores did before cgroups were saved.
+MODES = ("soft", "strict", "ignore")
 RMDIR_WAIT_SECONDS = 2.0
 
 # --- dump ------------------------------------------------------------------------------------
@@ -238,6 +243,7 @@ class Plan:
     """What restoring the saved cgroups means here, found without changing anything."""
 
     saved: Saved
+    ignored: bool = False
     problems: list[str] = field(default_factory=list)  # each refuses the restore
     warnings: list[str] = field(default_factory=list)
     create: list[str] = field(default_factory=list)  # v2 paths to make, parents first
@@ -247,6 +253,8 @@ class Plan:
     leader_of: dict[int, int] = field(default_factory=dict)  # saved tid -> its process
 
     def describe(self) -> str:
+        if self.ignored:
+            return "ignored (--manage-cgroups=ignore): every task stays in the restorer's cgroups"
         parts = []
         if self.create:
             parts.append("creates " + ", ".join(self._with_limits(p) for p in self.create))
@@ -263,12 +271,17 @@ def _key(m: kcg.Member) -> str:
     return f"{m.controllers}:{m.path}"
 
 
-def plan(images, procs) -> Plan | None:
-    """The plan for restoring `procs` (restorer.ProcessImage) here; None without cgroup.img."""
+def plan(images, procs, mode: str = "soft") -> Plan | None:
+    """The plan for restoring `procs` (restorer.ProcessImage) here in `mode` (MODES); None
+    without cgroup.img."""
+    if mode not in MODES:
+        raise RestoreError(f"unknown cgroup mode {mode!r} ({', '.join(MODES)})")
     saved = load(images)
     if saved is None:
         return None
-    result = Plan(saved)
+    result = Plan(saved, ignored=mode == "ignore")
+    if result.ignored:
+        return result
     own = kcg.own_membership()
     found = kcg.mounts()
     needed: dict[str, kcg.Member] = {}
@@ -282,6 +295,9 @@ def plan(images, procs) -> Plan | None:
             for m in members:
                 needed.setdefault(_key(m), m)
     for key, m in sorted(needed.items(), key=lambda kv: (kv[1].controllers, kv[1].path)):
+        if m.path.startswith("/.."):
+            result.problems.append(f"cgroup {m.describe()}: outside torpor's cgroup namespace")
+            continue
         if not m.unified and own.get(m.controllers) == m.path:
             continue  # where the restorer is: the tasks are born there
         mount = kcg.mount_for(m.controllers, found)
@@ -310,6 +326,11 @@ def plan(images, procs) -> Plan | None:
             continue
         for path in _ancestors(m.path) or ["/"]:
             _plan_dir(result, mount, path, path == m.path)
+    if mode == "strict" and result.warnings:
+        result.problems += [
+            w.replace("; left as it is", " (--manage-cgroups=strict refuses that)")
+            for w in result.warnings
+        ]
     return result
 
 
@@ -390,10 +411,9 @@ def _one(value: str) -> str:
     return value.replace("\n", "; ")
 
 
-def check(images, procs) -> tuple[str | None, str | None, str]:
-    """(refusal, warning, what the restore would do) for preflight; all None/"" without
-    cgroup.img."""
-    result = plan(images, procs)
+def check(images, procs, mode: str = "soft") -> tuple[str | None, str | None, str]:
+    """(refusal, warning, what the restore would do) for preflight."""
+    result = plan(images, procs, mode)
     if result is None:
         return None, None, "the images save no cgroups: tasks stay in the restorer's"
     problem = "; ".join(result.problems) or None
@@ -407,8 +427,10 @@ def check(images, procs) -> tuple[str | None, str | None, str]:
 class Placement:
     """The cgroups of one restore: those it creates, and the tasks it moves into them."""
 
-    def __init__(self, images, procs):
-        self.plan = plan(images, procs)
+    def __init__(self, images, procs, mode: str = "soft"):
+        self.plan = plan(images, procs, mode)
+        if self.plan is not None and self.plan.ignored:
+            self.plan = None
         self.created: list[str] = []  # directories made, parents first
 
     def create(self) -> None:
