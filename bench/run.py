@@ -1,13 +1,15 @@
 """torpor's benchmark suite: how long a process is frozen by a dump and how long until it runs
-again after a restore, next to the limits of this machine and to CRIU's figures.
+again after a restore, next to the limits of this machine and to CRIU measured in the same run.
 
-Usage: ``python bench/run.py [--quick] [--runs N] [--results-dir DIR] [--images-root DIR]``
+Usage: ``python bench/run.py [--quick] [--runs N] [--criu PATH] [--results-dir DIR]
+[--images-root DIR]``
 
 It builds its workloads (bench/workloads, gcc -m64 and -m32), then measures in one run:
 
 - memory: dump and restore wall time, MB/s and image size of processes holding 64 MiB,
-  256 MiB and 1 GiB, both flavours, through the Python API in this (warm) process; every
-  restored process checks its memory word by word and must say PASS;
+  256 MiB and 1 GiB, both flavours, through the Python API in this (warm) process and through
+  the torpor command (whole command); every restored process checks its memory word by word
+  and must say PASS;
 - the raw limits, on the same process and the same disk: process_vm_readv of its memory into
   a file in the images directory (dump limit), that file written with process_vm_writev into a
   fresh process holding untouched memory (restore limit), and memcpy; each torpor figure is
@@ -17,10 +19,16 @@ It builds its workloads (bench/workloads, gcc -m64 and -m32), then measures in o
 - growth: 1 to 10 000 mappings, 1 to 100 threads and 1 to 50 processes, each with the cost
   per unit from a linear fit (a refusal by torpor would be recorded as "not supported yet");
 - torpor's own peak RSS while dumping and restoring the largest process (ru_maxrss of the
-  command, from wait4).
+  command, from wait4);
+- CRIU beside torpor in every table: its whole commands (``criu dump -t PID -D DIR
+  --shell-job``, then ``criu restore -D DIR --shell-job -d``) on the same workloads, run
+  interleaved with torpor's, images on the same disk, every process CRIU restored checked like
+  torpor's; each table gives CRIU/torpor (above 1: torpor is faster). The binary is --criu,
+  else $TORPOR_CRIU, else ../shared/criu/criu beside the repository when it is there; without
+  one the CRIU columns say "no CRIU".
 
 Timings are medians of --runs runs (6 by default). ``--quick`` (1 run, 8 MiB, 100 mappings)
-only proves that everything works. Tables go to stdout, the JSON to
+only proves that everything works, CRIU's path included. Tables go to stdout, the JSON to
 ``<results-dir>/<timestamp>.json`` and ``<results-dir>/latest.json``.
 """
 
@@ -63,26 +71,16 @@ FLAVOURS = ("64", "32")
 MIB = 1 << 20
 MB = 1_000_000
 RAW_CHUNK = 8 << 20  # bytes per process_vm_* call in the raw limits (as many iovecs as needed)
-# At least 5 (issue 5); even, so that torpor and the raw limits go first equally often.
+# At least 5 (issue 5); even, so that torpor, CRIU and the raw limits go first equally often.
 DEFAULT_RUNS = 6
 READY_TIMEOUT = 120.0
 VERDICT_TIMEOUT = 120.0
 
-# CRIU 4.2 on this machine (issue 5): whole-process wall time in seconds, median of 5, images on
-# the same disk, `dump --shell-job` and `restore --shell-job -d`. The 64 MiB figure is given
-# without a flavour and is shown on the 64-bit row.
-CRIU = {
-    ("trivial", "64"): (0.047, 0.030),
-    ("trivial", "32"): (0.043, 0.034),
-    (64, "64"): (0.089, 0.074),
-    (256, "64"): (0.173, 0.194),
-    (256, "32"): (0.167, 0.196),
-    (1024, "64"): (1.28, 0.71),
-    (1024, "32"): (0.85, 0.76),
-}
-
-# The targets of issue 5.
+# The targets (issues 5 and 15): CRIU's time over torpor's at least TARGET_RATIO everywhere and
+# TARGET_RATIO_LARGE for the memory of TARGET_SIZES, torpor at TARGET_FRACTION of the raw limits.
 TARGET_SIZES = (256, 1024)
+TARGET_RATIO = 1.0
+TARGET_RATIO_LARGE = 1.2
 TARGET_FRACTION = 0.8
 TARGET_RSS_MIB = 100
 LINEAR_TOLERANCE = 2.0  # marginal cost of the last step over that of the step before
@@ -201,6 +199,7 @@ class Workload:
         self.pid = self.proc.pid
         _live.add(self.pid)
         self.ready = self._wait_ready()
+        self.mark()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -231,6 +230,16 @@ class Workload:
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name}: the dumped tree is still there")
             time.sleep(0.001)
+
+    def mark(self) -> None:
+        """Remember the log's size while the process waits to be dumped (see `rewind`)."""
+        self.log_size = self.log_path.stat().st_size
+
+    def rewind(self) -> None:
+        """Cut the log back to its size at `mark`, before one more restore of the same dump: the
+        restored process writes its verdict where the dumped one stood (and CRIU refuses to
+        restore a file whose size changed)."""
+        os.truncate(self.log_path, self.log_size)
 
     def adopt(self, pid: int) -> None:
         """Follow the restored copy (same PID, now a new child of this process)."""
@@ -346,7 +355,11 @@ class RssSampler(threading.Thread):
 
 
 def run_cli(
-    args: list[str], workdir: Path, sample: bool = False, command: list[str] | None = None
+    args: list[str],
+    workdir: Path,
+    sample: bool = False,
+    command: list[str] | None = None,
+    check: bool = True,
 ) -> CliRun:
     """Run torpor (or `command`) with `args` and wait for it with wait4, for its own ru_maxrss.
 
@@ -355,7 +368,8 @@ def run_cli(
     the benchmark's size. spawn exits at once; the command, orphaned, is adopted by this
     process (a child subreaper) and waited for here. The wall time runs from spawn's fork of
     the command to its exit, on CLOCK_MONOTONIC (time.monotonic_ns). With `sample`, an
-    RssSampler also watches the command (not for timed runs: it takes CPU time).
+    RssSampler also watches the command (not for timed runs: it takes CPU time). A command
+    that fails raises BenchError, or with check=False is returned with its status.
     """
     stamp = time.monotonic_ns()
     info = workdir / f"cli-{stamp}.info"
@@ -379,7 +393,7 @@ def run_cli(
     text = err_path.read_text(errors="replace")
     info.unlink()
     err_path.unlink()
-    if code != 0:
+    if code != 0 and check:
         what = " ".join(command or ["torpor"] + args)
         raise BenchError(f"{what} failed ({code}): {text.strip()}")
     return CliRun(seconds, code, usage.ru_maxrss, text, sampled)
@@ -410,6 +424,7 @@ class Cycle:
     cli_stderr: str = ""
     dump_sampled: dict | None = None
     restore_sampled: dict | None = None
+    vmas: int | None = None
 
 
 def api_cycle(w: Workload, images: Path) -> Cycle:
@@ -443,6 +458,85 @@ def cli_cycle(w: Workload, images: Path, sample: bool = False) -> Cycle:
         dumped.maxrss_kib,
         restored.maxrss_kib,
         dumped.stderr + restored.stderr,
+        dumped.sampled_kib,
+        restored.sampled_kib,
+    )
+
+
+# --- CRIU, side by side -------------------------------------------------------------------------
+
+NO_CRIU = "no CRIU"
+# An error CRIU 4.2 prints on every restore here (root lacks CAP_SYS_RESOURCE), harmless.
+CRIU_NOISE = ("RLIMIT_NOFILE",)
+
+
+class CriuFailed(Exception):
+    """CRIU could not dump or restore a workload: its row says so, with CRIU's own error."""
+
+
+def find_criu(named: str | None) -> Path | None:
+    """The CRIU binary measured beside torpor: `named` (--criu), else $TORPOR_CRIU, else
+    ../shared/criu/criu beside the repository when it is there; None without one. A binary
+    named explicitly must exist: a typo must not turn into "no CRIU"."""
+    named = named or os.environ.get("TORPOR_CRIU")
+    if named:
+        if not os.access(named, os.X_OK):
+            raise BenchError(f"CRIU binary {named} is not an executable file")
+        return Path(named).resolve()
+    default = REPO_DIR.parent / "shared" / "criu" / "criu"
+    return default.resolve() if os.access(default, os.X_OK) else None
+
+
+class Criu:
+    """CRIU's whole commands, timed and waited for like torpor's (run_cli, through spawn)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        res = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
+        self.version = res.stdout.splitlines()[0].split()[-1] if res.returncode == 0 else "?"
+        if res.returncode != 0:
+            raise BenchError(f"{path} --version failed: {res.stderr.strip()}")
+
+    def _run(self, what: str, args: list[str], workdir: Path, sample: bool) -> CliRun:
+        done = run_cli(args, workdir, sample, command=[str(self.path)], check=False)
+        if done.status != 0:
+            errors = [
+                line.strip()
+                for line in done.stderr.splitlines()
+                if "Error" in line and not any(n in line for n in CRIU_NOISE)
+            ]
+            raise CriuFailed(f"criu {what}: " + ("; ".join(errors[:2]) or f"exit {done.status}"))
+        return done
+
+    def dump(
+        self, pid: int, images: Path, workdir: Path, leave_running=False, sample=False
+    ) -> CliRun:
+        args = ["dump", "-t", str(pid), "-D", str(images), "--shell-job"]
+        return self._run("dump", args + ["--leave-running"] * leave_running, workdir, sample)
+
+    def restore(self, images: Path, workdir: Path, sample=False) -> CliRun:
+        args = ["restore", "-D", str(images), "--shell-job", "-d"]
+        return self._run("restore", args, workdir, sample)
+
+
+def criu_cycle(criu: Criu, w: Workload, images: Path, sample: bool = False) -> Cycle:
+    """Dump `w` with CRIU (which kills it) and restore it with CRIU (same PID, adopted by this
+    subreaper once criu exits); the restored copy gives its verdict."""
+    tree = tree_pids(w.pid)
+    dumped = criu.dump(w.pid, images, w.workdir, sample=sample)
+    w.reap_dumped(tree)
+    total, pages = images_size(images)
+    restored = criu.restore(images, w.workdir, sample=sample)
+    w.adopt(w.pid)
+    return Cycle(
+        dumped.seconds,
+        restored.seconds,
+        w.verdict(),
+        total,
+        pages,
+        dumped.maxrss_kib,
+        restored.maxrss_kib,
+        "",
         dumped.sampled_kib,
         restored.sampled_kib,
     )
@@ -578,22 +672,30 @@ def write_back(*paths: Path) -> None:
                 os.close(fd)
 
 
-def memory_run(size: int, flavour: str, scratch: Scratch, torpor_first: bool) -> dict:
-    """One run at one size: the raw dump limit and torpor's dump of the same live process, the
-    raw restore limits and torpor's restore (verified), then memcpy.
+def memory_run(size: int, flavour: str, scratch: Scratch, forward: bool, criu: Criu | None) -> dict:
+    """One run at one size, all on one live process: the raw dump limit, CRIU's dump, torpor's
+    dump by command and through the API; then the raw restore limits and the restores of CRIU,
+    of the command and of the API, each restored process verified (and reaped) before the next
+    restore of the same PID; then memcpy.
 
     On this machine, of two gigabytes written or faulted in one after the other the second is
-    often much slower, whoever does it; so torpor goes first on every other run
-    (`torpor_first`), and the two restore-limit variants swap too. For that, torpor dumps with
-    leave_running=True on every run (the process is frozen just as long) and the process is
-    killed once both have read it. The raw file is written in the images directory and moved
-    aside (torpor needs an empty directory, and its restore only its images); every written
-    file is synced before the next measurement, so none starts with our writeback pending.
+    often much slower, whoever does it; so every other run goes in the reverse order
+    (`forward` false: torpor's API first, the raw limit last), and the two restore-limit
+    variants swap too. For that, every dump leaves the process running (torpor's leave_running,
+    CRIU's --leave-running: the process is frozen just as long) and it is killed once all have
+    read it. The raw file is written in the images directory and moved aside (torpor needs an
+    empty directory, and its restore only its images); every written file is synced before the
+    next measurement, so none starts with another's writeback pending.
     """
     work = scratch.new(f"memory-{size}-{flavour}")
     images = work / "images"
+    cli_images = work / "cli-images"
+    criu_images = work / "criu-images"
+    cli_images.mkdir()
+    criu_images.mkdir()
     raw = images / "raw-limit.bin"
     aside = work / raw.name
+    torpor_first = not forward
     got: dict = {"torpor_first": torpor_first}
     try:
         w = Workload("memhog", flavour, [size], work)
@@ -604,14 +706,33 @@ def memory_run(size: int, flavour: str, scratch: Scratch, torpor_first: bool) ->
             write_back(raw)
             raw.rename(aside)
 
-        def torpor_dump() -> None:
+        def criu_dump() -> None:
+            if criu is None:
+                return
+            try:
+                done = criu.dump(w.pid, criu_images, work, leave_running=True)
+            except CriuFailed as e:
+                got["criu_error"] = str(e)
+                return
+            got["criu_dump_s"] = done.seconds
+            write_back(criu_images)
+
+        def cli_dump() -> None:
+            args = ["dump", "-t", str(w.pid), "-D", str(cli_images), "--leave-running"]
+            got["cli_dump_s"] = run_cli(args, work).seconds
+            write_back(cli_images)
+
+        def api_dump() -> None:
             got["dump_s"], _ = timed(lambda: torpor.dump(w.pid, images, leave_running=True))
             write_back(images)
 
-        for step in (torpor_dump, limit_dump) if torpor_first else (limit_dump, torpor_dump):
+        dumps = [limit_dump, criu_dump, cli_dump, api_dump]
+        for step in dumps if forward else reversed(dumps):
             step()
         w.kill()
         got["image_bytes"], got["pages_bytes"] = images_size(images)
+        if "criu_dump_s" in got:
+            got["criu_image_bytes"], _ = images_size(criu_images)
         sink_mib = -(-got["raw_bytes"] // MIB)
 
         def limit_restore() -> None:
@@ -621,16 +742,36 @@ def memory_run(size: int, flavour: str, scratch: Scratch, torpor_first: bool) ->
                 got[f"limit_restore_{name}_s"] = how(aside, sink.pid, int(sink.ready[0], 16))
                 sink.kill()
 
-        def torpor_restore() -> None:
+        def criu_restore() -> None:
+            if "criu_dump_s" not in got:
+                return
+            w.rewind()
+            try:
+                got["criu_restore_s"] = criu.restore(criu_images, work).seconds
+            except CriuFailed as e:
+                got["criu_error"] = str(e)
+                return
+            w.adopt(w.pid)
+            got["criu_verdict"] = w.verdict()
+
+        def cli_restore() -> None:
+            w.rewind()
+            pidfile = work / "restored.pid"
+            args = ["restore", "-D", str(cli_images), "-d", "--pidfile", str(pidfile)]
+            got["cli_restore_s"] = run_cli(args, work).seconds
+            w.adopt(int(pidfile.read_text()))
+            got["cli_verdict"] = w.verdict()
+
+        def api_restore() -> None:
+            w.rewind()
             got["restore_s"], pid = timed(lambda: torpor.restore(images))
             w.adopt(pid)
+            got["verdict"] = w.verdict()
 
-        for step in (
-            (torpor_restore, limit_restore) if torpor_first else (limit_restore, torpor_restore)
-        ):
+        restores = [limit_restore, criu_restore, cli_restore, api_restore]
+        for step in restores if forward else reversed(restores):
             step()
         aside.unlink()
-        got["verdict"] = w.verdict()
         got["memcpy_s"] = memcpy_seconds(size * MIB)
     finally:
         shutil.rmtree(work)
@@ -650,8 +791,56 @@ def paired(fractions: list[float]) -> list[float]:
     return out
 
 
-def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
-    """Medians over the runs, MB/s, and each torpor figure as a fraction of its limit."""
+def criu_summary(runs: list[dict], present: bool) -> dict | None:
+    """CRIU's figures over `runs` (dicts holding criu_dump_s, criu_restore_s and
+    criu_verdict, or criu_error): None without a CRIU binary. When CRIU failed a run or a
+    process it restored failed its check, `error` says so and there are no times."""
+    if not present:
+        return None
+    errors = [r["criu_error"] for r in runs if "criu_error" in r]
+    verdicts = [r["criu_verdict"] for r in runs if "criu_verdict" in r]
+    failed = [v for v in verdicts if not v.startswith("PASS")]
+    if failed and not errors:
+        errors = [f"a process restored by CRIU failed its check: {failed[0]}"]
+    out: dict = {
+        "runs": len(runs),
+        "verdicts": verdicts,
+        "error": errors[0] if errors else None,
+        "per_run": runs,
+        "dump_s": None,
+        "restore_s": None,
+    }
+    if not errors:
+        out["dump_s"] = median([r["criu_dump_s"] for r in runs])
+        out["restore_s"] = median([r["criu_restore_s"] for r in runs])
+        if "criu_image_bytes" in runs[0]:
+            out["image_bytes"] = runs[0]["criu_image_bytes"]
+    return out
+
+
+def criu_ratio(
+    torpor_runs: list[dict], criu: dict | None, keys: tuple[str, str] = ("dump_s", "restore_s")
+) -> dict | None:
+    """CRIU's time over torpor's (above 1: torpor is faster), dump and restore, None where CRIU
+    has no figure. Each run's two figures were measured next to each other; as for the raw
+    limits, the order alternates from run to run, and the figure is the median over pairs of
+    runs of each pair's geometric mean. `keys` name torpor's dump and restore times in
+    `torpor_runs`; CRIU's runs are criu["per_run"], in the same order."""
+    if not criu or criu["error"]:
+        return None
+    out: dict = {}
+    for op, key in zip(("dump", "restore"), keys, strict=True):
+        per_run = [
+            c[f"criu_{op}_s"] / t[key] for t, c in zip(torpor_runs, criu["per_run"], strict=True)
+        ]
+        out[op] = median(paired(per_run))
+        out[f"{op}_per_run"] = per_run
+    return out
+
+
+def summarise_memory(size: int, flavour: str, runs: list[dict], criu_present: bool) -> dict:
+    """Medians over the runs, MB/s, each torpor figure as a fraction of its limit, and CRIU's
+    figures with CRIU/torpor for the API and for the command."""
 
     def med(key: str) -> float:
         return median([r[key] for r in runs])
@@ -662,7 +851,6 @@ def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
     limit_dump_s = med("limit_dump_s")
     limit_read_s, limit_mmap_s = med("limit_restore_read_s"), med("limit_restore_mmap_s")
     limit_restore_s = min(limit_read_s, limit_mmap_s)
-    criu = CRIU.get((size, flavour))
     out = {
         "size_mib": size,
         "flavour": flavour,
@@ -685,9 +873,19 @@ def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
             "memcpy_s": med("memcpy_s"),
             "memcpy_mb_s": rate(size * MIB, med("memcpy_s")),
         },
-        "verdicts": [r["verdict"] for r in runs],
-        "criu": {"dump_s": criu[0], "restore_s": criu[1]} if criu else None,
+        "command": {
+            "dump_s": med("cli_dump_s"),
+            "restore_s": med("cli_restore_s"),
+            "dump_mb_s": rate(pages_bytes, med("cli_dump_s")),
+            "restore_mb_s": rate(pages_bytes, med("cli_restore_s")),
+        },
+        "verdicts": [r["verdict"] for r in runs] + [r["cli_verdict"] for r in runs],
+        "criu": criu_summary(runs, criu_present),
         "per_run": runs,
+    }
+    out["criu_ratio"] = {
+        "API": criu_ratio(runs, out["criu"]),
+        "command": criu_ratio(runs, out["criu"], ("cli_dump_s", "cli_restore_s")),
     }
     # Each run's torpor figure over the limit measured next to it, seconds apart. Runs go in
     # pairs, the limit first in one and torpor first in the other: if going second costs a
@@ -712,16 +910,38 @@ def summarise_memory(size: int, flavour: str, runs: list[dict]) -> dict:
     return out
 
 
-def bench_memory(cfg: Config, scratch: Scratch) -> list[dict]:
+def bench_memory(cfg: Config, scratch: Scratch, criu: Criu | None) -> list[dict]:
     results = []
     for size in cfg.sizes:
         for flavour in FLAVOURS:
             runs = []
             for i in range(cfg.runs):
                 log(f"memory {size_label(size)} {flavour}-bit: run {i + 1}/{cfg.runs}")
-                runs.append(memory_run(size, flavour, scratch, torpor_first=i % 2 == 1))
-            results.append(summarise_memory(size, flavour, runs))
+                runs.append(memory_run(size, flavour, scratch, i % 2 == 0, criu))
+            results.append(summarise_memory(size, flavour, runs, criu is not None))
     return results
+
+
+def fresh_cycle(
+    scratch: Scratch, name: str, flavour: str, args: list, how: Callable[[Workload, Path], Cycle]
+) -> Cycle:
+    """One dump/restore cycle (`how`) of a fresh workload, with its VMA count before the dump.
+    If `how` refuses (torpor.UnsupportedError, CriuFailed), the workload's tree is killed and
+    the refusal passed on."""
+    work = scratch.new(f"{name}-{flavour}")
+    try:
+        w = Workload(name, flavour, args, work)
+        vmas = len(read_maps(w.pid, with_flags=False))
+        try:
+            done = how(w, work / "images")
+        except (torpor.UnsupportedError, CriuFailed):
+            w.kill(group=True)
+            reap_orphans()
+            raise
+        done.vmas = vmas
+        return done
+    finally:
+        shutil.rmtree(work)
 
 
 def cycles(
@@ -738,13 +958,30 @@ def cycles(
     done = []
     for i in range(runs or cfg.runs):
         log(f"{label}: run {i + 1}/{runs or cfg.runs}")
-        work = scratch.new(f"{name}-{flavour}")
-        try:
-            w = Workload(name, flavour, args, work)
-            done.append(how(w, work / "images"))
-        finally:
-            shutil.rmtree(work)
+        done.append(fresh_cycle(scratch, name, flavour, args, how))
     return done
+
+
+def criu_run(
+    scratch: Scratch, name: str, flavour: str, args: list, criu: Criu, sample: bool = False
+) -> dict:
+    """One CRIU cycle of a fresh workload as a run dict (see criu_summary)."""
+    try:
+        c = fresh_cycle(
+            scratch, name, flavour, args, lambda w, images: criu_cycle(criu, w, images, sample)
+        )
+    except CriuFailed as e:
+        return {"criu_error": str(e)}
+    return {
+        "criu_dump_s": c.dump_s,
+        "criu_restore_s": c.restore_s,
+        "criu_verdict": c.verdict,
+        "criu_image_bytes": c.image_bytes,
+        "criu_dump_maxrss_kib": c.dump_rss_kib,
+        "criu_restore_maxrss_kib": c.restore_rss_kib,
+        "criu_dump_sampled": c.dump_sampled,
+        "criu_restore_sampled": c.restore_sampled,
+    }
 
 
 def cycle_summary(done: list[Cycle]) -> dict:
@@ -771,22 +1008,33 @@ def bench_startup(cfg: Config, scratch: Scratch) -> dict:
     return {"command": "python -c pass", "seconds": median(times), "per_run": times}
 
 
-def bench_fixed(cfg: Config, scratch: Scratch, startup_s: float) -> list[dict]:
-    """The trivial process (memhog 0): warm API and whole torpor commands, both flavours; for
-    the command, also what it takes beyond the API call and interpreter start-up."""
+def bench_fixed(cfg: Config, scratch: Scratch, startup_s: float, criu: Criu | None) -> list[dict]:
+    """The trivial process (memhog 0): warm API, whole torpor commands and whole CRIU
+    commands, both flavours, one fresh process each, taking turns (the order reverses from one
+    run to the next); for torpor's command, also what it takes beyond the API call and
+    interpreter start-up."""
     results = []
     for flavour in FLAVOURS:
-        criu = CRIU[("trivial", flavour)]
-        for via, how in (("API", api_cycle), ("CLI", cli_cycle)):
-            done = cycles(
-                cfg, scratch, f"trivial {flavour}-bit via {via}", "memhog", flavour, [0], how
-            )
-            row = {"via": via, "flavour": flavour, **cycle_summary(done)}
-            row["criu"] = {"dump_s": criu[0], "restore_s": criu[1]}
-            row["image_bytes"] = done[0].image_bytes
+        done: dict[str, list[Cycle]] = {"API": [], "CLI": []}
+        criu_runs: list[dict] = []
+        for i in range(cfg.runs):
+            steps = ["API", "CLI"] + ["CRIU"] * (criu is not None)
+            for via in steps if i % 2 == 0 else reversed(steps):
+                log(f"trivial {flavour}-bit via {via}: run {i + 1}/{cfg.runs}")
+                if via == "CRIU":
+                    criu_runs.append(criu_run(scratch, "memhog", flavour, [0], criu))
+                    continue
+                how = api_cycle if via == "API" else cli_cycle
+                done[via].append(fresh_cycle(scratch, "memhog", flavour, [0], how))
+        criu_row = criu_summary(criu_runs, criu is not None)
+        for via in ("API", "CLI"):
+            row = {"via": via, "flavour": flavour, **cycle_summary(done[via])}
+            row["image_bytes"] = done[via][0].image_bytes
+            row["criu"] = criu_row
+            row["criu_ratio"] = criu_ratio(row["per_run"], criu_row)
             if via == "CLI":
-                row["dump_maxrss_kib"] = max(c.dump_rss_kib for c in done)
-                row["restore_maxrss_kib"] = max(c.restore_rss_kib for c in done)
+                row["dump_maxrss_kib"] = max(c.dump_rss_kib for c in done[via])
+                row["restore_maxrss_kib"] = max(c.restore_rss_kib for c in done[via])
                 api = results[-1]
                 row["beyond_startup"] = {
                     f"{op}_s": row[f"{op}_s"] - api[f"{op}_s"] - startup_s
@@ -811,17 +1059,17 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict:
     }
 
 
-def growth_fits(rows: list[dict]) -> dict:
-    """Per-unit cost of dump and restore from a linear fit over the supported rows, and the
-    marginal cost of each step (which shows whether growth stays linear)."""
-    ok = [r for r in rows if r["supported"]]
+def growth_fits(points: list[tuple[int, float, float]]) -> dict:
+    """Per-unit cost of dump and restore from a linear fit over `points` (count, dump
+    seconds, restore seconds), and the marginal cost of each step (which shows whether growth
+    stays linear)."""
     fits: dict = {}
-    for op in ("dump", "restore"):
-        if len(ok) < 2:
+    for op, column in (("dump", 1), ("restore", 2)):
+        if len(points) < 2:
             fits[op] = None
             continue
-        xs = [r["count"] for r in ok]
-        ys = [r[f"{op}_s"] for r in ok]
+        xs = [p[0] for p in points]
+        ys = [p[column] for p in points]
         fit = linear_fit(xs, ys)
         fit["marginal_s"] = [(ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1]) for i in range(1, len(xs))]
         fits[op] = fit
@@ -829,30 +1077,45 @@ def growth_fits(rows: list[dict]) -> dict:
 
 
 def growth_row(
-    cfg: Config, scratch: Scratch, kind: str, name: str, flavour: str, count: int
+    cfg: Config,
+    scratch: Scratch,
+    kind: str,
+    name: str,
+    flavour: str,
+    count: int,
+    criu: Criu | None,
 ) -> dict:
-    """Dump and restore a workload of `count` units, or record torpor's refusal."""
+    """Dump and restore a workload of `count` units through the API and with CRIU, taking
+    turns on fresh processes; a refusal by torpor (or a failure of CRIU's) is recorded and
+    ends that side's runs."""
     label = f"{kind} {count} {flavour}-bit"
-    log(f"{label}: trying")
-    work = scratch.new(f"{name}-{count}-{flavour}")
-    try:
-        w = Workload(name, flavour, [count], work)
-        vmas = len(read_maps(w.pid, with_flags=False))
-        try:
-            first = api_cycle(w, work / "images")
-        except torpor.UnsupportedError as e:
-            w.kill(group=True)
-            reap_orphans()
-            return {"count": count, "supported": False, "message": str(e), "vmas": vmas}
-    finally:
-        shutil.rmtree(work)
-    done = [first]
-    if cfg.runs > 1:
-        done += cycles(cfg, scratch, label, name, flavour, [count], api_cycle, cfg.runs - 1)
-    return {"count": count, "supported": True, "vmas": vmas, **cycle_summary(done)}
+    done: list[Cycle] = []
+    criu_runs: list[dict] = []
+    refused = None
+    for i in range(cfg.runs):
+        steps = ["torpor"] + ["CRIU"] * (criu is not None)
+        for who in steps if i % 2 == 0 else reversed(steps):
+            if who == "torpor" and refused is None:
+                log(f"{label}: run {i + 1}/{cfg.runs}")
+                try:
+                    done.append(fresh_cycle(scratch, name, flavour, [count], api_cycle))
+                except torpor.UnsupportedError as e:
+                    refused = str(e)
+            elif who == "CRIU" and not any("criu_error" in r for r in criu_runs):
+                log(f"{label}: CRIU run {i + 1}/{cfg.runs}")
+                criu_runs.append(criu_run(scratch, name, flavour, [count], criu))
+    row: dict = {"count": count, "supported": refused is None}
+    row["criu"] = criu_summary(criu_runs, criu is not None)
+    if refused is not None:
+        vmas = [c.vmas for c in done] or [None]
+        row.update({"message": refused, "vmas": vmas[0], "criu_ratio": None})
+        return row
+    row.update({"vmas": done[0].vmas, **cycle_summary(done)})
+    row["criu_ratio"] = criu_ratio(row["per_run"], row["criu"])
+    return row
 
 
-def bench_growth(cfg: Config, scratch: Scratch) -> dict:
+def bench_growth(cfg: Config, scratch: Scratch, criu: Criu | None) -> dict:
     results: dict = {}
     for kind, name, counts in (
         ("mappings", "maps", cfg.mappings),
@@ -861,22 +1124,33 @@ def bench_growth(cfg: Config, scratch: Scratch) -> dict:
     ):
         results[kind] = {}
         for flavour in FLAVOURS:
-            rows = [growth_row(cfg, scratch, kind, name, flavour, n) for n in counts]
-            results[kind][flavour] = {"rows": rows, "fit": growth_fits(rows)}
+            rows = [growth_row(cfg, scratch, kind, name, flavour, n, criu) for n in counts]
+            ours = [(r["count"], r["dump_s"], r["restore_s"]) for r in rows if r["supported"]]
+            theirs = [
+                (r["count"], r["criu"]["dump_s"], r["criu"]["restore_s"])
+                for r in rows
+                if r["criu"] and not r["criu"]["error"]
+            ]
+            results[kind][flavour] = {
+                "rows": rows,
+                "fit": growth_fits(ours),
+                "criu_fit": growth_fits(theirs) if criu is not None else None,
+            }
     return results
 
 
-def bench_rss(cfg: Config, scratch: Scratch) -> list[dict]:
+def bench_rss(cfg: Config, scratch: Scratch, criu: Criu | None) -> list[dict]:
     """Peak RSS of the torpor command dumping and restoring the largest process (one run
     each: the peak depends on what torpor allocates, not on the machine's load), with the
-    sampled anonymous / file-backed split."""
+    sampled anonymous / file-backed split; CRIU's commands the same way."""
     results = []
     for flavour in FLAVOURS:
         size = cfg.rss_size
+        label = f"peak RSS {size_label(size)} {flavour}-bit"
         done = cycles(
             cfg,
             scratch,
-            f"peak RSS {size_label(size)} {flavour}-bit",
+            label,
             "memhog",
             flavour,
             [size],
@@ -884,25 +1158,31 @@ def bench_rss(cfg: Config, scratch: Scratch) -> list[dict]:
             runs=1,
         )
         c = done[0]
-        results.append(
-            {
-                "size_mib": size,
-                "flavour": flavour,
-                "dump_maxrss_kib": c.dump_rss_kib,
-                "restore_maxrss_kib": c.restore_rss_kib,
-                "dump_s": c.dump_s,
-                "restore_s": c.restore_s,
-                "dump_sampled": c.dump_sampled,
-                "restore_sampled": c.restore_sampled,
-                "cli_stderr": c.cli_stderr,
-                "verdicts": [c.verdict],
-            }
-        )
+        row = {
+            "size_mib": size,
+            "flavour": flavour,
+            "dump_maxrss_kib": c.dump_rss_kib,
+            "restore_maxrss_kib": c.restore_rss_kib,
+            "dump_s": c.dump_s,
+            "restore_s": c.restore_s,
+            "dump_sampled": c.dump_sampled,
+            "restore_sampled": c.restore_sampled,
+            "cli_stderr": c.cli_stderr,
+            "verdicts": [c.verdict],
+            "criu": None,
+        }
+        if criu is not None:
+            log(f"{label}: CRIU")
+            row["criu"] = criu_summary(
+                [criu_run(scratch, "memhog", flavour, [size], criu, sample=True)], True
+            )
+        results.append(row)
     return results
 
 
-def warm_up(scratch: Scratch) -> None:
-    """One untimed API cycle per flavour, so that timed calls find torpor imported and warm."""
+def warm_up(scratch: Scratch, criu: Criu | None) -> None:
+    """One untimed API cycle per flavour, so that timed calls find torpor imported and warm,
+    and one CRIU cycle (its binary and libraries in the page cache)."""
     for flavour in FLAVOURS:
         work = scratch.new(f"warm-{flavour}")
         try:
@@ -912,51 +1192,74 @@ def warm_up(scratch: Scratch) -> None:
             shutil.rmtree(work)
         if not verdict.startswith("PASS"):
             raise BenchError(f"warm-up {flavour}-bit: {verdict}")
+    if criu is not None:
+        criu_run(scratch, "memhog", "64", [0], criu)
 
 
 # --- targets ------------------------------------------------------------------------------------
 
 
 def evaluate_targets(results: dict) -> list[dict]:
-    """Check the measured figures against the targets of issue 5 (only those measured)."""
+    """Check the measured figures against the targets: CRIU/torpor at least TARGET_RATIO for
+    every workload (TARGET_RATIO_LARGE for the memory of TARGET_SIZES), for each torpor figure
+    measured (API, whole command), dump and restore; TARGET_FRACTION of the raw limits; torpor's
+    RSS under TARGET_RSS_MIB; growth with the number of mappings linear. A target CRIU gave no
+    figure for is listed unmet-able, with why ("no CRIU", "CRIU failed")."""
     targets = []
 
-    def add(name: str, value: float, limit: float, met: bool, unit: str) -> None:
-        targets.append({"target": name, "value": value, "limit": limit, "met": met, "unit": unit})
+    def add(name: str, value, limit: float, sign: str, unit: str, note: str = "") -> None:
+        met = None
+        if value is not None:
+            met = {"≥": value >= limit, "≤": value <= limit, "<": value < limit}[sign]
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "sign": sign,
+                "met": met,
+                "unit": unit,
+                "note": note,
+            }
+        )
+
+    def against_criu(what: str, criu: dict | None, ratio: dict | None, limit: float) -> None:
+        note = NO_CRIU if criu is None else "CRIU failed" if criu["error"] else ""
+        for op in ("dump", "restore"):
+            value = ratio[op] if ratio else None
+            add(f"{what} {op}: CRIU / torpor", value, limit, "≥", "x", note)
 
     for row in results["memory"]:
-        if row["size_mib"] not in TARGET_SIZES:
-            continue
         what = f"{size_label(row['size_mib'])} {row['flavour']}-bit"
-        for op in ("dump", "restore"):
-            criu = row["criu"][f"{op}_s"]
-            add(f"{what} {op} faster than CRIU", row[f"{op}_s"], criu, row[f"{op}_s"] < criu, "s")
-            frac = row[f"{op}_of_limit"]
-            add(f"{what} {op} of raw limit", frac, TARGET_FRACTION, frac >= TARGET_FRACTION, "")
+        large = row["size_mib"] in TARGET_SIZES
+        limit = TARGET_RATIO_LARGE if large else TARGET_RATIO
+        for via in ("API", "command"):
+            against_criu(f"{what} ({via})", row["criu"], row["criu_ratio"][via], limit)
+        if large:
+            for op in ("dump", "restore"):
+                frac = row[f"{op}_of_limit"]
+                add(f"{what} {op} (API) of raw limit", frac, TARGET_FRACTION, "≥", "")
     for row in results["fixed"]:
-        if row["via"] != "API":
-            continue
-        for op in ("dump", "restore"):
-            criu = row["criu"][f"{op}_s"]
-            add(
-                f"trivial {row['flavour']}-bit {op} (API) faster than CRIU",
-                row[f"{op}_s"],
-                criu,
-                row[f"{op}_s"] < criu,
-                "s",
-            )
+        via = "API" if row["via"] == "API" else "command"
+        what = f"trivial {row['flavour']}-bit ({via})"
+        against_criu(what, row["criu"], row["criu_ratio"], TARGET_RATIO)
+    for kind, by_flavour in results["growth"].items():
+        for flavour, group in by_flavour.items():
+            for row in group["rows"]:
+                what = f"{kind} {row['count']} {flavour}-bit (API)"
+                if row["supported"]:
+                    against_criu(what, row["criu"], row["criu_ratio"], TARGET_RATIO)
+                else:
+                    for op in ("dump", "restore"):
+                        name = f"{what} {op}: CRIU / torpor"
+                        add(name, None, TARGET_RATIO, "≥", "x", "torpor refuses")
     for row in results["rss"]:
         if row["size_mib"] < 1024:
             continue
         for op in ("dump", "restore"):
             mib = row[f"{op}_maxrss_kib"] / 1024
-            add(
-                f"torpor RSS, {op} of {size_label(row['size_mib'])} {row['flavour']}-bit",
-                mib,
-                TARGET_RSS_MIB,
-                mib < TARGET_RSS_MIB,
-                "MiB",
-            )
+            what = f"torpor RSS, {op} of {size_label(row['size_mib'])} {row['flavour']}-bit"
+            add(what, mib, TARGET_RSS_MIB, "<", "MiB")
     for flavour, group in results["growth"]["mappings"].items():
         for op in ("dump", "restore"):
             fit = group["fit"][op]
@@ -968,13 +1271,14 @@ def evaluate_targets(results: dict) -> list[dict]:
                 f"mappings {flavour}-bit {op} linear: per-mapping cost, last step / previous",
                 ratio,
                 LINEAR_TOLERANCE,
-                ratio <= LINEAR_TOLERANCE,
+                "≤",
                 "x",
             )
     return targets
 
 
 def all_verdicts(results: dict) -> list[str]:
+    """The verdicts of every process torpor restored."""
     found = []
     for row in results["memory"] + results["fixed"] + results["rss"]:
         found += row["verdicts"]
@@ -983,6 +1287,16 @@ def all_verdicts(results: dict) -> list[str]:
             for row in group["rows"]:
                 found += row.get("verdicts", [])
     return found
+
+
+def criu_verdicts(results: dict) -> list[str]:
+    """The verdicts of every process CRIU restored (a trivial process's CRIU runs are shown on
+    both its API and its command row, and counted once)."""
+    rows = results["memory"] + [r for r in results["fixed"] if r["via"] == "API"] + results["rss"]
+    for kinds in results["growth"].values():
+        for group in kinds.values():
+            rows += group["rows"]
+    return [v for row in rows if row["criu"] for v in row["criu"]["verdicts"]]
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -1017,9 +1331,49 @@ def verdict_cell(verdicts: list[str]) -> str:
     return f"PASS {passed}/{len(verdicts)}" if passed == len(verdicts) else "FAIL"
 
 
+def criu_secs(criu: dict | None, op: str) -> str:
+    """A CRIU time for a table: its median, "no CRIU" without a binary, "CRIU failed"."""
+    if criu is None:
+        return NO_CRIU
+    return "CRIU failed" if criu["error"] else secs(criu[f"{op}_s"])
+
+
+def ratio_cell(criu: dict | None, *ratios: dict | None, op: str) -> str:
+    """CRIU/torpor for `op`, one figure per torpor figure (API / command), or why there is none."""
+    if criu is None:
+        return NO_CRIU
+    if criu["error"]:
+        return "—"
+    return " / ".join("—" if r is None else f"{r[op]:.2f}" for r in ratios)
+
+
+def criu_verdict_cell(criu: dict | None) -> str:
+    if criu is None:
+        return NO_CRIU
+    return "CRIU failed" if criu["error"] else verdict_cell(criu["verdicts"])
+
+
+def criu_notes(rows: list[tuple[str, dict | None]]) -> str | None:
+    """Table caption lines naming what CRIU could not do, with its error."""
+    lines = [f"{label}: {criu['error']}" for label, criu in rows if criu and criu["error"]]
+    return "\n".join(["CRIU failed:", *lines]) if lines else None
+
+
+def caption(*parts: str | None) -> str | None:
+    lines = [p for p in parts if p]
+    return "\n".join(lines) or None
+
+
+RATIO_NOTE = (
+    "CRIU / torpor: CRIU's time over torpor's, above 1 when torpor is faster (median over pairs "
+    "of runs in alternating order of each pair's geometric mean); CRIU: whole commands"
+)
+
+
 def render(results: dict, console: Console) -> None:
     t = Table(
-        title="Memory: dump (leave_running=True) and restore through the warm API (median of runs)"
+        title="Memory: torpor's dump (leave_running=True) and restore through the warm API, "
+        "and the raw limits (median of runs)"
     )
     for col in (
         "process",
@@ -1031,14 +1385,11 @@ def render(results: dict, console: Console) -> None:
         "of limit",
         "memcpy",
         "image",
-        "CRIU dump",
-        "CRIU restore",
         "verified",
     ):
         t.add_column(col, justify="left" if col == "process" else "right")
     for r in results["memory"]:
         lim = r["limit"]
-        criu = r["criu"] or {}
         t.add_row(
             f"{size_label(r['size_mib'])} {r['flavour']}-bit",
             with_rate(r["dump_s"], r["dump_mb_s"]),
@@ -1049,17 +1400,61 @@ def render(results: dict, console: Console) -> None:
             f"{r['restore_of_limit']:.2f}",
             f"{lim['memcpy_mb_s']:,.0f} MB/s",
             f"{r['image_bytes'] / MIB:.1f} MiB",
-            secs(criu.get("dump_s")),
-            secs(criu.get("restore_s")),
             verdict_cell(r["verdicts"]),
         )
     console.print(t)
 
-    startup = results["startup"]
+    labelled = [(f"{size_label(r['size_mib'])} {r['flavour']}-bit", r) for r in results["memory"]]
     t = Table(
-        title="Fixed cost: the trivial process (memhog 0)",
-        caption=f"interpreter start-up ({startup['command']}): {secs(startup['seconds'])}; "
-        "beyond start-up = command − API call − interpreter start-up",
+        title="Memory: torpor (warm API / whole command) and CRIU (whole command), same process, "
+        "same run (median of runs)",
+        caption=caption(RATIO_NOTE, criu_notes([(lab, r["criu"]) for lab, r in labelled])),
+    )
+    for col in (
+        "process",
+        "dump API",
+        "dump command",
+        "CRIU dump",
+        "CRIU / torpor dump: API / command",
+        "restore API",
+        "restore command",
+        "CRIU restore",
+        "CRIU / torpor restore: API / command",
+        "image torpor / CRIU",
+        "verified torpor",
+        "verified CRIU",
+    ):
+        t.add_column(col, justify="left" if col == "process" else "right")
+    for label, r in labelled:
+        criu, ratios = r["criu"], r["criu_ratio"]
+        image = f"{r['image_bytes'] / MIB:.1f}"
+        image += f" / {criu['image_bytes'] / MIB:.1f} MiB" if criu and not criu["error"] else " MiB"
+        t.add_row(
+            label,
+            secs(r["dump_s"]),
+            secs(r["command"]["dump_s"]),
+            criu_secs(criu, "dump"),
+            ratio_cell(criu, ratios["API"], ratios["command"], op="dump"),
+            secs(r["restore_s"]),
+            secs(r["command"]["restore_s"]),
+            criu_secs(criu, "restore"),
+            ratio_cell(criu, ratios["API"], ratios["command"], op="restore"),
+            image,
+            verdict_cell(r["verdicts"]),
+            criu_verdict_cell(criu),
+        )
+    console.print(t)
+
+    startup = results["startup"]
+    fixed = [(f"trivial {r['flavour']}-bit", r) for r in results["fixed"] if r["via"] == "API"]
+    t = Table(
+        title="Fixed cost: the trivial process (memhog 0), torpor and CRIU (median of runs)",
+        caption=caption(
+            f"interpreter start-up ({startup['command']}): {secs(startup['seconds'])}; "
+            "beyond start-up = command − API call − interpreter start-up",
+            RATIO_NOTE,
+            criu_notes([(lab, r["criu"]) for lab, r in fixed]),
+        ),
     )
     for col in (
         "process",
@@ -1070,11 +1465,15 @@ def render(results: dict, console: Console) -> None:
         "image",
         "CRIU dump",
         "CRIU restore",
+        "CRIU / torpor dump",
+        "CRIU / torpor restore",
+        "verified",
+        "verified CRIU",
     ):
         t.add_column(col, justify="left" if col in ("process", "via") else "right")
-    t.add_column("verified", justify="right")
     for r in results["fixed"]:
         beyond = r.get("beyond_startup")
+        criu = r["criu"]
         t.add_row(
             f"trivial {r['flavour']}-bit",
             "API (warm)" if r["via"] == "API" else "CLI (whole command)",
@@ -1082,21 +1481,52 @@ def render(results: dict, console: Console) -> None:
             secs(r["restore_s"]),
             f"{beyond['dump_s']:.3f} s / {beyond['restore_s']:.3f} s" if beyond else "—",
             f"{r['image_bytes'] / 1024:.0f} KiB",
-            secs(r["criu"]["dump_s"]),
-            secs(r["criu"]["restore_s"]),
+            criu_secs(criu, "dump"),
+            criu_secs(criu, "restore"),
+            ratio_cell(criu, r["criu_ratio"], op="dump"),
+            ratio_cell(criu, r["criu_ratio"], op="restore"),
             verdict_cell(r["verdicts"]),
+            criu_verdict_cell(criu),
         )
     console.print(t)
 
-    t = Table(title="Growth: dump and restore through the warm API (median of runs)")
-    for col in ("workload", "count", "VMAs", "dump", "restore", "per unit since previous row"):
+    growth_notes = [
+        (f"{kind} {r['count']} {flavour}-bit", r["criu"])
+        for kind, by_flavour in results["growth"].items()
+        for flavour, group in by_flavour.items()
+        for r in group["rows"]
+    ]
+    t = Table(
+        title="Growth: dump and restore through the warm API, and CRIU (median of runs)",
+        caption=caption(RATIO_NOTE, criu_notes(growth_notes)),
+    )
+    for col in (
+        "workload",
+        "count",
+        "VMAs",
+        "dump",
+        "restore",
+        "per unit since previous row",
+        "CRIU dump",
+        "CRIU restore",
+        "CRIU / torpor dump / restore",
+    ):
         t.add_column(col, justify="left" if col == "workload" else "right")
     t.add_column("verified / torpor says", justify="left")
+    t.add_column("verified CRIU", justify="right")
     for kind, by_flavour in results["growth"].items():
         for flavour, group in by_flavour.items():
             previous = None
             for r in group["rows"]:
                 name = f"{kind} {flavour}-bit"
+                criu = r["criu"]
+                if criu is None:
+                    ratio = NO_CRIU
+                elif criu["error"] or not r["supported"]:
+                    ratio = "—"
+                else:
+                    ratio = f"{r['criu_ratio']['dump']:.2f} / {r['criu_ratio']['restore']:.2f}"
+                criu_cells = (criu_secs(criu, "dump"), criu_secs(criu, "restore"), ratio)
                 if not r["supported"]:
                     t.add_row(
                         name,
@@ -1105,7 +1535,9 @@ def render(results: dict, console: Console) -> None:
                         "—",
                         "—",
                         "—",
+                        *criu_cells,
                         refusal_cell(r["message"]),
+                        criu_verdict_cell(criu),
                     )
                     continue
                 step = "—"
@@ -1122,26 +1554,39 @@ def render(results: dict, console: Console) -> None:
                     secs(r["dump_s"]),
                     secs(r["restore_s"]),
                     step,
+                    *criu_cells,
                     verdict_cell(r["verdicts"]),
+                    criu_verdict_cell(criu),
                 )
                 previous = r
-            fits = group["fit"]
             unit = kind.rstrip("s") if kind != "processes" else "process"
-            if fits["dump"] and fits["restore"]:
-                cost = (
-                    f"{fits['dump']['slope_s'] * 1e6:,.1f} µs / "
-                    f"{fits['restore']['slope_s'] * 1e6:,.1f} µs"
-                )
-                note = (
-                    f"linear fit, per {unit}: R² {fits['dump']['r2']:.3f} / "
-                    f"{fits['restore']['r2']:.3f}"
-                )
+            cost, note = fit_cells(group["fit"], unit)
+            if group["criu_fit"] is None:
+                criu_cost = NO_CRIU
             else:
-                cost, note = "—", f"cost per {unit}: not supported yet"
-            t.add_row(f"{kind} {flavour}-bit", "fit", "", "", "", cost, note, end_section=True)
+                criu_cost, _ = fit_cells(group["criu_fit"], unit)
+            t.add_row(
+                f"{kind} {flavour}-bit",
+                "fit",
+                "",
+                "",
+                "",
+                cost,
+                "CRIU per unit:",
+                criu_cost,
+                "",
+                note,
+                "",
+                end_section=True,
+            )
     console.print(t)
 
-    t = Table(title="Peak RSS of the torpor command (ru_maxrss from wait4)")
+    t = Table(
+        title="Peak RSS of the torpor command, and of CRIU's (ru_maxrss from wait4)",
+        caption=criu_notes(
+            [(f"{size_label(r['size_mib'])} {r['flavour']}-bit", r["criu"]) for r in results["rss"]]
+        ),
+    )
     for col in (
         "process",
         "dump",
@@ -1151,9 +1596,20 @@ def render(results: dict, console: Console) -> None:
         "dump wall",
         "restore wall",
         "verified",
+        "CRIU dump",
+        "CRIU restore",
+        "CRIU dump wall",
+        "CRIU restore wall",
     ):
         t.add_column(col, justify="left" if col == "process" else "right")
     for r in results["rss"]:
+        criu = r["criu"]
+        criu_rss = [NO_CRIU] * 2 if criu is None else ["CRIU failed"] * 2
+        if criu and not criu["error"]:
+            run = criu["per_run"][0]
+            criu_rss = [
+                f"{run[f'criu_{op}_maxrss_kib'] / 1024:.1f} MiB" for op in ("dump", "restore")
+            ]
         t.add_row(
             f"{size_label(r['size_mib'])} {r['flavour']}-bit",
             f"{r['dump_maxrss_kib'] / 1024:.1f} MiB",
@@ -1163,6 +1619,9 @@ def render(results: dict, console: Console) -> None:
             secs(r["dump_s"]),
             secs(r["restore_s"]),
             verdict_cell(r["verdicts"]),
+            *criu_rss,
+            criu_secs(criu, "dump"),
+            criu_secs(criu, "restore"),
         )
     for r in results["fixed"]:
         if r["via"] == "CLI":
@@ -1175,23 +1634,32 @@ def render(results: dict, console: Console) -> None:
                 secs(r["dump_s"]),
                 secs(r["restore_s"]),
                 verdict_cell(r["verdicts"]),
+                "",
+                "",
+                "",
+                "",
             )
     console.print(t)
 
     if results["targets"]:
-        t = Table(title="Targets of issue 5")
+        t = Table(title="Targets (CRIU / torpor: above 1 when torpor is faster)")
         for col in ("target", "measured", "target value", "met"):
             t.add_column(col, justify="left" if col == "target" else "right")
         for r in results["targets"]:
             unit = f" {r['unit']}" if r["unit"] and r["unit"] != "x" else r["unit"]
-            t.add_row(
-                r["target"],
-                f"{r['value']:.3f}{unit}",
-                f"{'≥' if 'of raw limit' in r['target'] else '≤' if r['unit'] == 'x' else '<'} "
-                f"{r['limit']:g}{unit}",
-                "yes" if r["met"] else "NO",
-            )
+            measured = "—" if r["value"] is None else f"{r['value']:.3f}{unit}"
+            met = (r["note"] or "?") if r["met"] is None else "yes" if r["met"] else "NO"
+            t.add_row(r["target"], measured, f"{r['sign']} {r['limit']:g}{unit}", met)
         console.print(t)
+
+
+def fit_cells(fits: dict, unit: str) -> tuple[str, str]:
+    """A growth group's linear fit: (cost per unit dump / restore, its R² note)."""
+    if not (fits["dump"] and fits["restore"]):
+        return "—", f"cost per {unit}: not supported yet"
+    cost = f"{fits['dump']['slope_s'] * 1e6:,.1f} µs / {fits['restore']['slope_s'] * 1e6:,.1f} µs"
+    note = f"linear fit, per {unit}: R² {fits['dump']['r2']:.3f} / {fits['restore']['r2']:.3f}"
+    return cost, note
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -1253,6 +1721,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 run, 8 MiB, 100 mappings: seconds")
     p.add_argument("--runs", type=int, help="runs per timing (default 6, --quick 1)")
+    p.add_argument(
+        "--criu",
+        help="CRIU binary to measure beside torpor (default $TORPOR_CRIU, else "
+        "../shared/criu/criu beside the repository when present)",
+    )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     p.add_argument("--images-root", type=Path, help="where image directories go (same disk)")
     args = p.parse_args(argv)
@@ -1273,6 +1746,9 @@ def main(argv: list[str] | None = None) -> int:
         log("bench: torpor needs root")
         return 2
     console = Console(width=None if sys.stdout.isatty() else 200)
+    criu_path = find_criu(args.criu)
+    criu = Criu(criu_path) if criu_path else None
+    log(f"bench: CRIU {criu.version} at {criu.path}" if criu else f"bench: {NO_CRIU} found")
     build_workloads()
     become_subreaper()
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -1293,16 +1769,17 @@ def main(argv: list[str] | None = None) -> int:
             "repo_device": os.stat(REPO_DIR).st_dev,
             "machine": machine(),
             "torpor": torpor_revision(),
+            "criu": {"path": str(criu.path), "version": criu.version} if criu else None,
         }
     }
     scratch = Scratch(root)
     try:
-        warm_up(scratch)
-        results["memory"] = bench_memory(cfg, scratch)
+        warm_up(scratch, criu)
+        results["memory"] = bench_memory(cfg, scratch, criu)
         results["startup"] = bench_startup(cfg, scratch)
-        results["fixed"] = bench_fixed(cfg, scratch, results["startup"]["seconds"])
-        results["growth"] = bench_growth(cfg, scratch)
-        results["rss"] = bench_rss(cfg, scratch)
+        results["fixed"] = bench_fixed(cfg, scratch, results["startup"]["seconds"], criu)
+        results["growth"] = bench_growth(cfg, scratch, criu)
+        results["rss"] = bench_rss(cfg, scratch, criu)
     finally:
         for pid in list(_live):
             kill_and_reap(pid, group=True)
@@ -1313,6 +1790,11 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = all_verdicts(results)
     failed = [v for v in verdicts if not v.startswith("PASS")]
     results["verified"] = {"restored": len(verdicts), "passed": len(verdicts) - len(failed)}
+    theirs = criu_verdicts(results)
+    results["criu_verified"] = {
+        "restored": len(theirs),
+        "passed": sum(v.startswith("PASS") for v in theirs),
+    }
 
     render(results, console)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
@@ -1323,6 +1805,14 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"restored processes verified: {len(verdicts) - len(failed)}/{len(verdicts)} PASS"
     )
+    if criu:
+        done = results["criu_verified"]
+        console.print(
+            f"processes restored by CRIU {criu.version} verified: "
+            f"{done['passed']}/{done['restored']} PASS"
+        )
+    else:
+        console.print(f"CRIU: {NO_CRIU} (--criu, $TORPOR_CRIU or ../shared/criu/criu)")
     console.print(f"JSON: {out}")
     if failed:
         log("bench: restored processes failed their check: " + "; ".join(failed))

@@ -1,5 +1,8 @@
 """The benchmark suite works: ``bench/run.py --quick`` runs to the end, every process it
-restored verified its memory, the JSON is written and the table has all its rows.
+restored verified its memory, the JSON is written and the table has all its rows, CRIU's
+columns included: the reference CRIU is found the way the benchmark finds it ($TORPOR_CRIU,
+else ../shared/criu/criu beside the repository), and its absence fails this test, since the
+machines that run it have one.
 
 Correctness only: the quick mode measures tiny processes once on a shared machine, so no
 timing is asserted here.
@@ -8,6 +11,7 @@ timing is asserted here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +19,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "bench" / "run.py"
 FLAVOURS = ("64", "32")
+
+
+def _criu() -> Path:
+    named = os.environ.get("TORPOR_CRIU") or REPO.parent / "shared" / "criu" / "criu"
+    assert os.access(named, os.X_OK), (
+        f"no CRIU binary at {named}: the benchmark's CRIU columns need one "
+        "($TORPOR_CRIU or ../shared/criu/criu beside the repository)"
+    )
+    return Path(named).resolve()
+
+
+def _assert_criu_measured(criu: dict | None, what: str) -> None:
+    """CRIU's figures of one row are there: times, and every process it restored PASSed."""
+    assert criu is not None, f"{what}: no CRIU figures"
+    assert criu["error"] is None, f"{what}: {criu['error']}"
+    assert criu["dump_s"] > 0 and criu["restore_s"] > 0, what
+    assert criu["verdicts"] and all(v.startswith("PASS") for v in criu["verdicts"]), what
+
+
+def _assert_ratio(ratio: dict | None, what: str) -> None:
+    assert ratio is not None and ratio["dump"] > 0 and ratio["restore"] > 0, what
 
 
 def _verdicts(data: dict) -> list[str]:
@@ -29,8 +54,9 @@ def _verdicts(data: dict) -> list[str]:
 
 
 def test_quick_benchmark(tmp_path):
+    criu = _criu()
     res = subprocess.run(
-        [sys.executable, str(RUN), "--quick", "--results-dir", str(tmp_path)],
+        [sys.executable, str(RUN), "--quick", "--criu", str(criu), "--results-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -78,6 +104,35 @@ def test_quick_benchmark(tmp_path):
     for flavour in FLAVOURS:
         assert data["growth"]["mappings"][flavour]["fit"]["restore"] is not None
 
+    # CRIU beside torpor, in every table and both flavours.
+    assert data["meta"]["criu"]["path"] == str(criu)
+    for row in data["memory"]:
+        what = f"memory {row['size_mib']} MiB {row['flavour']}-bit"
+        _assert_criu_measured(row["criu"], what)
+        assert row["criu"]["image_bytes"] >= 8 << 20
+        for via in ("API", "command"):
+            _assert_ratio(row["criu_ratio"][via], f"{what} {via}")
+            assert row["command"]["dump_s"] > 0 and row["command"]["restore_s"] > 0
+    for row in data["fixed"]:
+        what = f"trivial {row['flavour']}-bit {row['via']}"
+        _assert_criu_measured(row["criu"], what)
+        _assert_ratio(row["criu_ratio"], what)
+    for kind, by_flavour in data["growth"].items():
+        for flavour, group in by_flavour.items():
+            assert group["criu_fit"]["dump"] is not None, f"{kind} {flavour}-bit"
+            for row in group["rows"]:
+                what = f"{kind} {row['count']} {flavour}-bit"
+                _assert_criu_measured(row["criu"], what)
+                if row["supported"]:
+                    _assert_ratio(row["criu_ratio"], what)
+    for row in data["rss"]:
+        _assert_criu_measured(row["criu"], f"peak RSS {row['flavour']}-bit")
+        assert row["criu"]["per_run"][0]["criu_dump_maxrss_kib"] > 0
+    theirs = data["criu_verified"]
+    assert theirs["restored"] > 0 and theirs["passed"] == theirs["restored"]
+    against = [t for t in data["targets"] if "CRIU / torpor" in t["target"]]
+    assert against and all(t["value"] is not None for t in against)
+
     out = res.stdout
     for text in (
         "8 MiB 64-bit",
@@ -89,6 +144,9 @@ def test_quick_benchmark(tmp_path):
         "interpreter start-up",
         "CRIU dump",
         "CRIU restore",
+        "CRIU / torpor",
+        "verified CRIU",
+        f"processes restored by CRIU {data['meta']['criu']['version']} verified",
         "dump limit",
         "restore limit",
         "memcpy",
@@ -98,3 +156,4 @@ def test_quick_benchmark(tmp_path):
     for kind in ("mappings", "threads", "processes"):
         for flavour in FLAVOURS:
             assert f"{kind} {flavour}-bit" in out
+    assert "no CRIU" not in out and "CRIU failed" not in out

@@ -1,7 +1,9 @@
 /*
  * A memory-heavy benchmark target: allocates MIB mebibytes, fills every word with a pattern
  * derived from its index, says READY, waits for SIGUSR1, then verifies every word and says
- * PASS or FAIL.  Built -m64 and -m32 by the Makefile next to it.
+ * PASS or FAIL.  SIGUSR1 stays blocked outside sigsuspend: a restored process re-issues the call
+ * it was dumped in, and a signal handled just before that (pause) would leave it waiting
+ * forever.  Built -m64 and -m32 by the Makefile next to it.
  */
 #include <signal.h>
 #include <stdint.h>
@@ -22,10 +24,14 @@ int main(int argc, char **argv)
     uint32_t *mem = malloc(words * sizeof(uint32_t));
     if (!mem) { printf("FAIL memhog: malloc\n"); return 1; }
     for (size_t i = 0; i < words; i++) mem[i] = pattern(i);
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &old);
     signal(SIGUSR1, on_usr1);
     printf("READY\n");
     fflush(stdout);
-    while (!go) pause();
+    while (!go) sigsuspend(&old);
     for (size_t i = 0; i < words; i++)
         if (mem[i] != pattern(i)) { printf("FAIL memhog: word %zu\n", i); return 1; }
     printf("PASS memhog\n");
