@@ -363,7 +363,7 @@ def ptys():
 CHECK_TOPICS = (
     "CPU features", "saved state", "register state", "protection keys", "credentials",
     "resource limits", "shared memory",
-    "open files", "clocks", "PIDs",
+    "open files", "clocks", "cgroups", "PIDs",
     "clone3 set_tid", "vDSO",
 )  # fmt: skip
 
