@@ -169,6 +169,9 @@ def test_missing_cgroup_is_created_with_its_limits(start_workload, cgroups, tmp_
     images = harness.dump_killed(w, tmp_path)
     saved = ImageDir(images).read_one("cgroup.img")
     assert any(m.path == cgroups.path(work) for s in saved.sets for m in s.ctls)
+    shown = command.torpor("show", "-D", str(images))
+    command.assert_ok(shown)
+    assert f"  cgroups {cgroups.path(work)}" in shown.stdout, shown.stdout
     work.rmdir()
     findings = {f.topic: f for f in torpor.check(str(images))}
     assert findings["cgroups"].level == "ok"

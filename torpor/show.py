@@ -8,6 +8,7 @@ from rich.table import Table
 from torpor.arch import abi_for_cs
 from torpor.images import ImageDir, constants
 from torpor.kernel.procfs import PAGE_SIZE
+from torpor.parts import cgroups
 from torpor.parts import files as parts_files
 
 
@@ -33,6 +34,7 @@ def show(images_dir) -> None:
     images.verify()
     console = Console()
     files = {f.id: f for f in images.read("files.img")}
+    saved_cgroups = cgroups.load(images)
     for task in images.read("pstree.img"):
         core = images.read_one(f"core-{task.pid}.img")
         if core.tc.task_state == constants.TASK_DEAD:
@@ -52,6 +54,9 @@ def show(images_dir) -> None:
             f"ppid {task.ppid} pgid {task.pgid} sid {task.sid}"
         )
         console.print(f"  exe {exe.reg.name if exe else '?'}, {len(task.threads)} threads")
+        where = cgroups.describe(saved_cgroups, core)
+        if where:
+            console.print(f"  cgroups {where}", markup=False)
         console.print(
             f"  ip {gp.ip:#x} sp {gp.sp:#x}  {len(mm.vmas)} VMAs, "
             f"{stored // 1024} KiB of pages stored"

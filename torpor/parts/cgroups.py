@@ -222,6 +222,16 @@ _PROPERTY_PREFIXES = tuple(
 )
 
 
+def describe(saved: Saved | None, core) -> str | None:
+    """A task's cgroups in a line (its v2 cgroup, then its v1 ones not at their top), for
+    torpor show; None if the images save none for it."""
+    members = set_of(core, saved, "core image") if saved else None
+    if members is None:
+        return None
+    shown = [m.describe() for m in members if m.unified or m.path != "/"]
+    return ", ".join(shown) or "/"
+
+
 def set_of(core, saved: Saved, what: str) -> list[kcg.Member] | None:
     """The members of the set a core names (thread_core.cg_set, else tc.cg_set)."""
     if core.HasField("thread_core") and core.thread_core.HasField("cg_set"):
