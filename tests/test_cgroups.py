@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -434,3 +435,22 @@ def test_cgroup_v1_membership(start_workload, named_hierarchy, tmp_path):
     assert "\n" not in message
     assert harness.child_pids(os.getpid()) == kids
     assert not harness.pid_alive(pid)
+
+
+def test_failed_restore_removes_the_cgroups_it_made(start_workload, cgroups, tmp_path, caplog):
+    """A restore that fails after its processes joined the cgroups it created (the
+    workload's working directory is gone) kills them and removes those cgroups."""
+    work = cgroups.make("made/work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    work.rmdir()
+    work.parent.rmdir()
+    shutil.rmtree(w.cwd)
+    kids = harness.child_pids(os.getpid())
+    caplog.set_level(logging.INFO, logger="torpor")
+    with pytest.raises(torpor.TorporError) as refused:
+        torpor.restore(str(images))
+    assert str(w.cwd) in str(refused.value)
+    assert f"process {w.pid} joined cgroup {cgroups.path(work)}" in caplog.text
+    assert harness.child_pids(os.getpid()) == kids
+    assert not work.parent.exists(), "the failed restore left the cgroups it made"
