@@ -454,3 +454,67 @@ def test_failed_restore_removes_the_cgroups_it_made(start_workload, cgroups, tmp
     assert f"process {w.pid} joined cgroup {cgroups.path(work)}" in caplog.text
     assert harness.child_pids(os.getpid()) == kids
     assert not work.parent.exists(), "the failed restore left the cgroups it made"
+
+
+def _v1_mount(controller: str) -> Path | None:
+    """Where the cgroup v1 hierarchy of `controller` is mounted, if it is (a hybrid host)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup" and controller in fields[sep + 3].split(","):
+                return Path(fields[4])
+    return None
+
+
+@contextlib.contextmanager
+def _v1_cgroup(mount: Path):
+    """A cgroup of this test's own in a cgroup v1 hierarchy; its processes killed and the
+    cgroup removed at the end."""
+    directory = mount / f"torpor-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        for pid in (directory / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (directory / "cgroup.procs").read_text().strip():
+            assert time.monotonic() < deadline, f"processes left in {directory}"
+            time.sleep(0.01)
+        directory.rmdir()
+
+
+def test_pids_limit_holds_after_restore(start_workload, cgroups, tmp_path):
+    """pids.max holds after the restore: the workload forks until the kernel says EAGAIN.
+    Where the test may delegate the pids controller in cgroup v2, in a v2 cgroup the restore
+    makes again; where that controller is in a cgroup v1 hierarchy (a hybrid host), in a v1
+    cgroup the restore joins."""
+    if cgroups.pids:
+        work = cgroups.make("work")
+        w = _start(start_workload, cgroups, work)
+        images = harness.dump_killed(w, tmp_path)
+        work.rmdir()
+        _restore_and_use(w, images, cgroups, work)
+        return
+    mount = _v1_mount("pids")
+    assert mount, "neither cgroup v2 nor a cgroup v1 hierarchy lets this test use pids"
+    with _v1_cgroup(mount) as work:
+        _write(work, "pids.max", str(PIDS_MAX))
+        spec = harness.Spec("cgroups", args=(str(cgroups.mount), "-1", str(PIDS_MAX - 1)))
+        _write(work, "cgroup.procs", str(os.getpid()))
+        try:
+            w = start_workload(spec)
+        finally:
+            _write(mount, "cgroup.procs", str(os.getpid()))
+        w.wait_ready()
+        images = harness.dump_killed(w, tmp_path)
+        pid = torpor.restore(str(images))
+        w.adopt(pid)
+        with open(f"/proc/{pid}/cgroup") as f:
+            assert f":pids:/{work.name}\n" in f.read()
+        w.signal(signal.SIGUSR1)
+        verdict = w.verdict()
+        verdict.assert_passed()
+        assert f"forks {PIDS_MAX - 1} (Resource temporarily unavailable)" in verdict.lines

@@ -1,17 +1,19 @@
 /*
- * cgroups: a process that lives by the limits of its cgroup v2.
+ * cgroups: a process that lives by the limits of its cgroups.
  *
  * Usage: cgroups MOUNT DESCENDANTS FORKS
  *   MOUNT        where cgroup v2 is mounted (the directory of the namespace's root cgroup)
- *   DESCENDANTS  how many child cgroups its cgroup lets it make (cgroup.max.descendants)
+ *   DESCENDANTS  how many child cgroups its cgroup lets it make (cgroup.max.descendants;
+ *                -1: not tried)
  *   FORKS        how many children it may fork before pids.max says no (-1: not limited
  *                by a pids.max the test set; not tried)
  *
  * At start it records its cgroup (the "0::" line of /proc/self/cgroup).  On SIGUSR1 it
  * checks that it is still in that cgroup and prints "cgroup PATH"; then makes child
- * cgroups of its own until the kernel refuses: exactly DESCENDANTS must succeed and the
- * next fail with EAGAIN (they are removed again); and, unless FORKS is -1, forks children
- * until the kernel refuses: exactly FORKS must succeed and the next fail with EAGAIN.
+ * cgroups of its own until the kernel refuses, unless DESCENDANTS is -1: exactly DESCENDANTS
+ * must succeed and the next fail with EAGAIN (they are removed again); and, unless FORKS is
+ * -1, forks children until the kernel refuses: exactly FORKS must succeed and the next fail
+ * with EAGAIN.
  */
 #include "common.h"
 
@@ -111,7 +113,8 @@ int main(int argc, char **argv)
     say("cgroup %s\n", after);
     if (strcmp(before, after) != 0)
         fail("in cgroup %s, started in %s", after, before);
-    try_descendants(argv[1], after, atoi(argv[2]));
+    if (atoi(argv[2]) >= 0)
+        try_descendants(argv[1], after, atoi(argv[2]));
     if (atoi(argv[3]) >= 0)
         try_forks(atoi(argv[3]));
     finish();
