@@ -61,7 +61,6 @@ class TreeCgroups:
     def __init__(self):
         self.sets: dict[tuple[kcg.Member, ...], int] = {}
         self.mounts = kcg.mounts()
-        self.threaded = False
 
     def _set_of(self, members: list[kcg.Member]) -> int:
         key = tuple(sorted(members, key=lambda m: m.controllers))
@@ -88,11 +87,6 @@ class TreeCgroups:
         ctx.core.thread_core.cg_set = set_id
         if ctx.pid == pid:
             ctx.core.tc.cg_set = set_id
-        else:
-            leader = kcg.membership(pid, pid)
-            if sorted(members, key=str) != sorted(leader, key=str):
-                self.threaded = True
-                log.debug("thread %d of %d is in other cgroups than its process", ctx.pid, pid)
 
     def dump_zombie(self, core, pid: int):
         """A zombie's core with its set: it is made again, and dies again, in its cgroups."""
