@@ -307,6 +307,38 @@ def test_check():
             assert "[vdso]" in found[0], found[0]
 
 
+def test_check_on_a_terminal():
+    """On a terminal check colours its marks (rich); its text is the plain output's."""
+    plain = torpor("check")
+    assert_ok(plain)
+    env = {k: v for k, v in cli_env().items() if k != "NO_COLOR"} | {"TERM": "xterm"}
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [TORPOR, "check"], stdout=slave, stderr=subprocess.PIPE, env=env, text=True
+        )
+        os.close(slave)
+        out = b""
+        while chunk := _read_pty(master):
+            out += chunk
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0, proc.stderr.read()
+        proc.stderr.close()
+    finally:
+        os.close(master)
+    text = out.decode().replace("\r\n", "\n")
+    assert "\x1b[32myes\x1b[0m" in text, text
+    unstyled = "".join(part.split("m", 1)[-1] for part in text.split("\x1b["))
+    assert unstyled.splitlines() == plain.stdout.splitlines()
+
+
+def _read_pty(fd: int) -> bytes:
+    """What the terminal's other side wrote, b"" once it is closed (EIO on Linux)."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
 # --- --shell-job ---------------------------------------------------------------------------------
 
 
