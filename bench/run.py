@@ -806,7 +806,7 @@ def criu_summary(runs: list[dict], present: bool) -> dict | None:
         "runs": len(runs),
         "verdicts": verdicts,
         "error": errors[0] if errors else None,
-        "per_run": runs,
+        "per_run": [{k: v for k, v in r.items() if k.startswith("criu_")} for r in runs],
         "dump_s": None,
         "restore_s": None,
     }
