@@ -518,3 +518,26 @@ def test_pids_limit_holds_after_restore(start_workload, cgroups, tmp_path):
         verdict = w.verdict()
         verdict.assert_passed()
         assert f"forks {PIDS_MAX - 1} (Resource temporarily unavailable)" in verdict.lines
+
+
+def test_cgroup_v1_hierarchy_this_host_lacks(start_workload, cgroups, tmp_path, caplog):
+    """Images from a host with a cgroup v1 hierarchy this one has not (a named one here):
+    a task saved in one of its cgroups is restored with a warning naming it; one saved at
+    its top needs nothing."""
+    work = cgroups.make("work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+
+    def add_members(decoded):
+        for entry in decoded["cgroup.img"][0][0].sets:
+            entry.ctls.add(name="name=torpor-elsewhere", path="/svc")
+            entry.ctls.add(name="name=torpor-elsewhere-top", path="/")
+
+    imagecraft.rewrite(images, add_members)
+    findings = {f.topic: f for f in torpor.check(str(images))}
+    assert findings["cgroups"].level == "warn"
+    assert "name=torpor-elsewhere:/svc: this host has no cgroup v1" in findings["cgroups"].message
+    assert "torpor-elsewhere-top" not in findings["cgroups"].message
+    caplog.set_level(logging.WARNING, logger="torpor")
+    _restore_and_use(w, images, cgroups, work)
+    assert "name=torpor-elsewhere:/svc: this host has no cgroup v1" in caplog.text

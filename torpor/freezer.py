@@ -12,6 +12,7 @@ from torpor.arch import abi_for_cs
 from torpor.errors import TargetError
 from torpor.kernel import procfs
 from torpor.parts import regs as regs_part
+from torpor.parts import timeouts
 from torpor.remote import RemoteError, RemoteTask, under_seccomp
 
 MAX_ROUNDS = 20  # walks of a tree that keeps growing before torpor gives up
@@ -184,8 +185,11 @@ def _tasks(pid: int) -> list[int]:
 
 def _seize(tid: int) -> RemoteTask | None:
     """Seize one thread; None if it exited first."""
+    watch = timeouts.Watch.before(tid)  # the timer it sleeps on, if any, which the stop cancels
     try:
         task = RemoteTask.seize(tid)
+        if watch is not None:
+            task.timers_left = watch.left()
     except PermissionError:
         if procfs.is_dead(tid):
             return None  # the kernel refuses to attach to a task that is exiting

@@ -20,6 +20,7 @@ import signal
 import struct
 
 from torpor.arch import X86_64, Abi, abi_for_cs, sigframe
+from torpor.arch.abi import ERESTARTNOHAND
 from torpor.errors import TorporError
 from torpor.kernel import ptrace
 from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps, read_status
@@ -77,6 +78,8 @@ class RemoteTask:
         self.patches: list[tuple[int, bytes]] = []  # (address, original bytes) torpor wrote over
         self._framed = False  # the heal frame is below the stack pointer
         self._ran = False  # resumed by torpor since the seize
+        self.timers_left: list[int] = []  # ns left of the sleepers its seize cancelled (timeouts)
+        self.restart_call = False  # let go with its call re-issued by the kernel (detach)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +142,9 @@ class RemoteTask:
             ptrace.detach(self.pid)  # still as seized: the kernel resumes it as it was
             self.close()
             return
-        if self.sigmask is not None and self._at_syscall_insn():
+        if self.restart_call and self.sigmask is not None and not self.heal:
+            self._leave_restarting()
+        elif self.sigmask is not None and self._at_syscall_insn():
             if self.heal and self._framed:
                 self._enter_own_call_healing()
             else:
@@ -153,6 +158,29 @@ class RemoteTask:
             ptrace.set_regs(self.pid, self.regs)
         ptrace.detach(self.pid)
         self.close()
+
+    def _leave_restarting(self) -> None:
+        """Let go a task whose registers are rewound to its call as if the call had just
+        been interrupted: from the exit stop of a getpid made by the call's own instruction,
+        with -ERESTARTNOHAND and the call's number, so that the kernel itself re-issues the
+        call on the way out (or, should a signal with a handler be pending, returns EINTR
+        after it). Detaching a stopped task marks it as having a signal pending, and some
+        calls (epoll_wait, semtimedop) fail with EINTR when one enters them so marked; the
+        way out clears the mark before the call is made again."""
+        own = self.regs
+        abi = abi_for_cs(own.cs) or X86_64
+        harmless = own.copy()
+        harmless.rax, harmless.orig_rax = abi.nr("getpid"), (1 << 64) - 1
+        ptrace.set_regs(self.pid, harmless)
+        ptrace.cont_syscall(self.pid)
+        self._expect(lambda s: s.is_syscall_stop, "syscall entry")
+        ptrace.cont_syscall(self.pid)
+        self._expect(lambda s: s.is_syscall_stop, "syscall exit")
+        ptrace.set_sigmask(self.pid, self.sigmask)
+        out = own.copy()
+        out.orig_rax, out.rax = own.rax, -ERESTARTNOHAND & ((1 << 64) - 1)
+        out.rip = own.rip + len(abi.syscall_insn)
+        ptrace.set_regs(self.pid, out)
 
     def _enter_own_call_healing(self) -> None:
         """Bring the task into the call its registers are rewound to: a getpid from the heal

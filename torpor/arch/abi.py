@@ -8,7 +8,35 @@ ERESTARTSYS = 512
 ERESTARTNOINTR = 513
 ERESTARTNOHAND = 514
 ERESTART_RESTARTBLOCK = 516
+EINTR = 4
 TIMER_ABSTIME = 1
+FUTEX_WAIT = 0
+FUTEX_CMD_MASK = 0xFFFFFE7F  # the op without FUTEX_PRIVATE_FLAG (128) and FUTEX_CLOCK_REALTIME
+SEMTIMEDOP = 4  # ipc(2) call number
+ANY = (1 << 64) - 1  # a TimedCall condition's mask that takes the whole argument
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    """A call that sleeps at most a relative timeout whose time left the kernel keeps to
+    itself when the call is interrupted: in the task's restart_block (poll, futex, a sleep
+    without a remainder buffer) or nowhere (the call fails with EINTR: epoll_wait,
+    sigtimedwait, semtimedop).
+    Calls that write the time left back (select, pselect6, ppoll, a sleep with a remainder
+    buffer) or take an absolute deadline (FUTEX_WAIT_BITSET, mq_timedreceive) are not here:
+    re-issued as they are, they end when they would have."""
+
+    name: str
+    timeout: int  # argument number of the timeout
+    # "ms": an int of milliseconds, negative for none; "ts32", "ts64": a pointer (NULL for
+    # none) to a struct timespec of 32-bit (old_timespec32) or 64-bit fields
+    kind: str
+    # (argument, mask, value): the call has a relative timeout only where, for each,
+    # args[argument] & mask == value (a futex op that is FUTEX_WAIT, a NULL remainder...)
+    when: tuple[tuple[int, int, int], ...] = ()
+
+    def applies(self, args: list[int]) -> bool:
+        return all(args[arg] & mask == value for arg, mask, value in self.when)
 
 
 @dataclass(frozen=True)
@@ -48,6 +76,8 @@ class Abi:
     task_size: int  # the kernel's TASK_SIZE for a task of this ABI: end of its address space
     # relative sleeps: syscall number -> argument numbers of (request, remainder, flags or None)
     sleeps: dict[int, tuple[int, int, int | None]] = field(default_factory=dict)
+    # calls with a relative timeout the kernel does not write back: syscall number -> call
+    timed_calls: dict[int, TimedCall] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property

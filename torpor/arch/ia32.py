@@ -1,6 +1,17 @@
 """The ia32 (compat) ABI, reached from 64-bit code with `int $0x80`."""
 
-from torpor.arch.abi import Abi
+from torpor.arch.abi import (
+    ANY,
+    FUTEX_CMD_MASK,
+    FUTEX_WAIT,
+    SEMTIMEDOP,
+    TIMER_ABSTIME,
+    Abi,
+    TimedCall,
+)
+
+_FUTEX_WAIT = ((1, FUTEX_CMD_MASK, FUTEX_WAIT),)
+_RELATIVE_SLEEP = ((1, TIMER_ABSTIME, 0), (3, ANY, 0))  # clock_nanosleep: no TIMER_ABSTIME, no rem
 
 IA32 = Abi(
     name="ia32",
@@ -37,4 +48,20 @@ IA32 = Abi(
     task_size=0xFFFFE000,
     criu_mode="COMPAT",
     sleeps={162: (0, 1, None), 267: (2, 3, 1), 407: (2, 3, 1)},  # nanosleep, clock_nanosleep(64)
+    # glibc picks the time32 calls where the time fits in 32 bits, the *_time64 ones otherwise
+    timed_calls={
+        168: TimedCall("poll", 2, "ms"),
+        256: TimedCall("epoll_wait", 3, "ms"),
+        319: TimedCall("epoll_pwait", 3, "ms"),
+        441: TimedCall("epoll_pwait2", 3, "ts64"),
+        240: TimedCall("futex", 3, "ts32", _FUTEX_WAIT),
+        422: TimedCall("futex_time64", 3, "ts64", _FUTEX_WAIT),
+        177: TimedCall("rt_sigtimedwait", 2, "ts32"),
+        421: TimedCall("rt_sigtimedwait_time64", 2, "ts64"),
+        117: TimedCall("ipc SEMTIMEDOP", 5, "ts32", ((0, 0xFFFF, SEMTIMEDOP),)),
+        420: TimedCall("semtimedop_time64", 3, "ts64"),
+        162: TimedCall("nanosleep", 0, "ts32", ((1, ANY, 0),)),
+        267: TimedCall("clock_nanosleep", 2, "ts32", _RELATIVE_SLEEP),
+        407: TimedCall("clock_nanosleep_time64", 2, "ts64", _RELATIVE_SLEEP),
+    },
 )

@@ -1,6 +1,13 @@
 """The native x86_64 ABI."""
 
-from torpor.arch.abi import Abi
+from torpor.arch.abi import (
+    ANY,
+    FUTEX_CMD_MASK,
+    FUTEX_WAIT,
+    TIMER_ABSTIME,
+    Abi,
+    TimedCall,
+)
 
 X86_64 = Abi(
     name="x86_64",
@@ -101,4 +108,15 @@ X86_64 = Abi(
     task_size=(1 << 47) - 4096,
     criu_mode="NATIVE",
     sleeps={35: (0, 1, None), 230: (2, 3, 1)},  # nanosleep, clock_nanosleep
+    timed_calls={
+        7: TimedCall("poll", 2, "ms"),
+        232: TimedCall("epoll_wait", 3, "ms"),
+        281: TimedCall("epoll_pwait", 3, "ms"),
+        441: TimedCall("epoll_pwait2", 3, "ts64"),
+        202: TimedCall("futex", 3, "ts64", ((1, FUTEX_CMD_MASK, FUTEX_WAIT),)),
+        128: TimedCall("rt_sigtimedwait", 2, "ts64"),
+        220: TimedCall("semtimedop", 3, "ts64"),
+        35: TimedCall("nanosleep", 0, "ts64", ((1, ANY, 0),)),
+        230: TimedCall("clock_nanosleep", 2, "ts64", ((1, TIMER_ABSTIME, 0), (3, ANY, 0))),
+    },
 )

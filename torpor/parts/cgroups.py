@@ -304,6 +304,13 @@ def plan(images, procs, mode: str = "soft") -> Plan | None:
             continue
         if not m.unified and own.get(m.controllers) == m.path:
             continue  # where the restorer is: the tasks are born there
+        if not m.unified and m.controllers not in own:
+            if m.path != "/":  # the top of a hierarchy this host has not: nothing to be in
+                result.warnings.append(
+                    f"cgroup {m.describe()}: this host has no cgroup v1 {m.controllers} "
+                    "hierarchy; its tasks are restored without it"
+                )
+            continue
         mount = kcg.mount_for(m.controllers, found)
         hierarchy = "cgroup v2" if m.unified else f"the cgroup v1 {m.controllers} hierarchy"
         if mount is None:
@@ -502,14 +509,17 @@ class Placement:
         self._move(tid, task.pid, self.plan.tasks[tid], kcg.THREADS, kcg.V1_TASKS, thread=True)
 
     def _move(self, tid, pid, members, v2_file, v1_file, thread=False) -> None:
+        """Task `pid` (saved as `tid`) into each of `members` the plan found a directory
+        for (the others need nothing: the task is born there, or the hierarchy is not here),
+        checked through /proc afterwards."""
+        moving = [
+            (m, self.plan.directories[_key(m)]) for m in members if _key(m) in self.plan.directories
+        ]
         now = _where(pid, thread)
         what = "thread" if thread else "process"
-        for m in members:
+        for m, directory in moving:
             if now.get(m.controllers) == m.path:
                 continue
-            directory = self.plan.directories.get(_key(m))
-            if directory is None:
-                raise RestoreError(f"{what} {tid}: cgroup {m.describe()} has no directory here")
             try:
                 kcg.write_value(directory, v2_file if m.unified else v1_file, str(pid))
             except OSError as e:
@@ -518,7 +528,7 @@ class Placement:
                 ) from None
             log.info("%s %d joined cgroup %s", what, tid, m.describe())
         got = _where(pid, thread)
-        for m in members:
+        for m, _ in moving:
             if got.get(m.controllers) != m.path:
                 raise RestoreError(
                     f"{what} {tid} is in cgroup {got.get(m.controllers)} after joining "

@@ -2,7 +2,8 @@
 
 A task stopped inside an interrupted syscall is saved so that it re-issues the call when it
 runs again (the kernel's own restart rule, applied at dump time, since the restart state
-inside the kernel does not survive the checkpoint).
+inside the kernel does not survive the checkpoint); one with a relative timeout the kernel
+keeps to itself goes on for the time it had left, or fails with EINTR (parts.timeouts).
 """
 
 import struct
@@ -14,7 +15,7 @@ from torpor.context import DumpContext, RestoreContext, log
 from torpor.errors import ImageError, RestoreError
 from torpor.images import pb
 from torpor.kernel import ptrace
-from torpor.parts import cpu
+from torpor.parts import cpu, timeouts
 from torpor.remote import signed
 
 # CRIU's UserX86RegsEntry field name for each user_regs_struct member.
@@ -210,8 +211,12 @@ def _tls_desc(entry: pb.core_x86_pb2.UserDescT) -> ptrace.UserDesc:
 
 def dump(ctx: DumpContext) -> None:
     info = ctx.core.thread_info
-    regs = restart_adjusted(time_left_adjusted(ctx.task.regs, ctx.abi), ctx.abi)
-    info.gpregs.CopyFrom(_gpregs(regs, ctx.abi))
+    regs, left = timeouts.dump_adjusted(
+        time_left_adjusted(ctx.task.regs, ctx.abi), ctx.abi, ctx.task.timers_left, ctx.task.read
+    )
+    info.gpregs.CopyFrom(_gpregs(restart_adjusted(regs, ctx.abi), ctx.abi))
+    if left is not None:
+        info.torpor_time_left.CopyFrom(left)
     info.fpregs.CopyFrom(_fpregs(ptrace.get_regset(ctx.pid, ptrace.NT_X86_XSTATE)))
     if ctx.abi is IA32:
         for n in GDT_TLS_ENTRIES:
@@ -235,7 +240,7 @@ def restore(ctx: RestoreContext) -> None:
         raise RestoreError(
             f"this CPU cannot take the saved FPU/vector state ({e.strerror})"
         ) from None
-    ctx.task.regs = _regs_from_entry(info.gpregs, ctx.abi)
+    ctx.task.regs = timeouts.restore_adjusted(ctx, _regs_from_entry(info.gpregs, ctx.abi))
 
 
 def restart_adjusted_for_resume(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
@@ -261,4 +266,4 @@ def image_problem(tid: int, core, abi) -> str | None:
         xsave.HEADER_AT + xsave.HEADER_SIZE <= len(fp.torpor_xstate) <= 1 << 16
     ):
         return f"thread {tid}: an xstate of {len(fp.torpor_xstate)} bytes"
-    return None
+    return timeouts.image_problem(tid, core, abi)

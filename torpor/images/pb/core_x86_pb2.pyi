@@ -147,14 +147,24 @@ class UserDescT(_message.Message):
     usable: bool
     def __init__(self, entry_number: _Optional[int] = ..., base_addr: _Optional[int] = ..., limit: _Optional[int] = ..., seg_32bit: bool = ..., contents_h: bool = ..., contents_l: bool = ..., read_exec_only: bool = ..., limit_in_pages: bool = ..., seg_not_present: bool = ..., usable: bool = ...) -> None: ...
 
+class TorporTimeLeft(_message.Message):
+    __slots__ = ("nr", "ns")
+    NR_FIELD_NUMBER: _ClassVar[int]
+    NS_FIELD_NUMBER: _ClassVar[int]
+    nr: int
+    ns: int
+    def __init__(self, nr: _Optional[int] = ..., ns: _Optional[int] = ...) -> None: ...
+
 class ThreadInfoX86(_message.Message):
-    __slots__ = ("clear_tid_addr", "gpregs", "fpregs", "tls")
+    __slots__ = ("clear_tid_addr", "gpregs", "fpregs", "tls", "torpor_time_left")
     CLEAR_TID_ADDR_FIELD_NUMBER: _ClassVar[int]
     GPREGS_FIELD_NUMBER: _ClassVar[int]
     FPREGS_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_TIME_LEFT_FIELD_NUMBER: _ClassVar[int]
     clear_tid_addr: int
     gpregs: UserX86RegsEntry
     fpregs: UserX86FpregsEntry
     tls: _containers.RepeatedCompositeFieldContainer[UserDescT]
-    def __init__(self, clear_tid_addr: _Optional[int] = ..., gpregs: _Optional[_Union[UserX86RegsEntry, _Mapping]] = ..., fpregs: _Optional[_Union[UserX86FpregsEntry, _Mapping]] = ..., tls: _Optional[_Iterable[_Union[UserDescT, _Mapping]]] = ...) -> None: ...
+    torpor_time_left: TorporTimeLeft
+    def __init__(self, clear_tid_addr: _Optional[int] = ..., gpregs: _Optional[_Union[UserX86RegsEntry, _Mapping]] = ..., fpregs: _Optional[_Union[UserX86FpregsEntry, _Mapping]] = ..., tls: _Optional[_Iterable[_Union[UserDescT, _Mapping]]] = ..., torpor_time_left: _Optional[_Union[TorporTimeLeft, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,225 @@
+"""Relative timeouts: a call the dump interrupted goes on for the time it had left.
+
+A thread dumped while it sleeps in a call with a timeout is restored re-issuing that call
+(parts.regs). Where the call's time left is visible, that is enough: select, pselect6 and
+ppoll write it back into their timeout before they return -ERESTARTNOHAND, a nanosleep or
+clock_nanosleep with a remainder buffer writes it there (parts.regs sends the sleep for it),
+and calls with an absolute deadline (FUTEX_WAIT_BITSET, clock_nanosleep with TIMER_ABSTIME;
+mq_timedreceive and mq_timedsend too, on CLOCK_REALTIME) end when they would have: the
+monotonic clock carries on from its dumped value in the restore's time namespace
+(parts.clocks), the real-time clock is the wall's. The calls of arch's `timed_calls` keep
+the time left to themselves:
+
+- poll, futex FUTEX_WAIT, and nanosleep/clock_nanosleep without a remainder buffer return
+  -ERESTART_RESTARTBLOCK: the deadline is in the task's restart_block, which restart_syscall
+  would use and a restore cannot recreate. Re-issued, each would wait its whole timeout again.
+- epoll_wait, epoll_pwait, epoll_pwait2, rt_sigtimedwait and semtimedop fail with EINTR
+  whenever the task stops (ptrace, SIGSTOP): the program would see EINTR.
+
+(io_getevents and io_pgetevents would be of these, but an AIO context refuses the dump. The
+timeout of recvmmsg bounds only the gathering after a first datagram, which an interrupted
+call has not received, and is no timer: the call is re-issued whole, as the kernel restarts
+it after a signal. A socket's SO_RCVTIMEO is a timer-wheel timeout that timer_list does not
+show: a blocking call with one fails with EINTR when the task stops, before torpor sees it.)
+
+Nothing in /proc says when a call began. What is seen is the timer it sleeps on: every one of
+them sleeps on an hrtimer_sleeper whose deadline /proc/timer_list shows (root only), but
+without naming its task (kernel.timerlist), and it is cancelled when the task leaves its call.
+So the freezer reads the list just before it stops a thread that /proc/PID/syscall shows
+blocked in such a call, and again just after: the sleeper that vanished meanwhile was that
+thread's, and its deadline minus the stop's instant is the time left. The reading is trusted
+only if the thread did nothing else between the two (its voluntary context switches went up
+by exactly the one of the stop), exactly one vanished sleeper had a deadline still ahead and
+no further than the call's own timeout.
+
+The image then holds the call's EINTR as its registers (what CRIU would restore, and CRIU's
+own choice for calls with restart state) and, in ThreadInfoX86.torpor_time_left, the call and
+its time left: torpor's restore re-issues it with that time as its timeout, frozen time not
+counted (as for a sleep's remainder). An int of milliseconds is set in its register (rounded
+up); a timespec is written below the thread's stack pointer, past the red zone, where a signal
+frame would go, and the timeout argument points at it (the kernel reads it when the call
+begins; only a call re-issued after a stop reads it again, and no handler has run then).
+The thread is let go as if the call had just been interrupted, for the kernel to re-issue it
+on the way out (RemoteTask.restart_call): entered straight from a ptrace stop, epoll_wait and
+semtimedop would fail with EINTR at once.
+When the time left is unknown (the list is unreadable without root, the thread was stopped
+already, another sleeper vanished at the same moment), the call returns EINTR after the
+restore, which its contract allows: it never waits its whole timeout again.
+"""
+
+import math
+import struct
+
+from torpor.arch import ABIS, Abi
+from torpor.arch.abi import (
+    EINTR,
+    ERESTART_RESTARTBLOCK,
+    ERESTARTNOHAND,
+    ERESTARTNOINTR,
+    ERESTARTSYS,
+)
+from torpor.context import RestoreContext, log
+from torpor.errors import ImageError
+from torpor.images import pb
+from torpor.kernel import ptrace, timerlist
+from torpor.kernel.procfs import proc, read_maps, read_status
+from torpor.remote import RemoteError, signed
+
+INTERRUPTED = (EINTR, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK)
+NSEC = 1_000_000_000
+RED_ZONE = 128  # x86_64's; ia32 has none, and the same room costs nothing there
+TIMESPEC = {"ts32": "<ii", "ts64": "<qq"}
+MAX_MS = (1 << 31) - 1
+
+_TIMED_NRS = {nr for abi in ABIS for nr in abi.timed_calls}
+
+
+# --- freezing: the timer a thread sleeps on ---------------------------------------------------
+
+
+def _voluntary_switches(tid: int) -> int | None:
+    try:
+        return int(read_status(tid)["voluntary_ctxt_switches"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _blocked_in(tid: int) -> int | None:
+    """The syscall number /proc/TID/syscall shows the thread blocked in; None if none."""
+    try:
+        first = proc(tid, "syscall").read_text().split(maxsplit=1)[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if first.lstrip("-").isdigit() else None
+
+
+class Watch:
+    """The hrtimer sleepers queued just before a thread blocked in a timed call is stopped
+    (`before`), to see which of them its stop cancelled (`left`)."""
+
+    def __init__(self, tid: int, switches: int, timers: timerlist.TimerList):
+        self.tid, self.switches, self.timers = tid, switches, timers
+
+    @classmethod
+    def before(cls, tid: int) -> "Watch | None":
+        """A watch over thread `tid`, about to be stopped; None unless it blocks in a call of
+        either ABI's timed_calls and the timer list can be read."""
+        if _blocked_in(tid) not in _TIMED_NRS:
+            return None
+        switches = _voluntary_switches(tid)
+        timers = timerlist.read() if switches is not None else None
+        return None if timers is None else cls(tid, switches, timers)
+
+    def left(self) -> list[int]:
+        """Once the thread is stopped: nanoseconds left to the deadline of each sleeper its
+        stop may have cancelled; empty when the thread did anything but stop meanwhile."""
+        after = timerlist.read()
+        if after is None or _voluntary_switches(self.tid) != self.switches + 1:
+            return []
+        gone = [s for addr, s in self.timers.sleepers.items() if addr not in after.sleepers]
+        return [n for n in (after.left(s) for s in gone) if n > 0]
+
+
+# --- dump --------------------------------------------------------------------------------------
+
+
+def _timeout_ns(call, args: list[int], read) -> int | None:
+    """The call's timeout in nanoseconds; None if it has none (or it cannot be read)."""
+    value = args[call.timeout]
+    if call.kind == "ms":
+        ms = value - (1 << 32) if value & 1 << 31 else value & 0xFFFFFFFF  # an int
+        return ms * 1_000_000 if ms >= 0 else None
+    if not value:
+        return None
+    fmt = TIMESPEC[call.kind]
+    try:
+        sec, nsec = struct.unpack(fmt, read(value, struct.calcsize(fmt)))
+    except (OSError, RemoteError):
+        return None
+    return sec * NSEC + nsec if sec >= 0 and 0 <= nsec < NSEC else None
+
+
+def dump_adjusted(regs: ptrace.UserRegs, abi: Abi, left: list[int], read):
+    """(registers, TorporTimeLeft or None) for a thread stopped with `regs`, whose stop
+    cancelled sleepers with `left` nanoseconds to go (Watch.left); `read(addr, size)` reads
+    its memory. A thread interrupted in one of the ABI's timed calls with a timeout gets the
+    call's EINTR and, if its time left is known, the entry that resumes it."""
+    nr, ret = signed(regs.orig_rax), signed(regs.rax)
+    call = abi.timed_calls.get(nr)
+    if call is None or -ret not in INTERRUPTED:
+        return regs, None
+    mask = (1 << abi.bits) - 1
+    args = [getattr(regs, r) & mask for r in abi.arg_regs]
+    timeout = _timeout_ns(call, args, read) if call.applies(args) else None
+    if not timeout:
+        return regs, None
+    out = regs.copy()
+    out.rax = -EINTR & ((1 << 64) - 1)
+    fits = [n for n in left if n <= timeout]
+    if len(fits) != 1:
+        log.debug("%s: time left unknown (%d candidates): it returns EINTR", call.name, len(fits))
+        return out, None
+    log.debug("%s: %.6f s of %.6f s left", call.name, fits[0] / NSEC, timeout / NSEC)
+    return out, pb.core_x86_pb2.TorporTimeLeft(nr=nr, ns=fits[0])
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def image_problem(tid: int, core, abi: Abi) -> str | None:
+    """What is impossible about the saved time left of thread `tid`; None if nothing."""
+    info = core.thread_info
+    if not info.HasField("torpor_time_left"):
+        return None
+    entry = info.torpor_time_left
+    if entry.nr not in abi.timed_calls:
+        return f"thread {tid}: time left for syscall {entry.nr}, not a timed call of {abi.name}"
+    if entry.ns >= 1 << 62:
+        return f"thread {tid}: time left {entry.ns} ns"
+    return None
+
+
+def _room(ctx: RestoreContext, sp: int, size: int) -> int | None:
+    """An address below stack pointer `sp`, past the red zone, where `size` bytes fit in the
+    writable private mapping (and alternate stack) that holds the stack; None if none."""
+    addr = (sp - RED_ZONE - size) & ~15
+    if addr <= 0:
+        return None
+    sas = ctx.core.thread_core.sas if ctx.core.thread_core.HasField("sas") else None
+    if sas and sas.ss_sp <= sp <= sas.ss_sp + sas.ss_size and addr < sas.ss_sp:
+        return None
+    for m in read_maps(ctx.pid, with_flags=False):
+        if m.start < sp <= m.end:
+            ok = m.start <= addr and m.perms[:2] == "rw" and not m.shared
+            return addr if ok else None
+    return None
+
+
+def restore_adjusted(ctx: RestoreContext, regs: ptrace.UserRegs) -> ptrace.UserRegs:
+    """The thread's final registers: its saved ones, or, with a time left saved, the call
+    re-issued with that time as its timeout (into its memory, which must be in place)."""
+    info = ctx.core.thread_info
+    if not info.HasField("torpor_time_left"):
+        return regs
+    abi, entry = ctx.abi, info.torpor_time_left
+    call = abi.timed_calls.get(entry.nr)
+    if call is None:
+        raise ImageError(f"core-{ctx.image_pid}.img: {image_problem(ctx.image_pid, ctx.core, abi)}")
+    out = regs.copy()
+    if call.kind == "ms":
+        value = min(math.ceil(entry.ns / 1_000_000), MAX_MS)
+    else:
+        raw = struct.pack(TIMESPEC[call.kind], *divmod(entry.ns, NSEC))
+        value = _room(ctx, regs.rsp & ((1 << abi.bits) - 1), len(raw))
+        if value is None:
+            ctx.notes.append(
+                f"thread {ctx.image_pid}: no room below its stack for the time left of its "
+                f"{call.name}: the call returns EINTR"
+            )
+            return regs
+        ctx.task.write(value, raw)
+    setattr(out, abi.arg_regs[call.timeout], value)
+    out.rax = entry.nr
+    out.rip -= len(abi.syscall_insn)
+    ctx.task.restart_call = True
+    return out
