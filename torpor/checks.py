@@ -36,7 +36,7 @@ def _pagemap_scan() -> tuple[bool, str]:
 def _vdso_layouts() -> list[tuple[str, bool, str]]:
     """Map each ABI's vDSO into a scratch child and describe it."""
     from torpor import vdso as vdsolib
-    from torpor.parts.vdso import kernel_vdso
+    from torpor.vdso_probe import kernel_vdso
 
     results = []
     for abi in ABIS:

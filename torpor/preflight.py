@@ -30,6 +30,7 @@ from torpor.parts import (
 )
 from torpor.parts import vdso as vdso_part
 from torpor.parts.sockets import inet
+from torpor.vdso_probe import kernel_vdso
 
 OK, WARN, REFUSE = "ok", "warn", "refuse"
 
@@ -225,7 +226,7 @@ def _vdso(images, live) -> list[Finding]:
     for proc in live:
         try:
             if proc.abi.name not in kernel:
-                kernel[proc.abi.name] = vdso_part.kernel_vdso(proc.abi)
+                kernel[proc.abi.name] = kernel_vdso(proc.abi)
             ctx = RestoreContext(
                 pid=proc.pid, task=None, abi=proc.abi, images=images, core=proc.core,
                 mm=proc.mm, files={}, pages_id=proc.index,

@@ -7,7 +7,6 @@ to the same symbol of the new one; symbols the new one lacks trap. AT_SYSINFO_EH
 saved auxv then names the kernel's copy, so a later dump tells the two apart.
 """
 
-import os
 from dataclasses import dataclass
 
 from torpor import vdso as vdsolib
@@ -15,9 +14,9 @@ from torpor.arch import X86_64
 from torpor.context import RestoreContext, log
 from torpor.errors import RestoreError
 from torpor.images import constants as C
-from torpor.kernel.procfs import PAGE_SIZE, read_maps
+from torpor.kernel.procfs import PAGE_SIZE
 from torpor.parts import memory
-from torpor.remote import scratch_child
+from torpor.vdso_probe import layout_of
 
 AT_SYSINFO_EHDR = 33
 
@@ -44,27 +43,11 @@ def _dumped_layout(ctx: RestoreContext):
     return vdsolib.VdsoLayout.from_maps(entries, ehdr) if ehdr else None
 
 
-def _layout_of(pid: int, own_names: bool = False):
-    """The vDSO layout of task `pid`; its vvar mappings all named [vvar], as in an image
-    (which keeps no names), unless `own_names`."""
-    entries = [
-        vdsolib.MapsEntry(
-            m.start, m.end, "[vvar]" if m.name.startswith("[vvar") and not own_names else m.name
-        )
-        for m in read_maps(pid, with_flags=False)
-        if m.name == "[vdso]" or m.name.startswith("[vvar")
-    ]
-    vdso = next((e for e in entries if e.name == "[vdso]"), None)
-    if vdso is None:
-        raise RestoreError("the kernel did not map a vDSO into the restored task")
-    return vdsolib.VdsoLayout.from_maps(entries, vdso.start)
-
-
 def _map_kernel_vdso(ctx: RestoreContext, at: int):
     got = ctx.task.syscall(X86_64, "arch_prctl", ctx.abi.map_vdso_code, at)
     if got < 0:
         raise RestoreError(f"arch_prctl(ARCH_MAP_VDSO) failed: error {-got}")
-    layout = _layout_of(ctx.pid)
+    layout = layout_of(ctx.pid)
     return ctx.task.read(layout.vdso_start, layout.vdso_size), layout
 
 
@@ -91,20 +74,6 @@ def _verdict(old: tuple[bytes, object], new: tuple[bytes, object], bits: int):
         (vdsolib.VdsoImage.from_bytes(old_blob, bits), dumped),
         (vdsolib.VdsoImage.from_bytes(new_blob, bits), running),
     )
-
-
-def kernel_vdso(abi, own_names: bool = False) -> tuple[bytes, vdsolib.VdsoLayout]:
-    """The vDSO (bytes and layout) this kernel maps for `abi`, seen in a scratch child."""
-    with scratch_child() as (pid, task):
-        task.map_scratch()
-        for m in read_maps(pid, with_flags=False):
-            if m.name == "[vdso]" or m.name.startswith("[vvar"):
-                task.call(X86_64, "munmap", m.start, m.size)
-        got = task.syscall(X86_64, "arch_prctl", abi.map_vdso_code, 0x30000000)
-        if got < 0:
-            raise RestoreError(f"ARCH_MAP_VDSO failed ({os.strerror(-got)})")
-        layout = _layout_of(pid, own_names)
-        return task.read(layout.vdso_start, layout.vdso_size), layout
 
 
 def preview(ctx: RestoreContext, kernel: tuple[bytes, vdsolib.VdsoLayout]):
