@@ -223,6 +223,24 @@ def timer_beyond_time_t(d, pid):
     _core(d, pid).tc.timers.virt.vsec = 1 << 63
 
 
+def priority_beyond_any(d, pid):
+    _core(d, pid).thread_core.sched_prio = 1 << 31
+
+
+def group_beyond_any_pid(d, pid):
+    d["pstree.img"][-1].pgid = (1 << 32) - 1
+
+
+def owner_beyond_any_pid(d, pid):
+    for f in d["files.img"]:
+        if f.HasField("reg"):
+            f.reg.fown.pid = 1 << 31
+
+
+def wide_auxv(d, pid):
+    _mm(d, pid).mm_saved_auxv[1] = 1 << 40
+
+
 FIFO = Path("/tmp/torpor-crafted-fifo")
 
 CLI_CRAFTS = [
@@ -236,6 +254,9 @@ CLI_CRAFTS = [
     ("counter", exe_a_fifo, "PR_SET_MM_MAP refused"),
     ("counter", path_with_a_newline, "/nonexistent\\ntorpor: error: a line the image wrote"),
     ("threads", timer_beyond_time_t, "a time no timer can have"),
+    ("threads", priority_beyond_any, "scheduling priority 2147483648"),
+    ("tree", group_beyond_any_pid, "has IDs no process can have"),
+    ("counter", owner_beyond_any_pid, "SIGIO owner 2147483648"),
 ]
 SPECS = {"tree": harness.Spec("tree", "family")}
 
@@ -290,10 +311,13 @@ def wide_sas(d, pid):
     _core(d, pid).thread_core.sas.ss_sp = 1 << 40
 
 
-def test_ia32_dispositions_and_alternate_stacks_must_fit_32_bits(built_workloads, tmp_path):
-    """An ia32 task's handler flags and alternate stack are 32-bit words: wider ones are
-    refused by name (they could not be packed into the compat structs)."""
-    for what, craft in (("flags 0x10000000000", wide_flags), ("stack 0x10000000000", wide_sas)):
+def test_ia32_words_must_fit_32_bits(built_workloads, tmp_path):
+    """An ia32 task's handler flags, alternate stack and auxv are 32-bit words: wider ones
+    are refused by name (they could not be packed into the compat structs)."""
+    for what, craft in (
+        ("flags 0x10000000000", wide_flags), ("stack 0x10000000000", wide_sas),
+        ("auxv word does not fit", wide_auxv),
+    ):  # fmt: skip
         workdir = tmp_path / what.split()[0]
         workdir.mkdir()
         w = harness.start(harness.Spec("counter"), "32", workdir)

@@ -90,6 +90,7 @@ def test_crafted_images_never_misbehave(built_workloads, flavour, tmp_path):
                 print(f"{spec.id}: {mutant.describe()}: exit {outcome.status}")
                 if outcome.broken:
                     failures.append(f"{spec.id}: {mutant.describe()}: {'; '.join(outcome.broken)}")
+                    print(f"FAILED {failures[-1]}")
                     if len(failures) >= 10:
                         break
                 else:

@@ -143,6 +143,7 @@ def _image_bounds(proc) -> Finding:
                 ),
                 signals.image_problem(proc.core, proc.abi),
                 timers.image_problem(proc.core),
+                task.image_problem(proc.mm, proc.abi),
                 memory.image_problem(proc.mm, proc.abi),
             )
             if p

@@ -40,6 +40,8 @@ from torpor.parts import vdso as vdso_part
 from torpor.parts.sockets import netlock
 from torpor.shield import shielded
 
+PID_MAX_LIMIT = 1 << 22  # the kernel's largest pid_max
+
 # --- images ----------------------------------------------------------------------------------
 
 
@@ -71,6 +73,9 @@ def _load(images: ImageDir) -> list[ProcessImage]:
     for index, entry in enumerate(images.read("pstree.img"), start=1):
         if entry.pid in procs or not entry.threads or entry.threads[0] != entry.pid:
             raise ImageError(f"pstree.img: malformed entry for process {entry.pid}")
+        ids = [entry.pid, entry.pgid, entry.sid, *entry.threads]
+        if not all(0 < i <= PID_MAX_LIMIT for i in ids) or entry.ppid > PID_MAX_LIMIT:
+            raise ImageError(f"pstree.img: process {entry.pid} has IDs no process can have")
         proc = ProcessImage(entry, index)
         if procs:
             parent = procs.get(entry.ppid)

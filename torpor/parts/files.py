@@ -269,7 +269,10 @@ def restore_problems(files: dict, shell_job: bool) -> list[str]:
     problems = []
     for f in files.values():
         kind = kinds.kind_of_entry(f)
-        problem = kind.restore_problem(getattr(f, kind.field), shell_job) if kind else None
+        entry = getattr(f, kind.field) if kind else None
+        problem = kind.restore_problem(entry, shell_job) if kind else None
+        if not problem and entry is not None and "fown" in entry.DESCRIPTOR.fields_by_name:
+            problem = _owner_problem(f.id, entry.fown)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
@@ -318,6 +321,17 @@ def _carried(images, files: dict) -> set[int]:
         if kind is not None:
             by_kind.setdefault(kind, []).append(getattr(f, kind.field))
     return set().union(*(kind.carried_files(images, got) for kind, got in by_kind.items()))
+
+
+F_OWNER_TYPES = (0, 1, 2)  # F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+
+
+def _owner_problem(file_id: int, fown) -> str | None:
+    """A saved SIGIO owner F_SETOWN_EX and F_SETSIG cannot take: a type no owner has, an ID
+    or a signal beyond what the kernel numbers."""
+    if fown.pid_type not in F_OWNER_TYPES or fown.pid >= 1 << 31 or fown.signum > 64:
+        return f"file {file_id}: SIGIO owner {fown.pid} (type {fown.pid_type}) is not one"
+    return None
 
 
 def memory_objects(files: dict) -> dict[int, tuple[str, int, int]]:

@@ -17,6 +17,7 @@ from torpor.kernel import libc
 SCHED_DEADLINE = 6
 SCHED_RESET_ON_FORK = 0x40000000
 IOPRIO_WHO_PROCESS = 1
+MAX_RT_PRIO = 99  # the highest sched_priority of any policy
 POLICIES = {
     os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR",
     os.SCHED_BATCH: "SCHED_BATCH", os.SCHED_IDLE: "SCHED_IDLE",
@@ -52,6 +53,8 @@ def restore_thread(ctx: RestoreContext) -> None:
         policy = thread.sched_policy
         if policy & ~SCHED_RESET_ON_FORK not in POLICIES:
             raise ImageError(f"core-{ctx.image_pid}.img: scheduling policy {policy}")
+        if not 0 <= thread.sched_prio <= MAX_RT_PRIO:
+            raise ImageError(f"core-{ctx.image_pid}.img: scheduling priority {thread.sched_prio}")
         try:
             os.sched_setscheduler(tid, policy, os.sched_param(thread.sched_prio))
         except OSError as e:

@@ -187,6 +187,14 @@ def _restore_mm_fields(ctx: RestoreContext) -> None:
         task.syscall(X86_64, "close", exe_fd)
 
 
+def image_problem(mm, abi) -> str | None:
+    """What makes the saved PR_SET_MM_MAP fields impossible for the ABI (an auxv word wider
+    than its word); None if nothing."""
+    if any(word >> abi.bits for word in mm.mm_saved_auxv):
+        return f"an auxv word does not fit {abi.name}"
+    return None
+
+
 def zombie_problem(core) -> str | None:
     """What makes a zombie's saved wait status one no process can have left: not an exit
     status 0-255 nor the end by a signal whose default action ends a process (a zombie made
