@@ -1347,6 +1347,15 @@ def ratio_cell(criu: dict | None, *ratios: dict | None, op: str) -> str:
     return " / ".join("—" if r is None else f"{r[op]:.2f}" for r in ratios)
 
 
+def wall_ratio_cell(criu: dict | None, row: dict) -> str:
+    """CRIU's wall time over the torpor command's, dump / restore, of one (sampled) run."""
+    if criu is None:
+        return NO_CRIU
+    if criu["error"]:
+        return "—"
+    return f"{criu['dump_s'] / row['dump_s']:.2f} / {criu['restore_s'] / row['restore_s']:.2f}"
+
+
 def criu_verdict_cell(criu: dict | None) -> str:
     if criu is None:
         return NO_CRIU
@@ -1373,7 +1382,8 @@ RATIO_NOTE = (
 def render(results: dict, console: Console) -> None:
     t = Table(
         title="Memory: torpor's dump (leave_running=True) and restore through the warm API, "
-        "and the raw limits (median of runs)"
+        "and the raw limits (median of runs)",
+        caption="CRIU, on the same processes in the same runs: next table",
     )
     for col in (
         "process",
@@ -1600,6 +1610,7 @@ def render(results: dict, console: Console) -> None:
         "CRIU restore",
         "CRIU dump wall",
         "CRIU restore wall",
+        "CRIU / torpor wall",
     ):
         t.add_column(col, justify="left" if col == "process" else "right")
     for r in results["rss"]:
@@ -1622,6 +1633,7 @@ def render(results: dict, console: Console) -> None:
             *criu_rss,
             criu_secs(criu, "dump"),
             criu_secs(criu, "restore"),
+            wall_ratio_cell(criu, r),
         )
     for r in results["fixed"]:
         if r["via"] == "CLI":
@@ -1634,6 +1646,7 @@ def render(results: dict, console: Console) -> None:
                 secs(r["dump_s"]),
                 secs(r["restore_s"]),
                 verdict_cell(r["verdicts"]),
+                "",
                 "",
                 "",
                 "",
