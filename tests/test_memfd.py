@@ -9,10 +9,8 @@ import signal
 import time
 
 import harness
-import pytest
 
 import torpor
-from torpor.errors import UnsupportedError
 
 PROGRAM = r"""
 import ctypes, fcntl, os, signal
@@ -67,18 +65,3 @@ def test_memfd_size_contents_and_seals(tmp_path):
     assert status == 0, out.read_text()
     expected = [11, b"hello", 5, "refused", 4, 3, 1, 10, b"x" * 10]
     assert out.read_text().splitlines()[-1] == str(expected), out.read_text()
-
-
-def test_namespace_file_refused(tmp_path):
-    code = "import os, time\nns = os.open('/proc/self/ns/net', os.O_RDONLY)\n"
-    code += "print('READY', flush=True)\ntime.sleep(60)\n"
-    proc, _ = _start(tmp_path, code)
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        with pytest.raises(UnsupportedError, match=r"namespace or other pseudo file \(net:\["):
-            torpor.dump(proc.pid, str(images))
-        assert proc.poll() is None and not os.listdir(images)
-    finally:
-        proc.kill()
-        proc.wait()

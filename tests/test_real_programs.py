@@ -213,35 +213,35 @@ def test_tmux_server_and_its_shell_after_restore(tmp_path):
         harness.kill_tree(restored or server, restored or server)
 
 
-def _pipe_reader(tmp_path, out):
-    """`cat` reading a pipe whose write end the test holds (outside the tree); the
-    read end, the write end and the process, once cat has copied a first line."""
+def _dumped_pipe_reader(tmp_path):
+    """`cat` reading a pipe whose write end the test holds (outside the tree), dumped once
+    it has copied a first line; its images, its output file and the pipe's key."""
+    out = tmp_path / "cat.out"
     r, w = os.pipe()
+    key = f"pipe:[{os.fstat(w).st_ino}]"
     with open(out, "wb") as sink:
         cat = subprocess.Popen(
             ["cat"], stdin=r, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
             start_new_session=True,
         )  # fmt: skip
     os.close(r)
-    os.write(w, b"first\n")
-    _wait_for(lambda: out.read_text() == "first\n", "cat to copy its first line")
-    return w, cat
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        os.write(w, b"first\n")
+        _wait_for(lambda: out.read_text() == "first\n", "cat to copy its first line")
+        torpor.dump(cat.pid, str(images))
+        cat.wait()
+    finally:
+        os.close(w)
+    return images, out, key
 
 
 def test_reader_of_a_pipe_from_outside_takes_a_handed_pipe(tmp_path):
     """`cat` reading a pipe the test writes: the dump saves it with its outside end, `torpor
     show` names the key, and `torpor restore --inherit-fd fd[N]:KEY` gives cat a pipe the
     test writes again, which cat copies until its end."""
-    out = tmp_path / "cat.out"
-    w, cat = _pipe_reader(tmp_path, out)
-    key = f"pipe:[{os.fstat(w).st_ino}]"
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        torpor.dump(cat.pid, str(images))
-        cat.wait()
-    finally:
-        os.close(w)
+    images, out, key = _dumped_pipe_reader(tmp_path)
     shown = command.torpor("show", "-D", str(images)).stdout
     assert f"--inherit-fd fd[N]:{key}" in shown, shown
     r2, w2 = os.pipe()
@@ -264,15 +264,7 @@ def test_reader_of_a_pipe_from_outside_takes_a_handed_pipe(tmp_path):
 def test_reader_of_a_pipe_from_outside_without_a_handed_pipe_reads_its_end(tmp_path):
     """Without --inherit-fd the pipe is made again with its outside end closed: the restored
     cat reads end of file and exits 0, having lost nothing it had."""
-    out = tmp_path / "cat.out"
-    w, cat = _pipe_reader(tmp_path, out)
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        torpor.dump(cat.pid, str(images))
-        cat.wait()
-    finally:
-        os.close(w)
+    images, out, _ = _dumped_pipe_reader(tmp_path)
     restored = torpor.restore(str(images))
     _, status = os.waitpid(restored, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -282,15 +274,7 @@ def test_reader_of_a_pipe_from_outside_without_a_handed_pipe_reads_its_end(tmp_p
 def test_inherit_fd_naming_no_outside_end_is_refused(tmp_path):
     """An --inherit-fd key the images do not hold: one line naming it and the keys there
     are, before anything is created."""
-    out = tmp_path / "cat.out"
-    w, cat = _pipe_reader(tmp_path, out)
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        torpor.dump(cat.pid, str(images))
-        cat.wait()
-    finally:
-        os.close(w)
+    images, _, _ = _dumped_pipe_reader(tmp_path)
     restore = command.torpor("restore", "-D", str(images), "-d", "--inherit-fd", "fd[0]:pipe:[1]")
     assert restore.returncode != 0
     assert restore.stderr.count("\n") == 1, restore.stderr
