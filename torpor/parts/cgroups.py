@@ -314,8 +314,8 @@ def plan(images, procs, mode: str = "soft") -> Plan | None:
         mount = kcg.mount_for(m.controllers, found)
         hierarchy = "cgroup v2" if m.unified else f"the cgroup v1 {m.controllers} hierarchy"
         if mount is None:
-            if m.unified and m.path == "/" and own.get(kcg.UNIFIED) == "/":
-                continue
+            if m.unified and m.path == "/" and own.get(kcg.UNIFIED, "/") == "/":
+                continue  # the top, where the restorer is too (or v2 is not in use here)
             result.problems.append(f"cgroup {m.describe()}: {hierarchy} is not mounted here")
             continue
         directory = mount.directory(m.path)
