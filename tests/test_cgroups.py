@@ -251,6 +251,29 @@ def test_cgroup_that_cannot_be_created_refuses(start_workload, cgroups, tmp_path
     assert sorted(p.name for p in parent.iterdir() if p.is_dir()) == []
 
 
+def test_cgroup_that_cannot_be_joined_refuses(start_workload, cgroups, tmp_path):
+    """The dumped cgroup exists but takes no process any more (a sibling made threaded
+    since turned it "domain invalid"): the restore refuses in one line naming the cgroup
+    and the cause, and leaves no process behind."""
+    work = cgroups.make("parent/work")
+    w = _start(start_workload, cgroups, work)
+    images = harness.dump_killed(w, tmp_path)
+    sibling = work.parent / "threaded"
+    sibling.mkdir()
+    _write(sibling, "cgroup.type", "threaded")
+    assert (work / "cgroup.type").read_text().strip() == "domain invalid"
+    kids = harness.child_pids(os.getpid())
+    with pytest.raises(torpor.RestoreError) as refused:
+        torpor.restore(str(images))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"process {w.pid}: cannot join cgroup {cgroups.path(work)}" in message, message
+    assert "Operation not supported" in message, message
+    assert not harness.pid_alive(w.pid)
+    assert harness.child_pids(os.getpid()) == kids
+    assert work.exists(), "the restore removed a cgroup it did not make"
+
+
 def test_cgroup_with_a_controller_the_host_lacks_refuses(start_workload, cgroups, tmp_path):
     """Images whose cgroup holds a limit of a controller this host does not have: torpor
     check and the restore both refuse, naming the cgroup and the controller, and the

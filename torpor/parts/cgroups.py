@@ -589,7 +589,7 @@ def _cause(e: OSError) -> str:
         return f"{e.strerror} (a cgroup.max.depth or cgroup.max.descendants limit?)"
     if e.errno == errno.EOPNOTSUPP:
         return (
-            f"{e.strerror} (cgroup v2 puts no process in a cgroup whose controllers are "
-            "enabled for its children)"
+            f"{e.strerror} (cgroup v2 puts no process in a cgroup that enables controllers "
+            "for its children, nor in one of type domain invalid)"
         )
     return e.strerror or str(e)
