@@ -46,6 +46,7 @@ class FrozenTree:
     def __init__(self, root: int):
         self.root = root
         self.processes: dict[int, FrozenProcess] = {}
+        self._timers: timeouts.Baseline | None = None  # the sleepers before the first stop
 
     def tasks(self):
         for p in self.processes.values():
@@ -58,6 +59,7 @@ class FrozenTree:
 
     def freeze(self) -> None:
         """Seize every thread of the tree, walking it again until a walk adds nothing."""
+        self._timers = timeouts.Baseline()
         for _ in range(MAX_ROUNDS):
             if not self._walk():
                 return
@@ -99,7 +101,7 @@ class FrozenTree:
                 continue
             for tid in _tasks(pid):
                 if tid not in proc.threads:
-                    task = _seize(tid)
+                    task = _seize(tid, self._timers)
                     if task is not None:
                         proc.threads[tid] = task
                     grew = True
@@ -183,9 +185,9 @@ def _tasks(pid: int) -> list[int]:
         return []
 
 
-def _seize(tid: int) -> RemoteTask | None:
+def _seize(tid: int, timers: timeouts.Baseline) -> RemoteTask | None:
     """Seize one thread; None if it exited first."""
-    watch = timeouts.Watch.before(tid)  # the timer it sleeps on, if any, which the stop cancels
+    watch = timeouts.Watch.before(tid, timers)  # its timer, if any, which the stop cancels
     try:
         task = RemoteTask.seize(tid)
         if watch is not None:

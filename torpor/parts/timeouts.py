@@ -29,8 +29,9 @@ So the freezer reads the list just before it stops a thread that /proc/PID/sysca
 blocked in such a call, and again just after: the sleeper that vanished meanwhile was that
 thread's, and its deadline minus the stop's instant is the time left. The reading is trusted
 only if the thread did nothing else between the two (its voluntary context switches went up
-by exactly the one of the stop), exactly one vanished sleeper had a deadline still ahead and
-no further than the call's own timeout.
+by exactly the one of the stop) and exactly one vanished sleeper had a deadline still ahead,
+no further than the call's own timeout, and was queued already when the freeze began, a
+moment earlier (Baseline: on a busy host, other tasks' short waits end early at any instant).
 
 The image then holds the call's EINTR as its registers (what CRIU would restore, and CRIU's
 own choice for calls with restart state) and, in ThreadInfoX86.torpor_time_left, the call and
@@ -49,6 +50,7 @@ restore, which its contract allows: it never waits its whole timeout again.
 
 import math
 import struct
+import time
 
 from torpor.arch import ABIS, Abi
 from torpor.arch.abi import (
@@ -93,30 +95,56 @@ def _blocked_in(tid: int) -> int | None:
     return int(first) if first.lstrip("-").isdigit() else None
 
 
+class Baseline:
+    """The sleepers queued before the freeze stopped anything. A sleeper a stop may have
+    cancelled counts only if it was queued, with the same deadline, at least SETTLED
+    seconds before the thread was seen blocked: the many short waits other tasks arm and
+    cancel all the time (a Python thread waiting for its GIL, an event loop woken early)
+    then do not pass for the stopped thread's."""
+
+    SETTLED = 0.05
+
+    def __init__(self):
+        self.taken = time.monotonic()
+        self.timers = timerlist.read()
+
+    def settled(self) -> timerlist.TimerList | None:
+        """The list, once it is SETTLED old (waiting for that the first time only)."""
+        wait = self.taken + self.SETTLED - time.monotonic()
+        if self.timers is not None and wait > 0:
+            time.sleep(wait)
+        return self.timers
+
+
 class Watch:
     """The hrtimer sleepers queued just before a thread blocked in a timed call is stopped
     (`before`), to see which of them its stop cancelled (`left`)."""
 
-    def __init__(self, tid: int, switches: int, timers: timerlist.TimerList):
+    def __init__(self, tid: int, switches: int, timers: dict[str, timerlist.Sleeper]):
         self.tid, self.switches, self.timers = tid, switches, timers
 
     @classmethod
-    def before(cls, tid: int) -> "Watch | None":
+    def before(cls, tid: int, baseline: Baseline) -> "Watch | None":
         """A watch over thread `tid`, about to be stopped; None unless it blocks in a call of
         either ABI's timed_calls and the timer list can be read."""
         if _blocked_in(tid) not in _TIMED_NRS:
             return None
+        old = baseline.settled()
         switches = _voluntary_switches(tid)
-        timers = timerlist.read() if switches is not None else None
-        return None if timers is None else cls(tid, switches, timers)
+        now = timerlist.read() if old is not None and switches is not None else None
+        if now is None:
+            return None
+        lasting = {a: s for a, s in now.sleepers.items() if old.sleepers.get(a) == s}
+        return cls(tid, switches, lasting)
 
     def left(self) -> list[int]:
-        """Once the thread is stopped: nanoseconds left to the deadline of each sleeper its
-        stop may have cancelled; empty when the thread did anything but stop meanwhile."""
+        """Once the thread is stopped: nanoseconds left to the deadline of each lasting
+        sleeper its stop may have cancelled; empty when the thread did anything but stop
+        meanwhile."""
         after = timerlist.read()
         if after is None or _voluntary_switches(self.tid) != self.switches + 1:
             return []
-        gone = [s for addr, s in self.timers.sleepers.items() if addr not in after.sleepers]
+        gone = [s for addr, s in self.timers.items() if addr not in after.sleepers]
         return [n for n in (after.left(s) for s in gone) if n > 0]
 
 
