@@ -11,7 +11,8 @@ monotonic clock, which the restore carries on from the dump), 64-bit and 32-bit:
   go on for the time left read from their timer at the dump (torpor.parts.timeouts), and
   return what they return on timeout;
 - such a call whose time left is unknown (its thread was stopped before the dump) returns
-  EINTR after the restore.
+  EINTR after the restore;
+- a time left saved for a call that has no such timeout is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import signal
 import time
 
 import harness
+import imagecraft
 import pytest
 
 import torpor
+from torpor.errors import TorporError
 
 DUMPED_AT = 2.0  # s into the workload's 6 s timeout: started over, the call would end 8 s in
 
@@ -83,3 +86,21 @@ def test_time_left_unknown_returns_eintr(start_workload, tmp_path):
     w.adopt(torpor.restore(str(images)))
     w.signal(signal.SIGCONT)  # restored running; should it come back stopped
     w.verdict().assert_passed()
+
+
+def test_a_time_left_for_another_call_is_refused(start_workload, tmp_path):
+    w = start_workload("sleeper", "poll")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+
+    def craft(decoded):
+        info = decoded[f"core-{w.pid}.img"][0][0].thread_info
+        assert info.HasField("torpor_time_left"), "the dump saved no time left"
+        info.torpor_time_left.nr = 39 if w.flavour == "64" else 20  # getpid
+
+    imagecraft.rewrite(images, craft)
+    with pytest.raises(TorporError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert "\n" not in message and "not a timed call" in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"
