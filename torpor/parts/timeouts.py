@@ -73,8 +73,6 @@ RED_ZONE = 128  # x86_64's; ia32 has none, and the same room costs nothing there
 TIMESPEC = {"ts32": "<ii", "ts64": "<qq"}
 MAX_MS = (1 << 31) - 1
 
-_TIMED_NRS = {nr for abi in ABIS for nr in abi.timed_calls}
-
 
 # --- freezing: the timer a thread sleeps on ---------------------------------------------------
 
@@ -86,13 +84,24 @@ def _voluntary_switches(tid: int) -> int | None:
         return None
 
 
-def _blocked_in(tid: int) -> int | None:
-    """The syscall number /proc/TID/syscall shows the thread blocked in; None if none."""
+def _blocked_in_timed_call(tid: int) -> bool:
+    """Whether /proc/TID/syscall shows the thread blocked in a call of either ABI's
+    timed_calls, with a timeout (the thread's ABI is not known before it is stopped)."""
     try:
-        first = proc(tid, "syscall").read_text().split(maxsplit=1)[0]
-    except (OSError, IndexError):
-        return None
-    return int(first) if first.lstrip("-").isdigit() else None
+        fields = proc(tid, "syscall").read_text().split()
+        nr, args = int(fields[0]), [int(a, 16) for a in fields[1:7]]
+    except (OSError, ValueError, IndexError):
+        return False  # running, gone, or not in a call ("-1 sp pc" has no arguments)
+    for abi in ABIS:
+        call = abi.timed_calls.get(nr)
+        if call is not None and len(args) == 6:
+            own = [a & ((1 << abi.bits) - 1) for a in args]
+            timeout = own[call.timeout]
+            if call.kind == "ms":
+                timeout = timeout & 0xFFFFFFFF if timeout & 0xFFFFFFFF < 1 << 31 else 0  # an int
+            if call.applies(own) and timeout:
+                return True
+    return False
 
 
 class Baseline:
@@ -126,8 +135,8 @@ class Watch:
     @classmethod
     def before(cls, tid: int, baseline: Baseline) -> "Watch | None":
         """A watch over thread `tid`, about to be stopped; None unless it blocks in a call of
-        either ABI's timed_calls and the timer list can be read."""
-        if _blocked_in(tid) not in _TIMED_NRS:
+        either ABI's timed_calls with a timeout and the timer list can be read."""
+        if not _blocked_in_timed_call(tid):
             return None
         old = baseline.settled()
         switches = _voluntary_switches(tid)
