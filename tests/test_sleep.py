@@ -10,6 +10,7 @@ monotonic clock, which the restore carries on from the dump), 64-bit and 32-bit:
   epoll_pwait2, futex FUTEX_WAIT, rt_sigtimedwait, semtimedop, sleeps without a remainder)
   go on for the time left read from their timer at the dump (torpor.parts.timeouts), and
   return what they return on timeout;
+- so do two threads of a process, each in its own call;
 - such a call whose time left is unknown (its thread was stopped before the dump) returns
   EINTR after the restore;
 - a time left saved for a call that has no such timeout is refused in one line.
@@ -62,6 +63,7 @@ TIMED = [
     "clock_nanosleep-null",
     "clock_nanosleep-time64-null",
     "clock_nanosleep-abs",
+    "threads",  # poll in the main thread, futex in a second one
 ]
 
 

@@ -15,10 +15,13 @@
  * a checkpoint 2 s in and a call started over would return 8 s in.  A mode ending in
  * "-stopped" expects instead EINTR before 4.5 s (the harness stops the workload before the
  * checkpoint, so that the time the call had left is unknown).  "-time64" modes make the
- * *_time64 call of an ia32 program (the native call on x86_64).
+ * *_time64 call of an ia32 program (the native call on x86_64).  Mode "threads" sleeps in
+ * poll in the main thread and in futex in a second one (on its own mmap'd stack), both
+ * judged as above.
  */
 #include "common.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -151,6 +154,21 @@ static int sleep_in(const char *mode)
     return r < 0 ? errno : 0;
 }
 
+struct sleeper_thread {
+    const char *mode;
+    double start, took;
+    int err;
+};
+
+static void *sleeper_thread(void *arg)
+{
+    struct sleeper_thread *t = arg;
+    t->start = now();
+    t->err = sleep_in(t->mode);
+    t->took = now() - t->start;
+    return NULL;
+}
+
 /* What the call of `mode` returns when its time is up. */
 static int on_timeout(const char *mode)
 {
@@ -168,15 +186,34 @@ int main(int argc, char **argv)
     if (strcmp(mode, "clock_nanosleep") == 0 || strcmp(mode, "nanosleep") == 0)
         sleep_3s(strcmp(mode, "nanosleep") == 0);
     int stopped = strstr(mode, "-stopped") != NULL;
-    double start = now();
+    struct sleeper_thread other = {"futex", 0, 0, 0};
+    pthread_t thread;
+    int threads = strcmp(mode, "threads") == 0;
+    if (threads) {
+        mode = "poll";
+        if (pthread_create(&thread, NULL, sleeper_thread, &other) != 0) {
+            fail("pthread_create failed");
+            finish();
+        }
+        while (!other.start) /* until the thread is about to sleep */
+            usleep(1000);
+        usleep(20000);
+    }
+    struct sleeper_thread main_call = {mode, now(), 0, 0};
     ready();
-    int err = sleep_in(mode);
-    double took = now() - start;
-    int want = stopped ? EINTR : on_timeout(mode);
-    if (err != want)
-        fail("%s returned %s after %.3f s, not %s", mode, err ? strerror(err) : "0", took,
-             want ? strerror(want) : "0");
-    else if (stopped ? took >= EARLIEST : took < EARLIEST || took >= LATEST)
-        fail("%s with a %d s timeout returned after %.3f s", mode, TIMEOUT, took);
+    main_call.err = sleep_in(mode);
+    main_call.took = now() - main_call.start;
+    if (threads)
+        pthread_join(thread, NULL);
+    struct sleeper_thread *calls[] = {&main_call, threads ? &other : NULL};
+    for (int i = 0; i < 2 && calls[i]; i++) {
+        struct sleeper_thread *c = calls[i];
+        int want = stopped ? EINTR : on_timeout(c->mode);
+        if (c->err != want)
+            fail("%s returned %s after %.3f s, not %s", c->mode, c->err ? strerror(c->err) : "0",
+                 c->took, want ? strerror(want) : "0");
+        else if (stopped ? c->took >= EARLIEST : c->took < EARLIEST || c->took >= LATEST)
+            fail("%s with a %d s timeout returned after %.3f s", c->mode, TIMEOUT, c->took);
+    }
     finish();
 }
