@@ -71,7 +71,7 @@ INTERRUPTED = (EINTR, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_REST
 NSEC = 1_000_000_000
 RED_ZONE = 128  # x86_64's; ia32 has none, and the same room costs nothing there
 TIMESPEC = {"ts32": "<ii", "ts64": "<qq"}
-MAX_MS = (1 << 31) - 1
+MAX_MS = MAX_TIME32 = (1 << 31) - 1
 
 
 # --- freezing: the timer a thread sleeps on ---------------------------------------------------
@@ -246,7 +246,10 @@ def restore_adjusted(ctx: RestoreContext, regs: ptrace.UserRegs) -> ptrace.UserR
     if call.kind == "ms":
         value = min(math.ceil(entry.ns / 1_000_000), MAX_MS)
     else:
-        raw = struct.pack(TIMESPEC[call.kind], *divmod(entry.ns, NSEC))
+        sec, nsec = divmod(entry.ns, NSEC)
+        if call.kind == "ts32":
+            sec = min(sec, MAX_TIME32)
+        raw = struct.pack(TIMESPEC[call.kind], sec, nsec)
         value = _room(ctx, regs.rsp & ((1 << abi.bits) - 1), len(raw))
         if value is None:
             ctx.notes.append(
