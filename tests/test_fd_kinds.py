@@ -52,6 +52,12 @@ REFUSED = {
         "os.kill(child, 9); os.waitpid(child, 0)",
         "net namespace the tree is not in",
     ),
+    "mqueue": (
+        "name = b'/torpor-test-%d' % os.getpid()\n"
+        "fd = libc.mq_open(name, os.O_RDWR | os.O_CREAT, 0o600, None)\n"
+        "assert fd >= 0 and libc.mq_unlink(name) == 0, ctypes.get_errno()",
+        "a POSIX message queue",
+    ),
     "procfs-outside": ("fd = os.open('/proc/1/status', os.O_RDONLY)", "a file of task 1"),
     "aio": (
         "ctx = ctypes.c_ulong(0); assert libc.syscall(206, 8, ctypes.byref(ctx)) == 0",

@@ -22,7 +22,7 @@ from torpor.context import log
 from torpor.errors import RestoreError
 from torpor.kernel import libc, procfs, ptrace
 from torpor.parts import clocks
-from torpor.remote import RemoteTask
+from torpor.remote import RemoteTask, wait_settled
 
 PID_WAIT_SECONDS = 5.0
 
@@ -388,14 +388,19 @@ class Family:
         return thread
 
     def let_go(self) -> None:
-        """Let every task run: threads first, each process's main thread after them."""
+        """Let every task run: each process's main thread first, its other threads after.
+        A signal sent to a process goes to its main thread when that one can take it (the
+        kernel's preference, which programs rely on: one waiting in pause() for it); were
+        another thread let go first, a signal sent in between would go to that one. And a
+        task let go counts as having a signal pending until it has looked for one (detaching
+        marks it so): the kernel passes a signal sent meanwhile to another thread, or that
+        task takes it first. So this returns once every task sleeps again, in its call, past
+        that look (remote.wait_settled)."""
         leaders = {p.pid for p in self.procs}
-        for tid, task in self.tasks.items():
-            if tid not in leaders:
-                task.detach()
-        for tid, task in self.tasks.items():
-            if tid in leaders:
-                task.detach()
+        order = sorted(self.tasks.items(), key=lambda item: item[0] not in leaders)
+        for _, task in order:
+            task.detach()
+        wait_settled([task.pid for _, task in order])
         self.tasks.clear()
 
     def kill(self) -> None:

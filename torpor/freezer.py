@@ -13,7 +13,7 @@ from torpor.errors import TargetError
 from torpor.kernel import procfs
 from torpor.parts import regs as regs_part
 from torpor.parts import timeouts
-from torpor.remote import RemoteError, RemoteTask, under_seccomp
+from torpor.remote import RemoteError, RemoteTask, under_seccomp, wait_settled
 
 MAX_ROUNDS = 20  # walks of a tree that keeps growing before torpor gives up
 WALL = 0x40000000  # waitpid __WALL: threads too
@@ -122,7 +122,7 @@ class FrozenTree:
             except OSError:
                 pass  # a task that died meanwhile
         dead = []
-        for task in self.tasks():
+        for task in self.tasks():  # each process's main thread first (remote.wait_settled)
             abi = abi_for_cs(task.regs.cs)
             if abi is not None:
                 task.regs = regs_part.restart_adjusted_for_resume(task.regs, abi)
@@ -130,6 +130,7 @@ class FrozenTree:
                 task.detach()
             except OSError:
                 dead.append(task)  # killed meanwhile: it can only be waited for
+        wait_settled([task.pid for task in self.tasks() if task not in dead])
         for proc in self.live():
             leader = proc.threads.get(proc.pid)
             if leader is not None:

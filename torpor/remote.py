@@ -18,12 +18,13 @@ import contextlib
 import os
 import signal
 import struct
+import time
 
 from torpor.arch import X86_64, Abi, abi_for_cs, sigframe
 from torpor.arch.abi import ERESTARTNOHAND
 from torpor.errors import TorporError
 from torpor.kernel import ptrace
-from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps, read_status
+from torpor.kernel.procfs import PAGE_SIZE, proc, read_maps, read_stat, read_status
 
 # Scratch page layout: code first, argument area after it.
 _CODE = X86_64.syscall_insn + b"\xcc" + b"\xcd\x80" + b"\xcc"
@@ -50,6 +51,30 @@ def errno_name(err: int) -> str:
 def signed(value: int) -> int:
     value &= 0xFFFFFFFFFFFFFFFF
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+SETTLE_SECONDS = 0.5  # how long torpor waits for the tasks it let go to sleep again
+
+
+def wait_settled(tids: list[int]) -> None:
+    """Wait until each task of `tids`, just let go, sleeps again (or has gone); a task that
+    keeps running is waited for SETTLE_SECONDS at most in all. Until a task let go has
+    looked for signals on its way out, it counts as having one pending (detaching marks it
+    so): a signal sent to its process meanwhile goes to another of its threads, or to it
+    before the thread that would have taken it."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    waiting = list(tids)
+    while waiting and time.monotonic() < deadline:
+        waiting = [tid for tid in waiting if _running(tid)]
+        if waiting:
+            time.sleep(0.0002)
+
+
+def _running(tid: int) -> bool:
+    try:
+        return read_stat(tid).state not in "SDZXtT"
+    except OSError:
+        return False
 
 
 def under_seccomp(pid: int) -> bool:

@@ -69,6 +69,18 @@ class FdDescription:
         return name.rstrip(b"\0").decode(errors="replace")
 
 
+MQUEUE_MAGIC = 0x19800202  # statfs f_type of the POSIX message queue filesystem
+SYS_STATFS = 137
+_STATFS = struct.Struct("=q")  # struct statfs starts with f_type (a long on x86_64)
+
+
+def filesystem_type(pid: int, fd: int) -> int:
+    """The statfs f_type of the filesystem holding the file behind fd `fd` of `pid`."""
+    buf = ctypes.create_string_buffer(120)  # struct statfs: 120 bytes on x86_64
+    syscall(SYS_STATFS, str(proc(pid, "fd", str(fd))).encode(), buf)
+    return _STATFS.unpack_from(buf.raw)[0]
+
+
 def describe_fd(pid: int, fd: int) -> FdDescription:
     link = str(proc(pid, "fd", str(fd)))
     target = os.readlink(link)

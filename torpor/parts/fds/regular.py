@@ -10,6 +10,7 @@ import stat
 from torpor.arch import X86_64
 from torpor.errors import UnsupportedError
 from torpor.images import pb
+from torpor.kernel.files import MQUEUE_MAGIC, filesystem_type
 from torpor.kernel.procfs import proc
 from torpor.parts.fds.base import FdKind, open_in_task, place
 from torpor.parts.ghosts import is_ghost
@@ -60,6 +61,11 @@ class Regular(FdKind):
             if not d.target.startswith("/"):  # a pseudo file of no kind torpor knows
                 raise UnsupportedError(
                     f"fd {d.fd} of process {pid} is a pseudo file ({d.target}), not supported yet"
+                )
+            if filesystem_type(pid, d.fd) == MQUEUE_MAGIC:
+                raise UnsupportedError(
+                    f"fd {d.fd} of process {pid} is a POSIX message queue ({d.target}), "
+                    "not supported yet"
                 )
             task = _procfs_task(d.target)
             if task is not None and task not in options.tasks:
