@@ -73,8 +73,9 @@ def _load(images: ImageDir) -> list[ProcessImage]:
     for index, entry in enumerate(images.read("pstree.img"), start=1):
         if entry.pid in procs or not entry.threads or entry.threads[0] != entry.pid:
             raise ImageError(f"pstree.img: malformed entry for process {entry.pid}")
-        ids = [entry.pid, entry.pgid, entry.sid, *entry.threads]
-        if not all(0 < i <= PID_MAX_LIMIT for i in ids) or entry.ppid > PID_MAX_LIMIT:
+        ids = [entry.pid, *entry.threads]  # a group or session 0 is one outside the PID namespace
+        groups = [entry.ppid, entry.pgid, entry.sid]
+        if not all(0 < i <= PID_MAX_LIMIT for i in ids) or max(groups) > PID_MAX_LIMIT:
             raise ImageError(f"pstree.img: process {entry.pid} has IDs no process can have")
         proc = ProcessImage(entry, index)
         if procs:
