@@ -22,6 +22,7 @@ NOT_FATAL_BY_DEFAULT = frozenset({17, 18, 19, 20, 21, 22, 23, 28})
 SIG_DFL = 0
 SA_IA32_ABI = 0x02000000  # kernel-internal flag, set on dispositions installed by ia32 code
 SS_DISABLE = 2
+SS_AUTODISARM = 1 << 31  # the alternate stack is disarmed while a handler runs on it
 
 
 def ends_by_default(sig: int) -> bool:
@@ -75,8 +76,8 @@ def dump_thread(ctx: DumpContext) -> None:
     out = task.reserve(abi.stack_t_size)
     task.call(abi, "sigaltstack", 0, out)
     st = abi.unpack_stack(task.read(out, abi.stack_t_size))
-    ctx.core.thread_core.sas.CopyFrom(
-        pb.core_pb2.ThreadSasEntry(ss_sp=st.sp, ss_size=st.size, ss_flags=st.flags)
+    ctx.core.thread_core.sas.CopyFrom(  # flags as the unsigned word (SS_AUTODISARM is bit 31)
+        pb.core_pb2.ThreadSasEntry(ss_sp=st.sp, ss_size=st.size, ss_flags=st.flags & 0xFFFFFFFF)
     )
 
 
@@ -106,8 +107,8 @@ def restore_thread(ctx: RestoreContext) -> None:
     sas = ctx.core.thread_core.sas
     if sas.ss_flags & SS_DISABLE or not sas.ss_size:
         st = AltStack(0, SS_DISABLE, 0)
-    else:
-        st = AltStack(sas.ss_sp, 0, sas.ss_size)
+    else:  # SS_ONSTACK is the kernel's to say; SS_AUTODISARM is the thread's setting
+        st = AltStack(sas.ss_sp, -(1 << 31) if sas.ss_flags & SS_AUTODISARM else 0, sas.ss_size)
     ctx.task.call(ctx.abi, "sigaltstack", ctx.task.put(ctx.abi.pack_stack(st)), 0)
     tc = ctx.core.thread_core
     mask = tc.blk_sigset if tc.HasField("blk_sigset") else ctx.core.tc.blk_sigset
