@@ -58,6 +58,12 @@ REFUSED = {
         "assert fd >= 0 and libc.mq_unlink(name) == 0, ctypes.get_errno()",
         "a POSIX message queue",
     ),
+    "non-utf8-path": (
+        "import tempfile; path = tempfile.mkdtemp().encode() + b'/caf\\xe9'\n"
+        "fd = os.open(path, os.O_RDWR | os.O_CREAT)\n"
+        "os.unlink(path); os.rmdir(os.path.dirname(path))",
+        "not UTF-8",
+    ),
     "procfs-outside": ("fd = os.open('/proc/1/status', os.O_RDONLY)", "a file of task 1"),
     "aio": (
         "ctx = ctypes.c_ulong(0); assert libc.syscall(206, 8, ctypes.byref(ctx)) == 0",

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from torpor.arch import Abi
+from torpor.errors import UnsupportedError
 from torpor.images import ImageDir, pb
 from torpor.remote import RemoteTask
 
@@ -14,6 +15,16 @@ log = logging.getLogger("torpor")
 def no_owner():
     """The FownEntry of a file no process asked signals from (F_SETOWN never used)."""
     return pb.fown_pb2.FownEntry(uid=0, euid=0, signum=0, pid_type=0, pid=0)
+
+
+def is_utf8(path: str) -> bool:
+    """Whether a path from procfs (undecodable bytes kept as surrogates) is valid UTF-8, as
+    the images' string fields must be."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -34,6 +45,11 @@ class FileTable:
     def add_path(self, path: str, flags: int = os.O_RDONLY) -> int:
         """The id of the file at `path` (an executable, a mapped file, a directory), opened
         with `flags` when restored; its size and mode are recorded as they are now."""
+
+        if not is_utf8(path):
+            raise UnsupportedError(
+                f"{path!r} is a path that is not UTF-8, which images cannot hold"
+            )
 
         def make(file_id):
             st = os.stat(path)

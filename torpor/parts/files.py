@@ -22,7 +22,7 @@ import struct
 from dataclasses import replace
 
 from torpor.arch import X86_64
-from torpor.context import DumpContext, DumpOptions, RestoreContext
+from torpor.context import DumpContext, DumpOptions, RestoreContext, is_utf8
 from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, same_open_file
@@ -68,6 +68,11 @@ def inspect(fds_by_pid: dict[int, list[FdDescription]], tree: "TreeFiles") -> No
             if kind is None:
                 raise UnsupportedError(
                     f"fd {d.fd} of process {pid} is {_a(d.kind)} ({d.target}), not supported yet"
+                )
+            if not is_utf8(d.target):
+                raise UnsupportedError(
+                    f"fd {d.fd} of process {pid} is {d.target!r}, a path that is not UTF-8, "
+                    "which images cannot hold"
                 )
             found[kind.field].append((pid, d))
     _add_in_flight(found, tree)
