@@ -103,7 +103,7 @@ class RemoteTask:
         self.patches: list[tuple[int, bytes]] = []  # (address, original bytes) torpor wrote over
         self._framed = False  # the heal frame is below the stack pointer
         self._ran = False  # resumed by torpor since the seize
-        self.timers_left: list[int] = []  # ns left of the sleepers its seize cancelled (timeouts)
+        self.timers_left: tuple = ([], [])  # ns left of the sleepers its seize cancelled (timeouts)
         self.restart_call = False  # let go with its call re-issued by the kernel (detach)
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -30,8 +30,9 @@ blocked in such a call, and again just after: the sleeper that vanished meanwhil
 thread's, and its deadline minus the stop's instant is the time left. The reading is trusted
 only if the thread did nothing else between the two (its voluntary context switches went up
 by exactly the one of the stop) and exactly one vanished sleeper had a deadline still ahead,
-no further than the call's own timeout, and was queued already when the freeze began, a
-moment earlier (Baseline: on a busy host, other tasks' short waits end early at any instant).
+no further than the call's own timeout; when several did (on a busy host, other tasks' short
+waits end early at any instant), only the one of them queued already when the freeze began, a
+moment earlier, is (Baseline).
 
 The image then holds the call's EINTR as its registers (what CRIU would restore, and CRIU's
 own choice for calls with restart state) and, in ThreadInfoX86.torpor_time_left, the call and
@@ -129,8 +130,10 @@ class Watch:
     """The hrtimer sleepers queued just before a thread blocked in a timed call is stopped
     (`before`), to see which of them its stop cancelled (`left`)."""
 
-    def __init__(self, tid: int, switches: int, timers: dict[str, timerlist.Sleeper]):
-        self.tid, self.switches, self.timers = tid, switches, timers
+    def __init__(
+        self, tid: int, switches: int, timers: dict[str, timerlist.Sleeper], lasting: set[str]
+    ):
+        self.tid, self.switches, self.timers, self.lasting = tid, switches, timers, lasting
 
     @classmethod
     def before(cls, tid: int, baseline: Baseline) -> "Watch | None":
@@ -143,18 +146,19 @@ class Watch:
         now = timerlist.read() if old is not None and switches is not None else None
         if now is None:
             return None
-        lasting = {a: s for a, s in now.sleepers.items() if old.sleepers.get(a) == s}
-        return cls(tid, switches, lasting)
+        lasting = {a for a, s in now.sleepers.items() if old.sleepers.get(a) == s}
+        return cls(tid, switches, dict(now.sleepers), lasting)
 
-    def left(self) -> list[int]:
-        """Once the thread is stopped: nanoseconds left to the deadline of each lasting
-        sleeper its stop may have cancelled; empty when the thread did anything but stop
-        meanwhile."""
+    def left(self) -> tuple[list[int], list[int]]:
+        """Once the thread is stopped: nanoseconds left to the deadline of each sleeper its
+        stop may have cancelled, and of those among them that were lasting (queued already
+        when the freeze began); both empty when the thread did anything but stop meanwhile."""
         after = timerlist.read()
         if after is None or _voluntary_switches(self.tid) != self.switches + 1:
-            return []
-        gone = [s for addr, s in self.timers.items() if addr not in after.sleepers]
-        return [n for n in (after.left(s) for s in gone) if n > 0]
+            return [], []
+        gone = [(a, after.left(s)) for a, s in self.timers.items() if a not in after.sleepers]
+        every = [n for _, n in gone if n > 0]
+        return every, [n for a, n in gone if n > 0 and a in self.lasting]
 
 
 # --- dump --------------------------------------------------------------------------------------
@@ -192,7 +196,10 @@ def dump_adjusted(regs: ptrace.UserRegs, abi: Abi, left: list[int], read):
         return regs, None
     out = regs.copy()
     out.rax = -EINTR & ((1 << 64) - 1)
-    fits = [n for n in left if n <= timeout]
+    every, lasting = left
+    fits = [n for n in every if n <= timeout]
+    if len(fits) != 1:  # another sleeper vanished too: trust only those of before the freeze
+        fits = [n for n in lasting if n <= timeout]
     if len(fits) != 1:
         log.debug("%s: time left unknown (%d candidates): it returns EINTR", call.name, len(fits))
         return out, None
