@@ -196,6 +196,48 @@ static inline int outside_peer_socket(void)
     return sv[0];
 }
 
+/* Send one byte carrying `n` (at most 4) fds over Unix socket `via` (SCM_RIGHTS). */
+static inline void send_fds(int via, const int *fds, int n)
+{
+    char data = 'F';
+    struct iovec iov = {&data, 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    if (sendmsg(via, &msg, 0) != 1)
+        FAIL_ERRNO("sendmsg SCM_RIGHTS");
+}
+
+/* Receive, without waiting, one message send_fds sent, its fds into `fds` (room for `n`);
+   how many it carried (0: none, or no such message). */
+static inline int receive_fds(int via, int *fds, int n)
+{
+    char data;
+    struct iovec iov = {&data, 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof(control.buf)};
+    if (recvmsg(via, &msg, MSG_DONTWAIT) != 1 || data != 'F')
+        return 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS)
+        return 0;
+    int got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(fds, CMSG_DATA(c), (size_t)(got < n ? got : n) * sizeof(int));
+    return got;
+}
+
 /* One byte to the outside peer and back, within 10 s; 1 when it came back. */
 static inline int outside_peer_echoes(int fd)
 {

@@ -38,36 +38,6 @@ static void touch(const char *path)
         close(fd);
 }
 
-static void send_fd(int sock, int fd)
-{
-    char byte = 'F', control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                         .msg_controllen = sizeof(control)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (sendmsg(sock, &msg, 0) != 1)
-        FAIL_ERRNO("sendmsg SCM_RIGHTS");
-}
-
-static int receive_fd(int sock)
-{
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                         .msg_controllen = sizeof(control)};
-    int fd = -1;
-    if (recvmsg(sock, &msg, MSG_DONTWAIT) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (c && c->cmsg_type == SCM_RIGHTS)
-        memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    return fd;
-}
-
 static void mark(int fan, unsigned flags, uint64_t mask, const char *path)
 {
     if (fanotify_mark(fan, FAN_MARK_ADD | flags, mask, AT_FDCWD, path) != 0)
@@ -164,7 +134,7 @@ int main(int argc, char **argv)
     if (flying < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         FAIL_ERRNO("fanotify_init or socketpair");
     mark(flying, 0, FAN_CLOSE_WRITE, "marked/f");
-    send_fd(sv[0], flying);
+    send_fds(sv[0], &flying, 1);
     close(flying);
     int queued = -1, perm = -1;
     if (unread)
@@ -234,7 +204,8 @@ int main(int argc, char **argv)
         fail("the FID instance has %d bytes queued", queued);
     touch("marked/f");
     CHECK_EQ("f: events", events_until_close(fan, "/marked/f"), FAN_MODIFY | FAN_CLOSE_WRITE);
-    flying = receive_fd(sv[1]);
+    flying = -1;
+    receive_fds(sv[1], &flying, 1);
     if (flying < 0)
         fail("no fanotify instance received from the socketpair");
     else

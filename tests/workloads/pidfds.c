@@ -62,36 +62,6 @@ static int wait_readable(int fd)
     return poll(&p, 1, 10000) == 1 ? p.revents : 0;
 }
 
-static void send_fd(int sock, int fd)
-{
-    char byte = 'F', control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                         .msg_controllen = sizeof(control)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (sendmsg(sock, &msg, 0) != 1)
-        FAIL_ERRNO("sendmsg SCM_RIGHTS");
-}
-
-static int receive_fd(int sock)
-{
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                         .msg_controllen = sizeof(control)};
-    int fd = -1;
-    if (recvmsg(sock, &msg, MSG_DONTWAIT) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (c && c->cmsg_type == SCM_RIGHTS)
-        memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    return fd;
-}
-
 static int child_reports(int report)
 {
     char c = 0;
@@ -147,7 +117,7 @@ int main(int argc, char **argv)
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         FAIL_ERRNO("socketpair");
     int fly = pidfd_open(a, 0);
-    send_fd(sv[0], fly);
+    send_fds(sv[0], &fly, 1);
     close(fly);
 
     int fb = -1;
@@ -243,7 +213,8 @@ int main(int argc, char **argv)
         FAIL_ERRNO("pidfd_send_signal(A)");
     else if (!child_reports(report[0]))
         fail("child a did not report SIGUSR2 sent through A");
-    int ff = receive_fd(sv[1]);
+    int ff = -1;
+    receive_fds(sv[1], &ff, 1);
     if (ff < 0)
         fail("no pidfd received from the socketpair");
     else if (pidfd_send_signal(ff, SIGUSR2) != 0)

@@ -111,46 +111,6 @@ static void send_to(int fd, const char *name, size_t n, uint32_t seed)
 }
 
 /* One datagram on rx: its size, sender and the sender's pid. */
-static void send_fds(int via, const int *fds, int n)
-{
-    char data = 'f';
-    struct iovec iov = {&data, 1};
-    union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(n * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-    if (sendmsg(via, &msg, 0) != 1)
-        FAIL_ERRNO("sendmsg SCM_RIGHTS");
-}
-
-/* Receive one message carrying `n` fds into `fds`; how many came. */
-static int receive_fds(int via, int *fds, int n)
-{
-    char data;
-    struct iovec iov = {&data, 1};
-    union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof(control.buf)};
-    if (recvmsg(via, &msg, MSG_DONTWAIT) != 1 || data != 'f')
-        return 0;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS)
-        return 0;
-    int got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    memcpy(fds, CMSG_DATA(c), (size_t)(got < n ? got : n) * sizeof(int));
-    return got;
-}
-
 static void expect_datagram(int rx, size_t n, uint32_t seed, const char *from, pid_t pid)
 {
     unsigned char buf[4096], want[4096];
