@@ -109,11 +109,7 @@ CRAFTS = [
 def test_crafted_image_is_refused(craft, start_workload, tmp_path):
     w = start_workload("counter")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
-    torpor.dump(w.pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(w.pid, 5)
+    images = harness.dump_killed(w, tmp_path)
     _rewrite(images, craft, w.pid)
     before = {p.name: p.read_bytes() for p in images.iterdir()}
     with pytest.raises(TorporError) as exc:
@@ -130,11 +126,7 @@ def test_a_saved_file_now_a_fifo_is_refused(start_workload, tmp_path):
     it would block): refused at once, naming the path, nothing created."""
     w = start_workload("files")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
-    torpor.dump(w.pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(w.pid, 5)
+    images = harness.dump_killed(w, tmp_path)
     entries = ImageDir(images).read("files.img")
     regular = next(
         f.reg.name for f in entries

@@ -24,11 +24,7 @@ def dumped(start_workload, tmp_path):
     """A counter workload dumped (killed) into tmp_path/images: (workload, images)."""
     w = start_workload("counter")
     w.wait_ready()
-    images = tmp_path / "images"
-    images.mkdir()
-    torpor.dump(w.pid, str(images))
-    w.reap_original()
-    assert harness.wait_gone(w.pid, 5)
+    images = harness.dump_killed(w, tmp_path)
     return w, images
 
 
