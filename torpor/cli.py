@@ -228,9 +228,18 @@ def _inherit_fds(specs) -> dict[str, int]:
     help="Saved cgroups: join or create them (soft), refuse differing limits (strict), "
     "or stay in this command's (ignore).",
 )
+@click.option(
+    "--verify",
+    type=click.Choice(["off", "warn", "strict"]),
+    is_flag=False,
+    flag_value="warn",
+    default=None,
+    help="Compare the restored tree with what the dump saw: print what differs (warn, the "
+    "default of a bare --verify) or refuse the restore (strict); default $TORPOR_VERIFY, or off.",
+)
 def restore(
     images_dir, detach, pidfile, shell_job, force_vdso_trampolines, cpu_check, no_timens, pidns,
-    trust_images, tcp_close, inherit_fd, manage_cgroups,
+    trust_images, tcp_close, inherit_fd, manage_cgroups, verify,
 ) -> None:  # fmt: skip
     """Restore the process tree saved in DIR; without -d, wait for its root and exit with
     the root's status."""
@@ -252,6 +261,7 @@ def restore(
                 tcp_close=tcp_close,
                 inherit_fds=_inherit_fds(inherit_fd),
                 manage_cgroups=manage_cgroups,
+                verify=verify,
             )
         )
     finally:

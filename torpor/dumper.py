@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from torpor import audit
 from torpor.arch import abi_for_cs
 from torpor.context import DumpContext, DumpOptions, FileTable, log
 from torpor.errors import ImageError, TargetError, TorporError, UnsupportedError
@@ -259,7 +260,7 @@ def _ids(index: int):
 
 
 def _zombie_core(proc) -> "pb.core_pb2.CoreEntry":
-    core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+    core = _new_core()
     core.tc.CopyFrom(
         pb.core_pb2.TaskCoreEntry(
             task_state=constants.TASK_DEAD,
@@ -273,6 +274,10 @@ def _zombie_core(proc) -> "pb.core_pb2.CoreEntry":
     return core
 
 
+def _new_core():
+    return pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+
+
 def _process_context(proc, index, images, table, shell_job, progress) -> DumpContext:
     leader = proc.leader
     abi = abi_for_cs(leader.regs.cs)
@@ -280,7 +285,7 @@ def _process_context(proc, index, images, table, shell_job, progress) -> DumpCon
         raise UnsupportedError(
             f"process {proc.pid} runs with an unknown code segment {leader.regs.cs:#x}"
         )
-    core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+    core = _new_core()
     core.ids.CopyFrom(_ids(index))
     return DumpContext(
         pid=proc.pid,
@@ -300,6 +305,11 @@ def _collect_process(
     proc, ctx: DumpContext, fds, tree_files, seccomp_filters, tree_cgroups
 ) -> None:
     leader = ctx.task
+    cores: dict[int, object] = {}
+    for tid in proc.tids:  # before torpor maps its scratch page or changes anything
+        audit.record(
+            ctx.core if tid == proc.pid else cores.setdefault(tid, _new_core()), proc.pid, tid
+        )
     leader.map_scratch()
     log.info("dumping %d (%s, %d threads)", proc.pid, ctx.abi.name, len(proc.threads))
     threads = [ctx]
@@ -308,8 +318,7 @@ def _collect_process(
         task.share_healing(leader)
         if abi_for_cs(task.regs.cs) is not ctx.abi:
             raise UnsupportedError(f"thread {tid} of process {proc.pid} runs in another mode")
-        core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
-        threads.append(replace(ctx, pid=tid, task=task, core=core))
+        threads.append(replace(ctx, pid=tid, task=task, core=cores[tid]))
     for name, stage in (
         ("timers", timers.dump),  # first: the time left is read as close to the freeze as can be
         ("signals", signals.dump),

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from torpor import preflight
+from torpor import audit, preflight
 from torpor.arch import abi_for_cs
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
@@ -163,6 +163,7 @@ def restore(
     tcp_close: bool = False,
     inherit_fds: dict[str, int] | None = None,
     manage_cgroups: str = "soft",
+    verify: str | None = None,
 ) -> int:
     """Recreate the process tree saved in `images_dir`; return its root's PID (as seen from
     here: with `pidns`, the tree has its dumped PIDs only inside its new PID namespace).
@@ -175,7 +176,11 @@ def restore(
     tree (a pipe: "pipe:[INODE]", see `torpor show`), an fd of this process to use instead
     (CRIU's --inherit-fd); without one, such a pipe is made again with that side closed.
     `manage_cgroups` says what becomes of the saved cgroups (torpor.parts.cgroups.MODES).
+    `verify` (torpor.audit.MODES; None: $TORPOR_VERIFY, else "off") compares the restored
+    tree with what the dump recorded before letting it go, and says (warn) or refuses
+    (strict) what differs.
     """
+    verify = _verify_mode(verify)
     images, procs, file_entries = _open(images_dir, trust_images)
     inherit_fds = _inherited(inherit_fds or {}, file_entries)
     started = time.monotonic()
@@ -239,6 +244,15 @@ def restore(
         files.finish_tree(contexts)
         for ctx in contexts:
             _finish(ctx, family, placement)
+        ghosts.remove()  # every fd and mapping holds its ghost file: now deleted, as dumped
+        circumstances = {
+            "pidns": pidns,
+            "shell-job": shell_job,
+            "ignore": manage_cgroups == "ignore",
+        }
+        notes += audit.verify(
+            _audited(contexts, family), verify, frozenset(k for k, v in circumstances.items() if v)
+        )
         root = contexts[0].pid
         family.let_go()
     except BaseException as e:
@@ -285,6 +299,22 @@ def _inherited(handed: dict[str, int], file_entries: dict) -> dict[str, int]:
         except OSError as e:
             raise RestoreError(f"--inherit-fd: fd {fd} for {key}: {e.strerror}") from None
     return handed
+
+
+def _verify_mode(mode: str | None) -> str:
+    mode = mode or os.environ.get("TORPOR_VERIFY") or "off"
+    if mode not in audit.MODES:
+        raise RestoreError(f"unknown verify mode {mode!r} ({', '.join(audit.MODES)})")
+    return mode
+
+
+def _audited(contexts, family) -> list:
+    """(saved TID, saved PID, core, PID, task) of every restored task, for torpor.audit."""
+    return [
+        (tid, ctx.image_pid, core, ctx.pid, family.tasks[tid])
+        for ctx in contexts
+        for tid, core in ((ctx.image_pid, ctx.core), *ctx.thread_cores.items())
+    ]
 
 
 def _rebuild(ctx: RestoreContext) -> None:

@@ -321,7 +321,8 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
                 continue
             prot = vma.prot
             flags = (
-                vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)
+                vma.flags
+                & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)
             ) | MAP_FIXED
             fd, offset = -1, 0
             if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):

@@ -147,7 +147,7 @@ class ThreadCoreEntry(_message.Message):
     def __init__(self, futex_rla: _Optional[int] = ..., futex_rla_len: _Optional[int] = ..., sched_nice: _Optional[int] = ..., sched_policy: _Optional[int] = ..., sched_prio: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., sas: _Optional[_Union[ThreadSasEntry, _Mapping]] = ..., pdeath_sig: _Optional[int] = ..., signals_p: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., creds: _Optional[_Union[_creds_pb2.CredsEntry, _Mapping]] = ..., seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., seccomp_filter: _Optional[int] = ..., comm: _Optional[str] = ..., blk_sigset_extended: _Optional[int] = ..., rseq_entry: _Optional[_Union[_rseq_pb2.RseqEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., torpor_cpus: _Optional[_Iterable[int]] = ..., torpor_ioprio: _Optional[int] = ..., torpor_timer_slack_ns: _Optional[int] = ...) -> None: ...
 
 class CoreEntry(_message.Message):
-    __slots__ = ("mtype", "thread_info", "tc", "ids", "thread_core")
+    __slots__ = ("mtype", "thread_info", "tc", "ids", "thread_core", "torpor_audit")
     class March(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[CoreEntry.March]
@@ -169,9 +169,25 @@ class CoreEntry(_message.Message):
     TC_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     THREAD_CORE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_AUDIT_FIELD_NUMBER: _ClassVar[int]
     mtype: CoreEntry.March
     thread_info: _core_x86_pb2.ThreadInfoX86
     tc: TaskCoreEntry
     ids: TaskKobjIdsEntry
     thread_core: ThreadCoreEntry
-    def __init__(self, mtype: _Optional[_Union[CoreEntry.March, str]] = ..., thread_info: _Optional[_Union[_core_x86_pb2.ThreadInfoX86, _Mapping]] = ..., tc: _Optional[_Union[TaskCoreEntry, _Mapping]] = ..., ids: _Optional[_Union[TaskKobjIdsEntry, _Mapping]] = ..., thread_core: _Optional[_Union[ThreadCoreEntry, _Mapping]] = ...) -> None: ...
+    torpor_audit: TorporAudit
+    def __init__(self, mtype: _Optional[_Union[CoreEntry.March, str]] = ..., thread_info: _Optional[_Union[_core_x86_pb2.ThreadInfoX86, _Mapping]] = ..., tc: _Optional[_Union[TaskCoreEntry, _Mapping]] = ..., ids: _Optional[_Union[TaskKobjIdsEntry, _Mapping]] = ..., thread_core: _Optional[_Union[ThreadCoreEntry, _Mapping]] = ..., torpor_audit: _Optional[_Union[TorporAudit, _Mapping]] = ...) -> None: ...
+
+class TorporAuditValue(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class TorporAudit(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[TorporAuditValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[TorporAuditValue, _Mapping]]] = ...) -> None: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from torpor.arch import X86_64
+from torpor.arch import IA32, X86_64
 from torpor.context import DumpContext, DumpOptions, RestoreContext
 from torpor.errors import RestoreError
 from torpor.kernel.files import FdDescription
@@ -21,6 +21,7 @@ AT_FDCWD = -100
 F_SETFD, FD_CLOEXEC = 2, 1
 F_DUPFD_CLOEXEC = 1030
 O_ACCMODE = 3
+O_LARGEFILE = 0o100000  # the kernel's value (os.O_LARGEFILE is 0 on 64-bit hosts)
 # Flags open(2) must not be given again: they act at open time only, or (O_ASYNC) take
 # effect only when set with F_SETFL, which parts.files does once the owner is in place.
 OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC | os.O_ASYNC
@@ -135,11 +136,13 @@ def park(ctx: RestoreContext, fd: int) -> int:
 
 
 def open_in_task(ctx: RestoreContext, path: str, flags: int) -> int:
-    """Open `path` in the task through its own ABI, so that flags such as O_LARGEFILE come
-    out as they were; the new fd's number."""
+    """Open `path` in the task with exactly `flags`; the new fd's number. A 64-bit openat
+    adds O_LARGEFILE, which F_SETFL cannot take away, so a file description that lacked it
+    (a pipe made by pipe(), a file a 32-bit program opened) is opened by the compat call."""
+    abi = ctx.abi if flags & O_LARGEFILE else IA32
     try:
         return ctx.task.call(
-            ctx.abi,
+            abi,
             "openat",
             AT_FDCWD,
             ctx.task.put(path.encode() + b"\0"),

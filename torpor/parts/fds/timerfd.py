@@ -4,7 +4,8 @@ CRIU's TIMERFD kind.
 The time left is what it was at the dump: the process was frozen in between, so the timer
 fires as long after the restore as it had left. A timer set on a wall clock for an absolute
 time (TFD_TIMER_ABSTIME) keeps that time instead. Unread expirations are put back with
-TFD_IOC_SET_TICKS (a kernel with CONFIG_CHECKPOINT_RESTORE).
+TFD_IOC_SET_TICKS (a kernel with CONFIG_CHECKPOINT_RESTORE). A periodic timer that has
+fired shows no time left until a read re-arms it: it is armed one interval ahead.
 """
 
 import os
@@ -50,6 +51,8 @@ class Timerfd(FdKind):
         task = ctx.task
         got = task.call(X86_64, "timerfd_create", entry.clockid, entry.flags & os.O_NONBLOCK)
         value, flags = (entry.vsec, entry.vnsec), 0
+        if value == (0, 0) and entry.ticks:  # it fired, and waits for a read to re-arm
+            value = (entry.isec, entry.insec)
         if entry.HasField("torpor_expiry_ns"):
             value = divmod(entry.torpor_expiry_ns, NSEC)
             flags = TFD_TIMER_ABSTIME | entry.settime_flags & TFD_TIMER_CANCEL_ON_SET

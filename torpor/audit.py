@@ -1,0 +1,330 @@
+"""The audit: what procfs shows of every task, recorded at dump and compared after restore.
+
+At dump, each thread's core image gets a record (CoreEntry.torpor_audit) of what procfs
+showed of it while it was frozen, before torpor changed anything: its status, stat and
+cgroup lines and, for a process's main thread, the process's limits, smaps (with VmFlags),
+every fd with its fdinfo (locks, flags, kind-specific lines), POSIX timers, oom_score_adj,
+timer slack, personality, working directory and root. `torpor restore --verify` reads the
+same of the restored tree before letting it go and prints every difference that
+EXPLAINED (the one list of differences the restore itself causes, each with its reason)
+does not account for; `--verify=strict` refuses the restore instead. So a piece of state
+torpor forgets shows up the first time it is restored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+
+from torpor.context import log
+from torpor.errors import RestoreError
+from torpor.images import pb
+from torpor.kernel import procfs
+
+MODES = ("off", "warn", "strict")
+
+# /proc/PID/stat fields (1-based, as proc(5) numbers them) that a restore must bring back.
+STAT_FIELDS = {
+    4: "ppid", 5: "pgrp", 6: "session", 7: "tty_nr", 8: "tpgid", 18: "priority", 19: "nice",
+    20: "num_threads", 26: "startcode", 27: "endcode", 28: "startstack", 38: "exit_signal",
+    40: "rt_priority", 41: "policy", 45: "start_data", 46: "end_data", 47: "start_brk",
+    48: "arg_start", 49: "arg_end", 50: "env_start", 51: "env_end",
+}  # fmt: skip
+
+PROCESS_FILES = ("oom_score_adj", "timerslack_ns", "personality", "loginuid")
+PROCESS_LINKS = ("cwd", "root", "exe")
+# Keys whose absence on one side is itself a difference (a mapping, fd or timer lost or added).
+COUNTED = ("smaps.*.range", "fd.*", "timers.*.ClockID")
+SMAPS_VALUES = ("Size", "Rss", "Pss", "Anonymous", "Swap", "Locked", "THPeligible", "VmFlags")
+
+
+@dataclass(frozen=True)
+class Explained:
+    """A difference the restore itself causes: keys matching `pattern` (fnmatch) may differ
+    (only as `allows` (before, after) says, when it is given), when the restore ran under
+    `when` (one of the circumstances restorer passes, or "root": the tree's root)."""
+
+    pattern: str
+    reason: str
+    allows: object = None
+    when: str | None = None
+
+
+def _equal_after(normalize):
+    return lambda before, after: normalize(before) == normalize(after)
+
+
+def _kb(value: str) -> int:
+    return int(value.split()[0])
+
+
+# The dump makes the frame a task heals itself from (should torpor vanish) below its stack
+# pointer: the frame's pages, with an AMX-sized extended state at most four, are the task's
+# from then on, and come back with it.
+HEAL_FRAME_KB = 16
+
+
+def _grew_by_heal_frame(before: str, after: str) -> bool:
+    return 0 <= _kb(after) - _kb(before) <= HEAL_FRAME_KB
+
+
+def _no_inode(value: str) -> str:
+    return re.sub(r"\[\d+\]", "[]", value)
+
+
+def _lock_without_ids(value: str) -> str:
+    """Lock lines without the kernel's running lock number and the inode (a new file's)."""
+    return "\n".join(
+        re.sub(r"^\d+:\s*", "", re.sub(r" [0-9a-f]+:[0-9a-f]+:\d+ ", " ", line))
+        for line in value.split("\n")
+    )
+
+
+def _without_fields(*names: str):
+    pattern = re.compile(r"\b(" + "|".join(names) + r"):\s*\S+")
+    return lambda value: sorted(pattern.sub(lambda m: m.group(1) + ":", value).split("\n"))
+
+
+PIDNS = "the tree has its PIDs only inside its new PID namespace"
+EXPLAINED: tuple[Explained, ...] = (
+    Explained("status.TracerPid", "torpor traces the task at dump and at restore"),
+    Explained("status.State", "the task is stopped by torpor at both ends, in another way"),
+    Explained(
+        "status.SigQ", "signals queued for the user, system-wide: the task's are SigPnd, ShdPnd"
+    ),
+    Explained("status.*ctxt_switches", "counts of what the task did, not state"),
+    Explained("status.VmPeak", "a high-water mark: the restore maps and unmaps as it works"),
+    Explained("status.VmHWM", "a high-water mark: the restore maps and unmaps as it works"),
+    Explained("status.VmRSS", "pages of files come back as they are read, not all at once"),
+    Explained("status.Rss*", "pages of files come back as they are read, not all at once"),
+    Explained("status.VmPTE", "page tables are built as pages come back"),
+    Explained("status.FDSize", "the fd table grows in steps as the restore opens fds"),
+    Explained("smaps.*.Rss", "pages of files come back as they are read, not all at once"),
+    Explained("smaps.*.Pss", "pages of files come back as they are read, not all at once"),
+    Explained(
+        "smaps.*.Anonymous", "the dump's heal frame below a stack pointer", _grew_by_heal_frame
+    ),
+    Explained(
+        "fd.*", "a pipe's or socket's inode number is the new object's", _equal_after(_no_inode)
+    ),
+    Explained("fdinfo.*.ino", "the inode number of a pipe, socket or anonymous file is new"),
+    Explained(
+        "fdinfo.*.lock",
+        "the kernel numbers locks as they are taken",
+        _equal_after(_lock_without_ids),
+    ),
+    Explained("fdinfo.*.eventfd-id", "a new eventfd has a new id"),
+    Explained(
+        "fdinfo.*.tfd",
+        "an epoll's targets are new files, in another order",
+        _equal_after(_without_fields("ino", "sdev", "pos")),
+    ),
+    Explained("fdinfo.*.it_value", "a timerfd's time left counts down while torpor works"),
+    Explained("fdinfo.*.ticks", "a timerfd's expirations go on while torpor works"),
+    Explained("status.PPid", "the restored root is a child of the restoring command", when="root"),
+    Explained("stat.ppid", "the restored root is a child of the restoring command", when="root"),
+    Explained("status.*Pid", PIDNS, when="pidns"),
+    Explained("status.NS*", PIDNS, when="pidns"),
+    Explained("stat.*", PIDNS, when="pidns"),
+    Explained("fdinfo.*.lock", "lock owners are named by their PIDs here", when="pidns"),
+    Explained("timers.*.notify", "signal targets are named by their PIDs here", when="pidns"),
+    Explained(
+        "cgroup", "the saved cgroups were not joined (--manage-cgroups ignore)", when="ignore"
+    ),
+    Explained("stat.tty_nr", "the tree is restored onto this command's terminal", when="shell-job"),
+    Explained("stat.tpgid", "the tree is restored onto this command's terminal", when="shell-job"),
+    Explained("fd.*", "the tree is restored onto this command's terminal", when="shell-job"),
+)
+
+
+# --- reading procfs ---------------------------------------------------------------------------
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _colon_lines(text: str | None, prefix: str, into: dict[str, str]) -> None:
+    """ "Key:<tab>value" lines, as status and fdinfo show them; repeated keys are joined."""
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition(":")
+        if not sep or not key:
+            continue
+        name = f"{prefix}.{key.strip()}"
+        value = " ".join(value.split())
+        into[name] = f"{into[name]}\n{value}" if name in into else value
+
+
+def _stat(text: str | None, into: dict[str, str]) -> None:
+    if not text:
+        return
+    fields = ["", ""] + text[text.rindex(")") + 2 :].split()  # fields 3.. after comm
+    for number, name in STAT_FIELDS.items():
+        if number <= len(fields):
+            into[f"stat.{name}"] = fields[number - 1]
+
+
+def _limits(text: str | None, into: dict[str, str]) -> None:
+    for line in (text or "").splitlines()[1:]:
+        name, values = line[:26].strip(), line[26:].split()
+        if name and len(values) >= 2:
+            into[f"limits.{name}"] = f"{values[0]} {values[1]}"
+
+
+def _smaps(text: str | None, into: dict[str, str]) -> None:
+    vma = None
+    for line in (text or "").splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            vma = f"smaps.{head[0].split('-')[0]}"
+            into[f"{vma}.range"] = head[0]
+            into[f"{vma}.perms"] = head[1]
+            into[f"{vma}.offset"] = head[2]
+            into[f"{vma}.path"] = head[5] if len(head) > 5 else ""
+            continue
+        key, sep, value = line.partition(":")
+        if vma and sep and key in SMAPS_VALUES:
+            into[f"{vma}.{key}"] = " ".join(value.split())
+
+
+def _fds(pid: int, into: dict[str, str]) -> None:
+    base = procfs.proc(pid)
+    try:
+        fds = sorted(os.listdir(f"{base}/fd"), key=int)
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            into[f"fd.{fd}"] = os.readlink(f"{base}/fd/{fd}")
+        except OSError:
+            continue
+        _colon_lines(_read(f"{base}/fdinfo/{fd}"), f"fdinfo.{fd}", into)
+
+
+def _timers(text: str | None, into: dict[str, str]) -> None:
+    timer = None
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(":")
+        if key == "ID":
+            timer = f"timers.{value.strip()}"
+        elif timer:
+            into[f"{timer}.{key}"] = value.strip()
+
+
+def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
+    """What procfs shows of thread `tid` of process `pid` (and of the process itself when
+    `process`), as key -> value."""
+    values: dict[str, str] = {}
+    task = procfs.proc(pid, "task", str(tid))
+    _colon_lines(_read(f"{task}/status"), "status", values)
+    _stat(_read(f"{task}/stat"), values)
+    values["cgroup"] = _read(f"{task}/cgroup") or ""
+    if not process:
+        return values
+    base = procfs.proc(pid)
+    _limits(_read(f"{base}/limits"), values)
+    _smaps(_read(f"{base}/smaps"), values)
+    _fds(pid, values)
+    _timers(_read(f"{base}/timers"), values)
+    for name in PROCESS_FILES:
+        text = _read(f"{base}/{name}")
+        if text is not None:
+            values[name] = text.strip()
+    for name in PROCESS_LINKS:
+        try:
+            values[name] = os.readlink(f"{base}/{name}")
+        except OSError:
+            pass
+    return values
+
+
+# --- at dump and at restore ---------------------------------------------------------------------
+
+
+def record(core, pid: int, tid: int) -> None:
+    """Put the audit of thread `tid` (of process `pid`) into its core image entry."""
+    values = snapshot(pid, tid, process=tid == pid)
+    core.torpor_audit.CopyFrom(
+        pb.core_pb2.TorporAudit(
+            values=[pb.core_pb2.TorporAuditValue(key=k, value=v) for k, v in values.items()]
+        )
+    )
+
+
+def saved(core) -> dict[str, str] | None:
+    """The audit a core image entry holds (None: the images were made without one)."""
+    if not core.HasField("torpor_audit"):
+        return None
+    return {v.key: v.value for v in core.torpor_audit.values}
+
+
+def _explained(key: str, before: str, after: str, circumstances: frozenset[str]) -> bool:
+    for rule in EXPLAINED:
+        if rule.when is not None and rule.when not in circumstances:
+            continue
+        if not fnmatch.fnmatchcase(key, rule.pattern):
+            continue
+        if rule.allows is None or rule.allows(before, after):
+            return True
+    return False
+
+
+def differences(
+    before: dict[str, str], after: dict[str, str], circumstances: frozenset[str] = frozenset()
+) -> list[str]:
+    """Each difference between two snapshots that EXPLAINED does not account for, as a line.
+    A key only one side has is no difference unless it is COUNTED: one kernel shows values
+    the other does not."""
+    found = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if old is None or new is None:
+            if any(fnmatch.fnmatchcase(key, c) for c in COUNTED):
+                found.append(f"{key}: {_short(old or '(none)')} -> {_short(new or '(none)')}")
+        elif old != new and not _explained(key, old, new, circumstances):
+            found.append(f"{key}: {_short(old)} -> {_short(new)}")
+    return found
+
+
+def verify(tasks, mode: str, circumstances: frozenset[str] = frozenset()) -> list[str]:
+    """Compare each restored task with its audit; `tasks` holds (saved TID, saved PID of its
+    process, its core entry, the PID of the restored process as seen here, the
+    restored thread's RemoteTask) for every task, the tree's root first. Returns
+    the notes to print (mode "warn"); in mode "strict" a difference refuses the restore.
+    Signals are blocked while torpor works: the mask compared is the one the task gets back
+    as it is let go."""
+    if mode == "off":
+        return []
+    notes, unaudited = [], 0
+    root = tasks[0][1] if tasks else None
+    for tid, pid, core, real_pid, task in tasks:
+        before = saved(core)
+        if before is None:
+            unaudited += 1
+            continue
+        after = snapshot(real_pid, task.pid, process=tid == pid)
+        if task.sigmask is not None:
+            after["status.SigBlk"] = f"{task.sigmask:016x}"
+        seen = circumstances | ({"root"} if pid == root else set())
+        notes += [f"--verify: task {tid}: {line}" for line in differences(before, after, seen)]
+    if notes and mode == "strict":
+        for note in notes:
+            log.warning("%s", note)
+        raise RestoreError(
+            f"--verify=strict: the restored tree differs from the dump in {len(notes)} values, "
+            f"first {notes[0].removeprefix('--verify: ')}"
+        )
+    if unaudited:
+        notes.append(f"--verify: {unaudited} tasks have no audit in the images: not verified")
+    return notes
+
+
+def _short(value: str) -> str:
+    value = value.replace("\n", " | ")
+    return value if len(value) <= 120 else value[:117] + "..."
