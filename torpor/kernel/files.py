@@ -7,6 +7,7 @@ import os
 import select
 import stat
 import struct
+import termios
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -165,6 +166,15 @@ def pipe_has_other_end(pid: int, fd: int, reading: bool) -> bool:
         events = poller.poll(0)
         gone = select.POLLHUP if reading else select.POLLERR
         return not (events and events[0][1] & gone)
+
+
+def pipe_unread(pid: int, fd: int) -> int:
+    """How many bytes the pipe (or FIFO) behind fd `fd` of `pid` holds unread (FIONREAD)."""
+    own = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(own, termios.FIONREAD, bytes(4)))[0]
+    finally:
+        os.close(own)
 
 
 def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:

@@ -21,7 +21,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btorpor/images/pb/fifo.proto\x12\x06torpor\"N\n\tFifoEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0f\n\x07pipe_id\x18\x02 \x02(\r\x12\x0f\n\x07regf_id\x18\x03 \x01(\r\x12\x13\n\x0bwait_writer\x18\x04 \x01(\x08')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btorpor/images/pb/fifo.proto\x12\x06torpor\"}\n\tFifoEntry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0f\n\x07pipe_id\x18\x02 \x02(\r\x12\x0f\n\x07regf_id\x18\x03 \x01(\r\x12\x13\n\x0bwait_writer\x18\x04 \x01(\x08\x12\x17\n\x0etorpor_outside\x18\xe8\x07 \x01(\x08\x12\x14\n\x0btorpor_path\x18\xe9\x07 \x01(\t')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -29,5 +29,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.images.pb.fifo_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FIFOENTRY']._serialized_start=39
-  _globals['_FIFOENTRY']._serialized_end=117
+  _globals['_FIFOENTRY']._serialized_end=164
 # @@protoc_insertion_point(module_scope)

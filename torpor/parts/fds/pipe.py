@@ -106,13 +106,14 @@ def _adopt_pipe(ctx, pipe_id: int, handed: int, state) -> None:
     state.setdefault("made", {}).setdefault(ctx.image_pid, []).append(pipe_id)
 
 
-def save_contents(ctx, d, state, read_write: bool = False) -> None:
+def save_contents(ctx, d, state, read_write: bool = False, any_end: bool = False) -> None:
     """Keep, once per pipe, its unread data (left in place) and size, read through a read
-    end (with `read_write`, FIFOs, also one open for both) (`state["saved"]`: inode ->
+    end (with `read_write`, FIFOs, also one open for both; with `any_end`, a FIFO whose
+    reader is outside the tree, through a write end too) (`state["saved"]`: inode ->
     (PipeDataEntry, bytes))."""
     saved = state.setdefault("saved", {})
     readers = (os.O_RDONLY, os.O_RDWR) if read_write else (os.O_RDONLY,)
-    if d.inode not in saved and d.flags & O_ACCMODE in readers:
+    if d.inode not in saved and (any_end or d.flags & O_ACCMODE in readers):
         data = peek_pipe(ctx.pid, d.fd)
         entry = pb.pipe_data_pb2.PipeDataEntry(
             pipe_id=d.inode, bytes=len(data), size=pipe_size(ctx.pid, d.fd)
