@@ -4,14 +4,22 @@ Every test that starts a workload runs twice, once per flavour ("64": gcc -m64 b
 "32": gcc -m32 build), through the ``flavour`` fixture. Nothing is skipped quietly: when
 the 32-bit toolchain is missing the build fixture fails with a message saying what to
 install, because a skipped 32-bit run would hide exactly what torpor promises to support.
+
+Every restore the tests make, through the API or the command, verifies the restored tree
+against the dump's audit and refuses on any difference (TORPOR_VERIFY=strict, which the
+torpor commands the tests run inherit): a piece of state torpor forgets fails a test the
+first time it is restored. A test that needs otherwise says so with its own verify option.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import harness
 import pytest
+
+os.environ["TORPOR_VERIFY"] = "strict"
 
 
 @pytest.fixture(scope="session")

@@ -314,11 +314,11 @@ def verify(tasks, mode: str, circumstances: frozenset[str] = frozenset()) -> lis
         seen = circumstances | ({"root"} if pid == root else set())
         notes += [f"--verify: task {tid}: {line}" for line in differences(before, after, seen)]
     if notes and mode == "strict":
-        for note in notes:
-            log.warning("%s", note)
+        for note in notes:  # the refusal is one line; `torpor -v` shows them all
+            log.info("%s", note)
         raise RestoreError(
-            f"--verify=strict: the restored tree differs from the dump in {len(notes)} values, "
-            f"first {notes[0].removeprefix('--verify: ')}"
+            f"--verify=strict: the restored tree differs from the dump in {len(notes)} "
+            f"values, first in {notes[0].removeprefix('--verify: ')}"
         )
     if unaudited:
         notes.append(f"--verify: {unaudited} tasks have no audit in the images: not verified")
