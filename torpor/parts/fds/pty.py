@@ -171,7 +171,9 @@ class Pairs:
     def _master(self, ctx, index: int) -> tuple[int, int]:
         """Where the master of pair `index` is (saved PID, parked fd), made here if not yet."""
         if index not in self.made:
-            self.made[index] = (ctx.image_pid, park(ctx, self._make_master(ctx, index)))
+            master = self._make_master(ctx, index)
+            _resize(ctx, master, self.masters[index])
+            self.made[index] = (ctx.image_pid, park(ctx, master))
         return self.made[index]
 
     def control(self, ctx) -> None:
@@ -240,17 +242,21 @@ def _settle(fd: int, info) -> None:
     try:
         if info.HasField("termios"):
             termios.tcsetattr(fd, termios.TCSANOW, attributes(info.termios))
-        if info.HasField("winsize"):
-            w = info.winsize
-            fcntl.ioctl(
-                fd, tty.TIOCSWINSZ, struct.pack("<4H", w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel)
-            )
         if info.packet_mode:
             fcntl.ioctl(fd, tty.TIOCPKT, struct.pack("i", 1))
         if info.exclusive:
             fcntl.ioctl(fd, tty.TIOCEXCL)
     except (OSError, termios.error) as e:
         raise RestoreError(f"cannot set up /dev/pts/{info.pty.index} again: {e}") from None
+
+
+def _resize(ctx, master: int, info) -> None:
+    """Give a new pair its window size while no process group has it as its terminal: a
+    size set later sends the foreground group a SIGWINCH the program never had."""
+    if info.HasField("winsize"):
+        w = info.winsize
+        size = ctx.task.put(struct.pack("<4H", w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel))
+        ctx.task.call(X86_64, "ioctl", master, tty.TIOCSWINSZ, size)
 
 
 def _lock_again(master: int, info) -> None:

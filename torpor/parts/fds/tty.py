@@ -77,7 +77,7 @@ class Terminal(FdKind):
         info = infos.get(entry.tty_info_id)
         if info is not None and state["pairs"].is_pair_side(info):
             got = state["pairs"].open(ctx, info, entry.flags, entry.torpor_dev_tty)
-            place(ctx, got, fd, cloexec)
+            place(ctx, got, fd, cloexec, always_set_flag=True)  # a taken master has it set
             return
         if not ctx.shell_job:
             raise RestoreError(f"fd {fd} was a terminal: restore with --shell-job")
