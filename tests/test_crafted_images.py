@@ -121,6 +121,25 @@ def test_crafted_image_is_refused(craft, start_workload, tmp_path):
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before, "images changed"
 
 
+def test_memfd_pages_beyond_the_memfd_are_refused(start_workload, tmp_path):
+    """A run of a memfd's saved contents (pagemap-shmem-ID.img) past the memfd's size."""
+    w = start_workload("memfds")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+
+    def craft(d, pid):
+        name = min(n for n in d if n.startswith("pagemap-shmem-"))
+        d[name][-1].vaddr += 1 << 30
+
+    _rewrite(images, craft, w.pid)
+    with pytest.raises(TorporError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert "pagemap-shmem-" in message and "\n" not in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"
+    assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
+
+
 def test_a_saved_file_now_a_fifo_is_refused(start_workload, tmp_path):
     """The regular file a process had open replaced by a FIFO before the restore (opening
     it would block): refused at once, naming the path, nothing created."""

@@ -1,6 +1,7 @@
 """memfds held through fds (mapped or not): their size, contents and seals come back; a
 read-only shared mapping of a sealed memfd keeps it sealable; an fd on a namespace file
-refuses the dump."""
+refuses the dump. Contents no mapping reaches (workload memfds, both bitnesses) are saved
+in CRIU's pagemap-shmem-ID.img and come back before the seals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import time
 
 import harness
+from test_end_to_end import crit_decodes_every_image
 
 import torpor
 
@@ -65,3 +67,14 @@ def test_memfd_size_contents_and_seals(tmp_path):
     assert status == 0, out.read_text()
     expected = [11, b"hello", 5, "refused", 4, 3, 1, 10, b"x" * 10]
     assert out.read_text().splitlines()[-1] == str(expected), out.read_text()
+
+
+def test_memfd_contents_beyond_the_mapped_range_come_back(start_workload, tmp_path):
+    w = start_workload("memfds")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+    assert len(list(images.glob("pagemap-shmem-*.img"))) == 2
+    crit_decodes_every_image(images)
+    w.adopt(torpor.restore(str(images)))
+    w.signal()
+    w.verdict().assert_passed()

@@ -96,7 +96,6 @@ class DumpContext:
     pages_id: int = 1  # the pages-N.img of this process
     pages_bytes: int = 0  # how much of it was written
     shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
-    memfds: list = field(default_factory=list)  # (pid, fd, inode, size) of memfd fds (tree)
     ghosts: object = None  # parts.ghosts.TreeGhosts: deleted files the tree holds
     carried: object = None  # parts.files.InFlight: files carried in queued messages (tree)
     in_flight: bool = False  # `pid` is torpor, saving its copies of files in flight

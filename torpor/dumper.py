@@ -33,7 +33,6 @@ from torpor.parts import (
     rlimits,
     sched,
     seccomp,
-    shmem,
     signals,
     timers,
 )
@@ -205,9 +204,7 @@ def _collect(
     table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
     tree_cgroups = cgroups.TreeCgroups()
-    memfds: list = []
     ghosts = ghost_files.TreeGhosts(ghost_limit)
-    mapped: dict[int, int] = {}  # shmid -> how far into the object the tree maps it
     pages = _TreeProgress(progress)
     entries = []
     for index, proc in enumerate(tree.processes.values(), start=1):
@@ -222,23 +219,16 @@ def _collect(
             )
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
-        ctx.shmem_saved, ctx.memfds, ctx.ghosts = shmem_saved, memfds, ghosts
+        ctx.shmem_saved, ctx.ghosts = shmem_saved, ghosts
         ctx.carried = tree_files.carried
         _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters, tree_cgroups)
         pages.finished(ctx.pages_bytes)
-        shmem.reach(ctx.mm.vmas, mapped)
     own = DumpContext(
         pid=os.getpid(), task=None, abi=None, images=images, core=None, mm=None, files=table,
-        shell_job=shell_job, memfds=memfds, ghosts=ghosts, carried=tree_files.carried,
+        shell_job=shell_job, ghosts=ghosts, carried=tree_files.carried,
         in_flight=True,
     )  # fmt: skip
     files.dump_carried(own, tree_files)
-    for pid, fd, inode, size in memfds:
-        if size > mapped.get(inode, 0):
-            raise UnsupportedError(
-                f"fd {fd} of process {pid} is a memfd with contents beyond what the process "
-                "tree maps, not supported yet"
-            )
     images.write("pstree.img", entries)
     images.write("files.img", table.entries)
     tree_files.write(images)

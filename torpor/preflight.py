@@ -19,6 +19,7 @@ from torpor.parts import (
     clocks,
     cpu,
     files,
+    memfds,
     memory,
     pkeys,
     regs,
@@ -80,7 +81,10 @@ def run(
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
-    problem = shmem.image_problem([p.mm for p in live], files.memory_objects(files_by_id))
+    objects = files.memory_objects(files_by_id)
+    problem = shmem.image_problem([p.mm for p in live], objects) or memfds.image_problem(
+        images, objects
+    )
     findings.append(
         Finding("shared memory", REFUSE if problem else OK, problem or "objects in range")
     )

@@ -1,0 +1,102 @@
+/*
+ * memfds: memfds holding data no mapping reaches.
+ *
+ * "partly mapped" is 5 pages and 100 bytes long: page 0 is mapped MAP_SHARED and written
+ * through the mapping, page 2 and the 100 bytes past page 5 are written through the fd,
+ * pages 1, 3 and 4 are holes; sealed against shrinking and growing.  "unmapped" is 3 pages
+ * written through the fd only, never mapped, then sealed against writing, shrinking,
+ * growing and further seals.  After the restore each has its size, its data where it was
+ * and zeros in its holes, its seals (a write to "unmapped" is refused), and the mapping of
+ * "partly mapped" still shows what its fd reads and writes.
+ */
+#include "common.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#define TAIL 100
+
+static void fill(unsigned char *buf, size_t len, uint32_t seed)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)pattern32(seed, (uint32_t)i);
+}
+
+static int same_as(int fd, off_t at, size_t len, uint32_t seed, const char *what)
+{
+    static unsigned char want[3 * PAGE], got[3 * PAGE];
+    fill(want, len, seed);
+    if (pread(fd, got, len, at) != (ssize_t)len || memcmp(got, want, len) != 0) {
+        fail("%s: not the data written", what);
+        return 0;
+    }
+    return 1;
+}
+
+static void zeros(int fd, off_t at, size_t len, const char *what)
+{
+    static unsigned char got[PAGE];
+    for (size_t done = 0; done < len; done += PAGE) {
+        memset(got, 0xff, PAGE);
+        if (pread(fd, got, PAGE, at + (off_t)done) != PAGE) {
+            FAIL_ERRNO(what);
+            return;
+        }
+        for (size_t i = 0; i < PAGE; i++)
+            if (got[i]) {
+                fail("%s: byte %zu is 0x%x, not 0", what, done + i, got[i]);
+                return;
+            }
+    }
+}
+
+int main(void)
+{
+    static unsigned char buf[3 * PAGE];
+    workload_init("memfds", 0);
+    int part = memfd_create("partly mapped", MFD_ALLOW_SEALING);
+    int whole = memfd_create("unmapped", MFD_ALLOW_SEALING);
+    if (part < 0 || whole < 0)
+        FAIL_ERRNO("memfd_create");
+    if (ftruncate(part, 5 * PAGE + TAIL) != 0)
+        FAIL_ERRNO("ftruncate");
+    unsigned char *map = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, part, 0);
+    if (map == MAP_FAILED)
+        FAIL_ERRNO("mmap");
+    fill(map, PAGE, 1);
+    fill(buf, PAGE, 2);
+    if (pwrite(part, buf, PAGE, 2 * PAGE) != PAGE)
+        FAIL_ERRNO("writing page 2");
+    fill(buf, TAIL, 3);
+    if (pwrite(part, buf, TAIL, 5 * PAGE) != TAIL)
+        FAIL_ERRNO("writing the tail");
+    if (fcntl(part, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+        FAIL_ERRNO("sealing partly mapped");
+    fill(buf, sizeof(buf), 4);
+    if (write(whole, buf, sizeof(buf)) != sizeof(buf))
+        FAIL_ERRNO("writing unmapped");
+    int whole_seals = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+    if (fcntl(whole, F_ADD_SEALS, whole_seals) != 0)
+        FAIL_ERRNO("sealing unmapped");
+    ready();
+    wait_for_usr1();
+
+    struct stat st;
+    CHECK_EQ("partly mapped: size", fstat(part, &st) == 0 ? st.st_size : -1, 5 * PAGE + TAIL);
+    CHECK_EQ("partly mapped: seals", fcntl(part, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_GROW);
+    same_as(part, 0, PAGE, 1, "partly mapped: page 0 (mapped)");
+    zeros(part, PAGE, PAGE, "partly mapped: page 1 (a hole)");
+    same_as(part, 2 * PAGE, PAGE, 2, "partly mapped: page 2 (unmapped)");
+    zeros(part, 3 * PAGE, 2 * PAGE, "partly mapped: pages 3 and 4 (holes)");
+    same_as(part, 5 * PAGE, TAIL, 3, "partly mapped: the tail (unmapped)");
+    if (pwrite(part, "fd", 2, 10) != 2 || memcmp(map + 10, "fd", 2) != 0)
+        fail("partly mapped: what the fd writes, the mapping does not show");
+    memcpy(map + 20, "map", 3);
+    if (pread(part, buf, 3, 20) != 3 || memcmp(buf, "map", 3) != 0)
+        fail("partly mapped: what the mapping writes, the fd does not read");
+    CHECK_EQ("unmapped: size", fstat(whole, &st) == 0 ? st.st_size : -1, 3 * PAGE);
+    CHECK_EQ("unmapped: seals", fcntl(whole, F_GET_SEALS), whole_seals);
+    same_as(whole, 0, 3 * PAGE, 4, "unmapped: its 3 pages");
+    CHECK_EQ("unmapped: a write is refused", pwrite(whole, "x", 1, 0) < 0 && errno == EPERM, 1);
+    finish();
+}
