@@ -21,6 +21,8 @@ from command import TORPOR, child_subreaper, cli_env
 from torpor import audit
 
 LIMIT_KEY = "limits.Max open files"
+# What the restorer tells the audit about a restore (torpor.restorer), and "root".
+CIRCUMSTANCES = (None, "pidns", "root", "ignore", "shell-job", "inherit-fd", "trampolines")
 
 
 # --- snapshots of this process ------------------------------------------------------------------
@@ -104,7 +106,7 @@ def test_explanations_that_hold_only_in_their_circumstances():
 def test_every_explanation_gives_its_reason():
     for rule in audit.EXPLAINED:
         assert rule.reason and rule.pattern, rule
-        assert rule.when in (None, "pidns", "root", "ignore", "shell-job"), rule
+        assert rule.when in CIRCUMSTANCES, rule
 
 
 # --- restores that differ from their audit ------------------------------------------------

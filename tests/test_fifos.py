@@ -84,8 +84,7 @@ def test_fifo_ends_take_the_pipes_handed_in(start_workload, tmp_path):
     key_in, key_out = _keys(w)
     try:
         handed = {key_in: in_r, key_out: out_w}
-        # The restored fds are the handed pipes, not the saved paths, as the audit sees.
-        w.adopt(torpor.restore(str(images), inherit_fds=handed, verify="warn"))
+        w.adopt(torpor.restore(str(images), inherit_fds=handed))
         os.close(in_r)
         os.close(out_w)
         in_r = out_w = -1

@@ -35,6 +35,7 @@ STAT_FIELDS = {
 
 PROCESS_FILES = ("oom_score_adj", "timerslack_ns", "personality", "loginuid")
 PROCESS_LINKS = ("cwd", "root", "exe")
+KERNEL_VMAS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
 # Keys whose absence on one side is itself a difference (a mapping, fd or timer lost or added).
 COUNTED = ("smaps.*.range", "fd.*", "timers.*.ClockID")
 SMAPS_VALUES = ("Size", "Rss", "Pss", "Anonymous", "Swap", "Locked", "THPeligible", "VmFlags")
@@ -70,6 +71,11 @@ def _grew_by_heal_frame(before: str, after: str) -> bool:
     return 0 <= _kb(after) - _kb(before) <= HEAL_FRAME_KB
 
 
+def _lost_only_shared_flag(before: str, after: str) -> bool:
+    old, new = before.split(), after.split()
+    return "mw" not in old and "sh" in old and sorted(new) == sorted(f for f in old if f != "sh")
+
+
 def _no_inode(value: str) -> str:
     return re.sub(r"\[\d+\]", "[]", value)
 
@@ -87,6 +93,7 @@ def _without_fields(*names: str):
     return lambda value: sorted(pattern.sub(lambda m: m.group(1) + ":", value).split("\n"))
 
 
+VDSO_COPY = "the dumped vDSO is kept as a copy beside this kernel's, which it jumps to"
 PIDNS = "the tree has its PIDs only inside its new PID namespace"
 EXPLAINED: tuple[Explained, ...] = (
     Explained("status.TracerPid", "torpor traces the task at dump and at restore"),
@@ -126,6 +133,7 @@ EXPLAINED: tuple[Explained, ...] = (
     Explained("status.PPid", "the restored root is a child of the restoring command", when="root"),
     Explained("stat.ppid", "the restored root is a child of the restoring command", when="root"),
     Explained("status.*Pid", PIDNS, when="pidns"),
+    Explained("status.Tgid", PIDNS, when="pidns"),
     Explained("status.NS*", PIDNS, when="pidns"),
     Explained("stat.*", PIDNS, when="pidns"),
     Explained("fdinfo.*.lock", "lock owners are named by their PIDs here", when="pidns"),
@@ -133,6 +141,16 @@ EXPLAINED: tuple[Explained, ...] = (
     Explained(
         "cgroup", "the saved cgroups were not joined (--manage-cgroups ignore)", when="ignore"
     ),
+    Explained("fd.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
+    Explained("fdinfo.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
+    Explained(
+        "smaps.*.VmFlags",
+        "a read-only shared mapping of a memfd sealed against writing is remade from a "
+        "read-only open, before the seals: the same pages, without VM_SHARED",
+        _lost_only_shared_flag,
+    ),
+    Explained("status.VmSize", VDSO_COPY, when="trampolines"),
+    Explained("status.VmLib", VDSO_COPY, when="trampolines"),
     Explained("stat.tty_nr", "the tree is restored onto this command's terminal", when="shell-job"),
     Explained("stat.tpgid", "the tree is restored onto this command's terminal", when="shell-job"),
     Explained("fd.*", "the tree is restored onto this command's terminal", when="shell-job"),
@@ -282,14 +300,37 @@ def differences(
     A key only one side has is no difference unless it is COUNTED: one kernel shows values
     the other does not."""
     found = []
+    kernel_vmas = _kernel_vmas(before) | _kernel_vmas(after)
     for key in sorted(before.keys() | after.keys()):
+        if key.rsplit(".", 1)[0] in kernel_vmas:
+            continue
         old, new = before.get(key), after.get(key)
         if old is None or new is None:
             if any(fnmatch.fnmatchcase(key, c) for c in COUNTED):
                 found.append(f"{key}: {_short(old or '(none)')} -> {_short(new or '(none)')}")
         elif old != new and not _explained(key, old, new, circumstances):
-            found.append(f"{key}: {_short(old)} -> {_short(new)}")
+            found.append(f"{key}{_where(key, before)}: {_short(old)} -> {_short(new)}")
     return found
+
+
+def _kernel_vmas(values: dict[str, str]) -> set[str]:
+    """The smaps prefixes of the mappings the kernel makes itself (vDSO, vvar, vsyscall):
+    placed, and checked, by torpor.parts.vdso, which may keep the dumped vDSO as a copy
+    beside the kernel's (trampolines); the page torpor's calls wrote into a vDSO tail at an
+    earlier dump that left the tree running is the process's, and a child's, since then."""
+    return {
+        key.removesuffix(".path")
+        for key, value in values.items()
+        if key.startswith("smaps.") and key.endswith(".path") and value in KERNEL_VMAS
+    }
+
+
+def _where(key: str, values: dict[str, str]) -> str:
+    """What a smaps key's mapping is, for the reader: " (rw-p /usr/lib/libc.so.6)"."""
+    if not key.startswith("smaps."):
+        return ""
+    vma = key.rsplit(".", 1)[0]
+    return f" ({values.get(vma + '.perms', '?')} {values.get(vma + '.path') or 'anonymous'})"
 
 
 def verify(tasks, mode: str, circumstances: frozenset[str] = frozenset()) -> list[str]:

@@ -120,6 +120,7 @@ class RestoreContext:
     shared_files: object = None  # torpor.parts.files.TreeFds: fds other processes can take
     thread_cores: dict = field(default_factory=dict)  # tid -> CoreEntry of the other threads
     inherited: dict = field(default_factory=dict)  # external key -> torpor's fd (--inherit-fd)
+    vdso_trampolines: bool = False  # the dumped vDSO kept as a copy, jumping to the kernel's
     tcp_close: bool = False  # TCP connections are restored closed
 
     def __post_init__(self):

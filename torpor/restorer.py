@@ -249,6 +249,8 @@ def restore(
             "pidns": pidns,
             "shell-job": shell_job,
             "ignore": manage_cgroups == "ignore",
+            "inherit-fd": bool(inherit_fds),
+            "trampolines": any(ctx.vdso_trampolines for ctx in contexts),
         }
         notes += audit.verify(
             _audited(contexts, family), verify, frozenset(k for k, v in circumstances.items() if v)
@@ -335,6 +337,7 @@ def _rebuild(ctx: RestoreContext) -> None:
     for name, stage in stages:
         log.debug("restore stage of %d: %s", ctx.image_pid, name)
         stage(ctx)
+    ctx.vdso_trampolines = bool(state["vdso"].trampolines)
 
 
 def _finish(ctx: RestoreContext, family, placement) -> None:
