@@ -140,6 +140,48 @@ def test_memfd_pages_beyond_the_memfd_are_refused(start_workload, tmp_path):
     assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
 
 
+def _memfd_vmas(d):
+    return [
+        v
+        for name, entries in d.items()
+        if name.startswith("mm-")
+        for v in entries[0].vmas
+        if v.HasField("torpor_memfd_size")
+    ]
+
+
+def _memfd_smaller(d, pid):
+    for vma in _memfd_vmas(d):
+        vma.torpor_memfd_size = procfs.PAGE_SIZE
+
+
+def _memfd_huge(d, pid):
+    for vma in _memfd_vmas(d):
+        vma.torpor_memfd_size = 1 << 63
+
+
+@pytest.mark.parametrize(
+    "craft, said",
+    [(_memfd_smaller, "pagemap-shmem-"), (_memfd_huge, "larger than a file can be")],
+    ids=["pages-beyond", "huge"],
+)
+def test_memfd_only_mapped_with_a_size_its_contents_do_not_fit_is_refused(
+    craft, said, start_workload, tmp_path
+):
+    """The size a mapping saved of a memfd no fd holds (VmaEntry.torpor_memfd_size): too
+    small for its saved contents, or larger than a file can be."""
+    w = start_workload("memfds", "mapped")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+    _rewrite(images, craft, w.pid)
+    with pytest.raises(TorporError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert said in message and "\n" not in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"
+    assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
+
+
 def test_a_saved_file_now_a_fifo_is_refused(start_workload, tmp_path):
     """The regular file a process had open replaced by a FIFO before the restore (opening
     it would block): refused at once, naming the path, nothing created."""

@@ -1,7 +1,8 @@
 """memfds held through fds (mapped or not): their size, contents and seals come back; a
 read-only shared mapping of a sealed memfd keeps it sealable; an fd on a namespace file
 refuses the dump. Contents no mapping reaches (workload memfds, both bitnesses) are saved
-in CRIU's pagemap-shmem-ID.img and come back before the seals."""
+in CRIU's pagemap-shmem-ID.img and come back before the seals, also of a memfd that only
+mappings hold (its fd closed), which keeps its size and seals too."""
 
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ def test_memfd_contents_beyond_the_mapped_range_come_back(start_workload, tmp_pa
     w.wait_ready()
     images = harness.dump_killed(w, tmp_path)
     assert len(list(images.glob("pagemap-shmem-*.img"))) == 2
+    crit_decodes_every_image(images)
+    w.adopt(torpor.restore(str(images)))
+    w.signal()
+    w.verdict().assert_passed()
+
+
+def test_memfd_only_mapped_keeps_its_size_and_contents_beyond_the_mapping(start_workload, tmp_path):
+    w = start_workload("memfds", "mapped")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+    assert len(list(images.glob("pagemap-shmem-*.img"))) == 1
     crit_decodes_every_image(images)
     w.adopt(torpor.restore(str(images)))
     w.signal()

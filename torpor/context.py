@@ -97,6 +97,7 @@ class DumpContext:
     pages_bytes: int = 0  # how much of it was written
     shmem_saved: set = field(default_factory=set)  # shared memory ranges saved (whole tree)
     ghosts: object = None  # parts.ghosts.TreeGhosts: deleted files the tree holds
+    memfds: object = None  # parts.memfds.TreeMemfds: memfds the tree holds or maps
     carried: object = None  # parts.files.InFlight: files carried in queued messages (tree)
     in_flight: bool = False  # `pid` is torpor, saving its copies of files in flight
 

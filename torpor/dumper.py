@@ -220,15 +220,16 @@ def _collect(
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
         ctx.shmem_saved, ctx.ghosts = shmem_saved, ghosts
-        ctx.carried = tree_files.carried
+        ctx.carried, ctx.memfds = tree_files.carried, tree_files.memfds
         _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters, tree_cgroups)
         pages.finished(ctx.pages_bytes)
     own = DumpContext(
         pid=os.getpid(), task=None, abi=None, images=images, core=None, mm=None, files=table,
         shell_job=shell_job, ghosts=ghosts, carried=tree_files.carried,
-        in_flight=True,
+        memfds=tree_files.memfds, in_flight=True,
     )  # fmt: skip
     files.dump_carried(own, tree_files)
+    tree_files.memfds.write(images, shmem_saved)
     images.write("pstree.img", entries)
     images.write("files.img", table.entries)
     tree_files.write(images)

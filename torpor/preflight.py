@@ -81,10 +81,9 @@ def run(
         findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
-    objects = files.memory_objects(files_by_id)
-    problem = shmem.image_problem([p.mm for p in live], objects) or memfds.image_problem(
-        images, objects
-    )
+    mms = [p.mm for p in live]
+    objects = shmem.memfd_objects(mms, files.memory_objects(files_by_id))
+    problem = shmem.image_problem(mms, objects) or memfds.image_problem(images, objects)
     findings.append(
         Finding("shared memory", REFUSE if problem else OK, problem or "objects in range")
     )

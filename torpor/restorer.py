@@ -7,6 +7,7 @@ the registers of every thread are loaded and the whole tree is let go. Any failu
 every task created; the images are only read.
 """
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from torpor.parts import (
     clocks,
     files,
     flags,
+    memfds,
     memory,
     pkeys,
     regs,
@@ -203,9 +205,9 @@ def restore(
         pid_ns=f"/proc/{init}/ns/pid" if init else None,
         scratch_at=_scratch_address,
     )
-    shared_memory = shmem.SharedMemory(
-        (p.mm for p in procs if not p.zombie), files.memory_objects(file_entries)
-    )
+    mms = [p.mm for p in procs if not p.zombie]
+    objects = shmem.memfd_objects(mms, files.memory_objects(file_entries))
+    shared_memory = shmem.SharedMemory(mms, objects)
     ghosts = ghost_files.Ghosts(images, file_entries)
     placement = cgroups.Placement(images, procs, manage_cgroups)
     notes: list[str] = []
@@ -240,6 +242,8 @@ def restore(
         ]
         for ctx in contexts:
             _rebuild(ctx)
+        for shmid, (_, size, _) in objects.items():  # what no mapping saved of each memfd
+            memfds.restore(images, shmid, size, functools.partial(shared_memory.write, shmid))
         shared_memory.seal()  # every page is in: memfd seals may forbid writing
         files.finish_tree(contexts)
         for ctx in contexts:

@@ -8,6 +8,13 @@
  * growing and further seals.  After the restore each has its size, its data where it was
  * and zeros in its holes, its seals (a write to "unmapped" is refused), and the mapping of
  * "partly mapped" still shows what its fd reads and writes.
+ *
+ * Mode "mapped" (argv[1]): "only mapped" is 4 pages and 100 bytes long, page 0, page 3 and
+ * the 100 bytes past page 4 written through its fd, pages 1 and 2 mapped MAP_SHARED and page
+ * 1 written through the mapping, page 2 a hole; sealed against shrinking and growing, then
+ * its fd is closed: only the mapping holds it.  After the restore the program reaches it
+ * again through /proc/self/map_files and checks its size, seals, data where it was, zeros
+ * in its hole, and that the mapping and the object still share their pages.
  */
 #include "common.h"
 
@@ -50,10 +57,63 @@ static void zeros(int fd, off_t at, size_t len, const char *what)
     }
 }
 
-int main(void)
+static __attribute__((noreturn)) void only_mapped(void)
+{
+    static unsigned char buf[PAGE];
+    int fd = memfd_create("only mapped", MFD_ALLOW_SEALING);
+    if (fd < 0)
+        FAIL_ERRNO("memfd_create");
+    if (ftruncate(fd, 4 * PAGE + TAIL) != 0)
+        FAIL_ERRNO("ftruncate");
+    unsigned char *map = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE);
+    if (map == MAP_FAILED)
+        FAIL_ERRNO("mmap");
+    fill(map, PAGE, 5);
+    fill(buf, PAGE, 6);
+    if (pwrite(fd, buf, PAGE, 0) != PAGE)
+        FAIL_ERRNO("writing page 0");
+    fill(buf, PAGE, 7);
+    if (pwrite(fd, buf, PAGE, 3 * PAGE) != PAGE)
+        FAIL_ERRNO("writing page 3");
+    fill(buf, TAIL, 8);
+    if (pwrite(fd, buf, TAIL, 4 * PAGE) != TAIL)
+        FAIL_ERRNO("writing the tail");
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+        FAIL_ERRNO("sealing only mapped");
+    close(fd);
+    ready();
+    wait_for_usr1();
+
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", (unsigned long)map,
+             (unsigned long)map + 2 * PAGE);
+    fd = open(path, O_RDWR);
+    if (fd < 0) {
+        FAIL_ERRNO("opening the mapping's memfd again");
+        finish();
+    }
+    struct stat st;
+    CHECK_EQ("only mapped: size", fstat(fd, &st) == 0 ? st.st_size : -1, 4 * PAGE + TAIL);
+    CHECK_EQ("only mapped: seals", fcntl(fd, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_GROW);
+    same_as(fd, 0, PAGE, 6, "only mapped: page 0 (unmapped)");
+    same_as(fd, PAGE, PAGE, 5, "only mapped: page 1 (mapped)");
+    zeros(fd, 2 * PAGE, PAGE, "only mapped: page 2 (a hole)");
+    same_as(fd, 3 * PAGE, PAGE, 7, "only mapped: page 3 (unmapped)");
+    same_as(fd, 4 * PAGE, TAIL, 8, "only mapped: the tail (unmapped)");
+    if (pwrite(fd, "fd", 2, 2 * PAGE + 10) != 2 || memcmp(map + PAGE + 10, "fd", 2) != 0)
+        fail("only mapped: what the object holds, the mapping does not show");
+    memcpy(map + 20, "map", 3);
+    if (pread(fd, buf, 3, PAGE + 20) != 3 || memcmp(buf, "map", 3) != 0)
+        fail("only mapped: what the mapping writes, the object does not hold");
+    finish();
+}
+
+int main(int argc, char **argv)
 {
     static unsigned char buf[3 * PAGE];
     workload_init("memfds", 0);
+    if (argc > 1 && strcmp(argv[1], "mapped") == 0)
+        only_mapped();
     int part = memfd_create("partly mapped", MFD_ALLOW_SEALING);
     int whole = memfd_create("unmapped", MFD_ALLOW_SEALING);
     if (part < 0 || whole < 0)

@@ -28,7 +28,7 @@ from torpor.images import pb
 from torpor.kernel.files import FdDescription, describe_fd, same_open_file
 from torpor.kernel.procfs import list_fds, list_tasks, proc, read_status
 from torpor.parts import fds as kinds
-from torpor.parts import locks
+from torpor.parts import locks, memfds
 from torpor.parts.fds.base import FD_CLOEXEC, copy, open_in_task, park
 
 F_SETFL = 4
@@ -129,6 +129,7 @@ class TreeFiles:
         self.states: dict[str, dict] = {k.field: {} for k in kinds.KINDS}
         self.locks = locks.TreeLocks()
         self.carried = InFlight()
+        self.memfds = memfds.TreeMemfds()  # held by fds or mapped, by any task of the tree
 
     def known_id(self, pid: int, d: FdDescription) -> int | None:
         for other_pid, other_fd, file_id in self.seen.get(d.target, ()):
@@ -151,6 +152,7 @@ class TreeFiles:
         for kind in kinds.KINDS:
             kind.dump_done(self.states[kind.field], killed)
         self.carried.close()
+        self.memfds.close()
 
 
 class InFlight:

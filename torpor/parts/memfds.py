@@ -1,13 +1,16 @@
-"""The contents of memfds held by fds, beyond what the tree's mappings save of them. CRIU
-keeps a memory object's contents in pagemap-shmem-ID.img (a PagemapHead naming the pages
-file, then one PagemapEntry per run, its vaddr the offset in the object) and pages-N.img;
-torpor writes there the runs of a memfd held by an fd that hold data (SEEK_DATA) and that
-no mapping of the tree saved already (those are in the processes' pagemaps, parts.memory),
-and at restore writes them into the object parts.shmem recreated, before its seals go on.
+"""The memfds of a tree, held by fds or only mapped, and their contents beyond what the
+tree's mappings save of them. CRIU keeps a memory object's contents in
+pagemap-shmem-ID.img (a PagemapHead naming the pages file, then one PagemapEntry per run,
+its vaddr the offset in the object) and pages-N.img; torpor writes there the runs of a
+memfd that hold data (SEEK_DATA) and that no mapping of the tree saved already (those are
+in the processes' pagemaps, parts.memory), and at restore writes them into the object
+parts.shmem recreated, before its seals go on. A memfd only mapped (its fd closed) is
+reached through /proc/PID/map_files, so that it keeps what lies beyond its mappings too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 from torpor.errors import ImageError
@@ -17,6 +20,38 @@ from torpor.kernel.procfs import PAGE_SIZE
 
 SEEK_DATA, SEEK_HOLE = 3, 4
 CHUNK = 8 << 20  # bytes read and written at a time
+F_GET_SEALS = 1034
+
+
+class TreeMemfds:
+    """The memfds of a tree being dumped, each opened once read-only by torpor through the
+    first fd or mapping of the tree found on it; written once every process was dumped."""
+
+    def __init__(self):
+        self._held: dict[int, tuple[int, int]] = {}  # inode -> (torpor's fd on it, size)
+
+    def hold(self, inode: int, path: str) -> tuple[int, int]:
+        """The size and seals of memfd `inode`, which `path` (/proc/PID/fd/N or
+        /proc/PID/map_files/START-END) opens; torpor keeps it open for write()."""
+        if inode not in self._held:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._held[inode] = fd, os.fstat(fd).st_size
+        fd, size = self._held[inode]
+        return size, fcntl.fcntl(fd, F_GET_SEALS)
+
+    def write(self, images, mapped) -> None:
+        """The contents of every memfd held that no mapping of the tree saved, `mapped`
+        being the (shmid, offset, length) ranges mappings saved (DumpContext.shmem_saved)."""
+        ranges: dict[int, list] = {}
+        for shmid, offset, length in mapped:
+            ranges.setdefault(shmid, []).append((offset, length))
+        for inode, (fd, size) in self._held.items():
+            save(images, inode, fd, size, ranges.get(inode, []))
+
+    def close(self) -> None:
+        for fd, _ in self._held.values():
+            os.close(fd)
+        self._held.clear()
 
 
 def image_name(shmid: int) -> str:

@@ -159,6 +159,10 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.shmid = m.inode
         vma.pgoff = m.offset
         vma.torpor_memfd_name = m.name[len(MEMFD_PREFIX) : -len(" (deleted)")]
+        # The memfd itself, also when only mappings hold it: its size, seals and contents
+        # beyond what the tree maps are saved (parts.memfds).
+        path = str(proc(ctx.pid, "map_files", f"{m.start:x}-{m.end:x}"))
+        vma.torpor_memfd_size, vma.torpor_memfd_seals = ctx.memfds.hold(m.inode, path)
         return vma, "shmem"
     if m.is_file:
         vma.shmid = _add_file(ctx, m)

@@ -1,8 +1,9 @@
 """Shared memory objects of a tree being restored: MAP_SHARED anonymous memory and memfds.
 
 Each object is created once, in torpor, as big as the largest offset any mapping of the tree
-reaches; every process that maps it opens it through /proc and maps it from that fd, so the
-processes share it again. Its saved pages are written through the mappings like any others.
+reaches (a memfd as big as it was); every process that maps it opens it through /proc and
+maps it from that fd, so the processes share it again. Its saved pages are written through
+the mappings like any others (a memfd's others by parts.memfds).
 """
 
 import ctypes
@@ -31,6 +32,20 @@ def reach(vmas, into: dict[int, int]) -> None:
         into[vma.shmid] = max(into.get(vma.shmid, 0), vma.pgoff + vma.end - vma.start)
 
 
+def memfd_objects(mms, held: dict[int, tuple[str, int, int]]) -> dict[int, tuple[str, int, int]]:
+    """The memfds of a tree being restored, id -> (name, size, seals): those its open files
+    are (`held`, from parts.files.memory_objects) and those only its mappings in `mms`
+    reach, whose VMAs carry the memfd's size and seals (images of older dumps lack them:
+    such a memfd is as large as its mappings reach)."""
+    found = {}
+    for mm in mms:
+        for vma in shared_vmas(mm.vmas):
+            if vma.status & C.VMA_AREA_MEMFD and vma.HasField("torpor_memfd_size"):
+                seals = vma.torpor_memfd_seals
+                found[vma.shmid] = (vma.torpor_memfd_name, vma.torpor_memfd_size, seals)
+    return found | held
+
+
 def image_problem(mms, memfds: dict[int, tuple[str, int, int]]) -> str | None:
     """What makes the saved shared memory objects impossible: a mapping at an offset that
     is not page-aligned, or one reaching beyond what such an object can hold (a memfd's
@@ -53,8 +68,8 @@ def image_problem(mms, memfds: dict[int, tuple[str, int, int]]) -> str | None:
 
 class SharedMemory:
     """The shared memory objects of a restore: those the tree's mappings reach (`mms`) and
-    the memfds its fds hold (`memfds`: inode -> (name, size, seals) from their file entries,
-    whose size is the memfd's own, mapped or not). Seals go on once every page is in."""
+    its memfds (`memfds`: inode -> (name, size, seals), from memfd_objects(), whose size is the
+    memfd's own, mapped or not). Seals go on once every page is in."""
 
     def __init__(self, mms, memfds: dict[int, tuple[str, int, int]]):
         self._sizes: dict[int, int] = {}

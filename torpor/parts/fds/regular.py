@@ -1,10 +1,9 @@
 """Regular files, directories and the memory character devices (/dev/null, /dev/zero,
 /dev/urandom ...), reopened by path with their flags and offset; memfds, reopened from the
-memory object the restore recreated for the tree (parts.shmem), with the contents no mapping
-of the tree saved (parts.memfds); files deleted while open,
+memory object the restore recreated for the tree (parts.shmem), their size, seals and the
+contents no mapping of the tree saved in parts.memfds; files deleted while open,
 reopened from their ghost (parts.ghosts). CRIU's REG kind."""
 
-import fcntl
 import os
 import stat
 
@@ -13,12 +12,10 @@ from torpor.errors import UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import MQUEUE_MAGIC, filesystem_type
 from torpor.kernel.procfs import proc
-from torpor.parts import memfds
 from torpor.parts.fds.base import FdKind, open_in_task, place
 from torpor.parts.ghosts import is_ghost
 
 MEMFD_PREFIX = "/memfd:"
-F_GET_SEALS = 1034
 F_SETFL = 4
 SEEK_SET = 0
 
@@ -36,14 +33,6 @@ def _procfs_task(path: str) -> int | None:
     if len(parts) > 4 and parts[3] == "task" and parts[4].isdigit():
         return int(parts[4])
     return int(parts[2])
-
-
-def _seals(pid: int, fd: int) -> int:
-    own = os.open(proc(pid, "fd", str(fd)), os.O_RDONLY)
-    try:
-        return fcntl.fcntl(own, F_GET_SEALS)
-    finally:
-        os.close(own)
 
 
 class Regular(FdKind):
@@ -88,30 +77,12 @@ class Regular(FdKind):
         )
         if is_memfd(d):
             reg.torpor_memfd = d.inode
-            reg.size = os.stat(proc(ctx.pid, "fd", str(d.fd))).st_size
-            reg.torpor_memfd_seals = _seals(ctx.pid, d.fd)
-            held = state.setdefault("memfds", {})  # inode -> (torpor's fd on it, size)
-            if d.inode not in held:
-                own = os.open(proc(ctx.pid, "fd", str(d.fd)), os.O_RDONLY | os.O_CLOEXEC)
-                held[d.inode] = (own, reg.size)
-            if not ctx.in_flight:  # the tree's: filled with every mapping as the dump goes
-                state.setdefault("mapped", ctx.shmem_saved)
+            path = str(proc(ctx.pid, "fd", str(d.fd)))
+            reg.size, reg.torpor_memfd_seals = ctx.memfds.hold(d.inode, path)
         elif is_ghost(d.target):
             what = f"fd {d.fd} of process {ctx.pid}"
             ctx.ghosts.saved_for(reg, str(proc(ctx.pid, "fd", str(d.fd))), what)
         return reg
-
-    def write(self, images, state) -> None:
-        """The contents of the memfds held by fds that no mapping of the tree saved."""
-        mapped: dict[int, list] = {}
-        for shmid, offset, length in state.get("mapped", ()):
-            mapped.setdefault(shmid, []).append((offset, length))
-        for inode, (own, size) in state.get("memfds", {}).items():
-            memfds.save(images, inode, own, size, mapped.get(inode, []))
-
-    def dump_done(self, state, killed) -> None:
-        for own, _ in state.pop("memfds", {}).values():
-            os.close(own)
 
     def memory_object(self, entry):
         if not entry.HasField("torpor_memfd"):
@@ -138,17 +109,7 @@ class Regular(FdKind):
     def restore(self, ctx, entry, fd, cloexec, state) -> None:
         name = entry.name
         if entry.HasField("torpor_memfd"):
-            shmid = entry.torpor_memfd
-            name = ctx.shared_memory.path(shmid)
-            filled = state.setdefault("filled", set())  # memfds whose contents are in
-            if shmid not in filled:
-                filled.add(shmid)
-                memfds.restore(
-                    ctx.images,
-                    shmid,
-                    entry.size,
-                    lambda offset, data: ctx.shared_memory.write(shmid, offset, data),
-                )
+            name = ctx.shared_memory.path(entry.torpor_memfd)
         # Opened without blocking, should the path be a FIFO an image without the saved
         # type (restore_problem) gives no means to see; the saved flags come back after.
         got = open_in_task(ctx, name, entry.flags | os.O_NONBLOCK)
