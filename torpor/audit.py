@@ -76,6 +76,10 @@ def _lost_only_shared_flag(before: str, after: str) -> bool:
     return "mw" not in old and "sh" in old and sorted(new) == sorted(f for f in old if f != "sh")
 
 
+def _no_more_than_heal_frame(before: str, after: str) -> bool:
+    return _kb(after) - _kb(before) <= HEAL_FRAME_KB
+
+
 def _no_inode(value: str) -> str:
     return re.sub(r"\[\d+\]", "[]", value)
 
@@ -108,8 +112,12 @@ EXPLAINED: tuple[Explained, ...] = (
     Explained("status.Rss*", "pages of files come back as they are read, not all at once"),
     Explained("status.VmPTE", "page tables are built as pages come back"),
     Explained("status.FDSize", "the fd table grows in steps as the restore opens fds"),
-    Explained("smaps.*.Rss", "pages of files come back as they are read, not all at once"),
-    Explained("smaps.*.Pss", "pages of files come back as they are read, not all at once"),
+    Explained("smaps.*.Rss", "pages of files come back as they are read", _no_more_than_heal_frame),
+    Explained(
+        "smaps.*.Pss",
+        "pages of files come back as they are read; pages shared copy-on-write with a parent or "
+        "child since fork come back as each process's own copy (the sharing is not rebuilt yet)",
+    ),
     Explained(
         "smaps.*.Anonymous", "the dump's heal frame below a stack pointer", _grew_by_heal_frame
     ),
