@@ -22,7 +22,10 @@ from torpor import audit
 
 LIMIT_KEY = "limits.Max open files"
 # What the restorer tells the audit about a restore (torpor.restorer), and "root".
-CIRCUMSTANCES = (None, "pidns", "root", "ignore", "shell-job", "inherit-fd", "trampolines")
+CIRCUMSTANCES = (
+    None, "pidns", "root", "ignore", "shell-job", "inherit-fd", "trampolines", "temporary-mask",
+    "other-kernel",
+)  # fmt: skip
 
 
 # --- snapshots of this process ------------------------------------------------------------------
@@ -179,3 +182,82 @@ def test_images_without_an_audit_are_restored_with_a_note(start_workload, tmp_pa
         w.adopt(w.pid)
         w.signal()
         w.verdict().assert_passed()
+
+
+def _vma(start: int, end: int, flags: str = "rd wr mr mw me ac", anon_kb: int = 4) -> dict:
+    key = f"smaps.{start:x}"
+    return {
+        f"{key}.range": f"{start:x}-{end:x}", f"{key}.perms": "rw-p", f"{key}.offset": "00000000",
+        f"{key}.path": "", f"{key}.VmFlags": flags, f"{key}.Size": f"{(end - start) >> 10} kB",
+        f"{key}.Anonymous": f"{anon_kb} kB",
+    }  # fmt: skip
+
+
+def test_mappings_the_kernel_kept_apart_compare_as_the_one_the_restore_makes():
+    """Two adjacent anonymous VMAs the kernel did not merge (pages from different forks)
+    come back as one: no difference, unless their contents or flags differ."""
+    apart = {**_vma(0x10000, 0x20000), **_vma(0x20000, 0x30000)}
+    assert audit.differences(apart, _vma(0x10000, 0x30000, anon_kb=8)) == []
+    assert audit.differences(apart, _vma(0x10000, 0x30000, anon_kb=4)) != []
+    unlike = {**_vma(0x10000, 0x20000), **_vma(0x20000, 0x30000, flags="rd wr mr mw me nr")}
+    assert audit.differences(unlike, _vma(0x10000, 0x30000, anon_kb=8)) != []
+
+
+def test_pending_signals_may_be_joined_never_lost():
+    before = {"status.ShdPnd": "0000000000000200"}
+    assert audit.differences(before, {"status.ShdPnd": "0000000000000a00"}) == []
+    assert audit.differences(before, {"status.ShdPnd": "0000000000000000"}) != []
+
+
+def test_a_mask_shown_by_a_sleeping_call_is_not_the_threads():
+    before, after = {"status.SigBlk": "0000000000000000"}, {"status.SigBlk": "0000000000000200"}
+    assert audit.differences(before, after) != []
+    assert audit.differences(before, after, frozenset({"temporary-mask"})) == []
+
+
+def test_kernel_bookkeeping_and_the_other_kernels_mitigations():
+    key = "smaps.1000.VmFlags"
+    assert audit.differences({key: "rd wr mr mw me ac sd"}, {key: "rd wr mr mw me ac"}) == []
+    assert audit.differences({key: "rd wr mr mw me ac sd"}, {key: "rd mr mw me ac"}) != []
+    ssb = ({"status.Speculation_Store_Bypass": "not vulnerable"},
+           {"status.Speculation_Store_Bypass": "thread force mitigated"})  # fmt: skip
+    assert audit.differences(*ssb) != []
+    assert audit.differences(*ssb, frozenset({"other-kernel"})) == []
+
+
+SIGSUSPENDER = """
+import ctypes, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+signal.signal(signal.SIGUSR1, lambda *a: None)
+print("ready", flush=True)
+ctypes.CDLL(None).sigsuspend(ctypes.byref(ctypes.create_string_buffer(128)))
+"""
+
+
+@pytest.mark.parametrize("call", ["sigsuspend", "sleep"])
+def test_a_thread_asleep_with_a_mask_of_its_own_is_marked_at_dump(call):
+    """A thread in sigsuspend shows the call's mask in status: the dump marks it (and only
+    it), so that the mask it gets back at restore, its own, is not taken for a change."""
+    from torpor.arch import X86_64
+    from torpor.images import pb
+
+    code = (
+        SIGSUSPENDER
+        if call == "sigsuspend"
+        else 'print("ready", flush=True)\n' + ("import time; time.sleep(60)")
+    )
+    child = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        for _ in range(100):  # until it sleeps in its call
+            if harness.proc_state(child.pid)[0] == "S":
+                break
+        core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
+        audit.record(core, child.pid, child.pid, X86_64)
+        values = audit.saved(core)
+        assert (audit.TEMPORARY_MASK in values) == (call == "sigsuspend"), values
+        if call == "sigsuspend":  # status shows the call's empty mask, not SIGUSR1 blocked
+            assert values["status.SigBlk"] == "0000000000000000"
+    finally:
+        child.kill()
+        child.wait()

@@ -35,6 +35,7 @@ STAT_FIELDS = {
 
 PROCESS_FILES = ("oom_score_adj", "timerslack_ns", "personality", "loginuid")
 PROCESS_LINKS = ("cwd", "root", "exe")
+TEMPORARY_MASK = "torpor.temporary_mask"  # a mark recorded at dump, not a procfs value
 KERNEL_VMAS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
 # Keys whose absence on one side is itself a difference (a mapping, fd or timer lost or added).
 COUNTED = ("smaps.*.range", "fd.*", "timers.*.ClockID")
@@ -80,6 +81,11 @@ def _no_more_than_heal_frame(before: str, after: str) -> bool:
     return _kb(after) - _kb(before) <= HEAL_FRAME_KB
 
 
+def _kept_all(before: str, after: str) -> bool:
+    """No signal that was pending is missing (masks in hex)."""
+    return int(before, 16) & ~int(after, 16) == 0
+
+
 def _no_inode(value: str) -> str:
     return re.sub(r"\[\d+\]", "[]", value)
 
@@ -106,6 +112,25 @@ EXPLAINED: tuple[Explained, ...] = (
         "status.SigQ", "signals queued for the user, system-wide: the task's are SigPnd, ShdPnd"
     ),
     Explained("status.*ctxt_switches", "counts of what the task did, not state"),
+    Explained(
+        "host.kernel", "the kernel the tree runs on: another one is no difference of the tree"
+    ),
+    Explained(TEMPORARY_MASK, "a mark the dump records"),
+    Explained(
+        "status.SigBlk",
+        "the task slept in a call with a mask of its own (sigsuspend, ppoll, pselect, "
+        "epoll_pwait): status showed that mask at dump, the call sets it again as it resumes",
+        when="temporary-mask",
+    ),
+    Explained(
+        "status.S*Pnd", "a signal sent to the tree as it was restored waits for it", _kept_all
+    ),
+    Explained(
+        "smaps.*.VmFlags",
+        "sd is the kernel's soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY), not the program's",
+        _equal_after(lambda flags: sorted(set(flags.split()) - {"sd"})),
+    ),
+    Explained("status.Speculation*", "the kernel's mitigations, which differ", when="other-kernel"),
     Explained("status.VmPeak", "a high-water mark: the restore maps and unmaps as it works"),
     Explained("status.VmHWM", "a high-water mark: the restore maps and unmaps as it works"),
     Explained("status.VmRSS", "pages of files come back as they are read, not all at once"),
@@ -142,6 +167,8 @@ EXPLAINED: tuple[Explained, ...] = (
     Explained("stat.ppid", "the restored root is a child of the restoring command", when="root"),
     Explained("status.*Pid", PIDNS, when="pidns"),
     Explained("status.Tgid", PIDNS, when="pidns"),
+    Explained("fdinfo.*.Pid", PIDNS, when="pidns"),
+    Explained("fdinfo.*.NSpid", PIDNS, when="pidns"),
     Explained("status.NS*", PIDNS, when="pidns"),
     Explained("stat.*", PIDNS, when="pidns"),
     Explained("fdinfo.*.lock", "lock owners are named by their PIDs here", when="pidns"),
@@ -250,10 +277,13 @@ def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
     task = procfs.proc(pid, "task", str(tid))
     _colon_lines(_read(f"{task}/status"), "status", values)
     _stat(_read(f"{task}/stat"), values)
-    values["cgroup"] = _read(f"{task}/cgroup") or ""
+    cgroup = _read(f"{task}/cgroup")
+    if cgroup is not None:  # not where the kernel hides it (some guests)
+        values["cgroup"] = cgroup
     if not process:
         return values
     base = procfs.proc(pid)
+    values["host.kernel"] = os.uname().release
     _limits(_read(f"{base}/limits"), values)
     _smaps(_read(f"{base}/smaps"), values)
     _fds(pid, values)
@@ -273,14 +303,24 @@ def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
 # --- at dump and at restore ---------------------------------------------------------------------
 
 
-def record(core, pid: int, tid: int) -> None:
-    """Put the audit of thread `tid` (of process `pid`) into its core image entry."""
+def record(core, pid: int, tid: int, abi) -> None:
+    """Put the audit of thread `tid` (of process `pid`, running in `abi`) into its core
+    image entry, with a mark when the thread sleeps in a call that blocks signals of its
+    own for its duration: status then shows that call's mask, not the thread's."""
     values = snapshot(pid, tid, process=tid == pid)
+    if _in_call_with_own_mask(pid, tid, abi):
+        values[TEMPORARY_MASK] = "yes"
     core.torpor_audit.CopyFrom(
         pb.core_pb2.TorporAudit(
             values=[pb.core_pb2.TorporAuditValue(key=k, value=v) for k, v in values.items()]
         )
     )
+
+
+def _in_call_with_own_mask(pid: int, tid: int, abi) -> bool:
+    text = _read(procfs.proc(pid, "task", str(tid), "syscall")) or ""
+    number = text.split()[0] if text.split() else ""
+    return number.isdigit() and int(number) in abi.calls_with_own_mask
 
 
 def saved(core) -> dict[str, str] | None:
@@ -308,6 +348,7 @@ def differences(
     A key only one side has is no difference unless it is COUNTED: one kernel shows values
     the other does not."""
     found = []
+    before, after = _coalesced(before), _coalesced(after)
     kernel_vmas = _kernel_vmas(before) | _kernel_vmas(after)
     for key in sorted(before.keys() | after.keys()):
         if key.rsplit(".", 1)[0] in kernel_vmas:
@@ -319,6 +360,50 @@ def differences(
         elif old != new and not _explained(key, old, new, circumstances):
             found.append(f"{key}{_where(key, before)}: {_short(old)} -> {_short(new)}")
     return found
+
+
+SUMMED = ("Size", "Rss", "Pss", "Anonymous", "Swap", "Locked")
+
+
+def _coalesced(values: dict[str, str]) -> dict[str, str]:
+    """`values` with each run of adjacent mappings that only the kernel's bookkeeping keeps
+    apart (the same protection, file, offsets that follow on and VmFlags: the kernel does
+    not merge VMAs whose anonymous pages came from different forks or mremaps) shown as one
+    mapping, as the restore, mapping them anew, makes them."""
+    vmas = []
+    for key, value in values.items():
+        if key.startswith("smaps.") and key.endswith(".range"):
+            start, end = (int(x, 16) for x in value.split("-"))
+            vmas.append((start, end, key.removesuffix(".range")))
+    vmas.sort()
+    out = dict(values)
+    run = None  # (prefix, its end, its next file offset)
+    for start, end, prefix in vmas:
+        offset = int(values.get(f"{prefix}.offset", "0"), 16)
+        if (
+            run
+            and run[1] == start
+            and _same_kind(values, run[0], prefix)
+            and (not values.get(f"{prefix}.path") or run[2] == offset)
+        ):
+            head = run[0]
+            out[f"{head}.range"] = f"{head.removeprefix('smaps.')}-{end:x}"
+            for name in SUMMED:
+                if f"{prefix}.{name}" in values and f"{head}.{name}" in out:
+                    total = _kb(out[f"{head}.{name}"]) + _kb(values[f"{prefix}.{name}"])
+                    out[f"{head}.{name}"] = f"{total} kB"
+            for key in [k for k in out if k.startswith(prefix + ".")]:
+                del out[key]
+            run = (head, end, offset + end - start)
+        else:
+            run = (prefix, end, offset + end - start)
+    return out
+
+
+def _same_kind(values: dict[str, str], a: str, b: str) -> bool:
+    return all(
+        values.get(f"{a}.{k}") == values.get(f"{b}.{k}") for k in ("perms", "path", "VmFlags")
+    )
 
 
 def _kernel_vmas(values: dict[str, str]) -> set[str]:
@@ -360,8 +445,15 @@ def verify(tasks, mode: str, circumstances: frozenset[str] = frozenset()) -> lis
         after = snapshot(real_pid, task.pid, process=tid == pid)
         if task.sigmask is not None:
             after["status.SigBlk"] = f"{task.sigmask:016x}"
-        seen = circumstances | ({"root"} if pid == root else set())
-        notes += [f"--verify: task {tid}: {line}" for line in differences(before, after, seen)]
+        seen = set(circumstances)
+        if pid == root:
+            seen.add("root")
+        if before.get(TEMPORARY_MASK):
+            seen.add("temporary-mask")
+        if before.get("host.kernel") != after.get("host.kernel"):
+            seen.add("other-kernel")
+        lines = differences(before, after, frozenset(seen))
+        notes += [f"--verify: task {tid}: {line}" for line in lines]
     if notes and mode == "strict":
         for note in notes:  # the refusal is one line; `torpor -v` shows them all
             log.info("%s", note)

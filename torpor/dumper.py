@@ -298,9 +298,8 @@ def _collect_process(
     leader = ctx.task
     cores: dict[int, object] = {}
     for tid in proc.tids:  # before torpor maps its scratch page or changes anything
-        audit.record(
-            ctx.core if tid == proc.pid else cores.setdefault(tid, _new_core()), proc.pid, tid
-        )
+        core = ctx.core if tid == proc.pid else cores.setdefault(tid, _new_core())
+        audit.record(core, proc.pid, tid, ctx.abi)
     leader.map_scratch()
     log.info("dumping %d (%s, %d threads)", proc.pid, ctx.abi.name, len(proc.threads))
     threads = [ctx]

@@ -78,6 +78,9 @@ class Abi:
     sleeps: dict[int, tuple[int, int, int | None]] = field(default_factory=dict)
     # calls with a relative timeout the kernel does not write back: syscall number -> call
     timed_calls: dict[int, TimedCall] = field(default_factory=dict)
+    # calls that block signals with a mask of their own while they sleep (sigsuspend, ppoll,
+    # pselect, epoll_pwait, io_pgetevents): syscall numbers
+    calls_with_own_mask: frozenset[int] = frozenset()
     extra: dict = field(default_factory=dict)
 
     @property

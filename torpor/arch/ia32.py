@@ -48,6 +48,9 @@ IA32 = Abi(
     task_size=0xFFFFE000,
     criu_mode="COMPAT",
     sleeps={162: (0, 1, None), 267: (2, 3, 1), 407: (2, 3, 1)},  # nanosleep, clock_nanosleep(64)
+    # sigsuspend, rt_sigsuspend, pselect6, ppoll, epoll_pwait, io_pgetevents, their time64
+    # forms, epoll_pwait2
+    calls_with_own_mask=frozenset({72, 179, 308, 309, 319, 385, 413, 414, 416, 441}),
     # glibc picks the time32 calls where the time fits in 32 bits, the *_time64 ones otherwise
     timed_calls={
         168: TimedCall("poll", 2, "ms"),

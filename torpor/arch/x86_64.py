@@ -108,6 +108,8 @@ X86_64 = Abi(
     task_size=(1 << 47) - 4096,
     criu_mode="NATIVE",
     sleeps={35: (0, 1, None), 230: (2, 3, 1)},  # nanosleep, clock_nanosleep
+    # rt_sigsuspend, pselect6, ppoll, epoll_pwait, io_pgetevents, epoll_pwait2
+    calls_with_own_mask=frozenset({130, 270, 271, 281, 333, 441}),
     timed_calls={
         7: TimedCall("poll", 2, "ms"),
         232: TimedCall("epoll_wait", 3, "ms"),
