@@ -71,14 +71,27 @@ def test_a_killed_dump_leaves_no_image(start_workload, tmp_path):
     w.wait_ready()
     images = tmp_path / "images"
     images.mkdir()
+    original, calls = ptrace.cont_syscall, [0]
+
+    def counting(*args):
+        calls[0] += 1
+        return original(*args)
+
+    ptrace.cont_syscall = counting  # how many stops a whole dump takes: die half-way
+    try:
+        (tmp_path / "whole").mkdir()
+        torpor.dump(w.pid, str(tmp_path / "whole"), leave_running=True)
+    finally:
+        ptrace.cont_syscall = original
+    assert calls[0] > 10, calls
     child = os.fork()
     if child == 0:
         try:
-            original, seen = ptrace.cont_syscall, [0]
+            seen = [0]
 
             def dying(*args):
                 seen[0] += 1
-                if seen[0] == 60:
+                if seen[0] == calls[0] // 2:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return original(*args)
 
