@@ -23,6 +23,7 @@ uc_stack holds an invalid mode, which rt_sigreturn ignores: the alternate stack 
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from torpor.arch import xstate as xs
@@ -53,15 +54,24 @@ HEAL_SIZE = 70
 XFD_CAPABLE = 1 << 2  # CPUID 0xD sub-leaf ECX: a component the kernel enables on request
 
 
+@functools.cache
+def _component(i: int) -> tuple[int, int, int]:
+    """(size, offset, flags) of xsave component `i` in the standard format, from CPUID: the
+    same for every task and every frame, so asked once (a dump asks for each thread)."""
+    length, offset, flags, _ = cpuid(0xD, i)
+    return length, offset, flags
+
+
 def signal_xstate(xstate: bytes) -> bytes:
     """The part of a task's xstate register set a signal frame holds, software bytes set."""
     in_use = xs.xstate_bv(xstate)
+    enabled = xs.enabled_features(xstate)
     features, size = 0, xs.HEADER_AT + xs.HEADER_SIZE
-    for i in range(64):
-        if not xs.enabled_features(xstate) >> i & 1:
+    for i in range(enabled.bit_length()):
+        if not enabled >> i & 1:
             continue
         if i >= 2:
-            length, offset, flags, _ = cpuid(0xD, i)
+            length, offset, flags = _component(i)
             if flags & XFD_CAPABLE and not in_use >> i & 1:
                 continue
             size = max(size, offset + length)

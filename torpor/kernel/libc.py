@@ -32,6 +32,7 @@ SYS_ARCH_PRCTL = 158
 SYS_PRLIMIT64 = 302
 SYS_IOPRIO_SET = 251
 SYS_IOPRIO_GET = 252
+SYS_GET_ROBUST_LIST = 274
 
 
 def _arg(value):
@@ -47,6 +48,14 @@ def syscall(nr: int, *args) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return result
+
+
+def robust_list(tid: int) -> tuple[int, int]:
+    """(head, length) of the robust futex list thread `tid` registered with the native
+    set_robust_list (a 32-bit task's compat registration is another field, not seen here)."""
+    head, length = ctypes.c_uint64(), ctypes.c_uint64()
+    syscall(SYS_GET_ROBUST_LIST, tid, ctypes.addressof(head), ctypes.addressof(length))
+    return head.value, length.value
 
 
 def syscall_holding_gil(nr: int, *args) -> int:

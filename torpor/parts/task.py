@@ -9,7 +9,7 @@ from torpor.context import DumpContext, RestoreContext, log
 from torpor.errors import RestoreError
 from torpor.images import constants as C
 from torpor.images import pb
-from torpor.kernel import caps, ptrace
+from torpor.kernel import caps, libc, ptrace
 from torpor.kernel.procfs import read_auxv, read_personality, read_stat, read_status
 from torpor.parts import signals
 
@@ -42,10 +42,13 @@ def dump_thread(ctx: DumpContext) -> None:
     thread = ctx.core.thread_core
     thread.comm = read_stat(tid).comm
 
-    out = task.reserve(16)
-    task.call(abi, "get_robust_list", 0, out, out + 8)
-    thread.futex_rla = task.read_word(abi, out)
-    thread.futex_rla_len = task.read_word(abi, out + 8)
+    if abi is X86_64:  # torpor's own call reads the native registration: no injected call
+        thread.futex_rla, thread.futex_rla_len = libc.robust_list(tid)
+    else:  # a compat task's list is the compat registration, which only its own call reads
+        out = task.reserve(16)
+        task.call(abi, "get_robust_list", 0, out, out + 8)
+        thread.futex_rla = task.read_word(abi, out)
+        thread.futex_rla_len = task.read_word(abi, out + 8)
 
     conf = ptrace.get_rseq_configuration(tid)
     if conf.rseq_abi_pointer and conf.rseq_abi_size:  # before 6.3 the size is never 0
