@@ -12,6 +12,7 @@ import mmap
 import os
 import resource
 import subprocess
+import time
 
 import harness
 import imagecraft
@@ -249,9 +250,11 @@ def test_a_thread_asleep_with_a_mask_of_its_own_is_marked_at_dump(call):
     child = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
-        for _ in range(100):  # until it sleeps in its call
-            if harness.proc_state(child.pid)[0] == "S":
-                break
+        waited_in = {"sigsuspend": "130", "sleep": "230"}[call]  # clock_nanosleep
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{child.pid}/syscall").read().split()[0] != waited_in:
+            assert time.monotonic() < deadline, f"the child never slept in {call}"
+            time.sleep(0.01)
         core = pb.core_pb2.CoreEntry(mtype=pb.core_pb2.CoreEntry.X86_64)
         audit.record(core, child.pid, child.pid, X86_64)
         values = audit.saved(core)

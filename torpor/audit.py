@@ -384,7 +384,7 @@ def _coalesced(values: dict[str, str]) -> dict[str, str]:
             run
             and run[1] == start
             and _same_kind(values, run[0], prefix)
-            and (not values.get(f"{prefix}.path") or run[2] == offset)
+            and (not values.get(f"{prefix}.path", "").startswith("/") or run[2] == offset)
         ):
             head = run[0]
             out[f"{head}.range"] = f"{head.removeprefix('smaps.')}-{end:x}"
@@ -401,9 +401,11 @@ def _coalesced(values: dict[str, str]) -> dict[str, str]:
 
 
 def _same_kind(values: dict[str, str], a: str, b: str) -> bool:
-    return all(
-        values.get(f"{a}.{k}") == values.get(f"{b}.{k}") for k in ("perms", "path", "VmFlags")
-    )
+    """Whether mappings `a` and `b` differ only in what the kernel keeps apart; "[heap]" is
+    an anonymous mapping's name while it lies within the brk area, which a merge extends."""
+    paths = {values.get(f"{a}.path") or "", values.get(f"{b}.path") or ""}
+    same = all(values.get(f"{a}.{k}") == values.get(f"{b}.{k}") for k in ("perms", "VmFlags"))
+    return same and (len(paths) == 1 or paths == {"", "[heap]"})
 
 
 def _kernel_vmas(values: dict[str, str]) -> set[str]:

@@ -135,14 +135,19 @@ def park(ctx: RestoreContext, fd: int) -> int:
     return parked
 
 
+def exact_open_abi(ctx: RestoreContext, flags: int):
+    """The ABI whose openat gives a new file description exactly `flags`: a 64-bit openat
+    adds O_LARGEFILE, the compat one does not."""
+    return ctx.abi if flags & O_LARGEFILE else IA32
+
+
 def open_in_task(ctx: RestoreContext, path: str, flags: int) -> int:
     """Open `path` in the task with exactly `flags`; the new fd's number. A 64-bit openat
     adds O_LARGEFILE, which F_SETFL cannot take away, so a file description that lacked it
     (a pipe made by pipe(), a file a 32-bit program opened) is opened by the compat call."""
-    abi = ctx.abi if flags & O_LARGEFILE else IA32
     try:
         return ctx.task.call(
-            abi,
+            exact_open_abi(ctx, flags),
             "openat",
             AT_FDCWD,
             ctx.task.put(path.encode() + b"\0"),

@@ -33,11 +33,20 @@ from torpor.images import pb
 from torpor.kernel import tty
 from torpor.kernel.files import borrowed
 from torpor.kernel.procfs import read_stat
-from torpor.parts.fds.base import AT_FDCWD, OPEN_ONLY_FLAGS, park, take
+from torpor.parts.fds.base import (
+    AT_FDCWD,
+    O_LARGEFILE,
+    OPEN_ONLY_FLAGS,
+    exact_open_abi,
+    park,
+    take,
+)
 
 KERNEL_NCCS = 19  # control characters in the kernel's struct termios
 SETFL_FLAGS = os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME
 F_SETFL = 4
+# How a program opens /dev/ptmx (posix_openpt): with O_LARGEFILE from 64-bit code only
+MASTER_FLAGS = {64: os.O_RDWR | O_LARGEFILE, 32: os.O_RDWR}
 
 
 # --- dump ------------------------------------------------------------------------------------
@@ -192,7 +201,7 @@ class Pairs:
         lower = []
         try:
             while True:
-                fd = _open_noctty(ctx, "/dev/ptmx", os.O_RDWR)
+                fd = _open_noctty(ctx, "/dev/ptmx", MASTER_FLAGS[ctx.abi.bits])
                 out = task.reserve(4)
                 task.call(X86_64, "ioctl", fd, tty.TIOCGPTN, out)
                 (got,) = struct.unpack("<i", task.read(out, 4))
@@ -231,7 +240,7 @@ def _open_noctty(ctx, path: str, flags: int) -> int:
     """Open the terminal `path` in the task with `flags`, never as its controlling one."""
     try:
         return ctx.task.call(
-            ctx.abi, "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
+            exact_open_abi(ctx, flags), "openat", AT_FDCWD, ctx.task.put(path.encode() + b"\0"),
             (flags & ~OPEN_ONLY_FLAGS) | os.O_NOCTTY, 0,
         )  # fmt: skip
     except OSError as e:
