@@ -862,6 +862,33 @@ def test_read_one_needs_exactly_one(imgdir):
     expect_image_error(lambda: imgdir.read_one("fs-1.img"), r"^fs-1\.img: expected exactly one")
 
 
+@pytest.mark.parametrize(
+    "where",
+    ["torpor_audit.values.value", "torpor_audit.values.key", "thread_core.comm", "tc.comm"],
+)
+def test_a_string_holding_nul_is_refused(imgdir, where):
+    """A NUL in a string is found at any depth, among repeated key/value pairs too (the
+    read skips only message types that hold no string at all)."""
+    core = message_of(samples()[CORE][0])
+    for i in range(3):
+        core.torpor_audit.values.add(key=f"status.K{i}", value=f"v{i}")
+    data = core.SerializeToString()
+    clean = pb.CoreEntry.FromString(data)
+    imgdir.write(CORE, [clean])
+    assert imgdir.read_one(CORE) == clean
+    crafted = pb.CoreEntry.FromString(data)
+    *path, leaf = where.split(".")
+    target = crafted
+    for name in path:
+        target = getattr(target, name)
+    if where.startswith("torpor_audit"):
+        target = target[1]
+    setattr(target, leaf, "a\0b")
+    (imgdir.path / CORE).unlink()
+    imgdir.write(CORE, [crafted])
+    expect_image_error(lambda: imgdir.read_one(CORE), rf"field {where} is not a UTF-8 string")
+
+
 def test_every_single_byte_damage_is_an_image_error(tmp_path):
     """Flip each byte of each image (no digests known): parse or ImageError, nothing else."""
     d = ImageDir(tmp_path)

@@ -177,18 +177,67 @@ def _bad_string(msg: Message, prefix: str = "") -> str | None:
     """The path of a string field of `msg` that is not valid UTF-8 or holds a NUL, or None.
 
     Strings of the format are C strings (paths, names) torpor hands to the kernel: a NUL
-    would cut a path short, and proto2 parsing keeps bytes that do not decode as bytes."""
-    for field, value in msg.ListFields():
-        values = value if field.label == field.LABEL_REPEATED else (value,)
-        if field.type == field.TYPE_STRING:
+    would cut a path short, and proto2 parsing keeps bytes that do not decode as bytes.
+    Only the fields that may hold a string at some depth are looked at (see _string_plan):
+    a core entry's registers and xstate are not walked for each thread."""
+    for name, is_string, repeated in _string_plan(msg.DESCRIPTOR):
+        if repeated:
+            values = getattr(msg, name)
+        elif is_string or msg.HasField(name):
+            values = (getattr(msg, name),)
+        else:
+            continue
+        if is_string:
             if any(not isinstance(v, str) or "\0" in v for v in values):
-                return prefix + field.name
-        elif field.type == field.TYPE_MESSAGE:
-            for v in values:
-                bad = _bad_string(v, f"{prefix}{field.name}.")
-                if bad:
-                    return bad
+                return prefix + name
+            continue
+        if repeated and values:
+            inner = _string_plan(values[0].DESCRIPTOR)
+            if all(is_str and not rep for _, is_str, rep in inner):  # key/value pairs
+                for v in values:
+                    for leaf, _, _ in inner:
+                        text = getattr(v, leaf)
+                        if not isinstance(text, str) or "\0" in text:
+                            return f"{prefix}{name}.{leaf}"
+                continue
+        for v in values:
+            bad = _bad_string(v, f"{prefix}{name}.")
+            if bad:
+                return bad
     return None
+
+
+_PLANS: dict[str, tuple[tuple[str, bool, bool], ...]] = {}
+
+
+def _string_plan(descriptor) -> tuple[tuple[str, bool, bool], ...]:
+    """The fields of message type `descriptor` that may hold a string, at any depth, in field
+    order, each (name, whether a string itself, whether repeated): known from the schema, so
+    found once per type."""
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is None:
+        plan = tuple(
+            (field.name, field.type == field.TYPE_STRING, field.label == field.LABEL_REPEATED)
+            for field in sorted(descriptor.fields, key=lambda f: f.number)
+            if field.type == field.TYPE_STRING
+            or field.type == field.TYPE_MESSAGE
+            and _holds_strings(field.message_type, set())
+        )
+        _PLANS[descriptor.full_name] = plan
+    return plan
+
+
+def _holds_strings(descriptor, seen: set[str]) -> bool:
+    """Whether messages of type `descriptor` may hold a string field at some depth."""
+    if descriptor.full_name in seen:
+        return False  # a type within itself: what it holds is decided where it started
+    seen.add(descriptor.full_name)
+    return any(
+        field.type == field.TYPE_STRING
+        or field.type == field.TYPE_MESSAGE
+        and _holds_strings(field.message_type, seen)
+        for field in descriptor.fields
+    )
 
 
 class PagesWriter:
