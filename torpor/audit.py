@@ -131,6 +131,7 @@ EXPLAINED: tuple[Explained, ...] = (
         _equal_after(lambda flags: sorted(set(flags.split()) - {"sd"})),
     ),
     Explained("status.Speculation*", "the kernel's mitigations, which differ", when="other-kernel"),
+    Explained("fdinfo.*.mnt_id", "each boot numbers its mounts", when="other-kernel"),
     Explained("status.VmPeak", "a high-water mark: the restore maps and unmaps as it works"),
     Explained("status.VmHWM", "a high-water mark: the restore maps and unmaps as it works"),
     Explained("status.VmRSS", "pages of files come back as they are read, not all at once"),
@@ -278,7 +279,7 @@ def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
     _colon_lines(_read(f"{task}/status"), "status", values)
     _stat(_read(f"{task}/stat"), values)
     cgroup = _read(f"{task}/cgroup")
-    if cgroup is not None:  # not where the kernel hides it (some guests)
+    if cgroup:  # not where the kernel hides it (some guests show nothing)
         values["cgroup"] = cgroup
     if not process:
         return values
