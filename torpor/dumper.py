@@ -7,7 +7,6 @@ the registers are put back and every task runs on as before.
 """
 
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +50,8 @@ def _prepare_dir(path: Path) -> None:
         raise ImageError(f"images directory {path} does not exist")
     for child in path.iterdir():
         if child.name.startswith(STAGING_PREFIX) and _left_by_dead_dump(child.name):
+            import shutil  # only here: shutil costs every command milliseconds at start-up
+
             shutil.rmtree(child, ignore_errors=True)
             continue
         raise ImageError(f"images directory {path} is not empty")

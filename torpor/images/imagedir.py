@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import stat
 import struct
 from pathlib import Path
@@ -396,7 +395,7 @@ class ImageDir:
         self._stage = None  # (name, fd) of the private directory a dump writes into
         self._moved: list[str] = []  # files commit() moved out of it
         if staged:
-            name = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            name = f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 os.mkdir(name, 0o700, dir_fd=self._fd)
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._fd)

@@ -21,7 +21,7 @@ answered with a RST and its connection dies.
 
 from __future__ import annotations
 
-import secrets
+import os
 import socket
 from dataclasses import dataclass
 
@@ -48,7 +48,7 @@ class Connection:
 def table_name(root_pid: int) -> str:
     """A name for the lock table of a dump of the tree rooted at `root_pid`, unlike that
     of any other dump (a table a killed dump or a failed restore left keeps its own)."""
-    return f"{TABLE_PREFIX}{root_pid}-{secrets.token_hex(4)}"
+    return f"{TABLE_PREFIX}{root_pid}-{os.urandom(4).hex()}"
 
 
 def lock(name: str, connections: list[Connection]) -> None:

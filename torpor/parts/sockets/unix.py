@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
 import struct
-import tempfile
 from contextlib import ExitStack
 
 from torpor.arch import X86_64
@@ -438,6 +436,9 @@ def _bind_unseen(ctx, fd: int, entry, address: bytes) -> int:
     """Bind a socket whose file was deleted at dump (another file may be at its path now)
     to its name from inside a private directory made the task's root for the call: it gets
     its name, and its file is removed with the directory. bind's result (or -errno)."""
+    import shutil  # here, not at start-up: tempfile and shutil cost every command milliseconds
+    import tempfile
+
     task = ctx.task
     name = os.fsdecode(entry.name)
     hidden = tempfile.mkdtemp(prefix=".torpor-bind-")
