@@ -511,12 +511,16 @@ class Placement:
     def _move(self, tid, pid, members, v2_file, v1_file, thread=False) -> None:
         """Task `pid` (saved as `tid`) into each of `members` the plan found a directory
         for (the others need nothing: the task is born there, or the hierarchy is not here),
-        checked through /proc afterwards."""
+        checked through /proc afterwards when anything was written (a thread is most often
+        born where it belongs, and /proc is then read once)."""
         moving = [
             (m, self.plan.directories[_key(m)]) for m in members if _key(m) in self.plan.directories
         ]
+        if not moving:
+            return
         now = _where(pid, thread)
         what = "thread" if thread else "process"
+        moved = False
         for m, directory in moving:
             if now.get(m.controllers) == m.path:
                 continue
@@ -527,6 +531,9 @@ class Placement:
                     f"{what} {tid}: cannot join cgroup {m.describe()}: {_cause(e)}"
                 ) from None
             log.info("%s %d joined cgroup %s", what, tid, m.describe())
+            moved = True
+        if not moved:  # every one where it belongs, as just read: nothing to check again
+            return
         got = _where(pid, thread)
         for m, _ in moving:
             if got.get(m.controllers) != m.path:
