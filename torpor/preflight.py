@@ -77,8 +77,8 @@ def run(
             findings.append(_process_finding("saved state", proc, problem, "a zombie"))
     for proc in live:
         findings.append(_image_bounds(proc))
+        findings.append(_protection_keys(proc))  # first: it names the keys a PKRU guards
         findings.append(_register_state(proc, available))
-        findings.append(_protection_keys(proc))
         findings.append(_credentials(proc))
         findings.append(_resource_limits(proc))
     mms = [p.mm for p in live]
