@@ -137,11 +137,16 @@ def _restore(images, *args) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_strict_verification_refuses_a_tree_that_differs_and_kills_it(start_workload, tmp_path):
+def _dumped_with_a_changed_limit(start_workload, tmp_path):
     w = start_workload("counter")
     w.wait_ready()
     images = harness.dump_killed(w, tmp_path)
     _limit_changed(images, w.pid)
+    return w, images
+
+
+def test_strict_verification_refuses_a_tree_that_differs_and_kills_it(start_workload, tmp_path):
+    w, images = _dumped_with_a_changed_limit(start_workload, tmp_path)
     with child_subreaper():
         outcome = imagecraft.restore_and_judge(images, imagecraft.image_pids(images))
     assert not outcome.broken, outcome.broken
@@ -150,10 +155,7 @@ def test_strict_verification_refuses_a_tree_that_differs_and_kills_it(start_work
 
 
 def test_warn_verification_says_what_differs_and_lets_the_tree_run(start_workload, tmp_path):
-    w = start_workload("counter")
-    w.wait_ready()
-    images = harness.dump_killed(w, tmp_path)
-    _limit_changed(images, w.pid)
+    w, images = _dumped_with_a_changed_limit(start_workload, tmp_path)
     with child_subreaper():
         res = _restore(images, "--verify=warn")
         assert res.returncode == 0, res.stderr

@@ -191,3 +191,27 @@ def peek_pipe(pid: int, fd: int, limit: int = 1 << 20) -> bytes:
     finally:
         for f in (src, r, w):
             os.close(f)
+
+
+SEEK_DATA, SEEK_HOLE = 3, 4
+
+
+def data_runs(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The (offset, length) runs of the file behind `fd` between offsets `start` (a page
+    boundary) and `end` that hold data (SEEK_DATA: pages written through any fd or mapping),
+    widened to whole pages."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    runs, pos = [], start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            break
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, SEEK_HOLE), end)
+        data -= data % page
+        hole += -hole % page
+        runs.append((data, hole - data))
+        pos = hole
+    return runs

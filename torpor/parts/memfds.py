@@ -16,9 +16,9 @@ import os
 from torpor.errors import ImageError
 from torpor.images import constants as C
 from torpor.images import pb
+from torpor.kernel import files
 from torpor.kernel.procfs import PAGE_SIZE
 
-SEEK_DATA, SEEK_HOLE = 3, 4
 CHUNK = 8 << 20  # bytes read and written at a time
 F_GET_SEALS = 1034
 
@@ -58,25 +58,6 @@ def image_name(shmid: int) -> str:
     return f"pagemap-shmem-{shmid}.img"
 
 
-def data_runs(fd: int, size: int) -> list[tuple[int, int]]:
-    """The page-aligned (offset, length) runs of the file behind `fd` (of `size` bytes)
-    that hold data."""
-    runs, pos = [], 0
-    while pos < size:
-        try:
-            data = os.lseek(fd, pos, SEEK_DATA)
-        except OSError:  # ENXIO: no data after pos
-            break
-        if data >= size:
-            break
-        hole = min(os.lseek(fd, data, SEEK_HOLE), size)
-        data -= data % PAGE_SIZE
-        hole += -hole % PAGE_SIZE
-        runs.append((data, hole - data))
-        pos = hole
-    return runs
-
-
 def unmapped(runs, mapped) -> list[tuple[int, int]]:
     """`runs` without the page-aligned (offset, length) ranges `mapped`."""
     left = []
@@ -97,7 +78,7 @@ def unmapped(runs, mapped) -> list[tuple[int, int]]:
 def save(images, shmid: int, fd: int, size: int, mapped) -> None:
     """Write the runs of memfd `shmid` (torpor's `fd` on it, `size` bytes) that hold data
     and lie outside the ranges `mapped` (offset, length) saved through mappings."""
-    runs = unmapped(data_runs(fd, size), mapped)
+    runs = unmapped(files.data_runs(fd, 0, size), mapped)
     if not runs:
         return
     pages_id = 1

@@ -16,6 +16,7 @@ from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import constants as C
 from torpor.images import pb
 from torpor.kernel import memio
+from torpor.kernel.files import data_runs
 from torpor.kernel.pagescan import PageScanner
 from torpor.kernel.procfs import PAGE_SIZE, Mapping, proc, read_maps
 from torpor.parts.ghosts import is_ghost
@@ -38,7 +39,6 @@ CHUNK = 8 << 20  # bytes moved per process_vm_* call: large enough to keep the k
 MADVICE_BY_VMFLAG = {"dd": 16, "dc": 10, "hg": 14, "nh": 15, "mg": 12, "wf": 18}
 AT_FDCWD = -100
 MEMFD_PREFIX = "/memfd:"
-SEEK_DATA, SEEK_HOLE = 3, 4
 
 
 class Ranges:
@@ -220,24 +220,11 @@ def shmem_runs(pid: int, m: Mapping) -> list[tuple[int, int]]:
     """The runs of mapping `m` where its shared memory object holds data (SEEK_DATA finds
     pages written through any mapping or fd, whether or not this process touched them)."""
     fd = os.open(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", os.O_RDONLY)
-    runs = []
     try:
-        pos, end = m.offset, m.offset + m.size
-        while pos < end:
-            try:
-                data = os.lseek(fd, pos, SEEK_DATA)
-            except OSError:  # ENXIO: no data after pos
-                break
-            if data >= end:
-                break
-            hole = min(os.lseek(fd, data, SEEK_HOLE), end)
-            data -= data % PAGE_SIZE
-            hole += -hole % PAGE_SIZE
-            runs.append((m.start + data - m.offset, min(hole, end) - data))
-            pos = hole
+        runs = data_runs(fd, m.offset, m.offset + m.size)
     finally:
         os.close(fd)
-    return runs
+    return [(m.start + offset - m.offset, length) for offset, length in runs]
 
 
 def _write_pages(
