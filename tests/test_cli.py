@@ -393,7 +393,7 @@ def ptys():
 
 
 CHECK_TOPICS = (
-    "CPU features", "saved state", "register state", "protection keys", "credentials",
+    "CPU features", "saved state", "protection keys", "register state", "credentials",
     "resource limits", "shared memory",
     "open files", "clocks", "cgroups", "PIDs",
     "clone3 set_tid", "vDSO",
