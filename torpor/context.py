@@ -123,6 +123,7 @@ class RestoreContext:
     inherited: dict = field(default_factory=dict)  # external key -> torpor's fd (--inherit-fd)
     vdso_trampolines: bool = False  # the dumped vDSO kept as a copy, jumping to the kernel's
     tcp_close: bool = False  # TCP connections are restored closed
+    cow: object = None  # torpor.parts.cow.Sharing: memory shared copy-on-write in the tree
 
     def __post_init__(self):
         self.image_pid = self.image_pid or self.pid

@@ -5,8 +5,9 @@ as they did. Every task is traced from birth and stays stopped until the whole t
 The root is a child of torpor made with clone3 (its PID requested through set_tid) that execs
 a stub program of its ABI (see torpor.arch.stub). Every other process is forked by its parent
 (clone3 injected into the parent's stub) and execs the stub of its own ABI, so a 64-bit
-parent can have a 32-bit child. Threads are started by their process's main thread once its
-memory is in place.
+parent can have a 32-bit child; a child that shares memory copy-on-write with its parent
+keeps the parent's stub instead, and that memory with it (torpor.parts.cow). Threads are
+started by their process's main thread once its memory is in place.
 """
 
 import contextlib
@@ -234,7 +235,7 @@ def _under_seccomp(procs) -> bool:
 class Family:
     """The tasks of one restore, keyed by their saved PIDs/TIDs."""
 
-    def __init__(self, procs, *, timens_offsets, pid_ns, scratch_at):
+    def __init__(self, procs, *, timens_offsets, pid_ns, scratch_at, sharing=None):
         self.procs = procs
         self.by_pid = {p.pid: p for p in procs}
         self.tasks: dict[int, RemoteTask] = {}  # saved PID/TID -> its task, while traced
@@ -243,6 +244,8 @@ class Family:
         self._timens_offsets = timens_offsets
         self._pid_ns = pid_ns
         self._scratch_at = scratch_at
+        self._sharing = sharing  # torpor.parts.cow.Sharing: children forked keeping memory
+        self._place = None
         self._stubs: dict[str, _Stub] = {}
         self._options = RESTORE_OPTIONS | (
             ptrace.PTRACE_O_SUSPEND_SECCOMP if _under_seccomp(procs) else 0
@@ -263,7 +266,10 @@ class Family:
     def create(self, place=None) -> None:
         """Every process, in its place in the tree, its session and its group; zombies dead.
         place(tasks), if given, is called with every process made, before the zombies die
-        and before any process has a thread or memory of its own (torpor.parts.cgroups)."""
+        and before any process has a thread or memory of its own (torpor.parts.cgroups);
+        a process that has memory before its children are forked (torpor.parts.cow) is
+        placed before that, alone."""
+        self._place = place
         root = self.procs[0]
         task = _create_task(
             root.pid, self._stub(root.abi), self._timens_offsets, self._pid_ns, self._options
@@ -283,6 +289,10 @@ class Family:
         """Fork proc's children from it: those in the session proc was born in first, then,
         if proc leads a session of its own, the others after its setsid."""
         task = self.tasks[proc.pid]
+        if self._sharing and self._sharing.prepares(proc.pid):
+            if self._place:
+                self._place({proc.pid: task})
+            self._sharing.prepare(proc.pid)
         for child in proc.children:
             if child.entry.sid != proc.pid:
                 self._fork(proc, child)
@@ -304,6 +314,11 @@ class Family:
         if child.zombie:
             if child.entry.sid == child.pid:
                 task.call(X86_64, "setsid")
+            return
+        scratch = (parent_task.scratch, parent_task.scratch + parent_task.scratch_size)
+        if self._sharing and self._sharing.inherits(parent.pid, child.pid, scratch):
+            task.sigmask = parent_task.sigmask  # and the parent's stub, scratch page, memory
+            log.debug("process %d keeps the memory it shares with %d", child.pid, parent.pid)
             return
         task.execute(f"/proc/{os.getpid()}/fd/{self._stub(child.abi).fd}")
         task.block_signals()

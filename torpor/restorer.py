@@ -23,6 +23,7 @@ from torpor.kernel import procfs
 from torpor.parts import (
     cgroups,
     clocks,
+    cow,
     files,
     flags,
     memfds,
@@ -199,11 +200,13 @@ def restore(
         )  # fmt: skip
     )
     init = start_pid_namespace() if pidns else None
+    sharing = cow.Sharing(procs, lambda pid: context_of[pid])  # memory shared since fork
     family = Family(
         procs,
         timens_offsets=clocks.offsets_for(images) if timens else None,
         pid_ns=f"/proc/{init}/ns/pid" if init else None,
         scratch_at=_scratch_address,
+        sharing=sharing,
     )
     mms = [p.mm for p in procs if not p.zombie]
     objects = shmem.memfd_objects(mms, files.memory_objects(file_entries))
@@ -211,35 +214,26 @@ def restore(
     ghosts = ghost_files.Ghosts(images, file_entries)
     placement = cgroups.Placement(images, procs, manage_cgroups)
     notes: list[str] = []
-    shared_fds = files.SharedFds()
+    context_of = _Contexts(
+        family,
+        procs,
+        images=images,
+        files=file_entries,
+        shell_job=shell_job,
+        force_vdso_trampolines=force_vdso_trampolines,
+        progress=progress,
+        shared_memory=shared_memory,
+        shared_files=files.SharedFds(),
+        notes=notes,
+        tcp_close=tcp_close,
+        inherited=inherit_fds,
+        cow=sharing,
+    )
     try:
         ghosts.create()
         placement.create()  # the saved cgroups that are missing, with their limits
         family.create(place=placement.join)  # before any memory is charged, any thread made
-        contexts = [
-            RestoreContext(
-                image_pid=proc.pid,
-                pid=family.tasks[proc.pid].pid,
-                task=family.tasks[proc.pid],
-                abi=proc.abi,
-                images=images,
-                core=proc.core,
-                mm=proc.mm,
-                files=file_entries,
-                shell_job=shell_job,
-                force_vdso_trampolines=force_vdso_trampolines,
-                progress=progress,
-                pages_id=proc.index,
-                shared_memory=shared_memory,
-                shared_files=shared_fds,
-                thread_cores=proc.thread_cores,
-                notes=notes,
-                tcp_close=tcp_close,
-                inherited=inherit_fds,
-            )
-            for proc in procs
-            if not proc.zombie
-        ]
+        contexts = [context_of[proc.pid] for proc in procs if not proc.zombie]
         for ctx in contexts:
             _rebuild(ctx)
         for shmid, (_, size, _) in objects.items():  # what no mapping saved of each memfd
@@ -290,6 +284,32 @@ def restore(
         time.monotonic() - started,
     )
     return root
+
+
+class _Contexts(dict):
+    """The RestoreContext of each process (saved PID -> context), made once its task exists:
+    `common` holds what every process's context shares."""
+
+    def __init__(self, family, procs, **common):
+        super().__init__()
+        self._family = family
+        self._procs = {p.pid: p for p in procs}
+        self._common = common
+
+    def __missing__(self, pid: int) -> RestoreContext:
+        proc, task = self._procs[pid], self._family.tasks[pid]
+        ctx = self[pid] = RestoreContext(
+            image_pid=pid,
+            pid=task.pid,
+            task=task,
+            abi=proc.abi,
+            core=proc.core,
+            mm=proc.mm,
+            pages_id=proc.index,
+            thread_cores=proc.thread_cores,
+            **self._common,
+        )
+        return ctx
 
 
 def _inherited(handed: dict[str, int], file_entries: dict) -> dict[str, int]:

@@ -494,11 +494,11 @@ class Placement:
         log.debug("cgroup %s: %s = %s", path, name, _one(value))
 
     def join(self, tasks) -> None:
-        """Move every process (tasks: saved PID -> RemoteTask) into its saved cgroups."""
+        """Move every process of `tasks` (saved PID -> RemoteTask) into its saved cgroups."""
         if self.plan is None:
             return
         for tid, members in self.plan.tasks.items():
-            if self.plan.leader_of[tid] == tid:
+            if self.plan.leader_of[tid] == tid and tid in tasks:
                 self._move(tid, tasks[tid].pid, members, kcg.PROCS, kcg.V1_TASKS)
 
     def join_thread(self, tid: int, task) -> None:

@@ -272,11 +272,23 @@ def _read_forced(ctx: DumpContext, view: memoryview, batch: list[tuple[int, int]
 
 
 def clear_address_space(ctx: RestoreContext) -> None:
-    """Unmap everything the new task inherited except the scratch page."""
+    """Unmap everything the new task inherited except the scratch page and the VMAs already
+    in place (put there before its children were forked, or inherited from its parent:
+    torpor.parts.cow)."""
     task = ctx.task
-    lo, hi = task.scratch, task.scratch + task.scratch_size
-    task.call(X86_64, "munmap", 0, lo)
-    task.call(X86_64, "munmap", hi, ctx.abi.task_size - hi)
+    kept = [(task.scratch, task.scratch + task.scratch_size), *in_place(ctx)]
+    at = 0
+    for start, end in sorted(kept):
+        if start > at:
+            task.call(X86_64, "munmap", at, start - at)
+        at = max(at, end)
+    if at < ctx.abi.task_size:
+        task.call(X86_64, "munmap", at, ctx.abi.task_size - at)
+
+
+def in_place(ctx: RestoreContext) -> dict:
+    """(start, end) -> VMA of the process's VMAs that are mapped already."""
+    return ctx.cow.in_place(ctx) if ctx.cow else {}
 
 
 def _open_in_task(ctx: RestoreContext, file_id: int, flags: int, opened: dict) -> int:
@@ -302,43 +314,55 @@ def _open_path(ctx: RestoreContext, path: str, flags: int, opened: dict, what: s
 
 
 def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
-    """Map every VMA of the image but those the kernel provides (its vDSO, mapped in place),
-    and fill in the saved pages."""
-    task = ctx.task
+    """Map every VMA of the image but those the kernel provides (its vDSO, mapped in place)
+    and those in place already, and fill in the saved pages."""
+    placed = in_place(ctx)
     opened: dict = {}
     try:
         for vma in ctx.mm.vmas:
-            if (vma.start, vma.end) in kernel_vmas:
-                continue
-            prot = vma.prot
-            flags = (
-                vma.flags
-                & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)
-            ) | MAP_FIXED
-            fd, offset = -1, 0
-            if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
-                path = ctx.shared_memory.path(vma.shmid)
-                fd = _open_path(ctx, path, _shared_open_flags(vma), opened, "shared memory")
-                flags &= ~MAP_ANONYMOUS
-                offset = vma.pgoff
-            elif vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
-                writable = os.O_RDWR if prot & PROT_WRITE else os.O_RDONLY
-                shared = vma.status & C.VMA_FILE_SHARED
-                mode = _shared_open_flags(vma, writable) if shared else os.O_RDONLY
-                fd = _open_in_task(ctx, vma.shmid, mode, opened)
-                offset = vma.pgoff
-            if _charged_while_filling(vma):
-                prot |= PROT_WRITE | PROT_READ  # for the pages; finish() sets the real one
-            got = task.syscall(
-                X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset
-            )
-            if got != vma.start:
-                what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
-                raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x}: {what}")
+            if (vma.start, vma.end) not in kernel_vmas and (vma.start, vma.end) not in placed:
+                map_vma(ctx, vma, opened)
     finally:
         for fd in opened.values():
-            task.syscall(X86_64, "close", fd)
-    fill_pages(ctx, kernel_vmas)
+            ctx.task.syscall(X86_64, "close", fd)
+    if not placed:
+        fill_pages(ctx, kernel_vmas)
+        return
+    ctx.cow.complete(ctx)  # the pages of those in place
+    rest = [(v.start, v.end) for v in ctx.mm.vmas if (v.start, v.end) not in placed]
+    fill_pages(ctx, kernel_vmas, only=sorted(rest))
+
+
+def map_vma(ctx: RestoreContext, vma, opened: dict) -> None:
+    """Map `vma` at its place, with mapped_prot(vma); `opened` holds the task's fds of the
+    files behind mappings, opened once each (the caller closes them)."""
+    flags = (
+        vma.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)
+    ) | MAP_FIXED
+    fd, offset = -1, 0
+    if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
+        path = ctx.shared_memory.path(vma.shmid)
+        fd = _open_path(ctx, path, _shared_open_flags(vma), opened, "shared memory")
+        flags &= ~MAP_ANONYMOUS
+        offset = vma.pgoff
+    elif vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
+        writable = os.O_RDWR if vma.prot & PROT_WRITE else os.O_RDONLY
+        shared = vma.status & C.VMA_FILE_SHARED
+        mode = _shared_open_flags(vma, writable) if shared else os.O_RDONLY
+        fd = _open_in_task(ctx, vma.shmid, mode, opened)
+        offset = vma.pgoff
+    size = vma.end - vma.start
+    got = ctx.task.syscall(X86_64, "mmap", vma.start, size, mapped_prot(vma), flags, fd, offset)
+    if got != vma.start:
+        what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
+        raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x}: {what}")
+
+
+def mapped_prot(vma) -> int:
+    """The protection a VMA is mapped with while its pages come in; finish() sets its own."""
+    if _charged_while_filling(vma):
+        return vma.prot | PROT_WRITE | PROT_READ
+    return vma.prot
 
 
 def _shared_open_flags(vma, default: int = os.O_RDWR) -> int:
@@ -400,12 +424,12 @@ def _file_holds_pages(vma) -> bool:
     return bool(vma.status & C.VMA_FILE_SHARED and not vma.status & C.VMA_AREA_MEMFD)
 
 
-def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
-    """Write a batch run by run: leave out runs inside the kernel's own mappings, write
-    through /proc/PID/mem (which reaches read-only pages) into private VMAs not writable now,
-    and into the memory object itself for shared ones (/proc/PID/mem cannot write those)."""
-    at = 0
-    for addr, length in batch:
+def _write_by_run(ctx, view: memoryview, pieces, targets: Ranges) -> None:
+    """Write (address, length, offset in view) pieces one by one: leave out those inside the
+    kernel's own mappings, write through /proc/PID/mem (which reaches read-only pages) into
+    private VMAs not writable now, and into the memory object itself for shared ones
+    (/proc/PID/mem cannot write those)."""
+    for addr, length, at in pieces:
         chunk = view[at : at + length]
         how, vma = targets.label(addr)
         if how == "forced":
@@ -414,30 +438,46 @@ def _write_by_run(ctx, view: memoryview, batch, targets: Ranges) -> None:
             ctx.shared_memory.write(vma.shmid, vma.pgoff + addr - vma.start, chunk)
         elif how == "direct":
             memio.write_from(ctx.pid, chunk, [(addr, length)])
+
+
+def _pieces(batch, only: list[tuple[int, int]] | None) -> list[tuple[int, int, int]]:
+    """The (address, length, offset in the batch's buffer) pieces of `batch` to write: all of
+    it, or what lies in the sorted disjoint (start, end) ranges of `only`."""
+    pieces = []
+    at = 0
+    for addr, length in batch:
+        if only is None:
+            pieces.append((addr, length, at))
+        else:
+            i = max(bisect.bisect_right(only, (addr, addr)) - 1, 0)
+            while i < len(only) and only[i][0] < addr + length:
+                start, end = max(only[i][0], addr), min(only[i][1], addr + length)
+                if start < end:
+                    pieces.append((start, end - start, at + start - addr))
+                i += 1
         at += length
+    return pieces
 
 
 def saved_bytes(ctx: RestoreContext, addr: int, size: int) -> bytes:
     """The saved contents of [addr, addr+size), which must lie in one stored run."""
-    pages_id, runs = read_pagemap(ctx)
-    offset = 0
-    for start, length in runs:
+    for start, length, offset in stored_runs(ctx):
         if start <= addr and addr + size <= start + length:
-            with ctx.images.open_binary(f"pages-{pages_id}.img") as f:
+            with ctx.images.open_binary(f"pages-{ctx.pages_id}.img") as f:
                 f.seek(offset + addr - start)
                 data = f.read(size)
             if len(data) == size:
                 return data
             break
-        offset += length
     raise ImageError(
         f"pagemap-{ctx.image_pid}.img: no saved contents for {addr:#x}-{addr + size:#x}"
     )
 
 
-def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
+def fill_pages(ctx: RestoreContext, kernel_vmas: set, only=None) -> None:
     """Copy the saved pages into the task, window by window from the mapped pages file: one
-    copy, no buffer, and never more of the file mapped than one window."""
+    copy, no buffer, and never more of the file mapped than one window. `only`, if given:
+    the sorted disjoint (start, end) ranges to fill, the rest left as it is."""
     pages_id, runs = read_pagemap(ctx)
     targets = Ranges((v.start, v.end, (_fill_method(v, kernel_vmas), v)) for v in ctx.mm.vmas)
     total = sum(length for _, length in runs)
@@ -448,27 +488,42 @@ def fill_pages(ctx: RestoreContext, kernel_vmas: set) -> None:
         if held != total:
             raise ImageError(f"{name}: holds {held} bytes, pagemap says {total}")
         for batch, size in memio.batches(runs, CHUNK):
+            pieces = _pieces(batch, only)
+            if not pieces:
+                done += size
+                continue
             failure = None
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY, offset=done) as window:
                 with memoryview(window) as chunk:
                     try:
-                        if all(targets.label(a)[0] == "direct" for a, _ in batch):
+                        if only is None and all(targets.label(a)[0] == "direct" for a, _ in batch):
                             memio.write_from(ctx.pid, chunk, batch)
                         else:
-                            _write_by_run(ctx, chunk, batch, targets)
+                            _write_by_run(ctx, chunk, pieces, targets)
                     except BaseException as e:  # raised below, once no view of the window is
                         failure = e.with_traceback(None)  # left: its frames hold views of it
             if isinstance(failure, OSError):
                 why = failure.strerror or str(failure)
                 raise RestoreError(
                     f"process {ctx.image_pid}: cannot write the saved pages at "
-                    f"{batch[0][0]:#x}: {why}"
+                    f"{pieces[0][0]:#x}: {why}"
                 ) from None
             if failure is not None:
                 raise failure
             done += size
             if ctx.progress:
                 ctx.progress(done, total)
+
+
+def stored_runs(ctx: RestoreContext) -> list[tuple[int, int, int]]:
+    """The (address, length, offset in the pages file) of every stored run, in file order."""
+    _, runs = read_pagemap(ctx)
+    stored = []
+    offset = 0
+    for addr, length in runs:
+        stored.append((addr, length, offset))
+        offset += length
+    return stored
 
 
 def _fill_method(vma, kernel_vmas: set) -> str:
