@@ -1,5 +1,6 @@
-"""Pseudo-terminal pairs beyond the ptys workload (tests/workloads/ptys.c, run by
-test_end_to_end for both bitnesses): what the dump refuses, leaving the program working."""
+"""Pseudo-terminal pairs beyond the ptys workload (tests/workloads/ptys.c, dumped and restored
+by test_end_to_end for both bitnesses): the data queued in a pair, left as it was by a dump that
+lets the tree go on, and what the dump refuses, leaving the program working."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 
 import harness
 import pytest
+from test_end_to_end import crit_decodes_every_image
 
 import torpor
 from torpor.errors import UnsupportedError
+from torpor.images.imagedir import ImageDir
 
 # Holds the master on stdin; on SIGUSR1 writes through it and exits.
 MASTER_ONLY = """
@@ -25,15 +28,43 @@ os.write(0, b"through\\n")
 print("OK", flush=True)
 """
 
-# Opens a pair and writes to the master what nobody reads yet; on SIGUSR1 reads it.
+# Opens a pair, queues data both ways (a line and half a line for the slave, output for the
+# master) and, on SIGUSR1, reads it: each read(2) must return what it did before.
 QUEUED = """
-import os, signal
+import os, signal, fcntl, struct, termios, time
 signal.signal(signal.SIGUSR1, lambda *a: None)
 master, slave = os.openpty()
-os.write(master, b"typed ahead\\n")
+os.write(slave, b"said\\n")
+os.write(master, b"typed ahead\\rhalf a li")
+while struct.unpack("i", fcntl.ioctl(master, termios.FIONREAD, bytes(4)))[0] < 28:
+    time.sleep(0.01)  # until the slave's line discipline echoed it all
 print("READY", flush=True)
 signal.pause()
-print("OK" if os.read(slave, 100) == b"typed ahead\\n" else "LOST", flush=True)
+fcntl.fcntl(slave, fcntl.F_SETFL, os.O_NONBLOCK)
+got = [os.read(master, 100), os.read(slave, 100)]
+try:
+    got.append(os.read(slave, 100))
+except BlockingIOError:
+    os.write(master, b"ne\\r")
+    got.append(os.read(slave, 100))
+print("OK" if got == [b"said\\r\\ntyped ahead\\r\\nhalf a li", b"typed ahead\\n", b"half a line\\n"]
+      else f"LOST {got}", flush=True)
+"""
+
+# A packet-mode master with a status byte not read yet (FLUSHREAD, from the slave's tcflush)
+# and data behind it; on SIGUSR1 reads both.
+PACKET_STATUS = """
+import os, signal, fcntl, struct, termios
+signal.signal(signal.SIGUSR1, lambda *a: None)
+master, slave = os.openpty()
+fcntl.ioctl(master, 0x5420, struct.pack("i", 1))
+termios.tcflush(slave, termios.TCIFLUSH)
+os.write(slave, b"data")
+print("READY", flush=True)
+signal.pause()
+got = [os.read(master, 100), os.read(master, 100)]
+print("OK" if got == [bytes([termios.TIOCPKT_FLUSHREAD]), b"\\0data"] else f"LOST {got}",
+      flush=True)
 """
 
 
@@ -82,13 +113,51 @@ def test_master_whose_slave_is_outside_is_refused(tmp_path):
         os.close(slave)
 
 
-def test_queued_input_is_refused(tmp_path):
-    """Input written on the master and not read yet from the slave: refused, naming the
-    bytes waiting; the program then reads them."""
+def test_queued_data_stays_after_a_dump_that_lets_go(tmp_path):
+    """Data queued both ways in a pair (a line, half a line and output), read by a dump that
+    lets the program go on and put back: the program reads exactly what it would have,
+    read by read, nothing processed twice by the line discipline (icrnl, echo, onlcr)."""
     out = tmp_path / "out"
     proc = _start(QUEUED, out)
     try:
-        _refused(proc, tmp_path, "bytes not read yet", "/dev/pts/")
+        images = tmp_path / "images"
+        images.mkdir()
+        torpor.dump(proc.pid, str(images), leave_running=True)
+        crit_decodes_every_image(images)
+        saved = [(e.data, list(e.torpor_line_ends)) for e in ImageDir(images).read("tty-data.img")]
+        assert sorted(saved) == [
+            (b"said\r\ntyped ahead\r\nhalf a li", []),
+            (b"typed ahead\nhalf a li", [12]),
+        ], saved
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
+def test_ptys_workload_left_running(start_workload, tmp_path):
+    """The ptys workload (data queued in pairs B and D, packet mode, cooked settings) dumped
+    with leave_running: every side reads what was queued, the settings are as they were."""
+    w = start_workload("ptys")
+    w.wait_ready()
+    images = tmp_path / "images"
+    images.mkdir()
+    torpor.dump(w.pid, str(images), leave_running=True)
+    crit_decodes_every_image(images)
+    assert w.proc.poll() is None, w.log()
+    w.signal(signal.SIGUSR1)
+    w.verdict().assert_passed()
+
+
+def test_packet_status_with_data_is_refused(tmp_path):
+    """A packet-mode master with a status byte not read yet and data behind it: refused,
+    naming the pty (reading the data would take the status); the program then reads both."""
+    out = tmp_path / "out"
+    proc = _start(PACKET_STATUS, out)
+    try:
+        _refused(proc, tmp_path, "/dev/pts/", "packet-mode status byte not read yet")
         proc.send_signal(signal.SIGUSR1)
         assert proc.wait(timeout=10) == 0, out.read_text()
         assert "OK" in out.read_text(), out.read_text()

@@ -9,11 +9,22 @@
  *   B  master in packet mode and non-blocking, its slave held by P with echo off and ^X as
  *      VINTR. After the restore what P writes on the slave reads back on the master behind a
  *      TIOCPKT_DATA byte; the master has nothing more (EAGAIN); the settings are as they were.
+ *      Before the dump each side holds data the other has not read: the master "out" that P
+ *      wrote on the slave, the slave a line and half a line that P wrote on the master. After
+ *      the restore the master reads "out" (behind a TIOCPKT_DATA byte), the slave the line,
+ *      then the half line, ended only by what P writes after it.
  *   C  master whose slave was opened and closed again: reading it fails with EIO.
+ *   D  a pair with the slave's default, cooked settings (echo, icrnl, onlcr), both held by P,
+ *      with data queued both ways through the line discipline: what the slave wrote and the
+ *      echoes of what the master wrote wait on the master; on the slave two lines (the first
+ *      ended by a carriage return icrnl made a newline), a line ended by ^D, an end of file
+ *      (^D on an empty line) and half a line. After the restore each reads exactly that,
+ *      read by read, nothing processed twice.
  */
 #include "common.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -24,6 +35,36 @@ static int open_master(char *name, size_t size)
     if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0 || ptsname_r(m, name, size) != 0)
         FAIL_ERRNO("posix_openpt");
     return m;
+}
+
+/* Read what `fd` has now, without waiting (a master or a non-canonical side), into buf. */
+static ssize_t read_now(int fd, char *buf, size_t size)
+{
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    ssize_t n = read(fd, buf, size);
+    fcntl(fd, F_SETFL, flags);
+    return n;
+}
+
+/* One read(2) of the slave `fd` in canonical mode must return exactly `want` (len bytes). */
+static void expect_read(const char *what, int fd, const char *want, size_t len)
+{
+    char buf[256];
+    ssize_t n = read_now(fd, buf, sizeof(buf));
+    if (n != (ssize_t)len || memcmp(buf, want, len) != 0)
+        fail("%s: read %zd bytes (%.*s), not the %zu of %.*s", what, n, n > 0 ? (int)n : 0, buf,
+             len, (int)len, want);
+}
+
+/* The slave `fd` in canonical mode has nothing to read yet (a line not ended is not). */
+static void expect_nothing(const char *what, int fd)
+{
+    char buf[256];
+    errno = 0;
+    ssize_t n = read_now(fd, buf, sizeof(buf));
+    if (n != -1 || errno != EAGAIN)
+        fail("%s: read %zd bytes (%s)", what, n, n < 0 ? strerror(errno) : "data");
 }
 
 static void child_a(const char *name)
@@ -95,11 +136,33 @@ int main(void)
     while (read(mb, buf, sizeof(buf)) > 0) /* any status packet the settings left */
         ;
 
+    /* B: "out" for the master, a line and half a line for the slave (no echo) */
+    if (write(sb, "out", 3) != 3 || write(mb, "line\nhal", 8) != 8)
+        FAIL_ERRNO("pair B: queueing");
+
     int mc = open_master(name_c, sizeof(name_c));
     int sc = open(name_c, O_RDWR | O_NOCTTY);
     if (sc < 0)
         FAIL_ERRNO("pair C");
     close(sc);
+
+    char name_d[64];
+    int md = open_master(name_d, sizeof(name_d));
+    int sd = open(name_d, O_RDWR | O_NOCTTY);
+    if (sd < 0)
+        FAIL_ERRNO("pair D");
+    static const char d_in[] = "ab\rcd\neof\004\004tail";
+    static const char d_out[] = "x\r\nyab\r\ncd\r\neoftail"; /* onlcr, echo */
+    if (write(sd, "x\ny", 3) != 3 || write(md, d_in, sizeof(d_in) - 1) != sizeof(d_in) - 1)
+        FAIL_ERRNO("pair D: queueing");
+    /* until the slave's line discipline has taken it all: the last echo is on the master */
+    struct pollfd echoed = {.fd = md, .events = POLLIN};
+    int d_queued = 0;
+    for (int tries = 0; tries < 1000 && d_queued < (int)sizeof(d_out) - 1; tries++) {
+        poll(&echoed, 1, 10);
+        ioctl(md, FIONREAD, &d_queued);
+    }
+    CHECK_EQ("pair D: queued on the master before the dump", d_queued, (int)sizeof(d_out) - 1);
 
     ready();
     wait_for_usr1();
@@ -120,9 +183,20 @@ int main(void)
     waitpid(child, &status, 0);
     CHECK_EQ("pair A: the child's exit", WIFEXITED(status) ? WEXITSTATUS(status) : 99, 0);
 
+    ssize_t n = read(mb, buf, sizeof(buf));
+    if (n != 4 || buf[0] != TIOCPKT_DATA || memcmp(buf + 1, "out", 3) != 0)
+        fail("pair B: the master read %zd bytes, not the data packet queued (out)", n);
+    expect_read("pair B: the slave's queued line", sb, "line\n", 5);
+    expect_nothing("pair B: the half line waits for its end", sb);
+    if (write(mb, "f\n", 2) != 2)
+        FAIL_ERRNO("pair B: ending the line");
+    n = read(sb, buf, sizeof(buf));
+    if (n != 5 || memcmp(buf, "half\n", 5) != 0)
+        fail("pair B: the slave read %zd bytes (%.*s), not half\\n", n, n > 0 ? (int)n : 0, buf);
+
     if (write(sb, "data", 4) != 4)
         FAIL_ERRNO("pair B write");
-    ssize_t n = read(mb, buf, sizeof(buf));
+    n = read(mb, buf, sizeof(buf));
     if (n != 5 || buf[0] != TIOCPKT_DATA || memcmp(buf + 1, "data", 4) != 0)
         fail("pair B: the master read %zd bytes, not a data packet", n);
     errno = 0;
@@ -137,5 +211,24 @@ int main(void)
     errno = 0;
     CHECK_EQ("pair C: the closed slave's master reads", read(mc, buf, 1), -1);
     CHECK_EQ("pair C: EIO", errno, EIO);
+
+    n = read_now(md, buf, sizeof(buf));
+    if (n != sizeof(d_out) - 1 || memcmp(buf, d_out, sizeof(d_out) - 1) != 0)
+        fail("pair D: the master read %zd bytes (%.*s), not what was queued", n,
+             n > 0 ? (int)n : 0, buf);
+    expect_read("pair D: line 1", sd, "ab\n", 3);
+    expect_read("pair D: line 2", sd, "cd\n", 3);
+    expect_read("pair D: the line ended by ^D", sd, "eof", 3);
+    expect_read("pair D: the end of file", sd, "", 0);
+    expect_nothing("pair D: the half line waits for its end", sd);
+    if (write(md, "\r", 1) != 1)
+        FAIL_ERRNO("pair D: ending the line");
+    n = read(sd, buf, sizeof(buf));
+    if (n != 5 || memcmp(buf, "tail\n", 5) != 0)
+        fail("pair D: the slave read %zd bytes (%.*s), not tail\\n", n, n > 0 ? (int)n : 0, buf);
+    struct termios td;
+    tcgetattr(sd, &td);
+    CHECK_EQ("pair D: still canonical, echo, icrnl",
+             (td.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO) && (td.c_iflag & ICRNL), 1);
     finish();
 }

@@ -15,6 +15,8 @@ TIOCGPTN, TIOCSPTLCK = 0x80045430, 0x40045431
 TIOCGPKT, TIOCGPTLCK, TIOCGEXCL = 0x80045438, 0x80045439, 0x80045440
 TIOCGPTPEER = 0x5441
 
+N_TTY_BUF_SIZE = 4096  # the line discipline's input queue, in bytes
+
 PTMX_MAJOR, PTMX_MINOR = 5, 2
 DEV_TTY_MINOR = 0  # /dev/tty (5, 0): the opening process's controlling terminal
 PTS_MAJORS = range(136, 144)  # Unix98 pty slaves: /dev/pts/N, N = (major - 136) * 256 + minor
@@ -44,6 +46,11 @@ def slave_index(rdev: int) -> int:
 def get_int(fd: int, request: int) -> int:
     """An int an ioctl writes back (TIOCGPTN, TIOCGPKT, TIOCGPGRP, FIONREAD, ...)."""
     return struct.unpack("i", fcntl.ioctl(fd, request, bytes(4)))[0]
+
+
+def open_peer(master: int, flags: int) -> int:
+    """A new open file of the slave of `master` (TIOCGPTPEER), with open flags `flags`."""
+    return fcntl.ioctl(master, TIOCGPTPEER, flags)
 
 
 def session_of(fd: int) -> int:

@@ -63,12 +63,16 @@ class TtyPtyEntry(_message.Message):
     def __init__(self, index: _Optional[int] = ...) -> None: ...
 
 class TtyDataEntry(_message.Message):
-    __slots__ = ("tty_id", "data")
+    __slots__ = ("tty_id", "data", "torpor_line_ends", "torpor_lines")
     TTY_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_LINE_ENDS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_LINES_FIELD_NUMBER: _ClassVar[int]
     tty_id: int
     data: bytes
-    def __init__(self, tty_id: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    torpor_line_ends: _containers.RepeatedScalarFieldContainer[int]
+    torpor_lines: bool
+    def __init__(self, tty_id: _Optional[int] = ..., data: _Optional[bytes] = ..., torpor_line_ends: _Optional[_Iterable[int]] = ..., torpor_lines: bool = ...) -> None: ...
 
 class TtyInfoEntry(_message.Message):
     __slots__ = ("id", "type", "locked", "exclusive", "packet_mode", "sid", "pgrp", "rdev", "termios", "termios_locked", "winsize", "pty", "dev", "uid", "gid")

@@ -3,10 +3,9 @@ slaves), for the terminal kind (tty): CRIU's PTY TtyInfoEntry, one per side of a
 
 A pair is saved when the tree holds its master: its index, whether the slave is locked, packet
 mode, exclusive mode, each side's termios and the window size, the session the slave controls
-and its foreground group. A slave the tree holds without its master is someone else's terminal
-(the caller's: --shell-job, tty.py); a master whose slave is open outside the tree refuses the
-dump, as does data waiting in either direction (a terminal's queues cannot be read without
-taking the data).
+and its foreground group, and what is queued in it either way (ptyqueue.py: tty-data.img). A
+slave the tree holds without its master is someone else's terminal (the caller's: --shell-job,
+tty.py); a master whose slave is open outside the tree refuses the dump.
 
 An fd on /dev/tty whose process's controlling terminal is a pair's slave is that slave, opened
 through /dev/tty.
@@ -15,8 +14,8 @@ At restore the master is opened again in its process, from /dev/ptmx, until the 
 the same index (the lower free ones it gives first are held and let go); a slave is opened at
 /dev/pts/N, or at /dev/tty. Before the fds of a session leader, the slave becomes again the
 controlling terminal of its session (TIOCSCTTY), with its foreground group. Once every process
-has its fds: the settings; a slave no process held any more is opened and closed once, which is
-what the master saw (end of file, POLLHUP).
+has its fds: the queued data, the settings; a slave no process held any more is opened and
+closed once, which is what the master saw (end of file, POLLHUP).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from torpor.images import pb
 from torpor.kernel import tty
 from torpor.kernel.files import borrowed
 from torpor.kernel.procfs import read_stat
+from torpor.parts.fds import ptyqueue
 from torpor.parts.fds.base import (
     AT_FDCWD,
     O_LARGEFILE,
@@ -90,13 +90,6 @@ def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
     through fd `d` of `pid`."""
     master = tty.is_pty_master(d.rdev)
     with borrowed(pid, d.fd) as own:
-        queued = tty.get_int(own, tty.FIONREAD)
-        if queued:
-            side = "master" if master else "slave"
-            raise UnsupportedError(
-                f"fd {d.fd} of process {pid} is the {side} of /dev/pts/{index}, with {queued} "
-                "bytes not read yet, not supported yet"
-            )
         info = pb.tty_pb2.TtyInfoEntry(
             id=info_id, type=pb.tty_pb2.PTY, rdev=d.rdev if master else tty.slave_rdev(index),
             locked=master and bool(tty.get_int(own, tty.TIOCGPTLCK)),
@@ -109,6 +102,38 @@ def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
         )  # fmt: skip
     info.pty.index = index
     return info
+
+
+def queued_in(pid: int, d, index: int) -> ptyqueue.Queued:
+    """What is queued either way in pair `index`, whose master is fd `d` of `pid`, read
+    and put back as it was."""
+    with borrowed(pid, d.fd) as master:
+        try:
+            return ptyqueue.take(master, index, slave_open=not _slave_closed(pid, d))
+        except (OSError, termios.error) as e:
+            raise UnsupportedError(
+                f"cannot read what is queued in /dev/pts/{index}: {os.strerror(e.args[0])}"
+            ) from None
+
+
+def data_entries(sides: dict, queues: dict) -> list:
+    """The TtyDataEntry of every pair's queues (`queues`: index -> Queued), each naming the
+    side that reads it (`sides`: (index, is master) -> TtyInfoEntry)."""
+    entries = []
+    for index, queued in sorted(queues.items()):
+        if queued.to_master:
+            master = sides[(index, True)]
+            entries.append(pb.tty_pb2.TtyDataEntry(tty_id=master.id, data=queued.to_master))
+        if (queued.to_slave or queued.line_ends) and (index, False) in sides:
+            entries.append(
+                pb.tty_pb2.TtyDataEntry(
+                    tty_id=sides[(index, False)].id,
+                    data=queued.to_slave,
+                    torpor_line_ends=queued.line_ends,
+                    torpor_lines=True,
+                )  # fmt: skip
+            )
+    return entries
 
 
 def termios_entry(attrs) -> pb.tty_pb2.TermiosEntry:
@@ -148,13 +173,14 @@ class Pairs:
     """The pty pairs of a tree being restored: their sides' infos by index, and where each
     master was made (saved PID, fd) for the other fds of the tree to take."""
 
-    def __init__(self, infos):
+    def __init__(self, infos, data=()):
         self.masters: dict[int, object] = {}  # index -> the master's TtyInfoEntry
         self.slaves: dict[int, object] = {}
         for info in infos:
             if info.type == pb.tty_pb2.PTY and info.HasField("pty"):
                 side = self.masters if tty.is_pty_master(info.rdev) else self.slaves
                 side[info.pty.index] = info
+        self.queued = _queues(self.masters, self.slaves, data)  # index -> Queued
         self.made: dict[int, tuple[int, int]] = {}  # index -> (saved PID, parked master fd)
         self.controlled: set[int] = set()  # pairs whose slave controls its session again
 
@@ -226,6 +252,7 @@ class Pairs:
             with borrowed(pids[owner].pid, parked) as master:
                 slave = os.open(f"/dev/pts/{index}", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
                 try:
+                    _queue_again(master, slave, master_info, self.queued.get(index))
                     _settle(master, master_info)
                     if slave_info is not None:
                         _settle(slave, slave_info)
@@ -234,6 +261,59 @@ class Pairs:
                     os.close(slave)  # the last one when no process holds the slave: a hang-up
             if master_info.sid in pids and index not in self.controlled:
                 _control(pids[master_info.sid], index, master_info.pgrp)
+
+
+def _queues(masters: dict, slaves: dict, data) -> dict:
+    """The queued data of tty-data.img (`data`) by pair index, checked: each entry names a
+    side of a pair, once, and its lines end inside its data, in order."""
+    sides = {info.id: (index, info) for side in (masters, slaves) for index, info in side.items()}
+    queues: dict[int, ptyqueue.Queued] = {}
+    seen = set()
+    for entry in data:
+        if entry.tty_id not in sides or entry.tty_id in seen:
+            raise RestoreError(f"tty-data.img: queued data for no pty side (id {entry.tty_id})")
+        seen.add(entry.tty_id)
+        index, info = sides[entry.tty_id]
+        queued = queues.setdefault(index, ptyqueue.Queued())
+        if tty.is_pty_master(info.rdev):
+            queued.to_master = entry.data
+            limit = ptyqueue.MASTER_LIMIT
+        else:
+            queued.to_slave = entry.data
+            ends = list(entry.torpor_line_ends)
+            if not entry.torpor_lines and _canonical(info):
+                ends = ptyqueue.lines_of(entry.data)
+            if ends != sorted(ends) or any(end > len(entry.data) for end in ends):
+                raise RestoreError(f"tty-data.img: lines of /dev/pts/{index} out of order")
+            queued.line_ends = ends
+            limit = ptyqueue.SLAVE_LIMIT
+        if len(entry.data) > limit:
+            raise RestoreError(
+                f"tty-data.img: {len(entry.data)} bytes queued in /dev/pts/{index}, more "
+                f"than a terminal holds ({limit})"
+            )
+    return queues
+
+
+def _canonical(info) -> bool:
+    return info.HasField("termios") and bool(info.termios.c_lflag & termios.ICANON)
+
+
+def _queue_again(master: int, slave: int, info, queued) -> None:
+    """Put what was queued in the pair back, under the saved settings `info` has."""
+    if not queued:
+        return
+    if not info.HasField("termios"):
+        raise RestoreError(f"/dev/pts/{info.pty.index} had data queued, but no settings")
+    saved = attributes(info.termios)
+    try:
+        ptyqueue.put_back(master, slave, saved, queued)
+    except RestoreError as e:
+        raise RestoreError(f"cannot queue data in /dev/pts/{info.pty.index} again: {e}") from None
+    except (OSError, termios.error) as e:
+        raise RestoreError(
+            f"cannot queue data in /dev/pts/{info.pty.index} again: {os.strerror(e.args[0])}"
+        ) from None
 
 
 def _open_noctty(ctx, path: str, flags: int) -> int:

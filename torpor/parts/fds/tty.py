@@ -53,6 +53,8 @@ class Terminal(FdKind):
             side = (index, tty.is_pty_master(d.rdev))
             if side not in sides:
                 sides[side] = pty.side_info(ctx.pid, d, index, TTY_INFO_ID + 1 + len(sides))
+                if side[1]:
+                    state.setdefault("queues", {})[index] = pty.queued_in(ctx.pid, d, index)
             return pb.tty_pb2.TtyFileEntry(
                 tty_info_id=sides[side].id, flags=flags, fown=fown, torpor_in_tree=True,
                 torpor_dev_tty=tty.is_dev_tty(d.rdev),
@@ -66,6 +68,9 @@ class Terminal(FdKind):
         infos += state.get("pair_infos", {}).values()
         if infos:
             images.write("tty-info.img", infos)
+        data = pty.data_entries(state.get("pair_infos", {}), state.get("queues", {}))
+        if data:
+            images.write("tty-data.img", data)
 
     def restore_problem(self, entry, shell_job) -> str | None:
         if shell_job or entry.torpor_in_tree:
@@ -123,8 +128,9 @@ def _infos(images, state) -> dict:
     """The images' TtyInfoEntry by id, read once (with the tree's pairs)."""
     if "infos" not in state:
         found = images.read("tty-info.img") if images.has("tty-info.img") else []
+        data = images.read("tty-data.img") if images.has("tty-data.img") else []
         state["infos"] = {info.id: info for info in found}
-        state["pairs"] = pty.Pairs(found)
+        state["pairs"] = pty.Pairs(found, data)
     return state["infos"]
 
 
