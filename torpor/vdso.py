@@ -429,18 +429,26 @@ def x86_64_jump(target: int) -> bytes:
     return b"\x48\xb8" + target.to_bytes(8, "little") + b"\xff\xe0"
 
 
-def ia32_jump(target: int) -> bytes:
-    """``push $target; ret``: an absolute jump that leaves every register and flag untouched.
+IA32_JUMP_SIZE = 5  # jmp rel32
+
+
+def ia32_jump(target: int, at: int) -> bytes:
+    """``jmp rel32`` from ``at`` to ``target``: five bytes that leave every register, flag and
+    the stack untouched.
 
     The ia32 vDSO exports ``__kernel_vsyscall``, which glibc calls for every system call with the
-    syscall number in %eax and arguments in the other registers; ``mov $target,%eax; jmp *%eax``
-    would replace the syscall number with an address. Pushing the target and returning to it
-    leaves %esp where it was, so the new entry sees the caller's stack unchanged (the signal
-    return trampolines rely on that too). ia32 has no user shadow stack that could object.
+    syscall number in %eax and arguments in the other registers, so the jump may not go through
+    a register. Nor may it be longer than five bytes: the time functions of the ia32 vDSO begin
+    with ``call __x86.get_pc_thunk.*`` (five bytes), and a task stopped inside that thunk when it
+    was dumped returns to the function's sixth byte, in the old copy. A five-byte jump leaves the
+    instruction there whole; a six-byte ``push $target; ret`` would put its ``ret`` there, and
+    such a task would return the thunk's result, an address in the old copy, as the time
+    function's. In 32-bit mode the displacement wraps at 4 GiB, so every target is in reach.
     """
-    if not 0 <= target < 1 << 32:
-        raise VdsoError(f"jump target {target:#x} is not a 32-bit address")
-    return b"\x68" + target.to_bytes(4, "little") + b"\xc3"
+    for what, addr in (("jump target", target), ("jump address", at)):
+        if not 0 <= addr < 1 << 32:
+            raise VdsoError(f"{what} {addr:#x} is not a 32-bit address")
+    return b"\xe9" + ((target - (at + IA32_JUMP_SIZE)) & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def trap() -> bytes:
@@ -449,7 +457,9 @@ def trap() -> bytes:
     return b"\x0f\x0b"
 
 
-_JUMPS = {64: x86_64_jump, 32: ia32_jump}
+def _jump(bits: int, target: int, at: int) -> bytes:
+    """The jump written at address ``at`` of the old copy to ``target`` in the new vDSO."""
+    return x86_64_jump(target) if bits == 64 else ia32_jump(target, at)
 
 
 @dataclass(frozen=True)
@@ -488,9 +498,12 @@ class TrampolinePlan:
         ]
 
 
-def trampolines(old: VdsoImage, new: VdsoImage, new_base: int, bits: int) -> TrampolinePlan:
-    """Plan the jumps that send every exported entry of the old vDSO copy to the same symbol of
-    the new vDSO mapped at ``new_base``.
+def trampolines(
+    old: VdsoImage, new: VdsoImage, new_base: int, bits: int, *, old_base: int
+) -> TrampolinePlan:
+    """Plan the jumps that send every exported entry of the old vDSO copy, kept at ``old_base``,
+    to the same symbol of the new vDSO mapped at ``new_base`` (an ia32 jump is relative to
+    where it is written).
 
     Aliases (names at one offset) give one patch; its target is the first alias, global before
     weak, that the new image has. Entries whose names the new image lacks all get a trap. The room
@@ -502,8 +515,6 @@ def trampolines(old: VdsoImage, new: VdsoImage, new_base: int, bits: int) -> Tra
     for what, img in (("old", old), ("new", new)):
         if img.bits != bits:
             raise VdsoError(f"{what} vDSO image is {img.bits}-bit, trampolines asked for {bits}")
-    jump = _JUMPS[bits]
-
     groups = old.by_offset()
     offsets = list(groups)
     patches: list[Patch] = []
@@ -516,7 +527,7 @@ def trampolines(old: VdsoImage, new: VdsoImage, new_base: int, bits: int) -> Tra
             data = trap()
             missing.extend(s.name for s in aliases)
         else:
-            data = jump(new_base + target.offset)
+            data = _jump(bits, new_base + target.offset, old_base + offset)
 
         limit = offsets[i + 1] if i + 1 < len(offsets) else old.size
         room = limit - offset

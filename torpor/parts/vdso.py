@@ -91,6 +91,7 @@ def preview(ctx: RestoreContext, kernel: tuple[bytes, vdsolib.VdsoLayout]):
         vdsolib.VdsoImage.from_bytes(kernel[0], ctx.abi.bits),
         kernel[1].vdso_start,
         ctx.abi.bits,
+        old_base=dumped.vdso_start,
     )
     line = f"differs from this kernel's ({'; '.join(verdict.reasons)}): calls jump to it"
     if plan.missing:
@@ -121,7 +122,9 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
     plan.old_start = dumped.vdso_start
     old_image = vdsolib.VdsoImage.from_bytes(old_blob, ctx.abi.bits)
     try:
-        plan.trampolines = vdsolib.trampolines(old_image, new_image, plan.new_base, ctx.abi.bits)
+        plan.trampolines = vdsolib.trampolines(
+            old_image, new_image, plan.new_base, ctx.abi.bits, old_base=plan.old_start
+        )
     except vdsolib.VdsoError as e:
         raise RestoreError(f"cannot redirect the dumped vDSO: {e}") from None
     for core in [ctx.core, *ctx.thread_cores.values()]:
