@@ -86,6 +86,7 @@ WORKLOADS = (
     Spec("ptys"),
     Spec("pidfds"),
     Spec("fanotify"),
+    Spec("cow"),
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

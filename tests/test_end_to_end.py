@@ -28,7 +28,7 @@ LEAVE_RUNNING = tuple(
     for names in (
         ("regs",), ("memory",), ("signals",), ("attrs",), ("timers",), ("seccomp", "shared"),
         ("fdattrs",), ("locks",), ("unixsk",), ("rawsk",), ("mcastsk",),
-        ("pidfds",), ("fanotify",),
+        ("pidfds",), ("fanotify",), ("cow",),
     )
 )  # fmt: skip
 

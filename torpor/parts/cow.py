@@ -81,6 +81,7 @@ class Sharing:
         if not wanted or pid in self._prepared:
             return
         ctx = self._context_of(pid)
+        memory.clear_address_space(ctx)  # the stub's vDSO cannot be mapped over in part
         fresh = [v for key, v in wanted.items() if key not in self.inherited.get(pid, {})]
         for vma in fresh:
             memory.map_vma(ctx, vma, {})
