@@ -598,6 +598,19 @@ def leading_calls(blob: bytes, img: VdsoImage) -> dict[str, int]:
     }
 
 
+def test_describe_offset():
+    """Where a thread stopped in the vDSO was, as the restore logs it."""
+    img32 = VdsoImage.from_bytes(real_blob(32), 32)
+    assert img32.describe(0x1287) == "__vdso_clock_gettime64+0x67"
+    assert img32.describe(0x5E0) == "__kernel_vsyscall+0x0"
+    # the pc thunk is no exported function, nor the padding after __kernel_vsyscall
+    assert img32.describe(0x18C6) == "0x18c6, in no exported function"
+    assert img32.describe(0x5ED) == "0x5ed, in no exported function"
+    assert img32.describe(0) == "0x0, in no exported function"
+    # an alias is named by the first of its names
+    assert VdsoImage.from_bytes(real_blob(64), 64).describe(0xB20) == "__vdso_clock_gettime+0x30"
+
+
 def test_trampolines_keep_thunk_returns_whole():
     """ia32 vDSO time functions begin with a call of a thunk that returns the caller's own
     address. A task dumped inside that thunk returns to the function's sixth byte in the

@@ -161,6 +161,17 @@ class VdsoImage:
             groups.setdefault(sym.offset, []).append(sym)
         return groups
 
+    def describe(self, offset: int) -> str:
+        """Where ``offset`` lies, for the log: ``name+0xN`` inside an exported function (the
+        first alias by name), else the bare offset, e.g. inside a local helper."""
+        for off, aliases in reversed(self.by_offset().items()):
+            sizes = [s.size for s in aliases if s.size]
+            if off <= offset and (not sizes or offset < off + max(sizes)):
+                return f"{aliases[0].name}+{offset - off:#x}"
+            if off <= offset:
+                break
+        return f"{offset:#x}, in no exported function"
+
 
 def _exported_functions(elf, base: int) -> dict[str, Symbol]:
     """Default-visibility global or weak functions of .dynsym, keyed by (versioned) name."""

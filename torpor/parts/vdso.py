@@ -127,8 +127,10 @@ def restore(ctx: RestoreContext) -> VdsoPlan:
         )
     except vdsolib.VdsoError as e:
         raise RestoreError(f"cannot redirect the dumped vDSO: {e}") from None
-    for core in [ctx.core, *ctx.thread_cores.values()]:
+    for tid, core in [(ctx.image_pid, ctx.core), *ctx.thread_cores.items()]:
         ip = core.thread_info.gpregs.ip - dumped.vdso_start
+        if 0 <= ip < dumped.vdso_size:
+            log.info("vdso: thread %d was stopped at %s", tid, old_image.describe(ip))
         if plan.trampolines.torn([ip]):
             raise RestoreError(
                 f"a thread was stopped {ip:#x} bytes into its vDSO, inside the entry of a "
