@@ -2,7 +2,10 @@
 read-only shared mapping of a sealed memfd keeps it sealable; an fd on a namespace file
 refuses the dump. Contents no mapping reaches (workload memfds, both bitnesses) are saved
 in CRIU's pagemap-shmem-ID.img and come back before the seals, also of a memfd that only
-mappings hold (its fd closed), which keeps its size and seals too."""
+mappings hold (its fd closed), which keeps its size and seals too. Read-only shared mappings
+of memfds sealed against writing (F_SEAL_WRITE, F_SEAL_FUTURE_WRITE) come back shared and
+never writable, as the kernel made them (the workload checks smaps and mprotect, the strict
+audit every VmFlags)."""
 
 from __future__ import annotations
 

@@ -72,11 +72,6 @@ def _grew_by_heal_frame(before: str, after: str) -> bool:
     return 0 <= _kb(after) - _kb(before) <= HEAL_FRAME_KB
 
 
-def _lost_only_shared_flag(before: str, after: str) -> bool:
-    old, new = before.split(), after.split()
-    return "mw" not in old and "sh" in old and sorted(new) == sorted(f for f in old if f != "sh")
-
-
 def _no_more_than_heal_frame(before: str, after: str) -> bool:
     return _kb(after) - _kb(before) <= HEAL_FRAME_KB
 
@@ -179,12 +174,6 @@ EXPLAINED: tuple[Explained, ...] = (
     ),
     Explained("fd.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
     Explained("fdinfo.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
-    Explained(
-        "smaps.*.VmFlags",
-        "a read-only shared mapping of a memfd sealed against writing is remade from a "
-        "read-only open, before the seals: the same pages, without VM_SHARED",
-        _lost_only_shared_flag,
-    ),
     Explained("status.VmSize", VDSO_COPY, when="trampolines"),
     Explained("status.VmLib", VDSO_COPY, when="trampolines"),
     Explained("stat.tty_nr", "the tree is restored onto this command's terminal", when="shell-job"),

@@ -9,6 +9,13 @@
  * and zeros in its holes, its seals (a write to "unmapped" is refused), and the mapping of
  * "partly mapped" still shows what its fd reads and writes.
  *
+ * "sealed" (2 pages, written through its fd) is sealed against writing, then mapped shared
+ * and read-only; "future" is mapped shared and writable, sealed against future writes, then
+ * mapped read-only.  After the restore the read-only mappings show the data, are shared
+ * ("sh") and may never become writable (no "mw": mprotect(PROT_WRITE) fails with EACCES),
+ * as the kernel makes them on a sealed memfd; what the writable one writes, the read-only
+ * one of "future" shows; a write(2) to either memfd is refused.
+ *
  * Mode "mapped" (argv[1]): "only mapped" is 4 pages and 100 bytes long, page 0, page 3 and
  * the 100 bytes past page 4 written through its fd, pages 1 and 2 mapped MAP_SHARED and page
  * 1 written through the mapping, page 2 a hole; sealed against shrinking and growing, then
@@ -22,6 +29,9 @@
 #include <sys/stat.h>
 
 #define TAIL 100
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
 
 static void fill(unsigned char *buf, size_t len, uint32_t seed)
 {
@@ -55,6 +65,47 @@ static void zeros(int fd, off_t at, size_t len, const char *what)
                 return;
             }
     }
+}
+
+/* The VmFlags smaps shows for the mapping at `addr`, in `out` ("" if not found). */
+static void vm_flags(const void *addr, char *out, size_t size)
+{
+    char line[512], start[32];
+    snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    int in = 0;
+    out[0] = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, start, strlen(start)) == 0)
+            in = 1;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, size, "%s", line + 8 + strspn(line + 8, " \t"));
+            out[strcspn(out, "\n")] = 0;
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+static int has_flag(const char *flags, const char *flag)
+{
+    char padded[512], want[8];
+    snprintf(padded, sizeof(padded), " %s ", flags);
+    snprintf(want, sizeof(want), " %s ", flag);
+    return strstr(padded, want) != NULL;
+}
+
+/* A read-only shared mapping of a write-sealed memfd: shared, never writable. */
+static void sealed_read_only(const char *what, const unsigned char *map)
+{
+    char flags[256];
+    vm_flags(map, flags, sizeof(flags));
+    if (!has_flag(flags, "sh") || has_flag(flags, "mw"))
+        fail("%s: VmFlags %s, not shared without may-write", what, flags);
+    errno = 0;
+    if (mprotect((void *)map, PAGE, PROT_READ | PROT_WRITE) == 0 || errno != EACCES)
+        fail("%s: mprotect(PROT_WRITE) gave %s, not EACCES", what, strerror(errno));
 }
 
 static __attribute__((noreturn)) void only_mapped(void)
@@ -138,6 +189,28 @@ int main(int argc, char **argv)
     int whole_seals = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
     if (fcntl(whole, F_ADD_SEALS, whole_seals) != 0)
         FAIL_ERRNO("sealing unmapped");
+
+    int sealed = memfd_create("sealed", MFD_ALLOW_SEALING);
+    int future = memfd_create("future", MFD_ALLOW_SEALING);
+    if (sealed < 0 || future < 0)
+        FAIL_ERRNO("memfd_create");
+    fill(buf, 2 * PAGE, 9);
+    if (write(sealed, buf, 2 * PAGE) != 2 * PAGE)
+        FAIL_ERRNO("writing sealed");
+    if (fcntl(sealed, F_ADD_SEALS, F_SEAL_WRITE) != 0)
+        FAIL_ERRNO("sealing sealed");
+    const unsigned char *sealed_ro = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, sealed, 0);
+    if (ftruncate(future, PAGE) != 0)
+        FAIL_ERRNO("ftruncate future");
+    unsigned char *future_rw = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, future, 0);
+    if (sealed_ro == MAP_FAILED || future_rw == MAP_FAILED)
+        FAIL_ERRNO("mmap");
+    fill(future_rw, PAGE, 10);
+    if (fcntl(future, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) != 0)
+        FAIL_ERRNO("sealing future");
+    const unsigned char *future_ro = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, future, 0);
+    if (future_ro == MAP_FAILED)
+        FAIL_ERRNO("mmap");
     ready();
     wait_for_usr1();
 
@@ -158,5 +231,25 @@ int main(int argc, char **argv)
     CHECK_EQ("unmapped: seals", fcntl(whole, F_GET_SEALS), whole_seals);
     same_as(whole, 0, 3 * PAGE, 4, "unmapped: its 3 pages");
     CHECK_EQ("unmapped: a write is refused", pwrite(whole, "x", 1, 0) < 0 && errno == EPERM, 1);
+
+    CHECK_EQ("sealed: seals", fcntl(sealed, F_GET_SEALS), F_SEAL_WRITE);
+    fill(buf, 2 * PAGE, 9);
+    if (memcmp(sealed_ro, buf, 2 * PAGE) != 0)
+        fail("sealed: the read-only mapping does not show the data");
+    sealed_read_only("sealed: the read-only mapping", sealed_ro);
+    CHECK_EQ("sealed: a write is refused", pwrite(sealed, "x", 1, 0) < 0 && errno == EPERM, 1);
+    CHECK_EQ("future: seals", fcntl(future, F_GET_SEALS), F_SEAL_FUTURE_WRITE);
+    fill(buf, PAGE, 10);
+    if (memcmp(future_ro, buf, PAGE) != 0)
+        fail("future: the read-only mapping does not show the data");
+    sealed_read_only("future: the read-only mapping", future_ro);
+    char flags[256];
+    vm_flags(future_rw, flags, sizeof(flags));
+    if (!has_flag(flags, "sh") || !has_flag(flags, "mw"))
+        fail("future: the writable mapping has VmFlags %s", flags);
+    memcpy(future_rw + 30, "rw", 2);
+    if (memcmp(future_ro + 30, "rw", 2) != 0)
+        fail("future: what the writable mapping writes, the read-only one does not show");
+    CHECK_EQ("future: a write is refused", pwrite(future, "x", 1, 0) < 0 && errno == EPERM, 1);
     finish();
 }

@@ -129,8 +129,9 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         vma.flags |= MAP_NORESERVE
     if "ac" in m.vm_flags and not m.shared:
         vma.torpor_accounted = True
-    if m.shared:  # opened for writing or not: what mprotect and memfd seals allow later
-        vma.fdflags = os.O_RDWR if "mw" in m.vm_flags else os.O_RDONLY
+    if m.shared:  # mapped from a file opened for writing (VM_SHARED comes only from such a
+        # file; a write-sealed memfd's read-only mapping has it without "may write") or not
+        vma.fdflags = os.O_RDWR if "mw" in m.vm_flags or "sh" in m.vm_flags else os.O_RDONLY
     if m.pkey:
         vma.torpor_pkey = m.pkey
     if m.name == "[vsyscall]":
@@ -342,7 +343,11 @@ def map_vma(ctx: RestoreContext, vma, opened: dict) -> None:
     fd, offset = -1, 0
     if vma.status & (C.VMA_ANON_SHARED | C.VMA_AREA_MEMFD):
         path = ctx.shared_memory.path(vma.shmid)
-        fd = _open_path(ctx, path, _shared_open_flags(vma), opened, "shared memory")
+        mode = _shared_open_flags(vma)
+        if _mapped_once_sealed(ctx, vma):  # until then from a read-only open, in its place
+            mode = os.O_RDONLY
+            ctx.shared_memory.after_sealing(lambda: _map_sealed(ctx, vma, path))
+        fd = _open_path(ctx, path, mode, opened, "shared memory")
         flags &= ~MAP_ANONYMOUS
         offset = vma.pgoff
     elif vma.status & (C.VMA_FILE_PRIVATE | C.VMA_FILE_SHARED):
@@ -369,6 +374,40 @@ def _shared_open_flags(vma, default: int = os.O_RDWR) -> int:
     """How to open the file behind a shared mapping: as the dumped one was (VmaEntry.fdflags,
     from smaps "mw": whether it may become writable), else `default`."""
     return vma.fdflags & O_ACCMODE if vma.HasField("fdflags") else default
+
+
+def _mapped_once_sealed(ctx: RestoreContext, vma) -> bool:
+    """Whether `vma` is a read-only mapping, from a file opened for writing, of a memfd
+    sealed against writing: the kernel makes such a mapping shared (VM_SHARED) but never
+    writable (no VM_MAYWRITE) only when the seal is on as it maps it (mm/memfd.c: a mapping
+    made before it may write, and F_SEAL_WRITE refuses a memfd mapped so)."""
+    return bool(
+        vma.status & C.VMA_AREA_MEMFD
+        and _shared_open_flags(vma) == os.O_RDWR
+        and not vma.prot & PROT_WRITE
+        and ctx.shared_memory.write_sealed(vma.shmid)
+    )
+
+
+def _map_sealed(ctx: RestoreContext, vma, path: str) -> None:
+    """Map `vma` again, over what holds its place, from a read-write open of its memfd now
+    sealed, with its madvise state and protection key (which the first mapping had)."""
+    task, opened = ctx.task, {}
+    fd = _open_path(ctx, path, os.O_RDWR, opened, "shared memory")
+    try:
+        size = vma.end - vma.start
+        flags = MAP_SHARED | MAP_FIXED | (vma.flags & (MAP_GROWSDOWN | MAP_NORESERVE))
+        got = task.syscall(X86_64, "mmap", vma.start, size, vma.prot, flags, fd, vma.pgoff)
+        if got != vma.start:
+            what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
+            raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x} again: {what}")
+    finally:
+        task.syscall(X86_64, "close", fd)
+    for advice in range(64):
+        if vma.madv & (1 << advice):
+            task.call(X86_64, "madvise", vma.start, size, advice)
+    if vma.torpor_pkey:
+        task.call(X86_64, "pkey_mprotect", vma.start, size, vma.prot, vma.torpor_pkey)
 
 
 def _charged_while_filling(vma) -> bool:

@@ -3,7 +3,9 @@
 Each object is created once, in torpor, as big as the largest offset any mapping of the tree
 reaches (a memfd as big as it was); every process that maps it opens it through /proc and
 maps it from that fd, so the processes share it again. Its saved pages are written through
-the mappings like any others (a memfd's others by parts.memfds).
+the mappings like any others (a memfd's others by parts.memfds). Seals go on last; a
+read-only shared mapping of a memfd sealed against writing is made again after them, the
+only way the kernel makes it shared yet never writable (parts.memory).
 """
 
 import ctypes
@@ -16,7 +18,7 @@ from torpor.images import constants as C
 from torpor.kernel.procfs import PAGE_SIZE
 
 F_ADD_SEALS = 1033
-F_SEAL_SEAL = 1
+F_SEAL_SEAL, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE = 1, 8, 16
 LARGEST_FILE = (1 << 63) - 1  # MAX_LFS_FILESIZE: no memfd is larger
 LARGEST_ANON = 1 << 47  # shared anonymous memory was made by one mapping of a 64-bit task
 
@@ -91,6 +93,7 @@ class SharedMemory:
         self._writers: dict[int, int] = {}  # torpor's read-write fd on an object, by id
         self._paths: dict[int, str] = {}
         self._keep: list = []
+        self._after_sealing: list = []
 
     def path(self, shmid: int) -> str:
         """A path under /proc that opens object `shmid`, created on first use."""
@@ -140,14 +143,28 @@ class SharedMemory:
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
 
+    def write_sealed(self, shmid: int) -> bool:
+        """Whether memfd `shmid` gets a seal against writing back (F_SEAL_WRITE or
+        F_SEAL_FUTURE_WRITE)."""
+        return bool(self._seals.get(shmid, 0) & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+
+    def after_sealing(self, action) -> None:
+        """Have seal() call `action` once every seal is on: a mapping that must be made on
+        a sealed memfd (parts.memory)."""
+        self._after_sealing.append(action)
+
     def seal(self) -> None:
-        """Put back the seals of every memfd (once all its pages are written)."""
+        """Put back the seals of every memfd (once all its pages are written), then make
+        what waited for them."""
         for shmid, seals in self._seals.items():
             if shmid in self._fds and seals:
                 try:
                     fcntl.fcntl(self._fds[shmid], F_ADD_SEALS, seals)
                 except OSError as e:
                     raise RestoreError(f"cannot seal memfd {shmid} again: {e.strerror}") from None
+        for action in self._after_sealing:
+            action()
+        self._after_sealing.clear()
 
     def close(self) -> None:
         """Drop torpor's own hold on every object (the restored mappings keep them)."""
