@@ -5,7 +5,8 @@ in CRIU's pagemap-shmem-ID.img and come back before the seals, also of a memfd t
 mappings hold (its fd closed), which keeps its size and seals too. Read-only shared mappings
 of memfds sealed against writing (F_SEAL_WRITE, F_SEAL_FUTURE_WRITE) come back shared and
 never writable, as the kernel made them (the workload checks smaps and mprotect, the strict
-audit every VmFlags)."""
+audit every VmFlags); one made before a seal against future writes, which may still
+become writable, is refused."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import signal
 import time
 
 import harness
+import pytest
 from test_end_to_end import crit_decodes_every_image
 
 import torpor
+from torpor.errors import UnsupportedError
 
 PROGRAM = r"""
 import ctypes, fcntl, os, signal
@@ -93,3 +96,43 @@ def test_memfd_only_mapped_keeps_its_size_and_contents_beyond_the_mapping(start_
     w.adopt(torpor.restore(str(images)))
     w.signal()
     w.verdict().assert_passed()
+
+
+# A read-only shared mapping made before its memfd was sealed against future writes: it may
+# still become writable (mprotect), which a mapping made again on the sealed memfd cannot.
+MAPPED_BEFORE_FUTURE_SEAL = r"""
+import ctypes, fcntl, os, signal
+F_ADD_SEALS, F_SEAL_FUTURE_WRITE = 1033, 16
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+fd = os.memfd_create("early", os.MFD_ALLOW_SEALING)
+os.ftruncate(fd, 4096)
+addr = libc.mmap(None, 4096, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+ok = libc.mprotect(ctypes.c_void_p(addr), 4096, 3) == 0
+ctypes.memmove(addr, b"w", 1)
+print("writable" if ok and os.pread(fd, 1, 0) == b"w" else "not writable", flush=True)
+"""
+
+
+def test_read_only_mapping_that_may_write_on_a_future_sealed_memfd_is_refused(tmp_path):
+    """Refused at dump, naming the mapping and the memfd; the program goes on and makes
+    the mapping writable."""
+    proc, out = _start(tmp_path, MAPPED_BEFORE_FUTURE_SEAL)
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        with pytest.raises(UnsupportedError) as exc:
+            torpor.dump(proc.pid, str(images))
+        message = str(exc.value)
+        assert "memfd 'early'" in message and "may become writable" in message, message
+        assert list(images.iterdir()) == []
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert out.read_text().splitlines()[-1] == "writable", out.read_text()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -20,6 +20,7 @@ from torpor.kernel.files import data_runs
 from torpor.kernel.pagescan import PageScanner
 from torpor.kernel.procfs import PAGE_SIZE, Mapping, proc, read_maps
 from torpor.parts.ghosts import is_ghost
+from torpor.parts.shmem import F_SEAL_FUTURE_WRITE
 from torpor.remote import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -164,6 +165,12 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
         # beyond what the tree maps are saved (parts.memfds).
         path = str(proc(ctx.pid, "map_files", f"{m.start:x}-{m.end:x}"))
         vma.torpor_memfd_size, vma.torpor_memfd_seals = ctx.memfds.hold(m.inode, path)
+        if vma.torpor_memfd_seals & F_SEAL_FUTURE_WRITE and _read_only_may_write(m):
+            raise UnsupportedError(
+                f"mapping {m.start:#x}-{m.end:#x} of memfd {vma.torpor_memfd_name!r} is "
+                "read-only but may become writable (mapped before its seal against future "
+                "writes), not supported yet"
+            )
         return vma, "shmem"
     if m.is_file:
         vma.shmid = _add_file(ctx, m)
@@ -182,6 +189,14 @@ def classify(ctx: DumpContext, m: Mapping) -> tuple[pb.vma_pb2.VmaEntry, str] | 
     if m.name == "[stack]":
         vma.status |= C.VMA_AREA_STACK
     return vma, "all"
+
+
+def _read_only_may_write(m: Mapping) -> bool:
+    """Whether shared mapping `m` is read-only yet may become writable. Of a memfd sealed
+    against writing, such a mapping was made before the seal, but the restore makes the
+    read-only ones after it (the images say only that their file was open for writing:
+    VmaEntry.fdflags), where the kernel makes them never writable."""
+    return "mw" in m.vm_flags and not _prot(m.perms) & PROT_WRITE
 
 
 def dump(ctx: DumpContext) -> None:
