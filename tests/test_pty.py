@@ -11,11 +11,12 @@ import sys
 import time
 
 import harness
+import imagecraft
 import pytest
 from test_end_to_end import crit_decodes_every_image
 
 import torpor
-from torpor.errors import UnsupportedError
+from torpor.errors import TorporError, UnsupportedError
 from torpor.images.imagedir import ImageDir
 
 # Holds the master on stdin; on SIGUSR1 writes through it and exits.
@@ -164,3 +165,24 @@ def test_packet_status_with_data_is_refused(tmp_path):
     finally:
         harness.kill_tree(proc.pid, proc.pid)
         proc.wait()
+
+
+def test_queued_lines_beyond_their_data_are_refused(start_workload, tmp_path):
+    """tty-data.img saying a slave's line ends past its data: the restore refuses in one
+    line naming the image, and leaves no process."""
+    w = start_workload("ptys")
+    w.wait_ready()
+    images = harness.dump_killed(w, tmp_path)
+
+    def craft(decoded):
+        slave_input = [m for m, _ in decoded["tty-data.img"] if m.torpor_lines]
+        assert slave_input, decoded["tty-data.img"]
+        slave_input[0].torpor_line_ends.append(len(slave_input[0].data) + 1)
+
+    imagecraft.rewrite(images, craft)
+    with pytest.raises(TorporError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert "tty-data.img" in message and "\n" not in message, message
+    assert not harness.pid_alive(w.pid), "a refused restore left a process"
+    assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
