@@ -33,14 +33,14 @@ print("OK", flush=True)
 # master) and, on SIGUSR1, reads it: each read(2) must return what it did before.
 QUEUED = """
 import os, signal, fcntl, struct, termios, time
-signal.signal(signal.SIGUSR1, lambda *a: None)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 master, slave = os.openpty()
 os.write(slave, b"said\\n")
 os.write(master, b"typed ahead\\rhalf a li")
 while struct.unpack("i", fcntl.ioctl(master, termios.FIONREAD, bytes(4)))[0] < 28:
     time.sleep(0.01)  # until the slave's line discipline echoed it all
 print("READY", flush=True)
-signal.pause()
+signal.sigwait({signal.SIGUSR1})
 fcntl.fcntl(slave, fcntl.F_SETFL, os.O_NONBLOCK)
 got = [os.read(master, 100), os.read(slave, 100)]
 try:
@@ -186,3 +186,32 @@ def test_queued_lines_beyond_their_data_are_refused(start_workload, tmp_path):
     assert "tty-data.img" in message and "\n" not in message, message
     assert not harness.pid_alive(w.pid), "a refused restore left a process"
     assert harness.child_pids(os.getpid()) == set(), "a refused restore left a child"
+
+
+def test_slave_input_without_its_line_ends_is_split_at_newlines(tmp_path):
+    """A slave's queued input saved as CRIU saves it (data only, no torpor_lines): its lines
+    end after each newline, and what follows the last is half a line, as the program reads
+    it after the restore."""
+    out = tmp_path / "out"
+    proc = _start(QUEUED, out)
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        torpor.dump(proc.pid, str(images))
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+    assert harness.wait_gone(proc.pid, 5)
+
+    def craft(decoded):
+        for message, _ in decoded["tty-data.img"]:
+            if message.torpor_lines:
+                message.ClearField("torpor_lines")
+                message.ClearField("torpor_line_ends")
+
+    imagecraft.rewrite(images, craft)
+    restored = torpor.restore(str(images))
+    os.kill(restored, signal.SIGUSR1)
+    _, status = os.waitpid(restored, 0)
+    assert status == 0, out.read_text()
+    assert "OK" in out.read_text(), out.read_text()
