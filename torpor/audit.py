@@ -136,8 +136,8 @@ EXPLAINED: tuple[Explained, ...] = (
     Explained("smaps.*.Rss", "pages of files come back as they are read", _no_more_than_heal_frame),
     Explained(
         "smaps.*.Pss",
-        "pages of files come back as they are read; pages shared copy-on-write with a parent or "
-        "child since fork come back as each process's own copy (the sharing is not rebuilt yet)",
+        "pages of files come back as they are read; pages children shared that their parent "
+        "changed after forking them come back as each child's own copy (parts.cow)",
     ),
     Explained(
         "smaps.*.Anonymous", "the dump's heal frame below a stack pointer", _grew_by_heal_frame
