@@ -21,6 +21,7 @@ from torpor.arch import X86_64
 from torpor.arch.stub import idle_elf, namespace_init_elf
 from torpor.context import log
 from torpor.errors import RestoreError
+from torpor.images.constants import TASK_STOPPED
 from torpor.kernel import libc, procfs, ptrace
 from torpor.parts import clocks
 from torpor.remote import RemoteTask, wait_settled
@@ -232,6 +233,16 @@ def _under_seccomp(procs) -> bool:
     )
 
 
+def _stop_again(pid: int, sig: int) -> None:
+    """Stop process `pid` as job control had stopped it at the dump, by signal `sig` (0:
+    SIGSTOP), just let go: its threads still traced stop with it once let go. A terminal
+    stop signal the kernel would discard (its group is orphaned here) is SIGSTOP instead."""
+    if not sig or (sig != signal.SIGSTOP and procfs.orphaned_group(pid)):
+        sig = signal.SIGSTOP
+    os.kill(pid, sig)
+    log.debug("process %d stopped again by signal %d", pid, sig)
+
+
 class Family:
     """The tasks of one restore, keyed by their saved PIDs/TIDs."""
 
@@ -413,8 +424,10 @@ class Family:
         that look (remote.wait_settled)."""
         leaders = {p.pid for p in self.procs}
         order = sorted(self.tasks.items(), key=lambda item: item[0] not in leaders)
-        for _, task in order:
+        for saved, task in order:
             task.detach()
+            if saved in leaders and self.by_pid[saved].core.tc.task_state == TASK_STOPPED:
+                _stop_again(task.pid, self.by_pid[saved].core.tc.stop_signo)
         wait_settled([task.pid for _, task in order])
         self.tasks.clear()
 

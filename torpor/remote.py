@@ -33,6 +33,8 @@ _COMPAT_AT = 3
 _DATA_AT = 64
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+# Signals whose default action stops the task (job control).
+STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_32BIT, MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x40, 0x100, 0x4000, 0x100000
 
@@ -105,6 +107,7 @@ class RemoteTask:
         self._ran = False  # resumed by torpor since the seize
         self.timers_left: tuple = ([], [])  # ns left of the sleepers its seize cancelled (timeouts)
         self.restart_call = False  # let go with its call re-issued by the kernel (detach)
+        self.stopped_by = 0  # the signal of the job-control stop it was in when seized
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -127,7 +130,10 @@ class RemoteTask:
                 stop = ptrace.wait(pid)
             if stop.exited:
                 raise RemoteError(f"task {pid} {stop.describe()} while being seized")
-            return cls(pid, ptrace.get_regs(pid))
+            task = cls(pid, ptrace.get_regs(pid))
+            if stop.sig in STOP_SIGNALS:  # a group stop reported as such, not the interrupt
+                task.stopped_by = stop.sig
+            return task
         except BaseException:
             try:
                 ptrace.detach(pid)

@@ -41,6 +41,7 @@ from torpor.parts import (
 from torpor.parts import ghosts as ghost_files
 from torpor.parts import vdso as vdso_part
 from torpor.parts.sockets import netlock
+from torpor.remote import STOP_SIGNALS
 from torpor.shield import shielded
 
 PID_MAX_LIMIT = 1 << 22  # the kernel's largest pid_max
@@ -88,8 +89,11 @@ def _load(images: ImageDir) -> list[ProcessImage]:
             parent.children.append(proc)
         procs[entry.pid] = proc
         proc.core = images.read_one(f"core-{entry.pid}.img")
-        if proc.core.tc.task_state not in (constants.TASK_ALIVE, constants.TASK_DEAD):
-            raise ImageError(f"core-{entry.pid}.img: task state {proc.core.tc.task_state}")
+        tc = proc.core.tc
+        if tc.task_state not in (constants.TASK_ALIVE, constants.TASK_DEAD, constants.TASK_STOPPED):
+            raise ImageError(f"core-{entry.pid}.img: task state {tc.task_state}")
+        if tc.task_state == constants.TASK_STOPPED and tc.stop_signo not in (0, *STOP_SIGNALS):
+            raise ImageError(f"core-{entry.pid}.img: stopped by signal {tc.stop_signo}")
         if proc.zombie:
             if index == 1 or len(entry.threads) != 1:
                 raise ImageError(f"pstree.img: zombie {entry.pid} cannot be restored as saved")

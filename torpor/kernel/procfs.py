@@ -135,6 +135,26 @@ def read_stat(pid: int) -> Stat:
     )
 
 
+def orphaned_group(pid: int) -> bool:
+    """Whether the process group of `pid` is orphaned (POSIX: no member has its parent in
+    another group of the same session), which makes the kernel discard the terminal stop
+    signals (SIGTSTP, SIGTTIN, SIGTTOU) sent to its members."""
+    group = read_stat(pid)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            member = read_stat(int(entry.name))
+            if member.pgid != group.pgid:
+                continue
+            parent = read_stat(member.ppid)
+        except (OSError, KeyError, ValueError):
+            continue  # gone meanwhile, or the parent is outside this PID namespace
+        if parent.pgid != group.pgid and parent.sid == group.sid:
+            return False
+    return True
+
+
 def is_dead(pid: int) -> bool:
     """Whether task `pid` has exited: a zombie, or gone from /proc."""
     try:

@@ -29,7 +29,7 @@ class TaskRlimitsEntry(_message.Message):
     def __init__(self, rlimits: _Optional[_Iterable[_Union[_rlimit_pb2.RlimitEntry, _Mapping]]] = ...) -> None: ...
 
 class TaskCoreEntry(_message.Message):
-    __slots__ = ("task_state", "exit_code", "personality", "flags", "blk_sigset", "comm", "timers", "rlimits", "cg_set", "signals_s", "old_seccomp_mode", "old_seccomp_filter", "loginuid", "oom_score_adj", "sigactions", "child_subreaper", "blk_sigset_extended")
+    __slots__ = ("task_state", "exit_code", "personality", "flags", "blk_sigset", "comm", "timers", "rlimits", "cg_set", "signals_s", "old_seccomp_mode", "old_seccomp_filter", "loginuid", "oom_score_adj", "sigactions", "child_subreaper", "blk_sigset_extended", "stop_signo")
     TASK_STATE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     PERSONALITY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class TaskCoreEntry(_message.Message):
     SIGACTIONS_FIELD_NUMBER: _ClassVar[int]
     CHILD_SUBREAPER_FIELD_NUMBER: _ClassVar[int]
     BLK_SIGSET_EXTENDED_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNO_FIELD_NUMBER: _ClassVar[int]
     task_state: int
     exit_code: int
     personality: int
@@ -64,7 +65,8 @@ class TaskCoreEntry(_message.Message):
     sigactions: _containers.RepeatedCompositeFieldContainer[_sa_pb2.SaEntry]
     child_subreaper: bool
     blk_sigset_extended: int
-    def __init__(self, task_state: _Optional[int] = ..., exit_code: _Optional[int] = ..., personality: _Optional[int] = ..., flags: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., comm: _Optional[str] = ..., timers: _Optional[_Union[_timer_pb2.TaskTimersEntry, _Mapping]] = ..., rlimits: _Optional[_Union[TaskRlimitsEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., signals_s: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., old_seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., old_seccomp_filter: _Optional[int] = ..., loginuid: _Optional[int] = ..., oom_score_adj: _Optional[int] = ..., sigactions: _Optional[_Iterable[_Union[_sa_pb2.SaEntry, _Mapping]]] = ..., child_subreaper: bool = ..., blk_sigset_extended: _Optional[int] = ...) -> None: ...
+    stop_signo: int
+    def __init__(self, task_state: _Optional[int] = ..., exit_code: _Optional[int] = ..., personality: _Optional[int] = ..., flags: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., comm: _Optional[str] = ..., timers: _Optional[_Union[_timer_pb2.TaskTimersEntry, _Mapping]] = ..., rlimits: _Optional[_Union[TaskRlimitsEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., signals_s: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., old_seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., old_seccomp_filter: _Optional[int] = ..., loginuid: _Optional[int] = ..., oom_score_adj: _Optional[int] = ..., sigactions: _Optional[_Iterable[_Union[_sa_pb2.SaEntry, _Mapping]]] = ..., child_subreaper: bool = ..., blk_sigset_extended: _Optional[int] = ..., stop_signo: _Optional[int] = ...) -> None: ...
 
 class TaskKobjIdsEntry(_message.Message):
     __slots__ = ("vm_id", "files_id", "fs_id", "sighand_id", "pid_ns_id", "net_ns_id", "ipc_ns_id", "uts_ns_id", "mnt_ns_id", "user_ns_id", "cgroup_ns_id", "time_ns_id")
