@@ -39,7 +39,6 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_32BIT, MAP_GROWSDOWN, MAP_NORESERVE, MAP_FIXED_NOREPLACE = 0x40, 0x100, 0x4000, 0x100000
 
 ALL_SIGNALS = (1 << 64) - 1
-SYSCALL_INSNS = (b"\x0f\x05", b"\xcd\x80", b"\x0f\x34")  # syscall, int $0x80, sysenter
 
 
 class RemoteError(TorporError):
@@ -161,22 +160,25 @@ class RemoteTask:
     def detach(self) -> None:
         """Put back the saved registers and blocked mask, and let the task run.
 
-        A task whose next instruction is a syscall (one it was interrupted in, rewound to be
-        re-issued) is first run into that syscall, with every signal still blocked, and only
-        then given its own mask: a signal arriving meanwhile then interrupts the syscall, as
-        it would have interrupted the original, instead of being handled just before the
-        task re-enters, say, pause() and sleeps on. A task that heals itself enters it from
-        its heal code as a harmless call, changed into its own at the entry stop once its
-        mask is back, so that no instant leaves it with signals blocked that it did not block.
+        A task whose next instruction is its ABI's call instruction (a call it was
+        interrupted in, rewound to be re-issued: _at_syscall_insn) is first run into that
+        call, with every signal still blocked, and only then given its own mask: a signal
+        arriving meanwhile then interrupts the call, as it would have interrupted the
+        original, instead of being handled just before the task re-enters, say, pause() and
+        sleeps on. A task that heals itself enters it from its heal code as a harmless call,
+        changed into its own at the entry stop once its mask is back, so that no instant
+        leaves it with signals blocked that it did not block. One to be let go restarting
+        its call (restart_call) is so only there too: anywhere else it runs on from its own
+        registers.
         """
         if not self._ran and self.resume_regs is not None:
             ptrace.detach(self.pid)  # still as seized: the kernel resumes it as it was
             self.close()
             return
-        if self.restart_call and self.sigmask is not None and not self.heal:
-            self._leave_restarting()
-        elif self.sigmask is not None and self._at_syscall_insn():
-            if self.heal and self._framed:
+        if self.sigmask is not None and self._at_syscall_insn():
+            if self.restart_call and not self.heal:
+                self._leave_restarting()
+            elif self.heal and self._framed:
                 self._enter_own_call_healing()
             else:
                 ptrace.set_regs(self.pid, self.regs)
@@ -233,11 +235,19 @@ class RemoteTask:
         ptrace.set_regs(self.pid, entry)
 
     def _at_syscall_insn(self) -> bool:
+        """Whether the task, in no call, stands at a call rewound to be re-issued: its ABI's
+        call instruction (Abi.rewound_call_at). Anywhere else, a 32-bit task at the vDSO's
+        `syscall` or `sysenter` too, it is let go with its own registers untouched: brought
+        into its call from the heal code, that one would return after the fast instruction,
+        onto the `int $0x80` fallback, and call again with its result as the number."""
+        abi = abi_for_cs(self.regs.cs)
+        if abi is None or signed(self.regs.orig_rax) >= 0:
+            return False
         try:
             insn = self.read(self.regs.rip, 2)
         except (OSError, RemoteError):
             return False
-        return insn in SYSCALL_INSNS and signed(self.regs.orig_rax) < 0
+        return abi.rewound_call_at(insn)
 
     # --- memory ----------------------------------------------------------------------------
 

@@ -132,6 +132,18 @@ class Abi:
             return orig, -len(self.syscall_insn)
         return None
 
+    def rewound_call_at(self, insn: bytes) -> bool:
+        """Whether `insn`, the bytes at the instruction pointer of a task of this ABI that is
+        in no call, is where a call rewound to be re-issued stands (restartable's ip -= 2):
+        this ABI's own call instruction, which torpor may run the task into again. For ia32
+        that is `int $0x80` only: a call made by the fast `syscall` (AMD) or `sysenter`
+        (Intel) of the vDSO's __kernel_vsyscall has its saved ip moved by the kernel to the
+        landing pad after the `int $0x80` that follows (do_fast_syscall_32), so a rewound one
+        stands at that `int $0x80`; a task at the fast instruction itself has not made its
+        call yet, and must run that instruction with its own registers (the kernel takes the
+        sixth argument from the stack there, and returns to the landing pad)."""
+        return insn[: len(self.syscall_insn)] == self.syscall_insn
+
     def time_left_request(self, ret: int, orig: int, args: list[int]) -> tuple[int, int] | None:
         """For a relative sleep (nanosleep, clock_nanosleep without TIMER_ABSTIME) stopped
         with ERESTART_RESTARTBLOCK and given a remainder buffer, into which the kernel then
