@@ -215,3 +215,225 @@ def test_slave_input_without_its_line_ends_is_split_at_newlines(tmp_path):
     _, status = os.waitpid(restored, 0)
     assert status == 0, out.read_text()
     assert "OK" in out.read_text(), out.read_text()
+
+
+# Common to the programs below: `fionread`, `writable` and `wait_until`, which waits for the
+# line discipline (a bounded loop, never a timing assertion).
+HELPERS = """
+import os, signal, fcntl, select, struct, termios, time
+def fionread(fd):
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
+def writable(fd):
+    p = select.poll(); p.register(fd, select.POLLOUT)
+    return bool(p.poll(0))
+def wait_until(test):
+    deadline = time.monotonic() + 10
+    while not test():
+        assert time.monotonic() < deadline, "the line discipline never got there"
+        time.sleep(0.01)
+def read_now(fd):
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        return os.read(fd, 10000)
+    except BlockingIOError:
+        return None
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+master, slave = os.openpty()
+"""
+
+# A packet-mode master with a status byte not read yet (FLUSHREAD) and, in the slave (no
+# echo), input FIONREAD does not count: QUEUED_INPUT, then what ends it (END), so that the
+# slave reads READS. The master reads the status byte and nothing else.
+BEHIND_STATUS = (
+    HELPERS
+    + """
+fcntl.ioctl(master, 0x5420, struct.pack("i", 1))
+attrs = termios.tcgetattr(slave)
+attrs[3] &= ~termios.ECHO
+termios.tcsetattr(slave, termios.TCSANOW, attrs)
+termios.tcflush(slave, termios.TCIFLUSH)
+os.write(master, QUEUED_INPUT)
+time.sleep(0.1)  # (no sign when the line discipline has taken it: nothing echoes, nothing counts)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+got = [os.read(master, 100), read_now(master)]
+os.write(master, END)
+got += [read_now(slave) for _ in READS]
+want = [bytes([termios.TIOCPKT_FLUSHREAD]), None] + READS
+print("OK" if got == want else f"LOST {got}", flush=True)
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "queued, end, reads",
+    [
+        (b"half a li", b"ne\n", [b"half a line\n"]),
+        (b"\x04", b"", [b"", None]),  # an end of file
+        (b"ab\x16", b"\n\n", [b"ab\n\n"]),  # a ^V pending: the first newline is data
+    ],
+    ids=["half-line", "end-of-file", "lnext"],
+)
+def test_input_behind_a_packet_status_is_refused(tmp_path, queued, end, reads):
+    """A canonical slave's input FIONREAD does not count (a line not ended, an end of file, a
+    pending ^V) behind a packet-mode status byte not read yet: the dump reads it without
+    taking the status, puts it back and refuses, naming the fd, the process and the pty; the
+    program then reads the status byte, nothing else on the master, and its input."""
+    code = f"QUEUED_INPUT, END, READS = {queued!r}, {end!r}, {reads!r}\n" + BEHIND_STATUS
+    out = tmp_path / "out"
+    proc = _start(code, out)
+    try:
+        _refused(proc, tmp_path, f"of process {proc.pid}", "the master of /dev/pts/",
+                 "packet-mode status byte not read yet")  # fmt: skip
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
+# A canonical slave (cooked: echo, icrnl, onlcr) given 60 lines of 100 bytes: 4095 of them in
+# its line discipline (40 lines and 95 bytes), the rest in the pty's buffer, not processed
+# yet. The slave must read the 60 lines, the master their echoes, each once.
+BEYOND = (
+    HELPERS
+    + """
+lines = [b"%03d" % i + b"y" * 96 + b"\\r" for i in range(60)]
+fcntl.fcntl(master, fcntl.F_SETFL, os.O_NONBLOCK)
+data = b"".join(lines)
+while data:
+    data = data[os.write(master, data):]
+wait_until(lambda: fionread(master) == 4095)  # 4135 echoes, the first 4095 in its own
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+fcntl.fcntl(master, fcntl.F_SETFL, 0)
+read = [os.read(slave, 200) for _ in lines]
+echoes = b""
+while len(echoes) < 6060:
+    echoes += os.read(master, 10000)
+ok = read == [line[:-1] + b"\\n" for line in lines] and read_now(slave) is None
+ok = ok and echoes == b"".join(line[:-1] + b"\\r\\n" for line in lines)
+print("OK" if ok else f"LOST {read[-3:]} {echoes[-300:]}", flush=True)
+"""
+)
+
+
+def test_input_beyond_the_line_discipline_is_refused(tmp_path):
+    """A canonical slave with input beyond the 4095 bytes its line discipline holds (the
+    rest waits in the pty's buffer, not processed): the dump refuses, naming it, and puts
+    back the 4095 processed bytes and the rest as written, to be processed later; the
+    program then reads its 60 lines and their echoes, each once."""
+    out = tmp_path / "out"
+    proc = _start(BEYOND, out)
+    try:
+        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "1905 bytes of input beyond")
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
+# A slave stopped by ^S (IXON) with data queued both ways: "out" it wrote, and the line
+# "typed\\r", whose echo waits for the output to start again. After ^Q each side reads
+# exactly that.
+STOPPED = (
+    HELPERS
+    + """
+os.write(slave, b"out")
+os.write(master, b"typed\\r\\x13")
+wait_until(lambda: not writable(slave) and fionread(slave) == 6 and fionread(master) == 3)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+os.write(master, b"\\x11")
+echoed = b""
+while len(echoed) < 10:
+    echoed += os.read(master, 100)
+got = [echoed, os.read(slave, 100), read_now(master), read_now(slave)]
+print("OK" if got == [b"outtyped\\r\\n", b"typed\\n", None, None] else f"LOST {got}", flush=True)
+"""
+)
+
+# A canonical slave with a ^V pending after "ab" (echoed as "ab^\\b"): a newline after it is data.
+LNEXT_PENDING = (
+    HELPERS
+    + """
+os.write(master, b"ab\\x16")
+wait_until(lambda: fionread(master) == 4)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+got = [os.read(master, 100), read_now(master)]
+os.write(master, b"\\n\\n")
+got += [os.read(slave, 100), read_now(slave)]
+print("OK" if got == [b"ab^\\b", None, b"ab\\n\\n", None] else f"LOST {got}", flush=True)
+"""
+)
+
+# The slave in another line discipline (N_NULL, 27) for a while.
+OTHER_LDISC = (
+    HELPERS
+    + """
+try:
+    fcntl.ioctl(slave, 0x5423, struct.pack("i", 27))
+except OSError:
+    print("NO N_NULL", flush=True)
+    raise SystemExit(3)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+fcntl.ioctl(slave, 0x5423, struct.pack("i", 0))
+os.write(master, b"back\\n")
+got = os.read(slave, 100)
+print("OK" if got == b"back\\n" else f"LOST {got}", flush=True)
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (STOPPED, ["its slave's output is stopped (^S or TCOOFF)"]),
+        (LNEXT_PENDING, ["its slave received a ^V (lnext)"]),
+    ],
+    ids=["stopped", "lnext"],
+)
+def test_what_cannot_be_put_back_exactly_is_refused(tmp_path, code, words):
+    """A slave whose output is stopped by ^S (refused before anything is read: neither echoes
+    nor the master's queue could go back), and a ^V pending in a canonical slave (found by
+    the newline that ends its line, which the images cannot say): refused, naming the fd,
+    the process and the pty; the program then reads exactly what was queued, both ways."""
+    out = tmp_path / "out"
+    proc = _start(code, out)
+    try:
+        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "/dev/pts/", *words)
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
+def test_another_line_discipline_is_refused(tmp_path):
+    """A slave in a line discipline other than N_TTY (here N_NULL, where the kernel has it):
+    refused before anything is read, naming it; the program then goes back to N_TTY and
+    talks through the pair."""
+    out = tmp_path / "out"
+    with open(out, "wb") as sink:
+        probe = subprocess.run([sys.executable, "-c", OTHER_LDISC], stdout=sink, timeout=10,
+                               preexec_fn=lambda: signal.alarm(1))  # fmt: skip
+    if "NO N_NULL" in out.read_text():
+        pytest.skip("this kernel has no N_NULL line discipline to switch to")
+    assert probe.returncode == -signal.SIGALRM, out.read_text()
+    proc = _start(OTHER_LDISC, out)
+    try:
+        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "line discipline 27, not N_TTY")
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()

@@ -14,6 +14,10 @@ TIOCGSID = 0x5429
 TIOCGPTN, TIOCSPTLCK = 0x80045430, 0x40045431
 TIOCGPKT, TIOCGPTLCK, TIOCGEXCL = 0x80045438, 0x80045439, 0x80045440
 TIOCGPTPEER = 0x5441
+TIOCGETD = 0x5424  # the line discipline
+
+N_TTY = 0  # the terminal line discipline (n_tty.c), whose queues torpor knows
+EXTPROC = 0o200000  # c_lflag: external processing (not in Python's termios)
 
 N_TTY_BUF_SIZE = 4096  # the line discipline's input queue, in bytes
 

@@ -90,6 +90,12 @@ def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
     through fd `d` of `pid`."""
     master = tty.is_pty_master(d.rdev)
     with borrowed(pid, d.fd) as own:
+        ldisc = tty.get_int(own, tty.TIOCGETD)
+        if ldisc != tty.N_TTY:  # (its settings cannot even be read: they are N_TTY's ioctls)
+            raise UnsupportedError(
+                f"fd {d.fd} of process {pid} is a side of /dev/pts/{index} with line "
+                f"discipline {ldisc}, not N_TTY, not supported"
+            )
         info = pb.tty_pb2.TtyInfoEntry(
             id=info_id, type=pb.tty_pb2.PTY, rdev=d.rdev if master else tty.slave_rdev(index),
             locked=master and bool(tty.get_int(own, tty.TIOCGPTLCK)),
@@ -106,13 +112,16 @@ def side_info(pid: int, d, index: int, info_id: int) -> pb.tty_pb2.TtyInfoEntry:
 
 def queued_in(pid: int, d, index: int) -> ptyqueue.Queued:
     """What is queued either way in pair `index`, whose master is fd `d` of `pid`, read
-    and put back as it was."""
+    and put back as it was; a refusal names the fd, the process and the pty."""
+    where = f"fd {d.fd} of process {pid}, the master of /dev/pts/{index}"
     with borrowed(pid, d.fd) as master:
         try:
-            return ptyqueue.take(master, index, slave_open=not _slave_closed(pid, d))
+            return ptyqueue.take(master, slave_open=not _slave_closed(pid, d))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{where}: {e}") from None
         except (OSError, termios.error) as e:
             raise UnsupportedError(
-                f"cannot read what is queued in /dev/pts/{index}: {os.strerror(e.args[0])}"
+                f"{where}: cannot read what is queued in it: {os.strerror(e.args[0])}"
             ) from None
 
 

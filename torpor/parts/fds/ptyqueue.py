@@ -5,29 +5,42 @@ complete lines and a line not ended yet). CRIU's tty-data.img holds them, one Tt
 per side, `tty_id` naming the side that reads them; torpor adds where the slave's lines end.
 
 Reading a terminal's queue takes the data, so the dump reads both queues and puts them back
-at once, the way the restore puts them into a new pair:
+at once, the way the restore puts them into a new pair. What it cannot put back exactly, or
+the images cannot say, it refuses before reading anything where the kernel shows it
+(_refusal), or puts back and then refuses:
 
 - The master's queue is read through the tree's master; the slave's through a new open of the
-  slave (TIOCGPTPEER), non-blocking: in canonical mode one read(2) returns one line (a line
-  ended by the EOF character comes without it, an EOF on an empty line as 0 bytes); what is
-  left is a line not ended yet, read once the slave is switched to non-canonical mode, which
-  the kernel allows only because no complete line is left (the switch forgets where lines
-  end).
+  slave (TIOCGPTPEER), non-blocking, under capture settings (_capture: the saved ones without
+  echo, signals, input translation and special characters; canonical mode as it was, since
+  switching it forgets where lines end). In canonical mode one read(2) returns one line (a
+  line ended by the EOF character comes without it, an EOF on an empty line as 0 bytes);
+  what is left is a line not ended yet, which FIONREAD does not count: a newline written on
+  the master ends it, and poll(2) on the slave waits for the line discipline to take it. A
+  second one is needed when the first is taken as data: a ^V (lnext) was pending.
+- The line discipline holds 4095 bytes; in canonical mode with a complete line queued, what
+  the master writes beyond stays in the pty's buffer, unprocessed, and reading the slave
+  lets it in: under the capture settings it comes in as it was written, without echoes or
+  signals, after the 4095 processed bytes, and is put back as it was, after the settings.
 - The slave's input is written again on the master while the slave has temporary settings
-  under which nothing is processed twice: no input flags but the flow control it had (so that
-  a packet-mode master sees no change of it), no output processing, canonical mode with every
-  special character disabled but VLNEXT (^V), which makes a newline, ^V, ^D or a flow-control
-  character that was data data again, and VEOF (^D), which ends a line ended by EOF; and
-  echo, which is how torpor knows the line discipline is done: each byte queued echoes once,
-  and torpor reads the echoes off the master. Then the saved settings: canonical mode kept on
-  keeps the lines where they end, non-canonical mode forgets them, as the kernel had.
+  under which nothing is processed twice (_quiet): no input flags but the flow control it had
+  (so that a packet-mode master sees no change of it), no output processing, canonical mode
+  with every special character disabled but VLNEXT (^V), which makes a newline, ^V, ^D or a
+  flow-control character that was data data again, and VEOF (^D), which ends a line ended by
+  EOF; and echo, which is how torpor knows the line discipline is done: each byte queued
+  echoes once, and torpor reads the echoes off the master. Then the saved settings: canonical
+  mode kept on keeps the lines where they end, non-canonical mode forgets them, as the kernel
+  had.
 - The master's queue is written again on the slave, with the same settings (no output
   processing): it reaches the master as it was.
 
-A packet-mode master with a status byte not read yet (TIOCPKT_FLUSHREAD, _STOP, ...: poll
-says POLLPRI) and data queued either way is refused: reading the master takes the status,
-and the kernel offers no way to set one back. Otherwise packet mode is switched off while the
-queues move (so that no setting change makes a status) and on again.
+Packet mode is switched off while the queues move (so that no setting change makes a status
+byte) and on again, which clears the status. A packet-mode master with a status byte not read
+yet (TIOCPKT_FLUSHREAD, _STOP, ...: poll says POLLPRI) is left in packet mode: reading the
+master would take the status, and the kernel offers no way to set one back. Data queued
+either way is then refused; a slave in canonical mode is read all the same (FIONREAD hides
+an end of file, a line not ended and a ^V), under settings that keep its flow control, which
+makes no status byte, and what it held is put back, its echoes counted on the master and
+flushed from it (an input flush of the master makes no status either), and refused.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import os
 import select
 import struct
 import termios
+import time
 from dataclasses import dataclass, field
 
 from torpor.errors import RestoreError, UnsupportedError
@@ -53,20 +67,27 @@ MASTER_LIMIT = 65536  # what a pty buffers on its way to the master (TTYB_DEFAUL
 @dataclass
 class Queued:
     """A pair's queues: `to_master` what the master will read, `to_slave` what the slave will
-    read, `line_ends` where each complete line of `to_slave` ends (canonical mode)."""
+    read, `line_ends` where each complete line of `to_slave` ends (canonical mode). Found by
+    the dump but not in the images (it refuses them): `lnext`, a ^V received whose next byte
+    is taken as it is, and `beyond`, input the line discipline had no room for yet, as the
+    master wrote it."""
 
     to_master: bytes = b""
     to_slave: bytes = b""
     line_ends: list[int] = field(default_factory=list)
+    lnext: bool = False
+    beyond: bytes = b""
+    long_line: int = 0  # a line not ended as long as the buffer holds: its last byte unsure
 
     def __bool__(self) -> bool:
-        return bool(self.to_master or self.to_slave or self.line_ends)
+        return bool(self.to_master or self.to_slave or self.line_ends or self.lnext or self.beyond)
 
 
-def take(master: int, index: int, slave_open: bool) -> Queued:
-    """Read the queues of pair `index` through `master` (torpor's copy of the tree's master)
+def take(master: int, slave_open: bool) -> Queued:
+    """Read the queues of a pair through `master` (torpor's copy of the tree's master)
     and put them back as they were; `slave_open`: whether any process holds the slave (when
-    none does, its input cannot be read and the master's queue is all there is)."""
+    none does, its input cannot be read and the master's queue is all there is). Refusals
+    (UnsupportedError) say what, not which pty: the caller names it."""
     if not slave_open and not tty.get_int(master, tty.FIONREAD):
         return Queued()
     locked = bool(tty.get_int(master, tty.TIOCGPTLCK))
@@ -75,7 +96,7 @@ def take(master: int, index: int, slave_open: bool) -> Queued:
     try:
         slave = tty.open_peer(master, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
-            return _take(master, slave, index, slave_open)
+            return _take(master, slave, slave_open)
         finally:
             os.close(slave)
     finally:
@@ -83,57 +104,151 @@ def take(master: int, index: int, slave_open: bool) -> Queued:
             fcntl.ioctl(master, tty.TIOCSPTLCK, struct.pack("i", 1))
 
 
-def _take(master: int, slave: int, index: int, slave_open: bool) -> Queued:
-    packet = bool(tty.get_int(master, tty.TIOCGPKT))
-    if packet and _status_pending(master):
-        waiting = tty.get_int(master, tty.FIONREAD) + tty.get_int(slave, tty.FIONREAD)
-        if waiting:
+def _take(master: int, slave: int, slave_open: bool) -> Queued:
+    for side, fd in (("slave", slave), ("master", master)):
+        if tty.get_int(fd, tty.TIOCGETD) != tty.N_TTY:  # (whose ioctls, termios too, differ)
             raise UnsupportedError(
-                f"/dev/pts/{index} has {waiting} bytes not read yet behind a packet-mode "
-                "status byte not read yet, which cannot be saved without taking it"
+                f"its {side} has line discipline {tty.get_int(fd, tty.TIOCGETD)}, not N_TTY"
             )
-        return Queued()
     saved = _attrs(slave)
+    refusal = _refusal(master, slave, saved)
+    if refusal:
+        raise UnsupportedError(refusal)
+    if tty.get_int(master, tty.TIOCGPKT) and _status_pending(master):
+        return _take_behind_status(master, slave, saved, slave_open)
+    packet = bool(tty.get_int(master, tty.TIOCGPKT))
     if packet:
         fcntl.ioctl(master, tty.TIOCPKT, struct.pack("i", 0))
     try:
         queued = Queued(to_master=_drain(master))
         if slave_open:
-            queued.to_slave, queued.line_ends = _drain_input(slave, saved)
-        try:
-            put_back(master, slave, saved, queued)
-        except RestoreError as e:
-            raise UnsupportedError(f"/dev/pts/{index}: {e}") from None
-        return queued
+            _drain_input(master, slave, saved, queued)
+        _put_back_taken(master, slave, saved, queued)
     finally:
         if packet:
             fcntl.ioctl(master, tty.TIOCPKT, struct.pack("i", 1))
+    problems = _unsaid(queued, saved)
+    if problems:
+        raise UnsupportedError(" and ".join(problems) + ", which the images cannot say")
+    return queued
 
 
-def put_back(master: int, slave: int, saved: list, queued: Queued) -> None:
+def _take_behind_status(master: int, slave: int, saved: list, slave_open: bool) -> Queued:
+    """The queues of a packet-mode pair with a status byte not read yet: nothing may be
+    queued, as far as it can be seen without taking the status."""
+    behind = (
+        "behind a packet-mode status byte not read yet, which cannot be saved without taking it"
+    )
+    _drain(master, take_data=False)
+    waiting = tty.get_int(master, tty.FIONREAD) + tty.get_int(slave, tty.FIONREAD)
+    if waiting:
+        raise UnsupportedError(f"{waiting} bytes not read yet {behind}")
+    if not slave_open or saved[3] & tty.EXTPROC or not saved[3] & termios.ICANON:
+        return Queued()  # FIONREAD counts it all (and a change of EXTPROC makes a status)
+    queued = Queued()
+    _drain_input(master, slave, saved, queued)
+    if queued:
+        _put_back_taken(master, slave, saved, queued, echoes_counted=True)
+        raise UnsupportedError(f"input not read yet ({_described(queued)}) {behind}")
+    return queued
+
+
+def _refusal(master: int, slave: int, saved: list) -> str | None:
+    """Why the pair's queues cannot be read and put back exactly, from what the kernel shows
+    before anything is read; None when they can."""
+    lflag, waiting = saved[3], tty.get_int(slave, tty.FIONREAD)
+    if not _writable(slave):
+        if _drain(master, take_data=False) >= SLAVE_LIMIT:
+            return "its master's queue is full, so that nothing read can be put back"
+        return "its slave's output is stopped (^S or TCOOFF)"
+    if lflag & tty.EXTPROC and waiting:
+        return f"its slave, in external processing mode (EXTPROC), has {waiting} bytes queued"
+    if not lflag & termios.ICANON and waiting >= SLAVE_LIMIT:
+        return (
+            f"its slave has {waiting} bytes of input, as much as its line discipline holds, "
+            "and maybe more waiting behind"
+        )
+    return None  # (the master's own settings stay raw: termios calls on it reach the slave)
+
+
+def _unsaid(queued: Queued, saved: list) -> list[str]:
+    """What the dump found queued that the images cannot say."""
+    problems = []
+    if queued.beyond:
+        problems.append(
+            f"its slave has {len(queued.beyond)} bytes of input beyond the {SLAVE_LIMIT} its "
+            "line discipline holds, not processed yet"
+        )
+    if queued.lnext:
+        problems.append("its slave received a ^V (lnext) that makes the next byte data")
+    if queued.long_line:
+        problems.append(
+            f"its slave has a line not ended of {queued.long_line} bytes, as many as its line "
+            "discipline holds (its last byte may have been lost)"
+        )
+    return problems
+
+
+def put_back(
+    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
+) -> None:
     """Queue `queued` in the pair of `master` and `slave` (an open of its slave), whose
     settings are to be `saved` (tcgetattr's list, control characters as ints); they are
-    `saved` when this returns."""
+    `saved` when this returns. `echoes_counted`: the master is in packet mode with a status
+    byte not read yet (and nothing queued): the echoes are counted, then flushed."""
     if not queued:
         return
     canonical = bool(saved[3] & termios.ICANON)
-    if queued.line_ends and not canonical:
+    if (queued.line_ends or queued.lnext) and not canonical:
         raise RestoreError("input saved as lines, for a terminal not in canonical mode")
     termios.tcsetattr(slave, termios.TCSANOW, _quiet(saved))
     try:
-        if queued.to_slave or queued.line_ends:
+        if queued.to_slave or queued.line_ends or queued.lnext:
             _write_all(master, _encoded(queued, saved))
-            echoed = _read_exactly(master, len(queued.to_slave))
-            if echoed != queued.to_slave:
+            if echoes_counted:
+                _count_echoes(master, len(queued.to_slave))
+                termios.tcflush(master, termios.TCIFLUSH)
+            elif _read_exactly(master, len(queued.to_slave)) != queued.to_slave:
                 raise RestoreError("the terminal's line discipline changed its queued input")
         _write_all(slave, queued.to_master)
     finally:
         termios.tcsetattr(slave, termios.TCSANOW, saved)
+    _write_all(master, queued.beyond)  # waits for room, to be processed then, as it was
 
 
 def lines_of(data: bytes) -> list[int]:
     """Where the lines of `data` end, when all that says so is its newlines (CRIU's images)."""
     return [at + 1 for at, byte in enumerate(data) if byte == ord("\n")]
+
+
+def _put_back_taken(
+    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
+) -> None:
+    """Put back what the dump read; if that fails, say what is lost."""
+    try:
+        put_back(master, slave, saved, queued, echoes_counted)
+    except (RestoreError, OSError, termios.error) as e:
+        reason = str(e) if isinstance(e, RestoreError) else os.strerror(e.args[0])
+        raise UnsupportedError(
+            f"what the dump read could not be put back ({reason}), and is lost or only "
+            f"partly in place: {_described(queued)}"
+        ) from None
+
+
+def _described(queued: Queued) -> str:
+    parts = []
+    for what, data in (
+        ("the slave's input", queued.to_slave), ("the master's queue", queued.to_master),
+        ("the slave's input not processed yet", queued.beyond),
+    ):  # fmt: skip
+        if data:
+            shown = data[:32] + (b"..." if len(data) > 32 else b"")
+            parts.append(f"{len(data)} bytes of {what} ({shown!r})")
+    if queued.line_ends:
+        parts.append(f"{len(queued.line_ends)} line ends")
+    if queued.lnext:
+        parts.append("a pending ^V")
+    return ", ".join(parts)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -152,41 +267,101 @@ def _status_pending(master: int) -> bool:
     return bool(events and events[0][1] & select.POLLPRI)
 
 
-def _drain(fd: int) -> bytes:
+def _writable(fd: int) -> bool:
+    """Whether a write on terminal `fd` goes anywhere now (not stopped, room at the other end)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    events = poller.poll(0)
+    return bool(events and events[0][1] & select.POLLOUT)
+
+
+def _drain(fd: int, take_data: bool = True) -> bytes | int:
     """Everything a non-canonical side (the master) has to read, without blocking: polling
-    first makes the kernel hand the line discipline what is still in its buffers."""
+    first makes the kernel hand the line discipline what is still in its buffers. Without
+    `take_data`, how much that is, nothing read."""
     got = b""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:
         poller.poll(0)
         waiting = tty.get_int(fd, tty.FIONREAD)
+        if not take_data:
+            return waiting
         if not waiting:
             return got
         got += os.read(fd, waiting)
 
 
-def _drain_input(slave: int, saved: list) -> tuple[bytes, list[int]]:
-    """The slave's input (`slave` is non-blocking) and where its complete lines end."""
-    lines, ends = [], []
-    if saved[3] & termios.ICANON:
+def _drain_input(master: int, slave: int, saved: list, queued: Queued) -> None:
+    """Fill `queued` with the slave's input (`slave` is non-blocking) and where its complete
+    lines end, under the capture settings."""
+    before = tty.get_int(slave, tty.FIONREAD)
+    termios.tcsetattr(slave, termios.TCSANOW, _capture(saved))
+    try:
+        if not saved[3] & termios.ICANON:
+            queued.to_slave = _read_available(slave)
+            queued.to_slave, queued.beyond = queued.to_slave[:before], queued.to_slave[before:]
+            return
+        lines = []
         for _ in range(MAX_READS):
             try:
-                line = os.read(slave, tty.N_TTY_BUF_SIZE * 2)
+                lines.append(os.read(slave, tty.N_TTY_BUF_SIZE * 2))
             except BlockingIOError:
                 break
-            lines.append(line)
-            ends.append(sum(map(len, lines)))
-        raw = list(saved)
-        raw[3] &= ~termios.ICANON
-        termios.tcsetattr(slave, termios.TCSANOW, raw)
+        half, queued.lnext = _line_not_ended(master, slave, lines)
+    finally:
+        termios.tcsetattr(slave, termios.TCSANOW, saved)
+    queued.long_line = len(half) if len(half) >= SLAVE_LIMIT else 0
+    _split(queued, lines, half, saved)
+
+
+def _line_not_ended(master: int, slave: int, lines: list[bytes]) -> tuple[bytes, bool]:
+    """The line not ended yet in the canonical slave whose complete lines (`lines`) were all
+    read, and whether a ^V is pending: ended by a newline written on the master, or two if
+    the first is taken as data."""
+    for newlines in (1, 2):
+        _write_all(master, b"\n")
         try:
-            lines.append(_read_available(slave))
-        finally:
-            termios.tcsetattr(slave, termios.TCSANOW, saved)
+            return _line_now(slave)[:-newlines], newlines == 2
+        except BlockingIOError:
+            continue
+    read = b"".join(lines)
+    raise UnsupportedError(
+        "its slave's line discipline took no newline to end its line, and the input the dump "
+        f"read is lost: {len(read)} bytes ({read[:32]!r})"
+    )
+
+
+def _line_now(slave: int) -> bytes:
+    """One line of the canonical `slave`, once its line discipline has taken what was written
+    (poll(2) waits for that when no line is complete); BlockingIOError when there is none."""
+    poller = select.poll()
+    poller.register(slave, select.POLLIN)
+    poller.poll(0)
+    return os.read(slave, tty.N_TTY_BUF_SIZE * 2)
+
+
+def _split(queued: Queued, lines: list[bytes], half: bytes, saved: list) -> None:
+    """Set `queued` from the lines read from a canonical slave and the line not ended: where
+    the lines end, and, past the SLAVE_LIMIT bytes of the line discipline's buffer (a line
+    ended by EOF holds one more), what came in from the pty's buffer, not processed."""
+    eols = {saved[6][termios.VEOL], saved[6][termios.VEOL2]} - {0}
+    data, ends, used, cut = b"", [], 0, None
+    for line in lines:
+        marker = not line.endswith(b"\n") and not (line and line[-1] in eols)
+        if cut is None and used + len(line) + marker > SLAVE_LIMIT:
+            cut = len(data) + SLAVE_LIMIT - used
+        data += line
+        used += len(line) + marker
+        ends.append(len(data))
+    if cut is None and used + len(half) > SLAVE_LIMIT:
+        cut = len(data) + SLAVE_LIMIT - used
+    data += half
+    if cut is None:
+        queued.to_slave, queued.line_ends = data, ends
     else:
-        lines.append(_read_available(slave))
-    return b"".join(lines), ends
+        queued.to_slave, queued.beyond = data[:cut], data[cut:]
+        queued.line_ends = [end for end in ends if end <= cut]
 
 
 def _read_available(fd: int) -> bytes:
@@ -199,6 +374,20 @@ def _read_available(fd: int) -> bytes:
         if not chunk:
             return got
         got += chunk
+
+
+def _capture(saved: list) -> list:
+    """Settings under which the slave's input is read as it is queued, and what comes in
+    from the pty's buffer meanwhile is taken as the master wrote it: no echo, signals or
+    input translation, no special character (the flow control, as it was, sees only what it
+    saw already); canonical mode and EXTPROC as they were (switching either forgets the
+    lines)."""
+    iflag, _oflag, cflag, lflag, ispeed, ospeed, cc = saved
+    kept_cc = [0] * len(cc)
+    for keep in (termios.VSTART, termios.VSTOP, termios.VMIN, termios.VTIME):
+        kept_cc[keep] = cc[keep]
+    kept = lflag & (termios.ICANON | tty.EXTPROC)
+    return [iflag & FLOW_IFLAGS, 0, cflag, kept, ispeed, ospeed, kept_cc]
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -218,7 +407,7 @@ def _quiet(saved: list) -> list:
 
 def _encoded(queued: Queued, saved: list) -> bytes:
     """What to write on the master, under _quiet(saved), to queue `queued.to_slave` with its
-    lines ending at `queued.line_ends`."""
+    lines ending at `queued.line_ends` (and a ^V pending after it, `queued.lnext`)."""
     special = {ord("\n"), LNEXT, EOF}
     if saved[0] & termios.IXON:
         special |= {saved[6][termios.VSTART], saved[6][termios.VSTOP]}
@@ -235,6 +424,8 @@ def _encoded(queued: Queued, saved: list) -> bytes:
             out.append(literal(line) + bytes((EOF,)))
         start = end
     out.append(literal(data[start:]))
+    if queued.lnext:
+        out.append(bytes((LNEXT,)))
     return b"".join(out)
 
 
@@ -243,7 +434,7 @@ def _write_all(fd: int, data: bytes) -> None:
     poller.register(fd, select.POLLOUT)
     while data:
         if not poller.poll(ECHO_WAIT_MS):
-            raise RestoreError("the terminal takes no more data")
+            raise RestoreError(f"the terminal takes no more data ({len(data)} bytes left)")
         try:
             data = data[os.write(fd, data) :]
         except BlockingIOError:
@@ -264,3 +455,16 @@ def _read_exactly(fd: int, count: int) -> bytes:
         except BlockingIOError:
             continue
     return got
+
+
+def _count_echoes(master: int, count: int) -> None:
+    """Wait until the master holds `count` bytes, the echoes of what was queued, without
+    reading it (it has a status byte first): poll(2) here returns at once (POLLPRI)."""
+    deadline = time.monotonic() + ECHO_WAIT_MS / 1000
+    while _drain(master, take_data=False) < count:
+        if time.monotonic() > deadline:
+            raise RestoreError(
+                f"the terminal echoed {_drain(master, take_data=False)} of the {count} "
+                "bytes of queued input"
+            )
+        time.sleep(0.001)
