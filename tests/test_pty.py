@@ -16,8 +16,9 @@ import pytest
 from test_end_to_end import crit_decodes_every_image
 
 import torpor
-from torpor.errors import TorporError, UnsupportedError
+from torpor.errors import RestoreError, TorporError, UnsupportedError
 from torpor.images.imagedir import ImageDir
+from torpor.parts.fds import ptyqueue
 
 # Holds the master on stdin; on SIGUSR1 writes through it and exits.
 MASTER_ONLY = """
@@ -373,6 +374,75 @@ print("OK" if got == [b"ab^\\b", None, b"ab\\n\\n", None] else f"LOST {got}", fl
 """
 )
 
+# A non-canonical slave (no echo, signals or input processing) given 5000 bytes: 4095 in its
+# line discipline, the rest in the pty's buffer. It must read the 5000.
+RAW_FULL = (
+    HELPERS
+    + """
+attrs = termios.tcgetattr(slave)
+attrs[0], attrs[3] = 0, attrs[3] & ~(termios.ICANON | termios.ECHO | termios.ISIG)
+termios.tcsetattr(slave, termios.TCSANOW, attrs)
+data = bytes(range(256)) * 19 + bytes(136)
+fcntl.fcntl(master, fcntl.F_SETFL, os.O_NONBLOCK)
+left = data
+while left:
+    left = left[os.write(master, left):]
+wait_until(lambda: fionread(slave) == 4095)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+got = b""
+while len(got) < 5000:
+    got += os.read(slave, 10000)
+print("OK" if got == data and read_now(slave) is None else f"LOST {len(got)}", flush=True)
+"""
+)
+
+# A slave in external processing mode (EXTPROC: the line discipline processes nothing) with
+# input queued.
+EXTPROC_QUEUED = (
+    HELPERS
+    + """
+attrs = termios.tcgetattr(slave)
+attrs[3] |= 0o200000
+termios.tcsetattr(slave, termios.TCSANOW, attrs)
+os.write(master, b"abc")
+wait_until(lambda: fionread(slave) == 3)
+print("READY", flush=True)
+signal.sigwait({signal.SIGUSR1})
+got = [os.read(slave, 100), read_now(master)]
+print("OK" if got == [b"abc", None] else f"LOST {got}", flush=True)
+"""
+)
+
+# Fills the master's queue: the slave writes until the pty takes no more (its line
+# discipline's 4095 bytes and the pty's buffer), which the master must then read.
+MASTER_FULL = (
+    HELPERS
+    + """
+fcntl.fcntl(slave, fcntl.F_SETFL, os.O_NONBLOCK)
+attrs = termios.tcgetattr(slave)
+attrs[1] &= ~termios.OPOST
+termios.tcsetattr(slave, termios.TCSANOW, attrs)
+data = b""
+while True:
+    try:
+        data += bytes([len(data) % 251]) * os.write(slave, bytes([len(data) % 251]) * 100)
+    except BlockingIOError:
+        if fionread(master) == 4095 and not writable(slave):
+            break
+        time.sleep(0.01)
+print("READY", len(data), flush=True)
+signal.sigwait({signal.SIGUSR1})
+fcntl.fcntl(master, fcntl.F_SETFL, os.O_NONBLOCK)
+got = b""
+wait_until(lambda: fionread(master) > 0)
+while len(got) < len(data):
+    got += read_now(master) or b""
+print("OK" if got == data and read_now(master) is None else f"LOST {len(got)}", flush=True)
+"""
+)
+
+
 # The slave in another line discipline (N_NULL, 27) for a while.
 OTHER_LDISC = (
     HELPERS
@@ -397,14 +467,21 @@ print("OK" if got == b"back\\n" else f"LOST {got}", flush=True)
     [
         (STOPPED, ["its slave's output is stopped (^S or TCOOFF)"]),
         (LNEXT_PENDING, ["its slave received a ^V (lnext)"]),
+        (RAW_FULL, ["4095 bytes of input, as much as its line discipline holds"]),
+        (EXTPROC_QUEUED, ["(EXTPROC), has 3 bytes queued"]),
+        (MASTER_FULL, ["its master's queue is full (its slave can write no more)"]),
     ],
-    ids=["stopped", "lnext"],
+    ids=["stopped", "lnext", "non-canonical-full", "extproc", "master-full"],
 )
 def test_what_cannot_be_put_back_exactly_is_refused(tmp_path, code, words):
-    """A slave whose output is stopped by ^S (refused before anything is read: neither echoes
-    nor the master's queue could go back), and a ^V pending in a canonical slave (found by
-    the newline that ends its line, which the images cannot say): refused, naming the fd,
-    the process and the pty; the program then reads exactly what was queued, both ways."""
+    """Refused, naming the fd, the process and the pty, before anything is read: a slave
+    whose output is stopped by ^S (neither echoes nor the master's queue could go back), or
+    that can write no more because its master's queue is full (the pty's buffer holds more
+    or less of it according to how it was written), a
+    non-canonical slave with as much input as its line discipline holds (more may wait in
+    the pty's buffer), a slave in EXTPROC mode with input; and after reading and putting it
+    back, a ^V pending in a canonical slave (found by the newline that ends its line; the
+    images cannot say it). The program then reads exactly what was queued, both ways."""
     out = tmp_path / "out"
     proc = _start(code, out)
     try:
@@ -434,6 +511,26 @@ def test_another_line_discipline_is_refused(tmp_path):
         proc.send_signal(signal.SIGUSR1)
         assert proc.wait(timeout=10) == 0, out.read_text()
         assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
+def test_a_put_back_that_fails_says_what_is_lost(tmp_path, monkeypatch):
+    """When the dump cannot put back what it read (here the echoes never come), the error
+    says so, with what was lost and where; it is one line."""
+
+    def no_echoes(fd, count):
+        raise RestoreError(f"the terminal echoed 0 of the {count} bytes of queued input")
+
+    monkeypatch.setattr(ptyqueue, "_read_exactly", no_echoes)
+    out = tmp_path / "out"
+    proc = _start(QUEUED, out)
+    try:
+        _refused(proc, tmp_path, f"of process {proc.pid}", "could not be put back",
+                 "echoed 0 of the 21 bytes", "is lost or only partly in place",
+                 "21 bytes of the slave's input (b'typed ahead\\nhalf a li')",
+                 "28 bytes of the master's queue", "1 line ends")  # fmt: skip
     finally:
         harness.kill_tree(proc.pid, proc.pid)
         proc.wait()
