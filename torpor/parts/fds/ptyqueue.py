@@ -6,8 +6,13 @@ per side, `tty_id` naming the side that reads them; torpor adds where the slave'
 
 Reading a terminal's queue takes the data, so the dump reads both queues and puts them back
 at once, the way the restore puts them into a new pair. What it cannot put back exactly, or
-the images cannot say, it refuses before reading anything where the kernel shows it
-(_refusal), or puts back and then refuses:
+the images cannot say, it refuses, naming it: before reading anything where the kernel shows
+it (_refusal: a line discipline other than N_TTY, whose ioctls differ; a slave that can write
+nothing now, its output stopped by ^S or its master's queue full, which fits back more or
+less according to how it was written; EXTPROC with input; a non-canonical slave as full as
+its line discipline gets), or after reading and putting back (_unsaid: a pending ^V, input
+beyond the line discipline's buffer, a line not ended as long as that buffer). A put-back
+that fails says what is lost.
 
 - The master's queue is read through the tree's master; the slave's through a new open of the
   slave (TIOCGPTPEER), non-blocking, under capture settings (_capture: the saved ones without
@@ -31,7 +36,7 @@ the images cannot say, it refuses before reading anything where the kernel shows
   mode kept on keeps the lines where they end, non-canonical mode forgets them, as the kernel
   had.
 - The master's queue is written again on the slave, with the same settings (no output
-  processing): it reaches the master as it was.
+  processing), 1 KiB a write (PIECE): it reaches the master as it was.
 
 Packet mode is switched off while the queues move (so that no setting change makes a status
 byte) and on again, which clears the status. A packet-mode master with a status byte not read
@@ -126,12 +131,12 @@ def _take(master: int, slave: int, slave_open: bool) -> Queued:
     try:
         queued = Queued(to_master=_drain(master))
         if slave_open:
-            _drain_input(master, slave, saved, queued)
+            _read_input(master, slave, saved, queued)
         _put_back_taken(master, slave, saved, queued)
     finally:
         if packet:
             fcntl.ioctl(master, tty.TIOCPKT, struct.pack("i", 1))
-    problems = _unsaid(queued, saved)
+    problems = _unsaid(queued)
     if problems:
         raise UnsupportedError(" and ".join(problems) + ", which the images cannot say")
     return queued
@@ -150,11 +155,26 @@ def _take_behind_status(master: int, slave: int, saved: list, slave_open: bool) 
     if not slave_open or saved[3] & tty.EXTPROC or not saved[3] & termios.ICANON:
         return Queued()  # FIONREAD counts it all (and a change of EXTPROC makes a status)
     queued = Queued()
-    _drain_input(master, slave, saved, queued)
+    _read_input(master, slave, saved, queued, echoes_counted=True)
     if queued:
         _put_back_taken(master, slave, saved, queued, echoes_counted=True)
         raise UnsupportedError(f"input not read yet ({_described(queued)}) {behind}")
     return queued
+
+
+def _read_input(
+    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
+) -> None:
+    """_drain_input; if reading fails, what was read (and `queued` already held) is put
+    back and the dump refused."""
+    try:
+        _drain_input(master, slave, saved, queued)
+    except (OSError, termios.error) as e:
+        _put_back_taken(master, slave, saved, queued, echoes_counted)
+        raise UnsupportedError(
+            f"reading its slave's input failed ({os.strerror(e.args[0])}); what was read is "
+            f"put back ({_described(queued)})"
+        ) from None
 
 
 def _refusal(master: int, slave: int, saved: list) -> str | None:
@@ -178,7 +198,7 @@ def _refusal(master: int, slave: int, saved: list) -> str | None:
     return None  # (the master's own settings stay raw: termios calls on it reach the slave)
 
 
-def _unsaid(queued: Queued, saved: list) -> list[str]:
+def _unsaid(queued: Queued) -> list[str]:
     """What the dump found queued that the images cannot say."""
     problems = []
     if queued.beyond:
@@ -312,12 +332,16 @@ def _drain_input(master: int, slave: int, saved: list, queued: Queued) -> None:
             queued.to_slave, queued.beyond = queued.to_slave[:before], queued.to_slave[before:]
             return
         lines = []
-        for _ in range(MAX_READS):
-            try:
-                lines.append(os.read(slave, tty.N_TTY_BUF_SIZE * 2))
-            except BlockingIOError:
-                break
-        half, queued.lnext = _line_not_ended(master, slave, lines)
+        try:
+            for _ in range(MAX_READS):
+                try:
+                    lines.append(os.read(slave, tty.N_TTY_BUF_SIZE * 2))
+                except BlockingIOError:
+                    break
+            half, queued.lnext = _line_not_ended(master, slave, lines)
+        except (OSError, termios.error):
+            _split(queued, lines, b"", saved)  # what was read, for the caller to put back
+            raise
     finally:
         termios.tcsetattr(slave, termios.TCSANOW, saved)
     queued.long_line = len(half) if len(half) >= SLAVE_LIMIT else 0
