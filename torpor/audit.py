@@ -13,11 +13,14 @@ torpor forgets shows up the first time it is restored.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import hashlib
 import os
 import re
 from dataclasses import dataclass
 
+from torpor.arch import X86_64, abi_for_cs
 from torpor.context import log
 from torpor.errors import RestoreError
 from torpor.images import pb
@@ -33,7 +36,11 @@ STAT_FIELDS = {
     48: "arg_start", 49: "arg_end", 50: "env_start", 51: "env_end",
 }  # fmt: skip
 
-PROCESS_FILES = ("oom_score_adj", "timerslack_ns", "personality", "loginuid")
+# (Not sessionid: the kernel gives a task a new audit session whenever its loginuid is
+# written, as a restore does; no call chooses one.)
+PROCESS_FILES = ("oom_score_adj", "timerslack_ns", "personality", "loginuid", "coredump_filter")
+# Files whose bytes are compared by digest: the memory holding arguments and environment.
+PROCESS_DIGESTS = ("cmdline", "environ")
 PROCESS_LINKS = ("cwd", "root", "exe")
 TEMPORARY_MASK = "torpor.temporary_mask"  # a mark recorded at dump, not a procfs value
 KERNEL_VMAS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
@@ -99,6 +106,7 @@ def _without_fields(*names: str):
 
 
 VDSO_COPY = "the dumped vDSO is kept as a copy beside this kernel's, which it jumps to"
+AT_SYSINFO_EHDR = 33  # the auxv entry holding the vDSO's address
 PIDNS = "the tree has its PIDs only inside its new PID namespace"
 EXPLAINED: tuple[Explained, ...] = (
     Explained("status.TracerPid", "torpor traces the task at dump and at restore"),
@@ -174,6 +182,11 @@ EXPLAINED: tuple[Explained, ...] = (
     ),
     Explained("fd.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
     Explained("fdinfo.*", "an outside end is the fd handed in (--inherit-fd)", when="inherit-fd"),
+    Explained(
+        f"auxv.{AT_SYSINFO_EHDR}",
+        "AT_SYSINFO_EHDR names this kernel's vDSO, beside the dumped copy kept",
+        when="trampolines",
+    ),
     Explained("status.VmSize", VDSO_COPY, when="trampolines"),
     Explained("status.VmLib", VDSO_COPY, when="trampolines"),
     Explained("stat.tty_nr", "the tree is restored onto this command's terminal", when="shell-job"),
@@ -260,9 +273,15 @@ def _timers(text: str | None, into: dict[str, str]) -> None:
             into[f"{timer}.{key}"] = value.strip()
 
 
-def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
+def _auxv(raw: bytes | None, word: int, into: dict[str, str]) -> None:
+    """The aux vector (saved by the kernel at exec, set again by a restore), entry by type."""
+    for kind, value in procfs.auxv_entries(raw or b"", word):
+        into[f"auxv.{kind}"] = f"{value:#x}"
+
+
+def snapshot(pid: int, tid: int, *, process: bool, word: int = 8) -> dict[str, str]:
     """What procfs shows of thread `tid` of process `pid` (and of the process itself when
-    `process`), as key -> value."""
+    `process`, whose ABI has `word`-byte words), as key -> value."""
     values: dict[str, str] = {}
     task = procfs.proc(pid, "task", str(tid))
     _colon_lines(_read(f"{task}/status"), "status", values)
@@ -287,6 +306,13 @@ def snapshot(pid: int, tid: int, *, process: bool) -> dict[str, str]:
             values[name] = os.readlink(f"{base}/{name}")
         except OSError:
             pass
+    with contextlib.suppress(OSError):
+        _auxv(procfs.read_auxv(pid), word, values)
+    for name in PROCESS_DIGESTS:
+        try:
+            values[name] = hashlib.sha256(procfs.proc(pid, name).read_bytes()).hexdigest()[:32]
+        except OSError:
+            pass
     return values
 
 
@@ -297,7 +323,7 @@ def record(core, pid: int, tid: int, abi) -> None:
     """Put the audit of thread `tid` (of process `pid`, running in `abi`) into its core
     image entry, with a mark when the thread sleeps in a call that blocks signals of its
     own for its duration: status then shows that call's mask, not the thread's."""
-    values = snapshot(pid, tid, process=tid == pid)
+    values = snapshot(pid, tid, process=tid == pid, word=abi.word)
     if _in_call_with_own_mask(pid, tid, abi):
         values[TEMPORARY_MASK] = "yes"
     core.torpor_audit.CopyFrom(
@@ -434,7 +460,8 @@ def verify(tasks, mode: str, circumstances: frozenset[str] = frozenset()) -> lis
         if before is None:
             unaudited += 1
             continue
-        after = snapshot(real_pid, task.pid, process=tid == pid)
+        abi = abi_for_cs(core.thread_info.gpregs.cs) or X86_64
+        after = snapshot(real_pid, task.pid, process=tid == pid, word=abi.word)
         if task.sigmask is not None:
             after["status.SigBlk"] = f"{task.sigmask:016x}"
         seen = set(circumstances)
