@@ -159,7 +159,7 @@ def test_packet_status_with_data_is_refused(tmp_path):
     out = tmp_path / "out"
     proc = _start(PACKET_STATUS, out)
     try:
-        _refused(proc, tmp_path, "/dev/pts/", "packet-mode status byte not read yet")
+        _refused(proc, tmp_path, "/dev/pts/", "in packet mode, has a status byte not read yet")
         proc.send_signal(signal.SIGUSR1)
         assert proc.wait(timeout=10) == 0, out.read_text()
         assert "OK" in out.read_text(), out.read_text()
@@ -256,7 +256,8 @@ attrs[3] &= ~termios.ECHO
 termios.tcsetattr(slave, termios.TCSANOW, attrs)
 termios.tcflush(slave, termios.TCIFLUSH)
 os.write(master, QUEUED_INPUT)
-time.sleep(0.1)  # (no sign when the line discipline has taken it: nothing echoes, nothing counts)
+p = select.poll(); p.register(slave, select.POLLIN)
+p.poll(0)  # which waits for the line discipline to take it, when no line is complete
 print("READY", flush=True)
 signal.sigwait({signal.SIGUSR1})
 got = [os.read(master, 100), read_now(master)]
@@ -274,20 +275,22 @@ print("OK" if got == want else f"LOST {got}", flush=True)
         (b"half a li", b"ne\n", [b"half a line\n"]),
         (b"\x04", b"", [b"", None]),  # an end of file
         (b"ab\x16", b"\n\n", [b"ab\n\n"]),  # a ^V pending: the first newline is data
+        (b"", b"", [None]),  # nothing but the status byte
     ],
-    ids=["half-line", "end-of-file", "lnext"],
+    ids=["half-line", "end-of-file", "lnext", "status-only"],
 )
 def test_input_behind_a_packet_status_is_refused(tmp_path, queued, end, reads):
-    """A canonical slave's input FIONREAD does not count (a line not ended, an end of file, a
-    pending ^V) behind a packet-mode status byte not read yet: the dump reads it without
-    taking the status, puts it back and refuses, naming the fd, the process and the pty; the
-    program then reads the status byte, nothing else on the master, and its input."""
+    """A packet-mode status byte not read yet, alone or with a canonical slave's input that
+    FIONREAD does not count (a line not ended, an end of file, a pending ^V): the images
+    have no place for it, and reading the master would take it, so the dump refuses before
+    reading anything, naming the fd, the process and the pty; the program then reads the
+    status byte, nothing else on the master, and its input."""
     code = f"QUEUED_INPUT, END, READS = {queued!r}, {end!r}, {reads!r}\n" + BEHIND_STATUS
     out = tmp_path / "out"
     proc = _start(code, out)
     try:
-        _refused(proc, tmp_path, f"of process {proc.pid}", "the master of /dev/pts/",
-                 "packet-mode status byte not read yet")  # fmt: skip
+        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "the master of /dev/pts/",
+                 "in packet mode, has a status byte not read yet")  # fmt: skip
         proc.send_signal(signal.SIGUSR1)
         assert proc.wait(timeout=10) == 0, out.read_text()
         assert "OK" in out.read_text(), out.read_text()

@@ -40,12 +40,12 @@ that fails says what is lost.
 
 Packet mode is switched off while the queues move (so that no setting change makes a status
 byte) and on again, which clears the status. A packet-mode master with a status byte not read
-yet (TIOCPKT_FLUSHREAD, _STOP, ...: poll says POLLPRI) is left in packet mode: reading the
-master would take the status, and the kernel offers no way to set one back. Data queued
-either way is then refused; a slave in canonical mode is read all the same (FIONREAD hides
-an end of file, a line not ended and a ^V), under settings that keep its flow control, which
-makes no status byte, and what it held is put back, its echoes counted on the master and
-flushed from it (an input flush of the master makes no status either), and refused.
+yet (TIOCPKT_FLUSHREAD, _STOP, ...: poll says POLLPRI) is refused, before anything is read,
+whatever is queued: reading the master would take the status, the kernel offers no way to
+set one back, and the images have no place for it (the restore's packet mode starts with
+none). (What torpor measured: a change of ICANON, or of anything but the flow control and
+EXTPROC, makes no status; an input flush of the master makes none; FIONREAD of a canonical
+slave counts neither a line not ended nor an end of file on an empty line.)
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ import os
 import select
 import struct
 import termios
-import time
 from dataclasses import dataclass, field
 
 from torpor.errors import RestoreError, UnsupportedError
@@ -123,8 +122,6 @@ def _take(master: int, slave: int, slave_open: bool) -> Queued:
     refusal = _refusal(master, slave, saved)
     if refusal:
         raise UnsupportedError(refusal)
-    if tty.get_int(master, tty.TIOCGPKT) and _status_pending(master):
-        return _take_behind_status(master, slave, saved, slave_open)
     packet = bool(tty.get_int(master, tty.TIOCGPKT))
     if packet:
         fcntl.ioctl(master, tty.TIOCPKT, struct.pack("i", 0))
@@ -142,35 +139,13 @@ def _take(master: int, slave: int, slave_open: bool) -> Queued:
     return queued
 
 
-def _take_behind_status(master: int, slave: int, saved: list, slave_open: bool) -> Queued:
-    """The queues of a packet-mode pair with a status byte not read yet: nothing may be
-    queued, as far as it can be seen without taking the status."""
-    behind = (
-        "behind a packet-mode status byte not read yet, which cannot be saved without taking it"
-    )
-    _drain(master, take_data=False)
-    waiting = tty.get_int(master, tty.FIONREAD) + tty.get_int(slave, tty.FIONREAD)
-    if waiting:
-        raise UnsupportedError(f"{waiting} bytes not read yet {behind}")
-    if not slave_open or saved[3] & tty.EXTPROC or not saved[3] & termios.ICANON:
-        return Queued()  # FIONREAD counts it all (and a change of EXTPROC makes a status)
-    queued = Queued()
-    _read_input(master, slave, saved, queued, echoes_counted=True)
-    if queued:
-        _put_back_taken(master, slave, saved, queued, echoes_counted=True)
-        raise UnsupportedError(f"input not read yet ({_described(queued)}) {behind}")
-    return queued
-
-
-def _read_input(
-    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
-) -> None:
+def _read_input(master: int, slave: int, saved: list, queued: Queued) -> None:
     """_drain_input; if reading fails, what was read (and `queued` already held) is put
     back and the dump refused."""
     try:
         _drain_input(master, slave, saved, queued)
     except (OSError, termios.error) as e:
-        _put_back_taken(master, slave, saved, queued, echoes_counted)
+        _put_back_taken(master, slave, saved, queued)
         raise UnsupportedError(
             f"reading its slave's input failed ({os.strerror(e.args[0])}); what was read is "
             f"put back ({_described(queued)})"
@@ -181,6 +156,11 @@ def _refusal(master: int, slave: int, saved: list) -> str | None:
     """Why the pair's queues cannot be read and put back exactly, from what the kernel shows
     before anything is read; None when they can."""
     lflag, waiting = saved[3], tty.get_int(slave, tty.FIONREAD)
+    if tty.get_int(master, tty.TIOCGPKT) and _status_pending(master):
+        return (
+            "its master, in packet mode, has a status byte not read yet, which the images "
+            "cannot say and reading it takes"
+        )
     if not _writable(slave):
         if _drain(master, take_data=False) >= SLAVE_LIMIT:  # (then the pty's buffer may be)
             return (
@@ -216,13 +196,10 @@ def _unsaid(queued: Queued) -> list[str]:
     return problems
 
 
-def put_back(
-    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
-) -> None:
+def put_back(master: int, slave: int, saved: list, queued: Queued) -> None:
     """Queue `queued` in the pair of `master` and `slave` (an open of its slave), whose
     settings are to be `saved` (tcgetattr's list, control characters as ints); they are
-    `saved` when this returns. `echoes_counted`: the master is in packet mode with a status
-    byte not read yet (and nothing queued): the echoes are counted, then flushed."""
+    `saved` when this returns."""
     if not queued:
         return
     canonical = bool(saved[3] & termios.ICANON)
@@ -234,10 +211,7 @@ def put_back(
     try:
         if queued.to_slave or queued.line_ends or queued.lnext:
             _write_all(master, _encoded(queued, saved))
-            if echoes_counted:
-                _count_echoes(master, len(queued.to_slave))
-                termios.tcflush(master, termios.TCIFLUSH)
-            elif _read_exactly(master, len(queued.to_slave)) != queued.to_slave:
+            if _read_exactly(master, len(queued.to_slave)) != queued.to_slave:
                 raise RestoreError("the terminal's line discipline changed its queued input")
         _write_all(slave, queued.to_master, PIECE)
     finally:
@@ -250,12 +224,10 @@ def lines_of(data: bytes) -> list[int]:
     return [at + 1 for at, byte in enumerate(data) if byte == ord("\n")]
 
 
-def _put_back_taken(
-    master: int, slave: int, saved: list, queued: Queued, echoes_counted: bool = False
-) -> None:
+def _put_back_taken(master: int, slave: int, saved: list, queued: Queued) -> None:
     """Put back what the dump read; if that fails, say what is lost."""
     try:
-        put_back(master, slave, saved, queued, echoes_counted)
+        put_back(master, slave, saved, queued)
     except (RestoreError, OSError, termios.error) as e:
         reason = str(e) if isinstance(e, RestoreError) else os.strerror(e.args[0])
         raise UnsupportedError(
@@ -489,16 +461,3 @@ def _read_exactly(fd: int, count: int) -> bytes:
         except BlockingIOError:
             continue
     return got
-
-
-def _count_echoes(master: int, count: int) -> None:
-    """Wait until the master holds `count` bytes, the echoes of what was queued, without
-    reading it (it has a status byte first): poll(2) here returns at once (POLLPRI)."""
-    deadline = time.monotonic() + ECHO_WAIT_MS / 1000
-    while _drain(master, take_data=False) < count:
-        if time.monotonic() > deadline:
-            raise RestoreError(
-                f"the terminal echoed {_drain(master, take_data=False)} of the {count} "
-                "bytes of queued input"
-            )
-        time.sleep(0.001)
