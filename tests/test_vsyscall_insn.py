@@ -33,9 +33,11 @@ from torpor import remote
 from torpor.arch import IA32, X86_64
 from torpor.arch.abi import ERESTARTNOHAND
 from torpor.errors import UnsupportedError
+from torpor.images import ImageDir
 from torpor.kernel import ptrace
 from torpor.kernel.procfs import read_maps
 from torpor.parts import memory as memory_part
+from torpor.parts import regs as regs_part
 from torpor.remote import signed
 from torpor.vdso import VdsoImage
 
@@ -133,12 +135,12 @@ def assert_passes(pid: int, out: Path, reap) -> None:
 
 @pytest.fixture
 def caught(program, tmp_path):
-    """The program, stopped at its fast syscall instruction: (process, output file)."""
+    """The program, stopped at its fast syscall instruction: (process, output file, the
+    instruction's address)."""
     out = tmp_path / "out.txt"
     proc, go = start(program, out)
     try:
-        stop_at_fast_call(proc.pid, go)
-        yield proc, out
+        yield proc, out, stop_at_fast_call(proc.pid, go)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -146,7 +148,7 @@ def caught(program, tmp_path):
 
 
 def test_leave_running_dump(caught, tmp_path):
-    proc, out = caught
+    proc, out, _ = caught
     images = tmp_path / "images"
     images.mkdir()
     torpor.dump(proc.pid, str(images), leave_running=True)
@@ -157,7 +159,7 @@ def test_leave_running_dump(caught, tmp_path):
 def test_failed_dump(caught, tmp_path, monkeypatch):
     """A dump that fails once it has made calls in the task (at its memory) lets it go the
     same way."""
-    proc, out = caught
+    proc, out, _ = caught
     images = tmp_path / "images"
     images.mkdir()
 
@@ -172,14 +174,18 @@ def test_failed_dump(caught, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("trampolines", [False, True], ids=["same-vdso", "trampolines"])
 def test_restore(trampolines, caught, tmp_path):
-    """Restored at the instruction (in the vDSO, or in the dumped copy of it with trampolines
-    to this one), the task makes its call when it runs. (It is restored stopped, by a SIGSTOP
-    sent once it is let go, which may come after it has run on: SIGCONT then does nothing.)"""
-    proc, out = caught
+    """Saved at the `int $0x80` after the instruction, with the sixth argument in %ebp (the
+    same call on a CPU of either vendor), and restored there (in the vDSO, or in the dumped
+    copy of it with trampolines to this one), the task makes its call when it runs. (It is
+    restored stopped, by a SIGSTOP sent once it is let go, which may come after it has run
+    on: SIGCONT then does nothing.)"""
+    proc, out, target = caught
     pid = proc.pid
     images = tmp_path / "images"
     images.mkdir()
     torpor.dump(pid, str(images))
+    gpregs = ImageDir(str(images)).read_one(f"core-{pid}.img").thread_info.gpregs
+    assert (gpregs.ip, gpregs.bp) == (target + 2, 1)  # the fallback, with mmap2's page offset
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert harness.wait_gone(pid, 5), f"pid {pid} still exists after the dump"
     restored = torpor.restore(str(images), force_vdso_trampolines=trampolines)
@@ -276,17 +282,17 @@ def test_a_restarting_task_restarts_from_its_call_instruction(abi, ptrace_log):
     task = Recorded(bytes(image), regs_at(abi, BASE + 0x100))
     task.heal, task.restart_call = 0, True
     task.detach()
-    names = [entry[0] for entry in ptrace_log]
-    assert names == ["set_regs", "cont_syscall", "cont_syscall", "set_sigmask", "set_regs"] + [
-        "detach"
-    ]
+    steps = ["set_regs", "cont_syscall", "cont_syscall", "set_sigmask", "set_regs", "detach"]
+    assert [entry[0] for entry in ptrace_log] == steps
     harmless, out = ptrace_log[0][1], ptrace_log[4][1]
     assert (harmless.rax, harmless.rip) == (abi.nr("getpid"), BASE + 0x100)
     assert (out.orig_rax, signed(out.rax), out.rip) == (192, -ERESTARTNOHAND, BASE + 0x102)
 
 
 @pytest.mark.parametrize(
-    "abi, cpu", [(IA32, "syscall"), (IA32, "sysenter"), (X86_64, "int80")], ids=str
+    "abi, cpu",
+    [(IA32, "syscall"), (IA32, "sysenter"), (X86_64, "int80")],
+    ids=["ia32-syscall", "ia32-sysenter", "x86_64-int80"],
 )
 def test_a_restarting_task_elsewhere_goes_untouched(abi, cpu, ptrace_log):
     """Not at its ABI's call instruction, a task to be let go restarting runs on from its own
@@ -318,3 +324,52 @@ def test_a_restarting_task_elsewhere_goes_untouched(abi, cpu, ptrace_log):
 )
 def test_which_instruction_a_rewound_call_stands_at(abi, insn, reenters):
     assert abi.rewound_call_at(insn) is reenters
+
+
+STACK = 0xFFFFD000
+
+
+def stack_and_image(image: bytes):
+    """A task's memory: `image` at BASE, and at STACK what __kernel_vsyscall pushed (%ebp,
+    the sixth argument, 1; %edx; %ecx)."""
+    stack = (1).to_bytes(4, "little") + (2).to_bytes(4, "little") + (3).to_bytes(4, "little")
+
+    def read(addr: int, size: int) -> bytes:
+        for start, data in ((BASE, image), (STACK, stack)):
+            if start <= addr and addr + size <= start + len(data):
+                return data[addr - start : addr - start + size]
+        raise OSError(5, "unmapped")
+
+    return read
+
+
+@pytest.mark.parametrize("cpu", FAST_SEQUENCES)
+def test_a_task_at_the_fast_instruction_is_saved_at_the_fallback(cpu):
+    image, offset = recorded(cpu)
+    regs = regs_at(IA32, BASE + offset)
+    regs.rsp = STACK
+    out = regs_part.fast_entry_adjusted(regs, IA32, stack_and_image(image))
+    assert (out.rip, out.rbp) == (BASE + offset + 2, 1)
+    assert {k: v for k, v in out.as_dict().items() if k not in ("rip", "rbp")} == {
+        k: v for k, v in regs.as_dict().items() if k not in ("rip", "rbp")
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["before", "fallback", "in-call", "x86_64", "no-stack", "elsewhere"]
+)
+@pytest.mark.parametrize("cpu", FAST_SEQUENCES)
+def test_other_tasks_are_saved_as_they_are(cpu, case):
+    """Not at the fast instruction of __kernel_vsyscall in no call (before it, at the
+    fallback, in a call, in 64-bit code, the stack unreadable, at a lone `syscall`), the
+    registers are saved as they are."""
+    image, offset = recorded(cpu)
+    at = {"before": offset - 2, "fallback": offset + 2}.get(case, offset)
+    regs = regs_at(
+        X86_64 if case == "x86_64" else IA32, BASE + at, 192 if case == "in-call" else -1
+    )
+    regs.rsp = 0x1000 if case == "no-stack" else STACK
+    if case == "elsewhere":
+        image = image[: offset - 2] + b"\x90\x90" + image[offset:]
+    abi = X86_64 if case == "x86_64" else IA32
+    assert regs_part.fast_entry_adjusted(regs, abi, stack_and_image(image)) is regs

@@ -10,6 +10,23 @@ from torpor.arch.abi import (
     TimedCall,
 )
 
+# __kernel_vsyscall of the ia32 vDSO, as the kernel's boot-time alternatives leave it: after
+# pushing %ecx, %edx and %ebp (the sixth argument), `mov %ecx,%ebp; syscall` (AMD: the fast
+# entry takes the second argument from %ebp) or `mov %esp,%ebp; sysenter` (Intel: it takes the
+# user stack from %ebp), then the `int $0x80` fallback and the landing pad the kernel returns
+# a fast call to: pop %ebp; pop %edx; pop %ecx; ret.
+FAST_ENTRIES = (b"\x89\xcd\x0f\x05", b"\x89\xe5\x0f\x34")
+FALLBACK_AND_LANDING_PAD = b"\xcd\x80\x5d\x5a\x59\xc3"
+
+
+def at_fast_entry(code: bytes) -> bool:
+    """Whether `code`, the 10 bytes from 2 before a 32-bit task's instruction pointer, is
+    __kernel_vsyscall with the task at its fast instruction: the instruction and what %ebp
+    must hold for it are the CPU vendor's; the `int $0x80` after it makes the same call on
+    any CPU with the sixth argument in %ebp (found at the stack pointer, where it was pushed)."""
+    return code[:4] in FAST_ENTRIES and code[4:10] == FALLBACK_AND_LANDING_PAD
+
+
 _FUTEX_WAIT = ((1, FUTEX_CMD_MASK, FUTEX_WAIT),)
 _RELATIVE_SLEEP = ((1, TIMER_ABSTIME, 0), (3, ANY, 0))  # clock_nanosleep: no TIMER_ABSTIME, no rem
 

@@ -4,11 +4,14 @@ A task stopped inside an interrupted syscall is saved so that it re-issues the c
 runs again (the kernel's own restart rule, applied at dump time, since the restart state
 inside the kernel does not survive the checkpoint); one with a relative timeout the kernel
 keeps to itself goes on for the time it had left, or fails with EINTR (parts.timeouts).
+A 32-bit task caught just before the vDSO's fast syscall instruction is saved as before the
+`int $0x80` after it, the one call instruction of ia32 code that means the same on every CPU.
 """
 
 import struct
 
 from torpor.arch import IA32, Abi
+from torpor.arch import ia32 as ia32_arch
 from torpor.arch import xstate as xsave
 from torpor.arch.abi import ERESTART_RESTARTBLOCK
 from torpor.context import DumpContext, RestoreContext, log
@@ -16,7 +19,7 @@ from torpor.errors import ImageError, RestoreError
 from torpor.images import pb
 from torpor.kernel import ptrace
 from torpor.parts import cpu, timeouts
-from torpor.remote import signed
+from torpor.remote import RemoteError, signed
 
 # CRIU's UserX86RegsEntry field name for each user_regs_struct member.
 _CRIU_NAMES = {
@@ -44,6 +47,27 @@ def restart_adjusted(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
         out.rax, delta = fix
         out.rip += delta
     out.orig_rax = (1 << 64) - 1
+    return out
+
+
+def fast_entry_adjusted(regs: ptrace.UserRegs, abi: Abi, read) -> ptrace.UserRegs:
+    """The registers of a 32-bit task caught, in no call, at the fast syscall instruction of
+    its vDSO's __kernel_vsyscall (`syscall` on AMD, `sysenter` on Intel), saved as at the
+    `int $0x80` after it with the sixth argument in %ebp: the same call (the kernel moves a
+    fast call onto that fallback, its sixth argument fetched from the stack, and both return
+    to the landing pad that pops %ebp), which a restore on a CPU of the other vendor, whose
+    vDSO has the other instruction there and needs another %ebp for it, makes too. `read`
+    reads the task's memory; what it cannot read leaves the registers as they are."""
+    if abi is not IA32 or signed(regs.orig_rax) >= 0:
+        return regs
+    try:
+        if not ia32_arch.at_fast_entry(read(regs.rip - 2, 10)):
+            return regs
+        (sixth,) = struct.unpack("<I", read(regs.rsp & 0xFFFFFFFF, 4))
+    except (OSError, RemoteError):
+        return regs
+    out = regs.copy()
+    out.rip, out.rbp = regs.rip + len(abi.syscall_insn), sixth
     return out
 
 
@@ -211,8 +235,9 @@ def _tls_desc(entry: pb.core_x86_pb2.UserDescT) -> ptrace.UserDesc:
 
 def dump(ctx: DumpContext) -> None:
     info = ctx.core.thread_info
+    regs = fast_entry_adjusted(ctx.task.regs, ctx.abi, ctx.task.read)
     regs, left = timeouts.dump_adjusted(
-        time_left_adjusted(ctx.task.regs, ctx.abi), ctx.abi, ctx.task.timers_left, ctx.task.read
+        time_left_adjusted(regs, ctx.abi), ctx.abi, ctx.task.timers_left, ctx.task.read
     )
     info.gpregs.CopyFrom(_gpregs(restart_adjusted(regs, ctx.abi), ctx.abi))
     if left is not None:
