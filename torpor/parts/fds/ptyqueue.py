@@ -63,9 +63,10 @@ from torpor.kernel import tty
 LNEXT, EOF = 0x16, 0x04  # the temporary settings' VLNEXT and VEOF
 ECHO_WAIT_MS = 5000  # how long the line discipline may take to echo what was written
 FLOW_IFLAGS = termios.IXON | termios.IXANY  # (IXOFF would answer a full queue with ^S)
-MAX_READS = tty.N_TTY_BUF_SIZE + 1  # a line per read at most, and empty ones are EOFs
 SLAVE_LIMIT = tty.N_TTY_BUF_SIZE - 1  # what the line discipline queues in canonical mode
 MASTER_LIMIT = 65536  # what a pty buffers on its way to the master (TTYB_DEFAULT_MEM_LIMIT)
+# A line per read at most (empty ones are EOFs), from the line discipline and the pty's buffer
+MAX_READS = tty.N_TTY_BUF_SIZE + MASTER_LIMIT + 1
 # How much of a pty's queue goes back a write at a time: its buffer (8 KiB of allocations
 # that hold twice as much) holds more in writes of 1 KiB than in larger ones (measured: 16 KiB
 # and 9.5 KiB behind the 4095 bytes of the line discipline)
