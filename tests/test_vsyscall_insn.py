@@ -196,6 +196,42 @@ def test_restore(trampolines, caught, tmp_path):
         harness.kill_tree(pid)
 
 
+def test_restore_of_raw_registers(caught, tmp_path, monkeypatch):
+    """Images holding the task raw at the fast instruction (CRIU's, or torpor's before it
+    moved such a task to the fallback) are restored at the fallback with the sixth argument
+    in %ebp, what a CPU of the other vendor needs too; the task makes its call."""
+    proc, out, target = caught
+    pid = proc.pid
+    images = tmp_path / "images"
+    images.mkdir()
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(target)
+        amd = mem.read(2) == SYSCALL
+    monkeypatch.setattr(regs_part, "fast_entry_adjusted", lambda regs, abi, read: regs)
+    torpor.dump(pid, str(images))
+    monkeypatch.undo()
+    gpregs = ImageDir(str(images)).read_one(f"core-{pid}.img").thread_info.gpregs
+    # %ebp as the vendor's mov left it: AMD's the second argument, Intel's the stack pointer
+    assert (gpregs.ip, gpregs.bp) == (target, 4096 if amd else gpregs.sp)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert harness.wait_gone(pid, 5), f"pid {pid} still exists after the dump"
+    restored_regs = []
+    real_restore = regs_part.restore
+
+    def restore_and_look(ctx):
+        real_restore(ctx)
+        restored_regs.append(ctx.task.regs)
+
+    monkeypatch.setattr(regs_part, "restore", restore_and_look)
+    assert torpor.restore(str(images)) == pid
+    try:
+        (regs,) = restored_regs
+        assert (regs.rip, regs.rbp & 0xFFFFFFFF) == (target + 2, 1)
+        assert_passes(pid, out, lambda: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    finally:
+        harness.kill_tree(pid)
+
+
 # --- the choice, over recorded bytes --------------------------------------------------------
 
 

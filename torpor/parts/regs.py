@@ -5,7 +5,8 @@ runs again (the kernel's own restart rule, applied at dump time, since the resta
 inside the kernel does not survive the checkpoint); one with a relative timeout the kernel
 keeps to itself goes on for the time it had left, or fails with EINTR (parts.timeouts).
 A 32-bit task caught just before the vDSO's fast syscall instruction is saved as before the
-`int $0x80` after it, the one call instruction of ia32 code that means the same on every CPU.
+`int $0x80` after it, the one call instruction of ia32 code that means the same on every CPU
+(and restored so from images that hold it raw).
 """
 
 import struct
@@ -265,7 +266,10 @@ def restore(ctx: RestoreContext) -> None:
         raise RestoreError(
             f"this CPU cannot take the saved FPU/vector state ({e.strerror})"
         ) from None
-    ctx.task.regs = timeouts.restore_adjusted(ctx, _regs_from_entry(info.gpregs, ctx.abi))
+    saved = _regs_from_entry(info.gpregs, ctx.abi)
+    # images saved raw (by CRIU) at the fast instruction, made the same on this host's CPU
+    saved = fast_entry_adjusted(saved, ctx.abi, ctx.task.read)
+    ctx.task.regs = timeouts.restore_adjusted(ctx, saved)
 
 
 def restart_adjusted_for_resume(regs: ptrace.UserRegs, abi: Abi) -> ptrace.UserRegs:
