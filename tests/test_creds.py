@@ -88,3 +88,34 @@ def test_capability_this_side_lacks_refuses(start_workload, tmp_path, monkeypatc
         torpor.restore(str(images))
     assert str(e.value) == refused[0].message, "check -D and restore disagree"
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_user_process_stays_dumpable_by_its_user(built_workloads, flavour, tmp_path):
+    """A process of another user is dumpable (it exec'd as that user), so that user may read
+    its /proc files and trace it; the restore's change of credentials, which makes a
+    process not dumpable, must not keep it that way."""
+    log_path = tmp_path / "counter.log"
+    as_user = ["setpriv", "--reuid", "4321", "--regid", "4321", "--clear-groups"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [*as_user, str(harness.binary("counter", flavour))], stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
+        )  # fmt: skip
+    try:
+        while b"READY" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+        images = tmp_path / "images"
+        images.mkdir()
+        torpor.dump(proc.pid, str(images))
+        proc.wait()
+        pid = torpor.restore(str(images))
+        read = subprocess.run(
+            [*as_user, "cat", f"/proc/{pid}/environ"], capture_output=True, check=False
+        )
+        assert read.returncode == 0, f"its user cannot read its environ: {read.stderr!r}"
+        os.kill(pid, 10)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -308,6 +308,9 @@ def snapshot(pid: int, tid: int, *, process: bool, word: int = 8) -> dict[str, s
             pass
     with contextlib.suppress(OSError):
         _auxv(procfs.read_auxv(pid), word, values)
+    with contextlib.suppress(OSError):  # root's when not dumpable, else the task's (proc(5))
+        owner = os.stat(base)
+        values["owner"] = f"{owner.st_uid}:{owner.st_gid}"
     for name in PROCESS_DIGESTS:
         try:
             values[name] = hashlib.sha256(procfs.proc(pid, name).read_bytes()).hexdigest()[:32]

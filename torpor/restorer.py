@@ -391,6 +391,7 @@ def _finish(ctx: RestoreContext, family, placement) -> None:
     seccomp.restore(threads)  # last but the credentials, which it may need to install filters
     for tctx in reversed(threads):  # the main thread last: it may lose torpor's privileges
         task.restore_creds(tctx)
+    task.restore_dumpable(ctx)  # which a change of credentials resets
     for tctx in threads:
         flags.restore_thread(tctx)
     ctx.task.unmap_scratch()

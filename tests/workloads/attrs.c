@@ -7,7 +7,8 @@
  * RLIMIT_STACK soft 4 MiB), oom_score_adj 345, child subreaper (an orphaned grandchild is
  * reparented to it: after the restore it is still our child, killed and reaped by us), THP
  * disabled, membarrier PRIVATE_EXPEDITED registration (the barrier works, not EPERM), the
- * login UID (4242, where this process may set it).
+ * login UID (4242, where this process may set it), not dumpable (PR_SET_DUMPABLE 0), core
+ * dumps filtered by coredump_filter 0x5f.
  *
  * Main thread: SCHED_BATCH, nice 7, bound to the first CPU, I/O class idle, timer slack
  * 123456 ns, parent-death signal SIGUSR2.  Second thread: SCHED_IDLE, nice 11, bound to the
@@ -169,6 +170,9 @@ int main(void)
         FAIL_ERRNO("PR_SET_THP_DISABLE");
     if (syscall(SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
         FAIL_ERRNO("membarrier register");
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        FAIL_ERRNO("PR_SET_DUMPABLE");
+    write_file("/proc/self/coredump_filter", "0x5f");
     int fd = open("/proc/self/loginuid", O_WRONLY);
     set_loginuid = fd >= 0 && write(fd, "4242", 4) == 4;
     if (fd >= 0)
@@ -218,5 +222,13 @@ int main(void)
     CHECK_EQ("membarrier private expedited", syscall(SYS_membarrier, MEMBARRIER_PRIVATE_EXPEDITED, 0, 0), 0);
     if (set_loginuid)
         CHECK_EQ("login UID", read_number("/proc/self/loginuid"), 4242);
+    CHECK_EQ("dumpable", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    char filter[32] = "";
+    int cf = open("/proc/self/coredump_filter", O_RDONLY);
+    if (cf < 0 || read(cf, filter, sizeof(filter) - 1) <= 0)
+        FAIL_ERRNO("read coredump_filter");
+    if (cf >= 0)
+        close(cf);
+    CHECK_EQ("coredump_filter", strtoul(filter, NULL, 16), 0x5f);
     finish();
 }

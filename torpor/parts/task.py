@@ -10,9 +10,10 @@ from torpor.errors import RestoreError
 from torpor.images import constants as C
 from torpor.images import pb
 from torpor.kernel import caps, libc, ptrace
-from torpor.kernel.procfs import read_auxv, read_personality, read_stat, read_status
+from torpor.kernel.procfs import proc, read_auxv, read_personality, read_stat, read_status
 from torpor.parts import signals
 
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 PR_SET_NAME = 15
 PR_GET_SECUREBITS = 27
 PR_SET_MM = 35
@@ -111,7 +112,8 @@ def _dump_mm_fields(ctx: DumpContext, st) -> None:
     mm.mm_saved_auxv.extend(v for (v,) in struct.iter_unpack(fmt, raw))
     exe = os.readlink(f"/proc/{ctx.pid}/exe")
     mm.exe_file_id = ctx.files.add_path(exe)
-    mm.dumpable = 1
+    mm.dumpable = ctx.task.call(X86_64, "prctl", PR_GET_DUMPABLE)
+    mm.torpor_coredump_filter = int(proc(ctx.pid, "coredump_filter").read_text(), 16)
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -227,6 +229,27 @@ def check_creds(core) -> None:
         raise RestoreError(
             "the process had capabilities this side cannot grant: " + ", ".join(caps.names(missing))
         )
+
+
+def restore_dumpable(ctx: RestoreContext) -> None:
+    """Whether the process may be core dumped and ptraced by its own user, and what its core
+    dumps hold; after the credentials, whose change resets the first (to fs.suid_dumpable)."""
+    mm = ctx.mm
+    if mm.HasField("torpor_coredump_filter"):
+        try:
+            proc(ctx.pid, "coredump_filter").write_text(f"{mm.torpor_coredump_filter:#x}")
+        except OSError as e:
+            raise RestoreError(
+                f"process {ctx.image_pid}: cannot set coredump_filter "
+                f"{mm.torpor_coredump_filter:#x}: {e.strerror}"
+            ) from None
+    if mm.HasField("dumpable") and mm.dumpable != ctx.task.call(X86_64, "prctl", PR_GET_DUMPABLE):
+        if mm.dumpable not in (0, 1):  # SUID_DUMP_ROOT: only fs.suid_dumpable gives it
+            raise RestoreError(
+                f"process {ctx.image_pid} was dumpable {mm.dumpable} (fs.suid_dumpable), "
+                "which prctl(PR_SET_DUMPABLE) cannot set"
+            )
+        ctx.task.call(X86_64, "prctl", PR_SET_DUMPABLE, mm.dumpable)
 
 
 def restore_creds(ctx: RestoreContext) -> None:

@@ -17,7 +17,7 @@ class AioRingEntry(_message.Message):
     def __init__(self, id: _Optional[int] = ..., nr_req: _Optional[int] = ..., ring_len: _Optional[int] = ...) -> None: ...
 
 class MmEntry(_message.Message):
-    __slots__ = ("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack", "mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end", "exe_file_id", "mm_saved_auxv", "vmas", "dumpable", "aios", "thp_disabled", "torpor_pkeys", "torpor_membarrier")
+    __slots__ = ("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack", "mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end", "exe_file_id", "mm_saved_auxv", "vmas", "dumpable", "aios", "thp_disabled", "torpor_pkeys", "torpor_membarrier", "torpor_coredump_filter")
     MM_START_CODE_FIELD_NUMBER: _ClassVar[int]
     MM_END_CODE_FIELD_NUMBER: _ClassVar[int]
     MM_START_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class MmEntry(_message.Message):
     THP_DISABLED_FIELD_NUMBER: _ClassVar[int]
     TORPOR_PKEYS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_MEMBARRIER_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_COREDUMP_FILTER_FIELD_NUMBER: _ClassVar[int]
     mm_start_code: int
     mm_end_code: int
     mm_start_data: int
@@ -56,4 +57,5 @@ class MmEntry(_message.Message):
     thp_disabled: bool
     torpor_pkeys: int
     torpor_membarrier: int
-    def __init__(self, mm_start_code: _Optional[int] = ..., mm_end_code: _Optional[int] = ..., mm_start_data: _Optional[int] = ..., mm_end_data: _Optional[int] = ..., mm_start_stack: _Optional[int] = ..., mm_start_brk: _Optional[int] = ..., mm_brk: _Optional[int] = ..., mm_arg_start: _Optional[int] = ..., mm_arg_end: _Optional[int] = ..., mm_env_start: _Optional[int] = ..., mm_env_end: _Optional[int] = ..., exe_file_id: _Optional[int] = ..., mm_saved_auxv: _Optional[_Iterable[int]] = ..., vmas: _Optional[_Iterable[_Union[_vma_pb2.VmaEntry, _Mapping]]] = ..., dumpable: _Optional[int] = ..., aios: _Optional[_Iterable[_Union[AioRingEntry, _Mapping]]] = ..., thp_disabled: bool = ..., torpor_pkeys: _Optional[int] = ..., torpor_membarrier: _Optional[int] = ...) -> None: ...
+    torpor_coredump_filter: int
+    def __init__(self, mm_start_code: _Optional[int] = ..., mm_end_code: _Optional[int] = ..., mm_start_data: _Optional[int] = ..., mm_end_data: _Optional[int] = ..., mm_start_stack: _Optional[int] = ..., mm_start_brk: _Optional[int] = ..., mm_brk: _Optional[int] = ..., mm_arg_start: _Optional[int] = ..., mm_arg_end: _Optional[int] = ..., mm_env_start: _Optional[int] = ..., mm_env_end: _Optional[int] = ..., exe_file_id: _Optional[int] = ..., mm_saved_auxv: _Optional[_Iterable[int]] = ..., vmas: _Optional[_Iterable[_Union[_vma_pb2.VmaEntry, _Mapping]]] = ..., dumpable: _Optional[int] = ..., aios: _Optional[_Iterable[_Union[AioRingEntry, _Mapping]]] = ..., thp_disabled: bool = ..., torpor_pkeys: _Optional[int] = ..., torpor_membarrier: _Optional[int] = ..., torpor_coredump_filter: _Optional[int] = ...) -> None: ...
