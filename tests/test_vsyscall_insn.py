@@ -379,9 +379,14 @@ def stack_and_image(image: bytes):
     return read
 
 
+@pytest.mark.parametrize("trampolined", [False, True], ids=["vdso", "trampolined-copy"])
 @pytest.mark.parametrize("cpu", FAST_SEQUENCES)
-def test_a_task_at_the_fast_instruction_is_saved_at_the_fallback(cpu):
+def test_a_task_at_the_fast_instruction_is_saved_at_the_fallback(cpu, trampolined):
+    """In the vDSO, or in a dumped copy whose __kernel_vsyscall begins with a five-byte jump
+    (which covers the `mov` before the fast instruction)."""
     image, offset = recorded(cpu)
+    if trampolined:
+        image = image[: offset - 5] + b"\xe9\x00\x10\x00\x00" + image[offset:]
     regs = regs_at(IA32, BASE + offset)
     regs.rsp = STACK
     out = regs_part.fast_entry_adjusted(regs, IA32, stack_and_image(image))
@@ -397,15 +402,15 @@ def test_a_task_at_the_fast_instruction_is_saved_at_the_fallback(cpu):
 @pytest.mark.parametrize("cpu", FAST_SEQUENCES)
 def test_other_tasks_are_saved_as_they_are(cpu, case):
     """Not at the fast instruction of __kernel_vsyscall in no call (before it, at the
-    fallback, in a call, in 64-bit code, the stack unreadable, at a lone `syscall`), the
-    registers are saved as they are."""
+    fallback, in a call, in 64-bit code, the stack unreadable, at a `syscall; int $0x80`
+    not followed by the landing pad), the registers are saved as they are."""
     image, offset = recorded(cpu)
     at = {"before": offset - 2, "fallback": offset + 2}.get(case, offset)
     regs = regs_at(
         X86_64 if case == "x86_64" else IA32, BASE + at, 192 if case == "in-call" else -1
     )
     regs.rsp = 0x1000 if case == "no-stack" else STACK
-    if case == "elsewhere":
-        image = image[: offset - 2] + b"\x90\x90" + image[offset:]
+    if case == "elsewhere":  # no landing pad after the fallback: not __kernel_vsyscall
+        image = image[: offset + 4] + b"\x90" + image[offset + 5 :]
     abi = X86_64 if case == "x86_64" else IA32
     assert regs_part.fast_entry_adjusted(regs, abi, stack_and_image(image)) is regs

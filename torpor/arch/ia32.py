@@ -15,16 +15,17 @@ from torpor.arch.abi import (
 # entry takes the second argument from %ebp) or `mov %esp,%ebp; sysenter` (Intel: it takes the
 # user stack from %ebp), then the `int $0x80` fallback and the landing pad the kernel returns
 # a fast call to: pop %ebp; pop %edx; pop %ecx; ret.
-FAST_ENTRIES = (b"\x89\xcd\x0f\x05", b"\x89\xe5\x0f\x34")
+FAST_INSNS = (b"\x0f\x05", b"\x0f\x34")  # syscall, sysenter
 FALLBACK_AND_LANDING_PAD = b"\xcd\x80\x5d\x5a\x59\xc3"
 
 
 def at_fast_entry(code: bytes) -> bool:
-    """Whether `code`, the 10 bytes from 2 before a 32-bit task's instruction pointer, is
-    __kernel_vsyscall with the task at its fast instruction: the instruction and what %ebp
-    must hold for it are the CPU vendor's; the `int $0x80` after it makes the same call on
-    any CPU with the sixth argument in %ebp (found at the stack pointer, where it was pushed)."""
-    return code[:4] in FAST_ENTRIES and code[4:10] == FALLBACK_AND_LANDING_PAD
+    """Whether `code`, the 8 bytes at a 32-bit task's instruction pointer, is the fast
+    instruction of __kernel_vsyscall: the instruction and what %ebp must hold for it are the
+    CPU vendor's; the `int $0x80` after it makes the same call on any CPU with the sixth
+    argument in %ebp (found at the stack pointer, where it was pushed). (The `mov` before it
+    is not looked at: a trampoline at the function's entry may cover it.)"""
+    return code[:2] in FAST_INSNS and code[2:8] == FALLBACK_AND_LANDING_PAD
 
 
 _FUTEX_WAIT = ((1, FUTEX_CMD_MASK, FUTEX_WAIT),)

@@ -62,7 +62,7 @@ def fast_entry_adjusted(regs: ptrace.UserRegs, abi: Abi, read) -> ptrace.UserReg
     if abi is not IA32 or signed(regs.orig_rax) >= 0:
         return regs
     try:
-        if not ia32_arch.at_fast_entry(read(regs.rip - 2, 10)):
+        if not ia32_arch.at_fast_entry(read(regs.rip, 8)):
             return regs
         (sixth,) = struct.unpack("<I", read(regs.rsp & 0xFFFFFFFF, 4))
     except (OSError, RemoteError):
