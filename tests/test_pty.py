@@ -95,6 +95,21 @@ def _refused(proc, tmp_path, *words: str) -> None:
     assert list(images.iterdir()) == []
 
 
+def _refused_then_reads(tmp_path, code: str, *words: str) -> None:
+    """Start program `code`, see its dump refused with `words` in the message ("{pid}" in a
+    word is the program's PID), then let it check that it still reads exactly its data."""
+    out = tmp_path / "out"
+    proc = _start(code, out)
+    try:
+        _refused(proc, tmp_path, *(word.replace("{pid}", str(proc.pid)) for word in words))
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 0, out.read_text()
+        assert "OK" in out.read_text(), out.read_text()
+    finally:
+        harness.kill_tree(proc.pid, proc.pid)
+        proc.wait()
+
+
 def test_master_whose_slave_is_outside_is_refused(tmp_path):
     """A master whose slave another process (here the test) holds: refused, naming the
     pty; the program then writes through it and the slave reads it."""
@@ -156,16 +171,9 @@ def test_ptys_workload_left_running(start_workload, tmp_path):
 def test_packet_status_with_data_is_refused(tmp_path):
     """A packet-mode master with a status byte not read yet and data behind it: refused,
     naming the pty (reading the data would take the status); the program then reads both."""
-    out = tmp_path / "out"
-    proc = _start(PACKET_STATUS, out)
-    try:
-        _refused(proc, tmp_path, "/dev/pts/", "in packet mode, has a status byte not read yet")
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.wait(timeout=10) == 0, out.read_text()
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(proc.pid, proc.pid)
-        proc.wait()
+    _refused_then_reads(
+        tmp_path, PACKET_STATUS, "/dev/pts/", "in packet mode, has a status byte not read yet"
+    )
 
 
 def test_queued_lines_beyond_their_data_are_refused(start_workload, tmp_path):
@@ -286,17 +294,8 @@ def test_input_behind_a_packet_status_is_refused(tmp_path, queued, end, reads):
     reading anything, naming the fd, the process and the pty; the program then reads the
     status byte, nothing else on the master, and its input."""
     code = f"QUEUED_INPUT, END, READS = {queued!r}, {end!r}, {reads!r}\n" + BEHIND_STATUS
-    out = tmp_path / "out"
-    proc = _start(code, out)
-    try:
-        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "the master of /dev/pts/",
-                 "in packet mode, has a status byte not read yet")  # fmt: skip
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.wait(timeout=10) == 0, out.read_text()
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(proc.pid, proc.pid)
-        proc.wait()
+    _refused_then_reads(tmp_path, code, "fd 3 of process {pid}", "the master of /dev/pts/",
+                        "in packet mode, has a status byte not read yet")  # fmt: skip
 
 
 # A canonical slave (cooked: echo, icrnl, onlcr) given 60 lines of 100 bytes: 4095 of them in
@@ -330,16 +329,7 @@ def test_input_beyond_the_line_discipline_is_refused(tmp_path):
     rest waits in the pty's buffer, not processed): the dump refuses, naming it, and puts
     back the 4095 processed bytes and the rest as written, to be processed later; the
     program then reads its 60 lines and their echoes, each once."""
-    out = tmp_path / "out"
-    proc = _start(BEYOND, out)
-    try:
-        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "1905 bytes of input beyond")
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.wait(timeout=10) == 0, out.read_text()
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(proc.pid, proc.pid)
-        proc.wait()
+    _refused_then_reads(tmp_path, BEYOND, "fd 3 of process {pid}", "1905 bytes of input beyond")
 
 
 # A slave stopped by ^S (IXON) with data queued both ways: "out" it wrote, and the line
@@ -485,16 +475,7 @@ def test_what_cannot_be_put_back_exactly_is_refused(tmp_path, code, words):
     the pty's buffer), a slave in EXTPROC mode with input; and after reading and putting it
     back, a ^V pending in a canonical slave (found by the newline that ends its line; the
     images cannot say it). The program then reads exactly what was queued, both ways."""
-    out = tmp_path / "out"
-    proc = _start(code, out)
-    try:
-        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "/dev/pts/", *words)
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.wait(timeout=10) == 0, out.read_text()
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(proc.pid, proc.pid)
-        proc.wait()
+    _refused_then_reads(tmp_path, code, "fd 3 of process {pid}", "/dev/pts/", *words)
 
 
 def test_another_line_discipline_is_refused(tmp_path):
@@ -508,15 +489,10 @@ def test_another_line_discipline_is_refused(tmp_path):
     if "NO N_NULL" in out.read_text():
         pytest.skip("this kernel has no N_NULL line discipline to switch to")
     assert probe.returncode == -signal.SIGALRM, out.read_text()
-    proc = _start(OTHER_LDISC, out)
-    try:
-        _refused(proc, tmp_path, f"fd 3 of process {proc.pid}", "line discipline 27, not N_TTY")
-        proc.send_signal(signal.SIGUSR1)
-        assert proc.wait(timeout=10) == 0, out.read_text()
-        assert "OK" in out.read_text(), out.read_text()
-    finally:
-        harness.kill_tree(proc.pid, proc.pid)
-        proc.wait()
+    out.unlink()
+    _refused_then_reads(
+        tmp_path, OTHER_LDISC, "fd 3 of process {pid}", "line discipline 27, not N_TTY"
+    )
 
 
 def test_a_put_back_that_fails_says_what_is_lost(tmp_path, monkeypatch):
