@@ -5,6 +5,7 @@ to), and CPUs this host lacks are dropped from an affinity with a warning."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from types import SimpleNamespace
@@ -13,8 +14,9 @@ import harness
 import pytest
 from command import TORPOR, cli_env
 
-from torpor.errors import RestoreError
-from torpor.kernel import caps
+from torpor.errors import ImageError, RestoreError
+from torpor.images import pb
+from torpor.kernel import caps, schedattr
 from torpor.parts import flags, rlimits, sched
 
 
@@ -72,3 +74,48 @@ def test_oom_score_adj_below_what_this_side_may_set(sleeper):
             flags._restore_oom_score_adj(ctx, -500)
     with pytest.raises(RestoreError, match="out of range"):
         flags._restore_oom_score_adj(ctx, 5000)
+
+
+def test_utilization_clamps_are_saved_and_given_back(sleeper, monkeypatch):
+    """Clamps (which this host's kernel may lack: CONFIG_UCLAMP_TASK) as sched_getattr shows
+    them are saved, and set back with sched_setattr keeping policy and parameters; on a
+    kernel without clamps the restore refuses, naming them."""
+    shown = schedattr.SchedAttr(policy=os.SCHED_OTHER, util_min=100, util_max=900)
+    monkeypatch.setattr(schedattr, "get", lambda tid: shown)
+    core = pb.core_pb2.CoreEntry(mtype=1)
+    sched.dump_thread(SimpleNamespace(pid=sleeper, core=core))
+    thread = core.thread_core
+    assert (thread.torpor_util_min, thread.torpor_util_max) == (100, 900)
+    assert not thread.HasField("torpor_deadline")
+
+    given = []
+    monkeypatch.setattr(schedattr, "put", lambda tid, attr: given.append((tid, attr)))
+    ctx = SimpleNamespace(pid=sleeper, image_pid=4321, core=core, notes=[])
+    sched.restore_thread(ctx)
+    [(tid, attr)] = given
+    assert tid == sleeper and (attr.util_min, attr.util_max) == (100, 900)
+    keep = schedattr.SCHED_FLAG_KEEP_POLICY | schedattr.SCHED_FLAG_KEEP_PARAMS
+    clamps = schedattr.SCHED_FLAG_UTIL_CLAMP_MIN | schedattr.SCHED_FLAG_UTIL_CLAMP_MAX
+    assert attr.flags == keep | clamps
+
+    def unsupported(tid, attr):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(schedattr, "put", unsupported)
+    with pytest.raises(RestoreError, match="thread 4321 its utilization clamps 100..900: this"):
+        sched.restore_thread(ctx)
+
+
+def test_no_clamps_saved_where_none_were_asked(sleeper):
+    core = pb.core_pb2.CoreEntry(mtype=1)
+    sched.dump_thread(SimpleNamespace(pid=sleeper, core=core))
+    assert not core.thread_core.HasField("torpor_util_min")
+    assert not core.thread_core.HasField("torpor_deadline")
+
+
+def test_deadline_without_its_parameters_is_refused(sleeper):
+    core = pb.core_pb2.CoreEntry(mtype=1)
+    core.thread_core.sched_policy = schedattr.SCHED_DEADLINE
+    ctx = SimpleNamespace(pid=sleeper, image_pid=4321, core=core, notes=[])
+    with pytest.raises(ImageError, match="SCHED_DEADLINE without its parameters"):
+        sched.restore_thread(ctx)

@@ -14,6 +14,7 @@
  * 123456 ns, parent-death signal SIGUSR2.  Second thread: SCHED_IDLE, nice 11, bound to the
  * last CPU, I/O best-effort level 2, timer slack 7777 ns, parent-death signal SIGWINCH.
  * Each thread checks its own settings after the restore (and runs on a CPU of its set).
+ * Third thread: SCHED_DEADLINE, runtime 2 ms every 50 ms within 20 ms (sched_getattr).
  */
 #include "common.h"
 
@@ -94,6 +95,39 @@ static void *second_thread(void *arg)
         usleep(10000);
     check(&thread_settings);
     checked = 1;
+    return NULL;
+}
+
+/* The kernel's struct sched_attr (libc has no wrapper). */
+struct dl_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+#define DL_POLICY 6 /* SCHED_DEADLINE */
+static const struct dl_attr dl_settings = {sizeof(struct dl_attr), DL_POLICY, 0, 0, 0,
+                                           2000000, 20000000, 50000000};
+static volatile int dl_checked;
+
+static void *deadline_thread(void *arg)
+{
+    (void)arg;
+    struct dl_attr attr = dl_settings, got = {0};
+    if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0)
+        FAIL_ERRNO("sched_setattr SCHED_DEADLINE");
+    pthread_barrier_wait(&ready_barrier);
+    while (!usr1_received)
+        usleep(10000);
+    if (syscall(SYS_sched_getattr, 0, &got, sizeof(got), 0) != 0)
+        FAIL_ERRNO("sched_getattr");
+    CHECK_EQ("deadline thread: policy", got.policy, DL_POLICY);
+    CHECK_EQ("deadline thread: runtime", got.runtime, dl_settings.runtime);
+    CHECK_EQ("deadline thread: deadline", got.deadline, dl_settings.deadline);
+    CHECK_EQ("deadline thread: period", got.period, dl_settings.period);
+    dl_checked = 1;
     return NULL;
 }
 
@@ -178,9 +212,10 @@ int main(void)
     if (fd >= 0)
         close(fd);
 
-    pthread_t thread;
-    pthread_barrier_init(&ready_barrier, NULL, 2);
+    pthread_t thread, dl_thread;
+    pthread_barrier_init(&ready_barrier, NULL, 3);
     pthread_create(&thread, NULL, second_thread, NULL);
+    pthread_create(&dl_thread, NULL, deadline_thread, NULL);
     pthread_barrier_wait(&ready_barrier);
     apply(&main_settings);
     ready();
@@ -188,8 +223,11 @@ int main(void)
 
     check(&main_settings);
     pthread_join(thread, NULL);
+    pthread_join(dl_thread, NULL);
     if (!checked)
         fail("the second thread did not check its settings");
+    if (!dl_checked)
+        fail("the deadline thread did not check its settings");
 
     struct rlimit r;
     getrlimit(RLIMIT_NOFILE, &r);

@@ -1,20 +1,24 @@
-"""How each thread is scheduled: policy and real-time priority, nice value, the CPUs it may
-run on, its I/O priority and its timer slack.
+"""How each thread is scheduled: policy and real-time priority (SCHED_DEADLINE with its
+runtime, deadline and period), nice value, utilization clamps, the CPUs it may run on, its
+I/O priority and its timer slack.
 
-Policy, priority and nice go in CRIU's thread-core fields; affinity, I/O priority and timer
-slack in torpor's own. All of it is read and set by torpor itself through calls on another
+Policy, priority and nice go in CRIU's thread-core fields; the rest in torpor's own. A
+SCHED_DEADLINE thread is given its policy last, once every thread exists: such a thread
+cannot start another. All of it is read and set by torpor itself through calls on another
 task (sched_*, setpriority, ioprio_*, /proc/TID/timerslack_ns), which root may make on any
 thread. A thread allowed on CPUs this host does not have is restricted to those it has, and
 the restore says so; none of them at all leaves it on every CPU here, said too.
 """
 
+import errno
 import os
 
 from torpor.context import DumpContext, RestoreContext
-from torpor.errors import ImageError, RestoreError, UnsupportedError
-from torpor.kernel import libc
+from torpor.errors import ImageError, RestoreError
+from torpor.images import pb
+from torpor.kernel import libc, schedattr
 
-SCHED_DEADLINE = 6
+SCHED_DEADLINE = schedattr.SCHED_DEADLINE
 SCHED_RESET_ON_FORK = 0x40000000
 IOPRIO_WHO_PROCESS = 1
 MAX_RT_PRIO = 99  # the highest sched_priority of any policy
@@ -36,8 +40,16 @@ def _slack(tid: int) -> int:
 def dump_thread(ctx: DumpContext) -> None:
     tid, thread = ctx.pid, ctx.core.thread_core
     policy = os.sched_getscheduler(tid)  # with SCHED_RESET_ON_FORK or-ed in
+    attr = schedattr.get(tid)
     if policy & ~SCHED_RESET_ON_FORK == SCHED_DEADLINE:
-        raise UnsupportedError(f"thread {tid} runs under SCHED_DEADLINE, not supported yet")
+        thread.torpor_deadline.CopyFrom(
+            pb.core_pb2.TorporDeadline(
+                runtime=attr.runtime, deadline=attr.deadline, period=attr.period,
+                flags=attr.flags & schedattr.DEADLINE_FLAGS,
+            )
+        )  # fmt: skip
+    if (attr.util_min, attr.util_max) not in schedattr.NO_CLAMPS:
+        thread.torpor_util_min, thread.torpor_util_max = attr.util_min, attr.util_max
     thread.sched_policy = policy
     thread.sched_prio = os.sched_getparam(tid).sched_priority
     thread.sched_nice = os.getpriority(os.PRIO_PROCESS, tid)
@@ -49,7 +61,12 @@ def dump_thread(ctx: DumpContext) -> None:
 def restore_thread(ctx: RestoreContext) -> None:
     """Give the restored thread its scheduling back; a note when its CPUs are missing here."""
     tid, thread = ctx.pid, ctx.core.thread_core
-    if thread.HasField("sched_policy"):
+    deadline = thread.HasField("sched_policy") and (
+        thread.sched_policy & ~SCHED_RESET_ON_FORK == SCHED_DEADLINE
+    )
+    if deadline != thread.HasField("torpor_deadline"):
+        raise ImageError(f"core-{ctx.image_pid}.img: SCHED_DEADLINE without its parameters")
+    if thread.HasField("sched_policy") and not deadline:
         policy = thread.sched_policy
         if policy & ~SCHED_RESET_ON_FORK not in POLICIES:
             raise ImageError(f"core-{ctx.image_pid}.img: scheduling policy {policy}")
@@ -76,6 +93,41 @@ def restore_thread(ctx: RestoreContext) -> None:
     if thread.torpor_timer_slack_ns and _slack(tid) != thread.torpor_timer_slack_ns:
         with open(_slack_path(tid), "w") as f:
             f.write(str(thread.torpor_timer_slack_ns))
+    if thread.HasField("torpor_util_min") or thread.HasField("torpor_util_max"):
+        _restore_clamps(ctx, thread.torpor_util_min, thread.torpor_util_max)
+    if deadline:
+        _restore_deadline(ctx, thread.torpor_deadline)
+
+
+def _restore_clamps(ctx: RestoreContext, low: int, high: int) -> None:
+    if not 0 <= low <= high <= schedattr.UCLAMP_MAX:
+        raise ImageError(f"core-{ctx.image_pid}.img: utilization clamps {low}..{high}")
+    attr = schedattr.SchedAttr(
+        flags=schedattr.SCHED_FLAG_KEEP_POLICY | schedattr.SCHED_FLAG_KEEP_PARAMS
+        | schedattr.SCHED_FLAG_UTIL_CLAMP_MIN | schedattr.SCHED_FLAG_UTIL_CLAMP_MAX,
+        util_min=low, util_max=high,
+    )  # fmt: skip
+    try:
+        schedattr.put(ctx.pid, attr)
+    except OSError as e:
+        why = "this kernel has none" if e.errno == errno.EOPNOTSUPP else e.strerror
+        raise RestoreError(
+            f"cannot give thread {ctx.image_pid} its utilization clamps {low}..{high}: {why}"
+        ) from None
+
+
+def _restore_deadline(ctx: RestoreContext, saved) -> None:
+    attr = schedattr.SchedAttr(
+        policy=SCHED_DEADLINE, flags=saved.flags & schedattr.DEADLINE_FLAGS,
+        runtime=saved.runtime, deadline=saved.deadline, period=saved.period,
+    )  # fmt: skip
+    try:
+        schedattr.put(ctx.pid, attr)
+    except OSError as e:
+        raise RestoreError(
+            f"cannot give thread {ctx.image_pid} SCHED_DEADLINE (runtime {saved.runtime} ns, "
+            f"deadline {saved.deadline} ns, period {saved.period} ns): {e.strerror}"
+        ) from None
 
 
 def _restore_affinity(ctx: RestoreContext, saved: set[int]) -> None:

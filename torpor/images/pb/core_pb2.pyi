@@ -107,7 +107,7 @@ class ThreadSasEntry(_message.Message):
     def __init__(self, ss_sp: _Optional[int] = ..., ss_size: _Optional[int] = ..., ss_flags: _Optional[int] = ...) -> None: ...
 
 class ThreadCoreEntry(_message.Message):
-    __slots__ = ("futex_rla", "futex_rla_len", "sched_nice", "sched_policy", "sched_prio", "blk_sigset", "sas", "pdeath_sig", "signals_p", "creds", "seccomp_mode", "seccomp_filter", "comm", "blk_sigset_extended", "rseq_entry", "cg_set", "torpor_cpus", "torpor_ioprio", "torpor_timer_slack_ns")
+    __slots__ = ("futex_rla", "futex_rla_len", "sched_nice", "sched_policy", "sched_prio", "blk_sigset", "sas", "pdeath_sig", "signals_p", "creds", "seccomp_mode", "seccomp_filter", "comm", "blk_sigset_extended", "rseq_entry", "cg_set", "torpor_cpus", "torpor_ioprio", "torpor_timer_slack_ns", "torpor_deadline", "torpor_util_min", "torpor_util_max")
     FUTEX_RLA_FIELD_NUMBER: _ClassVar[int]
     FUTEX_RLA_LEN_FIELD_NUMBER: _ClassVar[int]
     SCHED_NICE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,9 @@ class ThreadCoreEntry(_message.Message):
     TORPOR_CPUS_FIELD_NUMBER: _ClassVar[int]
     TORPOR_IOPRIO_FIELD_NUMBER: _ClassVar[int]
     TORPOR_TIMER_SLACK_NS_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_UTIL_MIN_FIELD_NUMBER: _ClassVar[int]
+    TORPOR_UTIL_MAX_FIELD_NUMBER: _ClassVar[int]
     futex_rla: int
     futex_rla_len: int
     sched_nice: int
@@ -146,7 +149,22 @@ class ThreadCoreEntry(_message.Message):
     torpor_cpus: _containers.RepeatedScalarFieldContainer[int]
     torpor_ioprio: int
     torpor_timer_slack_ns: int
-    def __init__(self, futex_rla: _Optional[int] = ..., futex_rla_len: _Optional[int] = ..., sched_nice: _Optional[int] = ..., sched_policy: _Optional[int] = ..., sched_prio: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., sas: _Optional[_Union[ThreadSasEntry, _Mapping]] = ..., pdeath_sig: _Optional[int] = ..., signals_p: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., creds: _Optional[_Union[_creds_pb2.CredsEntry, _Mapping]] = ..., seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., seccomp_filter: _Optional[int] = ..., comm: _Optional[str] = ..., blk_sigset_extended: _Optional[int] = ..., rseq_entry: _Optional[_Union[_rseq_pb2.RseqEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., torpor_cpus: _Optional[_Iterable[int]] = ..., torpor_ioprio: _Optional[int] = ..., torpor_timer_slack_ns: _Optional[int] = ...) -> None: ...
+    torpor_deadline: TorporDeadline
+    torpor_util_min: int
+    torpor_util_max: int
+    def __init__(self, futex_rla: _Optional[int] = ..., futex_rla_len: _Optional[int] = ..., sched_nice: _Optional[int] = ..., sched_policy: _Optional[int] = ..., sched_prio: _Optional[int] = ..., blk_sigset: _Optional[int] = ..., sas: _Optional[_Union[ThreadSasEntry, _Mapping]] = ..., pdeath_sig: _Optional[int] = ..., signals_p: _Optional[_Union[_siginfo_pb2.SignalQueueEntry, _Mapping]] = ..., creds: _Optional[_Union[_creds_pb2.CredsEntry, _Mapping]] = ..., seccomp_mode: _Optional[_Union[SeccompMode, str]] = ..., seccomp_filter: _Optional[int] = ..., comm: _Optional[str] = ..., blk_sigset_extended: _Optional[int] = ..., rseq_entry: _Optional[_Union[_rseq_pb2.RseqEntry, _Mapping]] = ..., cg_set: _Optional[int] = ..., torpor_cpus: _Optional[_Iterable[int]] = ..., torpor_ioprio: _Optional[int] = ..., torpor_timer_slack_ns: _Optional[int] = ..., torpor_deadline: _Optional[_Union[TorporDeadline, _Mapping]] = ..., torpor_util_min: _Optional[int] = ..., torpor_util_max: _Optional[int] = ...) -> None: ...
+
+class TorporDeadline(_message.Message):
+    __slots__ = ("runtime", "deadline", "period", "flags")
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    runtime: int
+    deadline: int
+    period: int
+    flags: int
+    def __init__(self, runtime: _Optional[int] = ..., deadline: _Optional[int] = ..., period: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
 
 class CoreEntry(_message.Message):
     __slots__ = ("mtype", "thread_info", "tc", "ids", "thread_core", "torpor_audit")
