@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import harness
 import imagecraft
@@ -140,3 +141,46 @@ def _wait_for(ready, timeout: float = 10.0) -> None:
     while not ready():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def spinner(tmp_path_factory) -> Path:
+    """tests/data/stopped/spinner.c, built as the workloads are."""
+    exe = tmp_path_factory.mktemp("spinner") / "spinner"
+    source = Path(__file__).parent / "data" / "stopped" / "spinner.c"
+    built = subprocess.run(
+        ["gcc", "-O1", "-g", "-Wall", "-o", str(exe), str(source)], capture_output=True
+    )
+    assert built.returncode == 0, built.stderr.decode()
+    return exe
+
+
+def test_a_stopped_process_runs_no_instruction_before_sigcont(spinner, tmp_path):
+    """Stopped while it runs (not asleep in a call): once restored it is stopped before it
+    runs any code of its own, which its count, in a shared file, would show."""
+    counter = tmp_path / "count"
+    counter.write_bytes(bytes(4096))
+    log = open(tmp_path / "log", "wb")
+    proc = subprocess.Popen(
+        [spinner, counter], stdout=log, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _wait_for(lambda: b"READY" in (tmp_path / "log").read_bytes())
+        stop(proc.pid)
+        print("DBG", os.readlink(f"/proc/{proc.pid}/cwd"), [(f, os.readlink(f"/proc/{proc.pid}/fd/{f}")) for f in os.listdir(f"/proc/{proc.pid}/fd")])
+        images = images_dir(tmp_path)
+        torpor.dump(proc.pid, str(images), leave_running=False)
+        proc.wait()
+        dumped = counter.read_bytes()[:8]
+        pid = torpor.restore(str(images))
+        time.sleep(QUIET)
+        assert harness.proc_state(pid)[0] == "T"
+        assert counter.read_bytes()[:8] == dumped, "the restored process ran before SIGCONT"
+        os.kill(pid, signal.SIGCONT)
+        _wait_for(lambda: counter.read_bytes()[:8] != dumped)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        log.close()

@@ -89,7 +89,8 @@ def _kept_all(before: str, after: str) -> bool:
 
 
 def _no_inode(value: str) -> str:
-    return re.sub(r"\[\d+\]", "[]", value)
+    """A link without the inode numbers it shows: pipe:[N], and an O_TMPFILE file's /DIR/#N."""
+    return re.sub(r"/#\d+ \(deleted\)$", "/# (deleted)", re.sub(r"\[\d+\]", "[]", value))
 
 
 def _lock_without_ids(value: str) -> str:
@@ -151,7 +152,9 @@ EXPLAINED: tuple[Explained, ...] = (
         "smaps.*.Anonymous", "the dump's heal frame below a stack pointer", _grew_by_heal_frame
     ),
     Explained(
-        "fd.*", "a pipe's or socket's inode number is the new object's", _equal_after(_no_inode)
+        "fd.*",
+        "a pipe's, socket's or O_TMPFILE file's inode number is the new object's",
+        _equal_after(_no_inode),
     ),
     Explained("fdinfo.*.ino", "the inode number of a pipe, socket or anonymous file is new"),
     Explained(

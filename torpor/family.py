@@ -233,14 +233,16 @@ def _under_seccomp(procs) -> bool:
     )
 
 
-def _stop_again(pid: int, sig: int) -> None:
-    """Stop process `pid` as job control had stopped it at the dump, by signal `sig` (0:
-    SIGSTOP), just let go: its threads still traced stop with it once let go. A terminal
-    stop signal the kernel would discard (its group is orphaned here) is SIGSTOP instead."""
+def _stop_signal(pid: int, tc) -> int:
+    """The signal that stops process `pid` again as job control had stopped it at the dump
+    (TaskCoreEntry `tc`), sent as its main thread is let go: its threads still traced stop
+    with it once let go. A terminal stop signal the kernel would discard (its group is
+    orphaned here) is SIGSTOP instead."""
+    sig = tc.stop_signo
     if not sig or (sig != signal.SIGSTOP and procfs.orphaned_group(pid)):
         sig = signal.SIGSTOP
-    os.kill(pid, sig)
     log.debug("process %d stopped again by signal %d", pid, sig)
+    return sig
 
 
 class Family:
@@ -425,9 +427,8 @@ class Family:
         leaders = {p.pid for p in self.procs}
         order = sorted(self.tasks.items(), key=lambda item: item[0] not in leaders)
         for saved, task in order:
-            task.detach()
-            if saved in leaders and self.by_pid[saved].core.tc.task_state == TASK_STOPPED:
-                _stop_again(task.pid, self.by_pid[saved].core.tc.stop_signo)
+            stopped = saved in leaders and self.by_pid[saved].core.tc.task_state == TASK_STOPPED
+            task.detach(_stop_signal(task.pid, self.by_pid[saved].core.tc) if stopped else 0)
         wait_settled([task.pid for _, task in order])
         self.tasks.clear()
 

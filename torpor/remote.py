@@ -157,8 +157,9 @@ class RemoteTask:
         the kernel's restart state: a call interrupted with it is re-issued whole.)"""
         self.resume_regs = resume_regs
 
-    def detach(self) -> None:
-        """Put back the saved registers and blocked mask, and let the task run.
+    def detach(self, stop: int = 0) -> None:
+        """Put back the saved registers and blocked mask, and let the task run; with a stop
+        signal `stop`, sent as it is let go, it stops before it runs any code of its own.
 
         A task whose next instruction is its ABI's call instruction (a call it was
         interrupted in, rewound to be re-issued: _at_syscall_insn) is first run into that
@@ -189,7 +190,7 @@ class RemoteTask:
             if self.sigmask is not None:  # first: its registers still lead into the heal code
                 ptrace.set_sigmask(self.pid, self.sigmask)
             ptrace.set_regs(self.pid, self.regs)
-        ptrace.detach(self.pid)
+        ptrace.detach(self.pid, stop)  # from a syscall or signal stop: sent, or delivered
         self.close()
 
     def _leave_restarting(self) -> None:

@@ -7,7 +7,9 @@ sending the file's FileEntry to it. A file larger than the ghost limit (--ghost-
 by default, as in CRIU) refuses the dump, naming the option. The restore creates each ghost
 again at its old path (beside it, under a name of torpor's, if that path is taken), lets the
 tree open and map it, and removes it once the tree holds it: the processes find a file
-"(deleted)" again, with its contents.
+"(deleted)" again, with its contents. A file made by open(2) with O_TMPFILE, never linked,
+is made again that way by the process that held it (parts.fds.regular), filled from its
+ghost: its open flags and its right to be linked (linkat) then are what they were.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torpor.errors import ImageError, RestoreError, UnsupportedError
 from torpor.images import pb
 
 DELETED = " (deleted)"
+O_TMPFILE_ONLY = 0o20000000  # __O_TMPFILE: O_TMPFILE without the O_DIRECTORY it includes
 DEFAULT_LIMIT = 1 << 20
 NSEC = 1_000_000_000
 
@@ -87,6 +90,7 @@ class TreeGhosts:
         return len(self.saved)
 
     def write(self, images) -> None:
+        self._check_tmpfiles()
         for number, (entry, data) in enumerate(self.saved, start=1):
             images.write(f"ghost-file-{number}.img", [(entry, data)])
         if self.remembered:
@@ -97,6 +101,19 @@ class TreeGhosts:
                     for reg, n in self.remembered
                 ],
             )
+
+    def _check_tmpfiles(self) -> None:
+        """An O_TMPFILE file (one never linked) comes back made again by O_TMPFILE, as one
+        open file description: refuse one open or mapped in more than one way."""
+        users: dict[int, list] = {}
+        for reg, number in self.remembered:
+            users.setdefault(number, []).append(reg)
+        for regs in users.values():
+            if len(regs) > 1 and any(reg.flags & O_TMPFILE_ONLY for reg in regs):
+                raise UnsupportedError(
+                    f"the O_TMPFILE file {regs[0].name} is open or mapped in {len(regs)} "
+                    "ways (open file descriptions or mappings), not supported yet"
+                )
 
 
 def _timeval(ns: int) -> pb.Timeval:

@@ -5,15 +5,23 @@ contents no mapping of the tree saved in parts.memfds; files deleted while open,
 reopened from their ghost (parts.ghosts). CRIU's REG kind."""
 
 import os
+import shutil
 import stat
 
 from torpor.arch import X86_64
-from torpor.errors import UnsupportedError
+from torpor.errors import RestoreError, UnsupportedError
 from torpor.images import pb
 from torpor.kernel.files import MQUEUE_MAGIC, filesystem_type
 from torpor.kernel.procfs import proc
-from torpor.parts.fds.base import FdKind, open_in_task, place
-from torpor.parts.ghosts import is_ghost
+from torpor.parts.fds.base import (
+    AT_FDCWD,
+    OPEN_ONLY_FLAGS,
+    FdKind,
+    exact_open_abi,
+    open_in_task,
+    place,
+)
+from torpor.parts.ghosts import O_TMPFILE_ONLY, is_ghost
 
 MEMFD_PREFIX = "/memfd:"
 F_SETFL = 4
@@ -112,13 +120,40 @@ class Regular(FdKind):
             name = ctx.shared_memory.path(entry.torpor_memfd)
         # Opened without blocking, should the path be a FIFO an image without the saved
         # type (restore_problem) gives no means to see; the saved flags come back after.
-        got = open_in_task(ctx, name, entry.flags | os.O_NONBLOCK)
+        if entry.flags & O_TMPFILE_ONLY:
+            got = _tmpfile_again(ctx, name, entry.flags | os.O_NONBLOCK)
+        else:
+            got = open_in_task(ctx, name, entry.flags | os.O_NONBLOCK)
         if not entry.flags & os.O_NONBLOCK:
             kept = entry.flags & (os.O_APPEND | os.O_DIRECT | os.O_NOATIME)  # O_ASYNC: later
             ctx.task.call(X86_64, "fcntl", got, F_SETFL, kept)
         place(ctx, got, fd, cloexec)
         if entry.pos:
             ctx.task.call(X86_64, "lseek", fd, entry.pos, SEEK_SET)
+
+
+def _tmpfile_again(ctx, ghost: str, flags: int) -> int:
+    """A file made by O_TMPFILE, made so again in the task (in the directory of its ghost,
+    the one it was made in) with `flags`, and filled from its ghost with its contents, mode,
+    owner and times; the task's new fd."""
+    where = os.path.dirname(ghost)
+    try:
+        got = ctx.task.call(
+            exact_open_abi(ctx, flags), "openat", AT_FDCWD,
+            ctx.task.put(where.encode() + b"\0"), flags & ~OPEN_ONLY_FLAGS, 0o600,
+        )  # fmt: skip
+    except OSError as e:
+        raise RestoreError(
+            f"cannot make the O_TMPFILE file in {where} again: {os.strerror(e.errno)}"
+        ) from None
+    st = os.stat(ghost)
+    with open(ghost, "rb") as src, open(f"/proc/{ctx.pid}/fd/{got}", "r+b") as dst:
+        shutil.copyfileobj(src, dst)
+        os.fchown(dst.fileno(), st.st_uid, st.st_gid)
+        os.fchmod(dst.fileno(), stat.S_IMODE(st.st_mode))
+        dst.flush()
+        os.utime(dst.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    return got
 
 
 def _type_of(mode: int) -> str:
