@@ -167,7 +167,6 @@ def test_a_stopped_process_runs_no_instruction_before_sigcont(spinner, tmp_path)
     try:
         _wait_for(lambda: b"READY" in (tmp_path / "log").read_bytes())
         stop(proc.pid)
-        print("DBG", os.readlink(f"/proc/{proc.pid}/cwd"), [(f, os.readlink(f"/proc/{proc.pid}/fd/{f}")) for f in os.listdir(f"/proc/{proc.pid}/fd")])
         images = images_dir(tmp_path)
         torpor.dump(proc.pid, str(images), leave_running=False)
         proc.wait()
