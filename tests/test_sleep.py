@@ -86,7 +86,7 @@ def test_time_left_unknown_returns_eintr(start_workload, tmp_path):
         time.sleep(0.01)
     images = harness.dump_killed(w, tmp_path)
     w.adopt(torpor.restore(str(images)))
-    w.signal(signal.SIGCONT)  # restored running; should it come back stopped
+    w.signal(signal.SIGCONT)  # it comes back stopped, as it was dumped
     w.verdict().assert_passed()
 
 

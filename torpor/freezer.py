@@ -191,8 +191,8 @@ def _seize(tid: int, timers: timeouts.Baseline) -> RemoteTask | None:
     watch = timeouts.Watch.before(tid, timers)  # its timer, if any, which the stop cancels
     try:
         task = RemoteTask.seize(tid)
-        if watch is not None:
-            task.timers_left = watch.left()
+        if watch is not None and not task.stopped_by:  # a stopped one's timer was long gone:
+            task.timers_left = watch.left()  # one that vanished now was another task's
     except PermissionError:
         if procfs.is_dead(tid):
             return None  # the kernel refuses to attach to a task that is exiting
