@@ -183,3 +183,24 @@ def test_a_stopped_process_runs_no_instruction_before_sigcont(spinner, tmp_path)
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def test_a_sigstop_sent_during_the_dump_stops_it_after(start_workload, tmp_path):
+    """SIGSTOP, which torpor cannot block, sent while the dump drives the task: the dump
+    goes on, and the process left running is stopped as it was asked to be."""
+    w = start_workload(PAUSED)
+    w.wait_ready()
+    sent = []
+
+    def stop_once(done, total):
+        if not sent:
+            os.kill(w.pid, signal.SIGSTOP)
+            sent.append(done)
+
+    torpor.dump(w.pid, str(images_dir(tmp_path)), leave_running=True, progress=stop_once)
+    assert sent, "the dump reported no progress"
+    deadline = time.monotonic() + 5
+    while harness.proc_state(w.pid)[0] != "T":
+        assert time.monotonic() < deadline, f"not stopped: {harness.proc_state(w.pid)}"
+        time.sleep(0.01)
+    assert_stopped_until_continued(w, w.pid)

@@ -107,6 +107,7 @@ class RemoteTask:
         self.timers_left: tuple = ([], [])  # ns left of the sleepers its seize cancelled (timeouts)
         self.restart_call = False  # let go with its call re-issued by the kernel (detach)
         self.stopped_by = 0  # the signal of the job-control stop it was in when seized
+        self.stop_arrived = 0  # SIGSTOP, if one came while torpor drove it (_expect)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -190,7 +191,8 @@ class RemoteTask:
             if self.sigmask is not None:  # first: its registers still lead into the heal code
                 ptrace.set_sigmask(self.pid, self.sigmask)
             ptrace.set_regs(self.pid, self.regs)
-        ptrace.detach(self.pid, stop)  # from a syscall or signal stop: sent, or delivered
+        stop = stop or self.stop_arrived  # from a syscall or signal stop: sent, or delivered
+        ptrace.detach(self.pid, stop)
         self.close()
 
     def _leave_restarting(self) -> None:
@@ -350,7 +352,11 @@ class RemoteTask:
             if ok(stop):
                 self._last_event = stop.event
                 return
-            if stop.event == ptrace.PTRACE_EVENT_STOP:
+            if stop.event == ptrace.PTRACE_EVENT_STOP or stop.sig == signal.SIGSTOP:
+                # A SIGSTOP (the one signal torpor cannot block) sent meanwhile is held back
+                # and sent again as the task is let go (detach): its call goes on.
+                if stop.sig == signal.SIGSTOP and stop.event == 0:
+                    self.stop_arrived = signal.SIGSTOP
                 ptrace.cont(self.pid) if what == "int3" else ptrace.cont_syscall(self.pid)
                 continue
             raise RemoteError(

@@ -30,9 +30,10 @@ def dump(ctx: DumpContext) -> None:
     st = read_stat(ctx.pid)
     tc = ctx.core.tc
     tc.task_state = C.TASK_ALIVE
-    if ctx.task.stopped_by:  # by job control: stopped again once restored
+    stopped = ctx.task.stopped_by or ctx.task.stop_arrived
+    if stopped:  # by job control: stopped again once restored
         tc.task_state = C.TASK_STOPPED
-        tc.stop_signo = ctx.task.stopped_by
+        tc.stop_signo = stopped
     tc.exit_code = 0
     tc.personality = read_personality(ctx.pid)
     tc.flags = 0
