@@ -87,6 +87,8 @@ WORKLOADS = (
     Spec("pidfds"),
     Spec("fanotify"),
     Spec("cow"),
+    Spec("sharing", "files"),  # a child sharing its parent's fd table (clone CLONE_FILES)
+    Spec("sharing", "fs"),  # a child sharing its parent's cwd and umask (clone CLONE_FS)
 )
 
 # Workloads that use things torpor refuses to dump; a refused dump must leave them running.

@@ -328,21 +328,40 @@ def test_child_in_other_namespace(images, tmp_path):
         parent.wait()
 
 
-@pytest.mark.parametrize(
-    "mode, what",
-    [("files", "fd table"), ("fs", "working directory, root and umask"), ("vm", "memory")],
-)
-def test_processes_sharing_kernel_objects(mode, what, start_workload, images):
-    """Processes that share (clone CLONE_FILES, CLONE_FS, CLONE_VM) are refused, naming both
-    and what they share; they run on, still sharing it."""
-    w = start_workload("sharing", mode)
+def test_processes_sharing_memory(start_workload, images):
+    """Processes that share their memory (clone CLONE_VM) are refused, naming both and what
+    they share; they run on, still sharing it."""
+    w = start_workload("sharing", "vm")
     w.wait_ready()
     (child,) = harness.child_pids(w.pid)
     with pytest.raises(UnsupportedError) as exc:
         torpor.dump(w.pid, str(images))
     message = str(exc.value)
     assert_one_line(message)
-    assert f"processes {w.pid} and {child} share their {what}" in message, message
+    assert f"processes {w.pid} and {child} share their memory" in message, message
+    assert listing(images) == []
+    w.signal()
+    w.verdict().assert_passed()
+
+
+def test_siblings_sharing_their_fd_table(start_workload, images):
+    """Two processes sharing their fd table (clone CLONE_FILES) of which neither is the
+    other's parent are refused (a restore forks a sharer from its parent), naming both; they
+    run on, still sharing it."""
+    w = start_workload("sharing", "siblings")
+    w.wait_ready()
+    siblings = harness.child_pids(w.pid)
+    assert len(siblings) == 2, siblings
+    with pytest.raises(UnsupportedError) as exc:
+        torpor.dump(w.pid, str(images))
+    message = str(exc.value)
+    assert_one_line(message)
+    first, second = sorted(siblings)
+    named = [
+        f"processes {a} and {b} share their fd table" for a, b in ((first, second), (second, first))
+    ]
+    assert any(n in message for n in named), message
+    assert "neither got it from the other through its parent" in message, message
     assert listing(images) == []
     w.signal()
     w.verdict().assert_passed()

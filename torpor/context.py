@@ -124,6 +124,13 @@ class RestoreContext:
     vdso_trampolines: bool = False  # the dumped vDSO kept as a copy, jumping to the kernel's
     tcp_close: bool = False  # TCP connections are restored closed
     cow: object = None  # torpor.parts.cow.Sharing: memory shared copy-on-write in the tree
+    shares_files: bool = False  # its fd table is its parent's (clone CLONE_FILES)
 
     def __post_init__(self):
         self.image_pid = self.image_pid or self.pid
+
+    @property
+    def owns_files(self) -> bool:
+        """Whether the process restores and finishes its fd table itself: not when it shares
+        its parent's, which the parent did (its fds are in the table by then)."""
+        return not self.shares_files

@@ -69,24 +69,56 @@ def _namespaces(pid: int) -> dict[str, int]:
     return {ns: os.stat(procfs.proc(pid, "ns", ns)).st_ino for ns in NAMESPACES}
 
 
-# What processes (not threads) may share through clone flags, and the kcmp type that shows it.
-SHARED_OBJECTS = (
-    (KCMP_VM, "memory (clone CLONE_VM, or a vfork child that has not exec'd yet)"),
-    (KCMP_FILES, "fd table (clone CLONE_FILES)"),
-    (KCMP_FS, "working directory, root and umask (clone CLONE_FS)"),
+# What processes (not threads) may not share through clone flags, and the kcmp type that shows it.
+REFUSED_SHARING = ((KCMP_VM, "memory (clone CLONE_VM, or a vfork child that has not exec'd yet)"),)
+# What a child may share with its parent (and its own children with it): the restore forks it
+# with the same clone flag again. (TaskKobjIdsEntry field, kcmp type, what it is.)
+CHILD_SHARING = (
+    ("files_id", KCMP_FILES, "fd table (clone CLONE_FILES)"),
+    ("fs_id", KCMP_FS, "working directory, root and umask (clone CLONE_FS)"),
 )
 
 
 def _check_sharing(pids: list[int]) -> None:
-    """Refuse processes that share their memory, fd table or fs with another: each would
-    come back with its own copy."""
+    """Refuse processes that share their memory with another: each would come back with
+    its own copy."""
     for i, pid in enumerate(pids):
         for other in pids[i + 1 :]:
-            for what, name in SHARED_OBJECTS:
+            for what, name in REFUSED_SHARING:
                 if shared_with(pid, other, what):
                     raise UnsupportedError(
                         f"processes {pid} and {other} share their {name}, not supported yet"
                     )
+
+
+def _sharers(procs) -> dict[str, dict[int, int]]:
+    """For each object of CHILD_SHARING (by its ids field): each process -> the topmost
+    process of those sharing that object with it (itself if it shares it with none). A group
+    of sharers is restored by each member being forked from its parent with the clone flag
+    again, so every member but the topmost must have its parent in the group: other
+    groups are refused."""
+    ppid = {proc.pid: proc.ppid for proc in procs}
+    found: dict[str, dict[int, int]] = {}
+    for field_name, what, name in CHILD_SHARING:
+        groups: list[list[int]] = []
+        for proc in procs:  # parents come before their children
+            group = next((g for g in groups if shared_with(g[0], proc.pid, what)), None)
+            if group is None:
+                groups.append([proc.pid])
+            else:
+                group.append(proc.pid)
+        top = found[field_name] = {}
+        for group in groups:
+            members = set(group)
+            tops = [pid for pid in group if ppid[pid] not in members]
+            if len(tops) > 1:
+                raise UnsupportedError(
+                    f"processes {tops[0]} and {tops[1]} share their {name} and neither "
+                    "got it from the other through its parent: not supported (only a child "
+                    "sharing its parent's can be restored)"
+                )
+            top.update((pid, tops[0]) for pid in group)
+    return found
 
 
 def _check_process(pid: int, root_namespaces: dict[str, int]) -> None:
@@ -200,7 +232,9 @@ def _collect(
         _check_process(proc.pid, root_namespaces)
         fds[proc.pid] = files.describe_all(proc.pid)
     _check_sharing([proc.pid for proc in live])
-    files.inspect(fds, tree_files)
+    sharers = _sharers(live)
+    tables = sharers["files_id"]  # the fd table of each process is its topmost sharer's
+    files.inspect({pid: got if tables[pid] == pid else [] for pid, got in fds.items()}, tree_files)
     shell_job = tree_files.options.shell_job
     table, shmem_saved = FileTable(), set()
     seccomp_filters = seccomp.TreeFilters()
@@ -208,6 +242,7 @@ def _collect(
     ghosts = ghost_files.TreeGhosts(ghost_limit)
     pages = _TreeProgress(progress)
     entries = []
+    index_of = {proc.pid: index for index, proc in enumerate(tree.processes.values(), start=1)}
     for index, proc in enumerate(tree.processes.values(), start=1):
         entries.append(
             pb.pstree_pb2.PstreeEntry(
@@ -220,6 +255,8 @@ def _collect(
             )
             continue
         ctx = _process_context(proc, index, images, table, shell_job, pages.process())
+        for field_name, top in sharers.items():  # a sharer has its topmost sharer's id
+            setattr(ctx.core.ids, field_name, index_of[top[proc.pid]])
         ctx.shmem_saved, ctx.ghosts = shmem_saved, ghosts
         ctx.carried, ctx.memfds = tree_files.carried, tree_files.memfds
         _collect_process(proc, ctx, fds[proc.pid], tree_files, seccomp_filters, tree_cgroups)

@@ -6,8 +6,11 @@ The root is a child of torpor made with clone3 (its PID requested through set_ti
 a stub program of its ABI (see torpor.arch.stub). Every other process is forked by its parent
 (clone3 injected into the parent's stub) and execs the stub of its own ABI, so a 64-bit
 parent can have a 32-bit child; a child that shares memory copy-on-write with its parent
-keeps the parent's stub instead, and that memory with it (torpor.parts.cow). Threads are
-started by their process's main thread once its memory is in place.
+keeps the parent's stub instead, and that memory with it (torpor.parts.cow). A child that
+shared its parent's fd table or fs (clone CLONE_FILES, CLONE_FS: the same files_id, fs_id in
+the images) is forked with that flag again; sharing the fd table, it keeps its parent's stub
+too, as an exec would unshare the table. Threads are started by their process's main thread
+once its memory is in place.
 """
 
 import contextlib
@@ -16,11 +19,12 @@ import errno
 import os
 import signal
 import time
+import types
 
 from torpor.arch import X86_64
 from torpor.arch.stub import idle_elf, namespace_init_elf
 from torpor.context import log
-from torpor.errors import RestoreError
+from torpor.errors import ImageError, RestoreError
 from torpor.images.constants import TASK_STOPPED
 from torpor.kernel import libc, procfs, ptrace
 from torpor.parts import clocks
@@ -245,6 +249,51 @@ def _stop_signal(pid: int, tc) -> int:
     return sig
 
 
+# What a child shares with its parent when the images give both the same id, and the clone
+# flag that makes it so again. (TaskKobjIdsEntry field, flag, what it is.)
+SHARED_WITH_PARENT = (
+    ("files_id", CLONE_FILES, "fd table"),
+    ("fs_id", CLONE_FS, "working directory, root and umask"),
+)
+
+
+def _sharing_flags(parent, child) -> int:
+    """The clone flags that give `child` what it shares with `parent` (ProcessImages)."""
+    if parent is None or parent.zombie or child.zombie:
+        return 0
+    return sum(
+        flag
+        for field_name, flag, _ in SHARED_WITH_PARENT
+        if getattr(child.core.ids, field_name) == getattr(parent.core.ids, field_name)
+    )
+
+
+def check_sharing(procs) -> None:
+    """Refuse images in which processes share an fd table or fs (the same id) other than
+    children sharing their parent's, which is all a fork can make again; and a child that
+    shares its parent's fd table in another mode (an exec would have unshared it)."""
+    by_pid = {p.pid: p for p in procs}
+    for field_name, flag, name in SHARED_WITH_PARENT:
+        first: dict[int, int] = {}  # id -> the first process with it
+        for proc in procs:  # parents before their children
+            if proc.zombie:
+                continue
+            key = getattr(proc.core.ids, field_name)
+            parent = by_pid.get(proc.entry.ppid)
+            shares = parent is not None and _sharing_flags(parent, proc) & flag
+            if key in first and not shares:
+                raise ImageError(
+                    f"core-{proc.pid}.img: process {proc.pid} shares its {name} with process "
+                    f"{first[key]} but not with its parent, which no fork makes again"
+                )
+            if shares and flag == CLONE_FILES and proc.abi is not parent.abi:
+                raise ImageError(
+                    f"core-{proc.pid}.img: process {proc.pid} shares its parent's fd table "
+                    "but runs in another mode, which an exec would have unshared"
+                )
+            first.setdefault(key, proc.pid)
+
+
 class Family:
     """The tasks of one restore, keyed by their saved PIDs/TIDs."""
 
@@ -264,6 +313,23 @@ class Family:
             ptrace.PTRACE_O_SUSPEND_SECCOMP if _under_seccomp(procs) else 0
         )
 
+    def clone_flags(self, pid: int) -> int:
+        """The clone flags (CLONE_FILES, CLONE_FS) process `pid` is forked with: what it
+        shares with its parent."""
+        proc = self.by_pid[pid]
+        return _sharing_flags(self.by_pid.get(proc.entry.ppid), proc)
+
+    def _scratch_mm(self, proc):
+        """What the scratch page of process `proc` must avoid: its VMAs, and those of the
+        children (and theirs) that share its fd table, which keep its scratch page as they
+        do not exec (an object with `vmas`, as an MmEntry)."""
+        vmas, queue = [], [proc]
+        while queue:
+            p = queue.pop()
+            vmas += p.mm.vmas
+            queue += [c for c in p.children if _sharing_flags(p, c) & CLONE_FILES]
+        return types.SimpleNamespace(vmas=vmas)
+
     def _stub(self, abi) -> _Stub:
         if abi.name not in self._stubs:
             self._stubs[abi.name] = _Stub(abi)
@@ -282,6 +348,7 @@ class Family:
         and before any process has a thread or memory of its own (torpor.parts.cgroups);
         a process that has memory before its children are forked (torpor.parts.cow) is
         placed before that, alone."""
+        check_sharing(self.procs)
         self._place = place
         root = self.procs[0]
         task = _create_task(
@@ -290,7 +357,7 @@ class Family:
         self.created.append(task.pid)
         self.tasks[root.pid] = task
         task.block_signals()
-        task.map_scratch(at=self._scratch_at(task.pid, root.mm))
+        task.map_scratch(at=self._scratch_at(task.pid, self._scratch_mm(root)))
         self._populate(root)
         self._set_groups()
         self._check_ids()
@@ -320,7 +387,8 @@ class Family:
 
     def _fork(self, parent, child) -> None:
         parent_task = self.tasks[parent.pid]
-        task = _with_pid_retries(child.pid, lambda: parent_task.spawn(0, child.pid, SIGCHLD))
+        flags = _sharing_flags(parent, child)
+        task = _with_pid_retries(child.pid, lambda: parent_task.spawn(flags, child.pid, SIGCHLD))
         self.created.append(task.pid)
         self.tasks[child.pid] = task
         log.debug("process %d forked by %d", child.pid, parent.pid)
@@ -333,9 +401,13 @@ class Family:
             task.sigmask = parent_task.sigmask  # and the parent's stub, scratch page, memory
             log.debug("process %d keeps the memory it shares with %d", child.pid, parent.pid)
             return
+        if flags & CLONE_FILES:  # an exec would unshare the fd table
+            task.sigmask = parent_task.sigmask  # and the parent's stub and scratch page
+            log.debug("process %d shares the fd table of %d", child.pid, parent.pid)
+            return
         task.execute(f"/proc/{os.getpid()}/fd/{self._stub(child.abi).fd}")
         task.block_signals()
-        task.map_scratch(at=self._scratch_at(task.pid, child.mm))
+        task.map_scratch(at=self._scratch_at(task.pid, self._scratch_mm(child)))
 
     def _set_groups(self) -> None:
         """Group leaders first, then members; a group whose leader is gone gets a helper

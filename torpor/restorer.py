@@ -17,7 +17,7 @@ from torpor import audit, preflight
 from torpor.arch import abi_for_cs
 from torpor.context import RestoreContext, log
 from torpor.errors import ImageError, RestoreError, TorporError
-from torpor.family import Family, kill_child, start_pid_namespace
+from torpor.family import CLONE_FILES, Family, kill_child, start_pid_namespace
 from torpor.images import ImageDir, constants, pb
 from torpor.kernel import procfs
 from torpor.parts import (
@@ -311,6 +311,7 @@ class _Contexts(dict):
             mm=proc.mm,
             pages_id=proc.index,
             thread_cores=proc.thread_cores,
+            shares_files=bool(self._family.clone_flags(pid) & CLONE_FILES),
             **self._common,
         )
         return ctx
@@ -347,6 +348,11 @@ def _audited(contexts, family) -> list:
     ]
 
 
+# The stages of _rebuild that act on the process's fd table: a process sharing its parent's
+# (ctx.owns_files false) skips them, its parent did them on that table.
+FD_TABLE_STAGES = frozenset(("close inherited fds", "files"))
+
+
 def _rebuild(ctx: RestoreContext) -> None:
     """A process's address space, fds and fs, in place of the stub's."""
     state: dict = {}
@@ -363,6 +369,9 @@ def _rebuild(ctx: RestoreContext) -> None:
         ("fs", files.restore_fs),
     ]
     for name, stage in stages:
+        if name in FD_TABLE_STAGES and not ctx.owns_files:
+            log.debug("restore stage of %d: %s, done by its parent", ctx.image_pid, name)
+            continue
         log.debug("restore stage of %d: %s", ctx.image_pid, name)
         stage(ctx)
     ctx.vdso_trampolines = bool(state["vdso"].trampolines)

@@ -130,6 +130,7 @@ class TreeFiles:
         self.locks = locks.TreeLocks()
         self.carried = InFlight()
         self.memfds = memfds.TreeMemfds()  # held by fds or mapped, by any task of the tree
+        self.tables: set[int] = set()  # the files_id of each fd table saved (fdinfo-N.img)
 
     def known_id(self, pid: int, d: FdDescription) -> int | None:
         for other_pid, other_fd, file_id in self.seen.get(d.target, ()):
@@ -176,6 +177,15 @@ class InFlight:
 
 
 def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
+    """The process's fd table (fdinfo-N.img, N its files_id) and fs: a table it shares with
+    the process that saved it (clone CLONE_FILES, the same files_id) is saved once."""
+    if ctx.core.ids.files_id not in tree.tables:
+        tree.tables.add(ctx.core.ids.files_id)
+        _dump_table(ctx, fds, tree)
+    _dump_fs(ctx)
+
+
+def _dump_table(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
     entries = []
     uid, euid = (int(x) for x in read_status(ctx.pid)["Uid"].split()[:2])
     for d in fds:
@@ -194,7 +204,6 @@ def dump(ctx: DumpContext, fds: list[FdDescription], tree: TreeFiles) -> None:
             )
         )
     ctx.images.write(f"fdinfo-{ctx.core.ids.files_id}.img", entries)
-    _dump_fs(ctx)
 
 
 def dump_carried(ctx: DumpContext, tree: TreeFiles) -> None:
@@ -435,12 +444,14 @@ def _restore_owner(ctx: RestoreContext, fd: int, fown) -> None:
 
 def finish_tree(contexts: list[RestoreContext]) -> None:
     """What the kinds do once every process of the tree has all its fds; then each process
-    takes back its file locks."""
+    that owns its fd table takes back its file locks."""
     shared: SharedFds = contexts[0].shared_files
     _restore_in_flight(contexts[0])
     for kind in kinds.KINDS:
         kind.finish_tree(contexts, shared.states[kind.field])
     for ctx in contexts:
+        if not ctx.owns_files:  # its parent's table, finished with it
+            continue
         at = shared.parked_from.get(ctx.image_pid)
         if at is not None:  # what the kinds kept for the tree to take
             ctx.task.call(X86_64, "close_range", at, 0xFFFFFFFF, 0)
