@@ -4,15 +4,19 @@ both TaskKobjIdsEntry, one fdinfo-N.img for the shared table; restored sharing i
 
 - The ``sharing`` workload (files, fs) is dumped and restored: its images give parent and
   child the ids of what they share, the restored pair shares it (kcmp), and the workload
-  checks, after the restore, that a change one makes is seen by the other.
+  checks, after the restore, that a change one makes is seen by the other; with and without
+  the child keeping its parent's memory copy-on-write, which decides whether it execs.
 - Images in which processes share an fd table or fs other than a child with its parent, or
   a child shares its parent's table in another mode, are refused in one line before
   anything is created (crafted from a mixed-mode tree).
+- The plan over crafted processes: a chain of sharers is forked with CLONE_FILES and the
+  top's scratch page, which they all keep, avoids all their VMAs; siblings sharing refused.
 """
 
 from __future__ import annotations
 
 import signal
+from types import SimpleNamespace
 
 import harness
 import imagecraft
@@ -20,9 +24,13 @@ import pytest
 from test_end_to_end import checkpoint_and_restore, images_dir
 
 import torpor
+from torpor import family
+from torpor.arch import X86_64
 from torpor.errors import ImageError
-from torpor.images import ImageDir
+from torpor.images import ImageDir, pb
+from torpor.images import constants as C
 from torpor.kernel.files import KCMP_FILES, KCMP_FS, shared_with
+from torpor.parts import cow
 
 MODES = {  # mode -> (the ids field shared, the one not shared, its kcmp type, the other's)
     "files": ("files_id", "fs_id", KCMP_FILES, KCMP_FS),
@@ -30,9 +38,17 @@ MODES = {  # mode -> (the ids field shared, the one not shared, its kcmp type, t
 }
 
 
+@pytest.mark.parametrize("cow_sharing", [True, False], ids=["cow", "no-cow"])
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_shared_with_the_parent_after_restore(mode, start_workload, tmp_path):
+def test_shared_with_the_parent_after_restore(
+    mode, cow_sharing, start_workload, tmp_path, monkeypatch
+):
+    """The child also keeps its parent's memory copy-on-write (torpor.parts.cow) here; with
+    that turned off, sharing the fs it execs the stub as any child (and keeps the fs), sharing
+    the fd table it keeps its parent's stub (an exec would unshare the table)."""
     shared, own, kcmp_shared, kcmp_own = MODES[mode]
+    if not cow_sharing:
+        monkeypatch.setattr(cow.Sharing, "inherits", lambda *args: False)
     w = start_workload("sharing", mode)
     w.wait_ready()
     (child,) = harness.child_pids(w.pid)
@@ -105,3 +121,51 @@ def test_parents_fd_table_in_another_mode_is_refused(start_workload, tmp_path):
     message = _refused(images)
     assert f"process {child} shares its parent's fd table but runs in another mode" in message
     assert not harness.pid_alive(top), "a process was made"
+
+
+# --- the plan, over crafted processes ---------------------------------------------------------
+
+
+def _proc(pid: int, ppid: int, files_id: int, vmas=(), abi=X86_64):
+    core = pb.core_pb2.CoreEntry(ids=pb.core_pb2.TaskKobjIdsEntry(files_id=files_id, fs_id=pid))
+    core.tc.task_state = C.TASK_ALIVE
+    return SimpleNamespace(
+        pid=pid, entry=SimpleNamespace(pid=pid, ppid=ppid), core=core, abi=abi, zombie=False,
+        mm=pb.mm_pb2.MmEntry(vmas=[pb.vma_pb2.VmaEntry(start=a, end=b) for a, b in vmas]),
+        children=[], thread_cores={},
+    )  # fmt: skip
+
+
+def _tree(*procs):
+    by_pid = {p.pid: p for p in procs}
+    for p in procs[1:]:
+        by_pid[p.entry.ppid].children.append(p)
+    return list(procs)
+
+
+def test_a_chain_of_sharers_is_forked_sharing_and_its_scratch_page_avoids_them_all():
+    """A grandchild sharing its parent's table, shared with the top: each is forked with
+    CLONE_FILES; they keep the top's scratch page, which must lie outside all their VMAs.
+    A sibling with a table of its own is forked without."""
+    procs = _tree(
+        _proc(10, 1, 10, [(0x1000, 0x2000)]),
+        _proc(11, 10, 10, [(0x3000, 0x4000)]),
+        _proc(12, 11, 10, [(0x5000, 0x6000)]),
+        _proc(13, 10, 13, [(0x7000, 0x8000)]),
+    )
+    family.check_sharing(procs)
+    tasks = family.Family(procs, timens_offsets=None, pid_ns=None, scratch_at=None)
+    assert [tasks.clone_flags(p.pid) for p in procs] == [
+        0,
+        family.CLONE_FILES,
+        family.CLONE_FILES,
+        0,
+    ]
+    avoided = {(v.start, v.end) for v in tasks._scratch_mm(procs[0]).vmas}
+    assert avoided == {(0x1000, 0x2000), (0x3000, 0x4000), (0x5000, 0x6000)}
+
+
+def test_sharers_that_are_siblings_are_refused():
+    procs = _tree(_proc(10, 1, 10), _proc(11, 10, 11), _proc(12, 10, 11))
+    with pytest.raises(ImageError, match="process 12 shares its fd table with process 11 but"):
+        family.check_sharing(procs)
