@@ -131,8 +131,8 @@ class Sharing:
         done.update(left)
 
     def _put_right(self, ctx, keys) -> list[tuple[int, int]]:
-        """For inherited VMAs `keys` of ctx's process: their protection made the one they
-        are mapped with, the pages its parent has and it has not dropped; returns the ranges
+        """For the inherited VMAs `keys` of ctx's process: give each the protection it is
+        mapped with, drop the pages its parent has and it had not, and return the ranges
         whose saved bytes differ from its parent's, to be written."""
         if not keys:
             return []
