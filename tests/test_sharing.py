@@ -2,7 +2,8 @@
 directory, root, umask) with their parent, as CRIU saves them: the same files_id / fs_id in
 both TaskKobjIdsEntry, one fdinfo-N.img for the shared table; restored sharing it again.
 
-- The ``sharing`` workload (files, fs) is dumped and restored: its images give parent and
+- The ``sharing`` workload (files, fs, and fs-mixed: a child of the other mode, which an exec
+  made, sharing its fs) is dumped and restored: its images give parent and
   child the ids of what they share, the restored pair shares it (kcmp), and the workload
   checks, after the restore, that a change one makes is seen by the other; with and without
   the child keeping its parent's memory copy-on-write, which decides whether it execs.
@@ -35,6 +36,7 @@ from torpor.parts import cow
 MODES = {  # mode -> (the ids field shared, the one not shared, its kcmp type, the other's)
     "files": ("files_id", "fs_id", KCMP_FILES, KCMP_FS),
     "fs": ("fs_id", "files_id", KCMP_FS, KCMP_FILES),
+    "fs-mixed": ("fs_id", "files_id", KCMP_FS, KCMP_FILES),  # the child of the other mode
 }
 
 
@@ -58,6 +60,8 @@ def test_shared_with_the_parent_after_restore(
     parent_ids = saved.read_one(f"core-{top}.img").ids
     child_ids = saved.read_one(f"core-{child}.img").ids
     assert getattr(child_ids, shared) == getattr(parent_ids, shared), (parent_ids, child_ids)
+    modes = {saved.read_one(f"core-{p}.img").thread_info.gpregs.mode for p in (top, child)}
+    assert len(modes) == (2 if mode == "fs-mixed" else 1), modes
     assert getattr(child_ids, own) != getattr(parent_ids, own), (parent_ids, child_ids)
     fdinfo = sorted(p.name for p in images.iterdir() if p.name.startswith("fdinfo-"))
     tables = {parent_ids.files_id, child_ids.files_id}

@@ -1,8 +1,10 @@
 /*
  * sharing: a process with a child made by clone(2) sharing, by MODE, its fd table
  * ("files", CLONE_FILES), its working directory and umask ("fs", CLONE_FS) or its memory
- * ("vm", CLONE_VM); or ("siblings") two children sharing their fd table with each other
- * but not with their parent (the first clones the second with CLONE_FILES | CLONE_PARENT).
+ * ("vm", CLONE_VM); or ("fs-mixed") its fs with a child that then execs the other flavour
+ * of this program (exec keeps the fs shared); or ("siblings") two children sharing their fd
+ * table with each other but not with their parent (the first clones the second with
+ * CLONE_FILES | CLONE_PARENT).
  * torpor restores the files and fs modes still sharing, and refuses to dump the others
  * (each process would come back with a copy of its own); a refused dump must leave them
  * running and still sharing.  After SIGUSR1 the parent (in "siblings" the first child,
@@ -43,6 +45,21 @@ static int child(void *arg)
     return 0;
 }
 
+/* The child of "fs-mixed": exec the other flavour of this program as "fs-child". */
+static int exec_other(void *arg)
+{
+    (void)arg;
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (len < 3)
+        _exit(5);
+    exe[len] = 0;
+    memcpy(exe + len - 2, exe[len - 2] == '6' ? "32" : "64", 2);
+    char *args[] = {exe, "fs-child", NULL};
+    execv(exe, args);
+    _exit(6);
+}
+
 /* The first of two siblings: clones the second sharing its fd table, says so on `made`,
  * waits for the word of the parent on `from` and opens fd 50. */
 static void first_sibling(int made, int from)
@@ -80,10 +97,13 @@ static int children_passed(int n)
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "files";
-    int siblings = strcmp(mode, "siblings") == 0;
-    flags = strcmp(mode, "files") == 0 || siblings ? CLONE_FILES
-            : strcmp(mode, "fs") == 0              ? CLONE_FS
-                                                   : CLONE_VM;
+    int siblings = strcmp(mode, "siblings") == 0, mixed = strcmp(mode, "fs-mixed") == 0;
+    flags = strcmp(mode, "files") == 0 || siblings    ? CLONE_FILES
+            : strcmp(mode, "fs") == 0 || mixed        ? CLONE_FS
+            : strcmp(mode, "fs-child") == 0           ? CLONE_FS
+                                                      : CLONE_VM;
+    if (strcmp(mode, "fs-child") == 0)
+        return child(NULL);
     workload_init("sharing", 0);
     umask(022);
     if (flags == CLONE_FILES && !siblings && dup2(open("/dev/null", O_RDONLY), 51) != 51)
@@ -105,6 +125,16 @@ int main(int argc, char **argv)
         if (read(made_pipe[0], &c, 1) != 1) /* the second sibling exists */
             FAIL_ERRNO("read");
         close(made_pipe[0]);
+    } else if (mixed) {
+        int execd[2]; /* closed by the child's exec: read gives EOF once it is done */
+        if (pipe2(execd, O_CLOEXEC) < 0)
+            FAIL_ERRNO("pipe2");
+        pid = clone(exec_other, stack + sizeof(stack), flags | SIGCHLD, NULL);
+        close(execd[1]);
+        char c;
+        if (pid > 0 && read(execd[0], &c, 1) != 0)
+            FAIL_ERRNO("read");
+        close(execd[0]);
     } else {
         pid = clone(child, stack + sizeof(stack), flags | SIGCHLD, NULL);
     }
