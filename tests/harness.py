@@ -462,6 +462,23 @@ def start(
     return Workload(spec=spec, flavour=flavour, proc=proc, log_path=log_path, cwd=cwd)
 
 
+def dump_program(proc: subprocess.Popen, tmp_path: Path) -> Path:
+    """Dump program `proc` (a child of the test) into a new tmp_path/images, which kills it;
+    reap it, whatever became of the dump, and wait until its PID is free for a restore;
+    return the images directory."""
+    import torpor
+
+    images = tmp_path / "images"
+    images.mkdir()
+    try:
+        torpor.dump(proc.pid, str(images))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_gone(proc.pid, 5), f"pid {proc.pid} still exists after the dump"
+    return images
+
+
 def dump_killed(w: Workload, tmp_path: Path) -> Path:
     """Dump `w` into a new tmp_path/images (the dump kills it), reap the original and wait
     until its PID is free for a restore; return the images directory."""

@@ -52,11 +52,7 @@ def test_reduced_credentials_come_back(built_workloads, flavour, tmp_path):
         while b"READY" not in log_path.read_bytes():
             assert proc.poll() is None, log_path.read_text()
         before = _status(proc.pid)
-        images = tmp_path / "images"
-        images.mkdir()
-        torpor.dump(proc.pid, str(images))
-        proc.wait()
-        pid = torpor.restore(str(images))
+        pid = torpor.restore(str(harness.dump_program(proc, tmp_path)))
         after = _status(pid)
         for key in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd"):
             assert after[key] == before[key], (key, before[key], after[key])
@@ -101,21 +97,21 @@ def test_a_user_process_stays_dumpable_by_its_user(built_workloads, flavour, tmp
             [*as_user, str(harness.binary("counter", flavour))], stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
         )  # fmt: skip
+    pid = None
     try:
         while b"READY" not in log_path.read_bytes():
             assert proc.poll() is None, log_path.read_text()
-        images = tmp_path / "images"
-        images.mkdir()
-        torpor.dump(proc.pid, str(images))
-        proc.wait()
-        pid = torpor.restore(str(images))
+        pid = torpor.restore(str(harness.dump_program(proc, tmp_path)))
         read = subprocess.run(
             [*as_user, "cat", f"/proc/{pid}/environ"], capture_output=True, check=False
         )
         assert read.returncode == 0, f"its user cannot read its environ: {read.stderr!r}"
         os.kill(pid, 10)
         _, status = os.waitpid(pid, 0)
+        pid = None
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
+        if pid is not None:  # restored, and left by a failed check
+            harness.kill_tree(pid, pid)

@@ -69,14 +69,7 @@ print(got, flush=True)
 def test_o_tmpfile_files_come_back_made_by_o_tmpfile(tmp_path, monkeypatch):
     monkeypatch.setenv("DIR", str(tmp_path))
     out = tmp_path / "out"
-    proc = harness.start_python(TMPFILES, out)
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        torpor.dump(proc.pid, str(images))
-    finally:
-        proc.kill()
-        proc.wait()
+    images = harness.dump_program(harness.start_python(TMPFILES, out), tmp_path)
     restored = torpor.restore(str(images))
     os.kill(restored, signal.SIGUSR1)
     _, status = os.waitpid(restored, 0)

@@ -59,14 +59,7 @@ def _start(tmp_path, code: str):
 
 def test_memfd_size_contents_and_seals(tmp_path):
     proc, out = _start(tmp_path, PROGRAM)
-    images = tmp_path / "images"
-    images.mkdir()
-    try:
-        torpor.dump(proc.pid, str(images))
-    finally:
-        proc.kill()
-        proc.wait()
-    assert harness.wait_gone(proc.pid, 5)
+    images = harness.dump_program(proc, tmp_path)
     restored = torpor.restore(str(images))
     time.sleep(0.1)
     os.kill(restored, signal.SIGUSR1)

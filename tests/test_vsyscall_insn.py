@@ -256,6 +256,7 @@ class Recorded(remote.RemoteTask):
         self.pid, self.regs, self.image = 1, regs, image
         self.sigmask, self.heal, self._framed, self._ran = 0, 0x1000, True, True
         self.resume_regs, self.restart_call, self._mem = regs, False, -1
+        self.stop_arrived = 0
 
     def read(self, addr: int, size: int) -> bytes:
         return self.image[addr - BASE : addr - BASE + size]

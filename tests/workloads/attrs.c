@@ -6,7 +6,8 @@
  * limit fails with EMFILE; RLIMIT_FSIZE soft 1 MiB: a write past it fails with EFBIG;
  * RLIMIT_STACK soft 4 MiB), oom_score_adj 345, child subreaper (an orphaned grandchild is
  * reparented to it: after the restore it is still our child, killed and reaped by us), THP
- * disabled, membarrier PRIVATE_EXPEDITED registration (the barrier works, not EPERM), the
+ * disabled, membarrier PRIVATE_EXPEDITED registration (the barrier works, not EPERM) and
+ * GLOBAL_EXPEDITED (MEMBARRIER_CMD_GET_REGISTRATIONS shows both, where the kernel has it), the
  * login UID (4242, where this process may set it), not dumpable (PR_SET_DUMPABLE 0), core
  * dumps filtered by coredump_filter 0x5f.
  *
@@ -31,6 +32,8 @@
 #define IOPRIO_VALUE(class, data) (((class) << 13) | (data))
 #define MEMBARRIER_PRIVATE_EXPEDITED 8
 #define MEMBARRIER_REGISTER_PRIVATE_EXPEDITED 16
+#define MEMBARRIER_REGISTER_GLOBAL_EXPEDITED 4
+#define MEMBARRIER_GET_REGISTRATIONS 512
 
 struct settings {
     int policy, nice, cpu, ioprio, pdeath;
@@ -204,6 +207,8 @@ int main(void)
         FAIL_ERRNO("PR_SET_THP_DISABLE");
     if (syscall(SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
         FAIL_ERRNO("membarrier register");
+    if (syscall(SYS_membarrier, MEMBARRIER_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0)
+        FAIL_ERRNO("membarrier register global");
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         FAIL_ERRNO("PR_SET_DUMPABLE");
     write_file("/proc/self/coredump_filter", "0x5f");
@@ -258,6 +263,10 @@ int main(void)
     CHECK_EQ("orphan's end", WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, 1);
     CHECK_EQ("THP disabled", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
     CHECK_EQ("membarrier private expedited", syscall(SYS_membarrier, MEMBARRIER_PRIVATE_EXPEDITED, 0, 0), 0);
+    long registrations = syscall(SYS_membarrier, MEMBARRIER_GET_REGISTRATIONS, 0, 0);
+    if (registrations >= 0) /* Linux 6.3 and later show them */
+        CHECK_EQ("membarrier registrations", registrations,
+                 MEMBARRIER_REGISTER_GLOBAL_EXPEDITED | MEMBARRIER_REGISTER_PRIVATE_EXPEDITED);
     if (set_loginuid)
         CHECK_EQ("login UID", read_number("/proc/self/loginuid"), 4242);
     CHECK_EQ("dumpable", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);

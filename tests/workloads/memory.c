@@ -17,7 +17,10 @@
  *   grow downwards after restore;
  * - /proc/self/maps (address, perms, offset, path) must be identical before
  *   the wait and after it;
- * - sbrk() and malloc() must still work after restore.
+ * - sbrk() and malloc() must still work after restore;
+ * - regions given MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP and MADV_NOHUGEPAGE keep
+ *   their data and show the advice in smaps VmFlags; a child forked after the restore has
+ *   no DONTFORK region and a zeroed WIPEONFORK one.
  */
 #include "common.h"
 
@@ -88,7 +91,7 @@ static void *map_anon(size_t pages, int prot, int flags)
 }
 
 enum { R_SMALL, R_MID, R_SPARSE, R_HUGE_SPARSE, R_SHARED_ANON, R_READONLY, R_HIDDEN, R_SBRK,
-       R_COUNT };
+       R_DONTFORK, R_WIPEONFORK, R_DONTDUMP, R_NOHUGEPAGE, R_COUNT };
 static struct region regions[R_COUNT];
 
 /* ---- heap ------------------------------------------------------------------- */
@@ -406,6 +409,64 @@ static void compare_maps(void)
 #define STACK_DEPTH 32
 #define FRAME_WORDS 512
 
+/* ---- madvise advice, seen in smaps VmFlags; the fork-time kinds used by a child -------- */
+
+static const struct { int region, advice; const char *flag; } advised[] = {
+    {R_DONTFORK, MADV_DONTFORK, "dc"}, {R_WIPEONFORK, MADV_WIPEONFORK, "wf"},
+    {R_DONTDUMP, MADV_DONTDUMP, "dd"}, {R_NOHUGEPAGE, MADV_NOHUGEPAGE, "nh"},
+};
+
+static void setup_advice(void)
+{
+    for (size_t i = 0; i < sizeof(advised) / sizeof(advised[0]); i++)
+        if (madvise(regions[advised[i].region].addr, 4 * PAGE, advised[i].advice) != 0)
+            fail("madvise(%s): %s", regions[advised[i].region].name, strerror(errno));
+}
+
+/* Whether the smaps entry of the VMA starting at `addr` lists VmFlags `flag`. */
+static int has_vmflag(const void *addr, const char *flag)
+{
+    char line[512], start[32];
+    int in_vma = 0, found = 0;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strchr(line, '-') && strncmp(line, "VmFlags", 7) != 0 && line[0] != ' ')
+            in_vma = strncmp(line, start, strlen(start)) == 0;
+        if (in_vma && strncmp(line, "VmFlags:", 8) == 0) {
+            char needle[8];
+            snprintf(needle, sizeof(needle), " %s", flag);
+            found = strstr(line + 8, needle) != NULL;
+        }
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static void check_advice(void)
+{
+    for (size_t i = 0; i < sizeof(advised) / sizeof(advised[0]); i++)
+        if (!has_vmflag(regions[advised[i].region].addr, advised[i].flag))
+            fail("%s: VmFlags lack %s", regions[advised[i].region].name, advised[i].flag);
+    pid_t child = fork();
+    if (child == 0) { /* not mapped at all; mapped, but zeroes */
+        int gone = msync(regions[R_DONTFORK].addr, PAGE, MS_ASYNC) != 0 && errno == ENOMEM;
+        const unsigned char *wiped = regions[R_WIPEONFORK].addr;
+        int zero = 1;
+        for (size_t b = 0; b < 4 * PAGE; b++)
+            zero &= wiped[b] == 0;
+        _exit((gone ? 0 : 1) | (zero ? 0 : 2));
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status))
+        fail("the fork for MADV_DONTFORK / MADV_WIPEONFORK failed");
+    else if (WEXITSTATUS(status) & 1)
+        fail("a child has the MADV_DONTFORK region");
+    else if (WEXITSTATUS(status) & 2)
+        fail("a child finds data in the MADV_WIPEONFORK region");
+}
+
 static void check_everything(void)
 {
     compare_maps();
@@ -416,6 +477,7 @@ static void check_everything(void)
     check_heap();
     check_file_mappings();
     check_growsdown();
+    check_advice();
     if (sbrk(0) != brk_before_wait)
         fail("program break moved: %p, was %p", sbrk(0), brk_before_wait);
 }
@@ -529,9 +591,16 @@ int main(void)
         exit(1);
     }
     regions[R_SBRK] = (struct region){"sbrk 64 pages", grown, 64, 0xa0000008, 1};
+    const char *advice_names[] = {"MADV_DONTFORK 4 pages", "MADV_WIPEONFORK 4 pages",
+                                  "MADV_DONTDUMP 4 pages", "MADV_NOHUGEPAGE 4 pages"};
+    for (int i = R_DONTFORK; i <= R_NOHUGEPAGE; i++)
+        regions[i] = (struct region){advice_names[i - R_DONTFORK],
+                                     map_anon(4, PROT_READ | PROT_WRITE, 0), 4,
+                                     0xa0000009u + (uint32_t)(i - R_DONTFORK), 1};
 
     for (int i = 0; i < R_COUNT; i++)
         fill_region(&regions[i]);
+    setup_advice();
     if (mprotect(regions[R_READONLY].addr, 3 * PAGE, PROT_READ) != 0 ||
         mprotect(regions[R_HIDDEN].addr, 4 * PAGE, PROT_NONE) != 0)
         FAIL_ERRNO("mprotect");

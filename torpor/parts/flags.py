@@ -5,10 +5,12 @@ registrations (per process) and the parent-death signal (per thread).
 Most live where CRIU keeps them (core.tc.oom_score_adj, loginuid, child_subreaper,
 mm.thp_disabled, thread_core.pdeath_sig); membarrier registrations in torpor's own field.
 Those only the task itself can read or set (prctl, membarrier, its own loginuid) go through
-injected calls. The kernel shows no membarrier registration: a dump asks for each expedited
-barrier, which fails with EPERM unless the process registered for it (the barrier itself is
-harmless on a stopped process). Global-expedited registration cannot be seen that way; it
-is not saved.
+injected calls. Membarrier registrations are asked of the kernel with
+MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3 and later), which shows all of them; an older
+kernel shows none, and a dump there asks for each private expedited barrier, which fails
+with EPERM unless the process registered for it (the barrier itself is harmless on a
+stopped process). Global-expedited registration cannot be seen that way: before 6.3 it is
+not saved.
 """
 
 import errno
@@ -33,6 +35,11 @@ MEMBARRIER_REGISTRATIONS = {
     32: 64,  # PRIVATE_EXPEDITED_SYNC_CORE
     128: 256,  # PRIVATE_EXPEDITED_RSEQ
 }
+MEMBARRIER_REGISTER_GLOBAL_EXPEDITED = 4
+MEMBARRIER_REGISTER_COMMANDS = MEMBARRIER_REGISTER_GLOBAL_EXPEDITED | sum(
+    MEMBARRIER_REGISTRATIONS.values()
+)
+MEMBARRIER_GET_REGISTRATIONS = 512
 
 
 def _read_int(path: str) -> int:
@@ -61,6 +68,11 @@ def _membarrier_registrations(ctx: DumpContext) -> int:
     supported = ctx.task.syscall(X86_64, "membarrier", MEMBARRIER_QUERY, 0, 0)
     if supported < 0:
         return 0  # a kernel without membarrier: nothing to register either
+    if supported & MEMBARRIER_GET_REGISTRATIONS:
+        got = ctx.task.syscall(X86_64, "membarrier", MEMBARRIER_GET_REGISTRATIONS, 0, 0)
+        if got < 0:
+            raise TargetError(f"membarrier registrations of process {ctx.pid}: {os.strerror(-got)}")
+        return got & MEMBARRIER_REGISTER_COMMANDS
     registered = 0
     for command, register in MEMBARRIER_REGISTRATIONS.items():
         if not supported & command:
@@ -88,7 +100,7 @@ def restore(ctx: RestoreContext) -> None:
         task.call(X86_64, "prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if ctx.mm.thp_disabled:
         task.call(X86_64, "prctl", PR_SET_THP_DISABLE, 1, 0, 0, 0)
-    for register in MEMBARRIER_REGISTRATIONS.values():
+    for register in (MEMBARRIER_REGISTER_GLOBAL_EXPEDITED, *MEMBARRIER_REGISTRATIONS.values()):
         if ctx.mm.torpor_membarrier & register:
             got = task.syscall(X86_64, "membarrier", register, 0, 0)
             if got < 0:
