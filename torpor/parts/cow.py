@@ -50,7 +50,6 @@ class Sharing:
         self._candidates: dict[int, dict] = {}  # child pid -> its VMAs its parent also has
         self._for_children: dict[int, dict] = {}  # pid -> (start, end) -> VMA, for its children
         self.inherited: dict[int, dict] = {}  # pid -> (start, end) -> VMA, inherited by fork
-        self._done: dict[int, set] = {}  # pid -> the (start, end) whose pages are right
         self._prepared: set[int] = set()  # the processes prepare() put VMAs in place for
         self._runs: dict[int, list] = {}
         self._mms = {p.pid: p.mm for p in procs}
@@ -89,7 +88,6 @@ class Sharing:
         writes += [(v.start, v.end) for v in fresh]
         if writes:
             memory.fill_pages(ctx, set(), only=sorted(writes))
-        self._done.setdefault(pid, set()).update(wanted)
         self._prepared.add(pid)
 
     def prepares(self, pid: int) -> bool:
@@ -120,15 +118,12 @@ class Sharing:
             placed.update(self._for_children[pid])
         return placed
 
-    def complete(self, ctx) -> None:
-        """The pages of the inherited VMAs not put right yet, put right."""
+    def complete(self, ctx) -> list[tuple[int, int]]:
+        """The inherited VMAs that prepare() did not put right: put right but for their
+        pages; returns the ranges of those to write (memory.restore writes them)."""
         pid = ctx.image_pid
-        done = self._done.setdefault(pid, set())
-        left = [key for key in self.inherited.get(pid, {}) if key not in done]
-        writes = self._put_right(ctx, left)
-        if writes:
-            memory.fill_pages(ctx, set(), only=sorted(writes))
-        done.update(left)
+        prepared = self._for_children[pid] if pid in self._prepared else {}
+        return self._put_right(ctx, [k for k in self.inherited.get(pid, {}) if k not in prepared])
 
     def _put_right(self, ctx, keys) -> list[tuple[int, int]]:
         """For the inherited VMAs `keys` of ctx's process: give each the protection it is

@@ -344,9 +344,9 @@ def restore(ctx: RestoreContext, kernel_vmas: set) -> None:
     if not placed:
         fill_pages(ctx, kernel_vmas)
         return
-    ctx.cow.complete(ctx)  # the pages of those in place
     rest = [(v.start, v.end) for v in ctx.mm.vmas if (v.start, v.end) not in placed]
-    fill_pages(ctx, kernel_vmas, only=sorted(rest))
+    # with the pages of those in place that are not right yet, in one pass over the file
+    fill_pages(ctx, kernel_vmas, only=sorted(rest + ctx.cow.complete(ctx)))
 
 
 def map_vma(ctx: RestoreContext, vma, opened: dict) -> None:
@@ -371,11 +371,26 @@ def map_vma(ctx: RestoreContext, vma, opened: dict) -> None:
         mode = _shared_open_flags(vma, writable) if shared else os.O_RDONLY
         fd = _open_in_task(ctx, vma.shmid, mode, opened)
         offset = vma.pgoff
-    size = vma.end - vma.start
-    got = ctx.task.syscall(X86_64, "mmap", vma.start, size, mapped_prot(vma), flags, fd, offset)
+    _mmap_at(ctx.task, vma, mapped_prot(vma), flags, fd, offset)
+
+
+def _mmap_at(task, vma, prot: int, flags: int, fd: int, offset: int, again: bool = False):
+    """mmap in the task at `vma`'s place (MAP_FIXED in `flags`), or RestoreError."""
+    got = task.syscall(X86_64, "mmap", vma.start, vma.end - vma.start, prot, flags, fd, offset)
     if got != vma.start:
         what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
-        raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x}: {what}")
+        raise RestoreError(
+            f"cannot map {vma.start:#x}-{vma.end:#x}{' again' if again else ''}: {what}"
+        )
+
+
+def _advise(task, vma) -> None:
+    """Give `vma` each madvise advice of its saved state (VmaEntry.madv)."""
+    if not vma.madv:
+        return
+    for advice in range(64):
+        if vma.madv & (1 << advice):
+            task.call(X86_64, "madvise", vma.start, vma.end - vma.start, advice)
 
 
 def mapped_prot(vma) -> int:
@@ -410,19 +425,15 @@ def _map_sealed(ctx: RestoreContext, vma, path: str) -> None:
     task, opened = ctx.task, {}
     fd = _open_path(ctx, path, os.O_RDWR, opened, "shared memory")
     try:
-        size = vma.end - vma.start
         flags = MAP_SHARED | MAP_FIXED | (vma.flags & (MAP_GROWSDOWN | MAP_NORESERVE))
-        got = task.syscall(X86_64, "mmap", vma.start, size, vma.prot, flags, fd, vma.pgoff)
-        if got != vma.start:
-            what = os.strerror(-got) if got < 0 else f"landed at {got:#x}"
-            raise RestoreError(f"cannot map {vma.start:#x}-{vma.end:#x} again: {what}")
+        _mmap_at(task, vma, vma.prot, flags, fd, vma.pgoff, again=True)
     finally:
         task.syscall(X86_64, "close", fd)
-    for advice in range(64):
-        if vma.madv & (1 << advice):
-            task.call(X86_64, "madvise", vma.start, size, advice)
+    _advise(task, vma)
     if vma.torpor_pkey:
-        task.call(X86_64, "pkey_mprotect", vma.start, size, vma.prot, vma.torpor_pkey)
+        task.call(
+            X86_64, "pkey_mprotect", vma.start, vma.end - vma.start, vma.prot, vma.torpor_pkey
+        )
 
 
 def _charged_while_filling(vma) -> bool:
@@ -441,10 +452,7 @@ def finish(ctx: RestoreContext, kernel_vmas: set) -> None:
             continue
         if _charged_while_filling(vma):
             task.call(X86_64, "mprotect", vma.start, vma.end - vma.start, vma.prot)
-        if vma.madv:
-            for advice in range(64):
-                if vma.madv & (1 << advice):
-                    task.call(X86_64, "madvise", vma.start, vma.end - vma.start, advice)
+        _advise(task, vma)
 
 
 def read_pagemap(ctx: RestoreContext) -> tuple[int, list[tuple[int, int]]]:
