@@ -397,13 +397,10 @@ class Family:
                 task.call(X86_64, "setsid")
             return
         scratch = (parent_task.scratch, parent_task.scratch + parent_task.scratch_size)
-        if self._sharing and self._sharing.inherits(parent.pid, child.pid, scratch):
-            task.sigmask = parent_task.sigmask  # and the parent's stub, scratch page, memory
-            log.debug("process %d keeps the memory it shares with %d", child.pid, parent.pid)
-            return
-        if flags & CLONE_FILES:  # an exec would unshare the fd table
+        keeps_memory = self._sharing and self._sharing.inherits(parent.pid, child.pid, scratch)
+        if keeps_memory or flags & CLONE_FILES:  # an exec would unshare memory and fd table
             task.sigmask = parent_task.sigmask  # and the parent's stub and scratch page
-            log.debug("process %d shares the fd table of %d", child.pid, parent.pid)
+            log.debug("process %d keeps what it shares with %d", child.pid, parent.pid)
             return
         task.execute(f"/proc/{os.getpid()}/fd/{self._stub(child.abi).fd}")
         task.block_signals()

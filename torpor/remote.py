@@ -352,16 +352,15 @@ class RemoteTask:
             if ok(stop):
                 self._last_event = stop.event
                 return
-            if stop.event == ptrace.PTRACE_EVENT_STOP or stop.sig == signal.SIGSTOP:
+            if stop.sig == signal.SIGSTOP and stop.event == 0:
                 # A SIGSTOP (the one signal torpor cannot block) sent meanwhile is held back
                 # and sent again as the task is let go (detach): its call goes on.
-                if stop.sig == signal.SIGSTOP and stop.event == 0:
-                    self.stop_arrived = signal.SIGSTOP
-                ptrace.cont(self.pid) if what == "int3" else ptrace.cont_syscall(self.pid)
-                continue
-            raise RemoteError(
-                f"task {self.pid} {stop.describe()} instead of the expected {what} stop"
-            )
+                self.stop_arrived = signal.SIGSTOP
+            elif stop.event != ptrace.PTRACE_EVENT_STOP:
+                raise RemoteError(
+                    f"task {self.pid} {stop.describe()} instead of the expected {what} stop"
+                )
+            ptrace.cont(self.pid) if what == "int3" else ptrace.cont_syscall(self.pid)
 
     def _find_syscall_insn(self) -> int:
         """Any `syscall` byte pair in executable memory will do: the CPU decodes from rip."""
