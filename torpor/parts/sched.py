@@ -39,9 +39,8 @@ def _slack(tid: int) -> int:
 
 def dump_thread(ctx: DumpContext) -> None:
     tid, thread = ctx.pid, ctx.core.thread_core
-    policy = os.sched_getscheduler(tid)  # with SCHED_RESET_ON_FORK or-ed in
-    attr = schedattr.get(tid)
-    if policy & ~SCHED_RESET_ON_FORK == SCHED_DEADLINE:
+    attr = schedattr.get(tid)  # policy, priority, nice and what only it shows, at once
+    if attr.policy == SCHED_DEADLINE:
         thread.torpor_deadline.CopyFrom(
             pb.core_pb2.TorporDeadline(
                 runtime=attr.runtime, deadline=attr.deadline, period=attr.period,
@@ -50,9 +49,11 @@ def dump_thread(ctx: DumpContext) -> None:
         )  # fmt: skip
     if (attr.util_min, attr.util_max) not in schedattr.NO_CLAMPS:
         thread.torpor_util_min, thread.torpor_util_max = attr.util_min, attr.util_max
-    thread.sched_policy = policy
-    thread.sched_prio = os.sched_getparam(tid).sched_priority
-    thread.sched_nice = os.getpriority(os.PRIO_PROCESS, tid)
+    # as sched_getscheduler(2) shows it: with SCHED_RESET_ON_FORK or-ed in
+    reset = SCHED_RESET_ON_FORK if attr.flags & schedattr.SCHED_FLAG_RESET_ON_FORK else 0
+    thread.sched_policy = attr.policy | reset
+    thread.sched_prio = attr.priority
+    thread.sched_nice = attr.nice
     thread.torpor_cpus.extend(sorted(os.sched_getaffinity(tid)))
     thread.torpor_ioprio = libc.syscall(libc.SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, tid)
     thread.torpor_timer_slack_ns = _slack(tid)
