@@ -462,6 +462,32 @@ def start(
     return Workload(spec=spec, flavour=flavour, proc=proc, log_path=log_path, cwd=cwd)
 
 
+def assert_restore_refused(images: Path, pid: int, names: str, error=None) -> str:
+    """restore(images) raises `error` (ImageError unless given) with a one-line message
+    containing ``names``, creates no process, and writes nothing into the directory;
+    returns the message."""
+    import pytest
+
+    import torpor
+    from torpor.errors import ImageError
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(images.iterdir())}
+
+    assert not pid_alive(pid), f"pid {pid} is taken before the restore attempt"
+    before = snapshot()
+    kids_before = child_pids(os.getpid())
+    with pytest.raises(error or ImageError) as exc:
+        torpor.restore(str(images))
+    message = str(exc.value)
+    assert not pid_alive(pid), f"a process with pid {pid} exists after the refusal"
+    assert child_pids(os.getpid()) == kids_before, "the refused restore left a process"
+    assert snapshot() == before, "the restore attempt changed the images"
+    assert message.strip() and "\n" not in message, f"not a one-line message: {message!r}"
+    assert names in message, f"the message does not name {names}: {message!r}"
+    return message
+
+
 def dump_program(proc: subprocess.Popen, tmp_path: Path) -> Path:
     """Dump program `proc` (a child of the test) into a new tmp_path/images, which kills it;
     reap it, whatever became of the dump, and wait until its PID is free for a restore;

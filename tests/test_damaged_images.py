@@ -118,21 +118,7 @@ def damage(file: Path, how: str) -> None:
         raise ValueError(how)
 
 
-def assert_refused(images: Path, pid: int, names: str) -> str:
-    """restore(images) raises ImageError with a one-line message containing ``names``,
-    creates no process, and writes nothing into the directory; returns the message."""
-    assert not harness.pid_alive(pid), f"pid {pid} is taken before the restore attempt"
-    before = snapshot(images)
-    kids_before = harness.child_pids(os.getpid())
-    with pytest.raises(ImageError) as exc:
-        torpor.restore(str(images))
-    message = str(exc.value)
-    assert not harness.pid_alive(pid), f"a process with pid {pid} exists after the refusal"
-    assert harness.child_pids(os.getpid()) == kids_before, "the refused restore left a process"
-    assert snapshot(images) == before, "the restore attempt changed the images"
-    assert message.strip() and "\n" not in message, f"not a one-line message: {message!r}"
-    assert names in message, f"the message does not name {names}: {message!r}"
-    return message
+assert_refused = harness.assert_restore_refused
 
 
 def test_dump_holds_every_kind(pristine):
