@@ -19,6 +19,7 @@ from torpor.parts import (
     clocks,
     cpu,
     files,
+    locks,
     memfds,
     memory,
     pkeys,
@@ -61,6 +62,7 @@ def run(
     tcp_close: bool = False,
     whole_host: bool = False,
     manage_cgroups: str = "soft",
+    cgroup_root: str | None = None,
 ) -> list[Finding]:
     """The findings for restoring `procs` (restorer.ProcessImage, from `images`, whose
     files.img entries are `files_by_id`) here.
@@ -68,6 +70,7 @@ def run(
     `whole_host` adds what a restore finds out only while creating tasks (free PIDs, clone3,
     the vDSO), for `torpor check -D`; a restore meets those checks in their own stages.
     """
+    locks.check_image(images)  # ImageError: an image no lock can be made of
     findings = [_cpu(images, strict_cpu_check)]
     live = [p for p in procs if not p.zombie]
     available = cpuid.xfeatures()
@@ -100,7 +103,7 @@ def run(
         findings.append(Finding("TCP connections", REFUSE if problem else OK, problem or tcp_plan))
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
-    findings.append(_cgroups(images, procs, manage_cgroups))
+    findings.append(_cgroups(images, procs, manage_cgroups, cgroup_root))
     if whole_host:
         findings.append(_pids(procs, pidns))
         findings.append(_clone3())
@@ -196,8 +199,8 @@ def _resource_limits(proc) -> Finding:
     return _process_finding("resource limits", proc, problem, "this side can set them")
 
 
-def _cgroups(images, procs, mode: str) -> Finding:
-    problem, warning, what = cgroups.check(images, procs, mode)
+def _cgroups(images, procs, mode: str, root: str | None) -> Finding:
+    problem, warning, what = cgroups.check(images, procs, mode, root)
     if problem:
         return Finding("cgroups", REFUSE, problem)
     return Finding("cgroups", WARN if warning else OK, f"{warning}; {what}" if warning else what)

@@ -9,6 +9,14 @@
  * process (F_GETLK), byte 100 not writable but readable, bytes 20-29 OFD-locked, the file
  * not exclusively flock-able but shareable, bytes 50-59 free.
  *
+ * Leases, on files of their own (shared with the child process too): a read lease on
+ * lease-r.dat (fd R, read-only, lease-break signal SIGIO) and a write lease on lease-w.dat
+ * (fd W, read-write, F_SETSIG to SIGRTMIN+1), both signals blocked.  After the restore
+ * F_GETLEASE shows both, and a new process finds lease-r.dat open to readers but neither
+ * file open to writers (O_NONBLOCK: EWOULDBLOCK); each of these opens makes the kernel send
+ * this process its lease-break signal (W's with si_fd = W), on which it gives the lease up,
+ * and the new process's blocking open then succeeds.
+ *
  * Mode "hold" only takes the POSIX write lock and waits, for the test in which another
  * process takes that lock between the dump and the restore.
  */
@@ -46,6 +54,94 @@ static int check_from_outside(pid_t holder)
     return status;
 }
 
+/* Run in a new process, while the holder waits for each lease-break signal. */
+static int break_leases(int r, int w)
+{
+    int status = 0;
+    close(r);
+    close(w);
+    int fd = open("lease-r.dat", O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        status |= 1;
+    close(fd);
+    if (open("lease-w.dat", O_WRONLY | O_NONBLOCK) >= 0 || errno != EWOULDBLOCK)
+        status |= 2;
+    fd = open("lease-w.dat", O_WRONLY); /* until the holder gives the write lease up */
+    if (fd < 0)
+        status |= 4;
+    close(fd);
+    if (open("lease-r.dat", O_WRONLY | O_NONBLOCK) >= 0 || errno != EWOULDBLOCK)
+        status |= 8;
+    fd = open("lease-r.dat", O_WRONLY);
+    if (fd < 0)
+        status |= 16;
+    close(fd);
+    return status;
+}
+
+/* Wait (bounded) for the lease-break signal `sig` of fd `fd`, then give its lease up. */
+static void lease_broken(int sig, int fd, const char *what)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    siginfo_t info;
+    struct timespec bound = {.tv_sec = 10};
+    int got = sigtimedwait(&set, &info, &bound);
+    if (got != sig)
+        fail("%s: no lease-break signal %d (%s)", what, sig, strerror(errno));
+    else if (sig != SIGIO && info.si_fd != fd)
+        fail("%s: lease-break signal for fd %d, not fd %d", what, info.si_fd, fd);
+    if (fcntl(fd, F_SETLEASE, F_UNLCK) != 0)
+        FAIL_ERRNO(what);
+}
+
+static void check_leases(int r, int w)
+{
+    CHECK_EQ("F_GETLEASE of the read-leased fd", fcntl(r, F_GETLEASE), F_RDLCK);
+    CHECK_EQ("F_GETLEASE of the write-leased fd", fcntl(w, F_GETLEASE), F_WRLCK);
+    CHECK_EQ("F_GETSIG of the write-leased fd", fcntl(w, F_GETSIG), SIGRTMIN + 1);
+    pid_t breaker = fork();
+    if (breaker == 0)
+        _exit(break_leases(r, w));
+    lease_broken(SIGRTMIN + 1, w, "write lease");
+    lease_broken(SIGIO, r, "read lease");
+    int status = 0;
+    waitpid(breaker, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        int bits = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        const char *what[] = {
+            "lease-r.dat open to a reader", "lease-w.dat not open to a writer (EWOULDBLOCK)",
+            "lease-w.dat open to a writer once the lease is given up",
+            "lease-r.dat not open to a writer (EWOULDBLOCK)",
+            "lease-r.dat open to a writer once the lease is given up",
+        };
+        for (int i = 0; i < 5; i++)
+            if (bits < 0 || bits & (1 << i))
+                fail("from another process: %s", what[i]);
+    }
+}
+
+/* fd R with a read lease on lease-r.dat, fd W with a write lease on lease-w.dat. */
+static void take_leases(int *r, int *w)
+{
+    close(open("lease-r.dat", O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    close(open("lease-w.dat", O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    *r = open("lease-r.dat", O_RDONLY);
+    *w = open("lease-w.dat", O_RDWR);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGIO);
+    sigaddset(&set, SIGRTMIN + 1);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    if (fcntl(*w, F_SETSIG, SIGRTMIN + 1) != 0)
+        FAIL_ERRNO("F_SETSIG");
+    if (fcntl(*r, F_SETLEASE, F_RDLCK) != 0)
+        FAIL_ERRNO("read lease");
+    if (fcntl(*w, F_SETLEASE, F_WRLCK) != 0)
+        FAIL_ERRNO("write lease");
+}
+
 int main(int argc, char **argv)
 {
     workload_init("locks", 0);
@@ -67,6 +163,8 @@ int main(int argc, char **argv)
     int c = open("locks.dat", O_RDONLY);
     if (flock(c, LOCK_SH) != 0)
         FAIL_ERRNO("flock");
+    int r, w;
+    take_leases(&r, &w);
     pid_t sharer = fork();
     if (sharer == 0) { /* holds fd C's description too, and waits to be killed */
         for (;;)
@@ -89,6 +187,7 @@ int main(int argc, char **argv)
             if (bits < 0 || bits & (1 << i))
                 fail("from another process: %s is not as it was", what[i]);
     }
+    check_leases(r, w);
     kill(sharer, SIGKILL);
     waitpid(sharer, NULL, 0);
     finish();
