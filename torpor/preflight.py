@@ -62,7 +62,6 @@ def run(
     tcp_close: bool = False,
     whole_host: bool = False,
     manage_cgroups: str = "soft",
-    cgroup_root: str | None = None,
 ) -> list[Finding]:
     """The findings for restoring `procs` (restorer.ProcessImage, from `images`, whose
     files.img entries are `files_by_id`) here.
@@ -103,7 +102,7 @@ def run(
         findings.append(Finding("TCP connections", REFUSE if problem else OK, problem or tcp_plan))
     problem, clocks_plan = clocks.check(images, timens)
     findings.append(Finding("clocks", REFUSE if problem else OK, problem or clocks_plan))
-    findings.append(_cgroups(images, procs, manage_cgroups, cgroup_root))
+    findings.append(_cgroups(images, procs, manage_cgroups))
     if whole_host:
         findings.append(_pids(procs, pidns))
         findings.append(_clone3())
@@ -199,8 +198,8 @@ def _resource_limits(proc) -> Finding:
     return _process_finding("resource limits", proc, problem, "this side can set them")
 
 
-def _cgroups(images, procs, mode: str, root: str | None) -> Finding:
-    problem, warning, what = cgroups.check(images, procs, mode, root)
+def _cgroups(images, procs, mode: str) -> Finding:
+    problem, warning, what = cgroups.check(images, procs, mode)
     if problem:
         return Finding("cgroups", REFUSE, problem)
     return Finding("cgroups", WARN if warning else OK, f"{warning}; {what}" if warning else what)
