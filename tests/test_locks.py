@@ -6,6 +6,7 @@ of is refused before anything is created."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -21,40 +22,52 @@ from torpor.parts import locks
 READ_LEASED_FD, WRITE_LEASED_FD = 6, 7  # the locks workload's fds R and W
 
 
-def test_lock_taken_meanwhile_refuses_the_restore(start_workload, tmp_path):
-    """A POSIX lock another process took between the dump and the restore: the restore fails
-    naming the lock, and leaves nothing behind; once it is free again the restore works."""
-    w = start_workload("locks", "hold")
+def _refused_while_held(start_workload, tmp_path, mode, hold, match) -> None:
+    """Dump the locks workload (in `mode`), then restore it inside the `hold(cwd)` context:
+    the restore must fail matching `match` and leave nothing behind; once the context has
+    ended, the restore works and the workload passes."""
+    w = start_workload("locks", *mode)
     w.wait_ready()
     pid = w.pid
     images = harness.dump_killed(w, tmp_path)
-    with open(w.cwd / "locks.dat", "r+b") as f:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 5)
-        with pytest.raises(RestoreError, match=r"POSIX lock on fd 3 .* \(bytes 0-9\): another"):
+    with hold(w.cwd):
+        with pytest.raises(RestoreError, match=match):
             torpor.restore(str(images))
         assert not os.path.exists(f"/proc/{pid}")
     w.adopt(torpor.restore(str(images)))
     w.signal()
     w.verdict().assert_passed()
+
+
+@contextlib.contextmanager
+def _posix_lock_taken(cwd):
+    with open(cwd / "locks.dat", "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 5)
+        yield
+
+
+def test_lock_taken_meanwhile_refuses_the_restore(start_workload, tmp_path):
+    """A POSIX lock another process took between the dump and the restore: the restore fails
+    naming the lock, and leaves nothing behind; once it is free again the restore works."""
+    _refused_while_held(
+        start_workload,
+        tmp_path,
+        ["hold"],
+        _posix_lock_taken,
+        r"POSIX lock on fd 3 .* \(bytes 0-9\): another",
+    )
 
 
 def test_leased_file_open_for_writing_refuses_the_restore(start_workload, tmp_path):
     """The read-leased file open for writing by another process at the restore: the lease
     cannot be taken again, the restore fails naming it, and works once the file is closed."""
-    w = start_workload("locks")
-    w.wait_ready()
-    pid = w.pid
-    images = harness.dump_killed(w, tmp_path)
-    with open(w.cwd / "lease-r.dat", "wb"):
-        with pytest.raises(
-            RestoreError,
-            match=rf"read lease on fd {READ_LEASED_FD} .*lease-r.dat\): the file is open for wr",
-        ):
-            torpor.restore(str(images))
-        assert not os.path.exists(f"/proc/{pid}")
-    w.adopt(torpor.restore(str(images)))
-    w.signal()
-    w.verdict().assert_passed()
+    _refused_while_held(
+        start_workload,
+        tmp_path,
+        [],
+        lambda cwd: open(cwd / "lease-r.dat", "wb"),
+        rf"read lease on fd {READ_LEASED_FD} .*lease-r.dat\): the file is open for wr",
+    )
 
 
 def test_lease_being_broken_refuses_the_dump(start_workload, tmp_path):
